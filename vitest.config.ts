@@ -8,5 +8,8 @@ export default defineConfig({
     // Integration tests open real sockets; two cores, so keep the pool small.
     pool: 'forks',
     maxWorkers: 2,
+    // The JSON report lets .ci/run print "N passed, N failed" after the README's plain `npm test`.
+    reporters: ['default', 'json'],
+    outputFile: { json: 'test-results/vitest.json' },
   },
 });

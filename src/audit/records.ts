@@ -1,0 +1,127 @@
+import type { Actor, ClientRejectClass, FailureClass, Outcome, Scope } from '../relay/failure-class.js';
+import type { AttemptPhase, ReplyPhase, SmtpReply } from '../relay/upstream-facts.js';
+
+/** Audit schema version (AUDIT-SCHEMA.md). Fields are only ever added, never renamed. */
+export const AUDIT_SCHEMA_VERSION = 1;
+
+export interface TlsFacts {
+  readonly protocol: string | null;
+  readonly cipher: string | null;
+}
+
+export interface ClientFacts {
+  readonly ip: string;
+  readonly port: number;
+  readonly helo: string | null;
+  readonly user: string | null;
+  readonly tls: TlsFacts | null;
+}
+
+export interface RecipientEntry {
+  readonly to: string;
+  readonly status: 'accepted' | 'rejected' | 'deferred' | 'unknown';
+  readonly reply: SmtpReply | null;
+}
+
+export interface MessageFacts {
+  readonly size: number;
+  readonly sha256: string;
+  readonly messageId: string | null;
+  readonly subject: string | null;
+  readonly headerFrom: string | null;
+}
+
+export interface UpstreamFactsRecord {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly tls: (TlsFacts & { readonly authorized: boolean }) | null;
+  readonly reusedConnection: boolean | null;
+  readonly queueId: string | null;
+}
+
+export interface AttemptEntry {
+  readonly upstream: string;
+  readonly startedAt: string;
+  readonly ms: number;
+  readonly phase: AttemptPhase;
+  readonly reply: SmtpReply | null;
+  readonly error: { readonly code: string | null; readonly cause: string | null; readonly message: string | null } | null;
+  readonly class: FailureClass | null;
+}
+
+export interface FailureEntry {
+  readonly class: FailureClass;
+  readonly retryable: boolean | null;
+  readonly actor: Actor;
+  readonly scope: Scope;
+  readonly detail: {
+    readonly rule: string | null;
+    readonly code: string | null;
+    readonly cause: string | null;
+    readonly timeoutType: string | null;
+    readonly message: string | null;
+  };
+}
+
+export interface RelayRecord {
+  readonly v: number;
+  readonly type: 'relay';
+  readonly time: string;
+  readonly id: string;
+  readonly session: { readonly id: string; readonly txn: number };
+  readonly client: ClientFacts;
+  readonly from: string;
+  readonly rcpt: readonly RecipientEntry[];
+  readonly message: MessageFacts;
+  readonly upstream: UpstreamFactsRecord | null;
+  readonly attempts: readonly AttemptEntry[];
+  readonly upstreamReply: (SmtpReply & { readonly phase: ReplyPhase | null }) | null;
+  readonly clientReply: SmtpReply;
+  readonly outcome: Outcome;
+  readonly failure: FailureEntry | null;
+  readonly timing: {
+    readonly totalMs: number;
+    readonly receiveMs: number;
+    readonly waitMs: number;
+    readonly connectMs: number;
+    readonly envelopeMs: number;
+    readonly dataMs: number;
+  };
+  readonly duplicateRisk: boolean;
+  readonly duplicateOf: string | null;
+}
+
+/** mailtrail refused the client before relaying (FAILURES.md, client-side table). */
+export interface RejectRecord {
+  readonly v: number;
+  readonly type: 'reject';
+  readonly time: string;
+  readonly id: string;
+  readonly session: { readonly id: string; readonly txn: number };
+  readonly client: ClientFacts;
+  /** The SMTP command that was refused (CONNECT, AUTH, MAIL, RCPT, DATA, or the raw verb). */
+  readonly command: string;
+  readonly from: string | null;
+  readonly to: string | null;
+  readonly class: ClientRejectClass;
+  readonly clientReply: SmtpReply;
+  /** Who produced the refusal: mailtrail's policy, or smtp-server's own protocol checks. */
+  readonly source: 'policy' | 'protocol';
+}
+
+export interface SessionRecord {
+  readonly v: number;
+  readonly type: 'session';
+  readonly time: string;
+  readonly id: string;
+  readonly session: { readonly id: string };
+  readonly client: ClientFacts;
+  readonly transactions: number;
+  readonly accepted: number;
+  readonly rejected: number;
+  readonly bytes: number;
+  readonly durationMs: number;
+}
+
+export type AuditRecord = RelayRecord | RejectRecord | SessionRecord;

@@ -1,0 +1,148 @@
+#!/usr/bin/env node
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { App, type RunningInfo } from './app.js';
+import { hashPassword } from './auth/password.js';
+import { ConfigError } from './config/config-error.js';
+import { loadConfig } from './config/load.js';
+import type { Config } from './config/types.js';
+import { createLogger } from './observe/logger.js';
+
+const USAGE = `mailtrail: SMTP relay proxy with an audit trail
+
+Usage:
+  mailtrail serve [--config FILE]          run the relay (no config: the embedded default)
+  mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem
+  mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
+  mailtrail --version | --help
+
+The config file can also be named by MAILTRAIL_CONFIG.`;
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean' },
+    },
+  });
+  if (values.version) return print(version());
+  const command = positionals[0] ?? (values.help ? 'help' : 'serve');
+  switch (command) {
+    case 'serve':
+      return serve(values.config);
+    case 'check-config':
+      return checkConfig(values.config);
+    case 'hash-password':
+      return printHash();
+    case 'help':
+      return print(USAGE);
+    default:
+      process.stderr.write(`mailtrail: unknown command "${command}"\n\n${USAGE}\n`);
+      return 2;
+  }
+}
+
+function load(file: string | undefined): Config {
+  return loadConfig({ file: file ?? null, env: process.env, cwd: process.cwd() });
+}
+
+function checkConfig(file: string | undefined): number {
+  try {
+    const config = load(file);
+    process.stdout.write(`config ok: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
+    return 0;
+  } catch (err) {
+    return reportConfigError(err);
+  }
+}
+
+function reportConfigError(err: unknown): number {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`mailtrail: invalid configuration (${err.problems.length} problem(s)):\n`);
+    for (const p of err.problems) process.stderr.write(`  ${p.path}: ${p.message}\n`);
+    return 1;
+  }
+  throw err;
+}
+
+async function serve(file: string | undefined): Promise<number> {
+  let config: Config;
+  try {
+    config = load(file);
+  } catch (err) {
+    return reportConfigError(err);
+  }
+  const log = createLogger(config.log.level);
+  const app = new App(config, log);
+  const info = await app.start();
+  process.stdout.write(startupBanner(info, config));
+  log.info({ listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile }, 'mailtrail started');
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'shutting down: finishing transactions in flight');
+      app.stop().then(
+        () => {
+          log.info('stopped');
+          resolve(0);
+        },
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => {
+      app.reopenAudit();
+      log.info({ file: info.auditFile }, 'audit file reopened');
+    });
+  });
+}
+
+function startupBanner(info: RunningInfo, config: Config): string {
+  const lines = ['mailtrail is running'];
+  for (const l of info.listeners) {
+    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
+  }
+  for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port}`);
+  if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
+  lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
+  lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
+  if (info.ephemeralCert) lines.push('  tls       ephemeral self-signed certificate (set tls.cert / tls.key for production)');
+  if (info.sinkDir) lines.push('  try       swaks --server ' + `${info.listeners[0]?.host}:${info.listeners[0]?.port}` + ' --from app@example.com --to you@example.org');
+  return lines.join('\n') + '\n';
+}
+
+async function printHash(): Promise<number> {
+  const input = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
+  if (!input) {
+    process.stderr.write('mailtrail: give the password on standard input\n');
+    return 2;
+  }
+  return print(await hashPassword(input));
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `mailtrail ${pkg.version}`;
+}
+
+function print(text: string): number {
+  process.stdout.write(text + '\n');
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`mailtrail: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

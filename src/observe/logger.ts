@@ -1,0 +1,20 @@
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+/**
+ * The operational log (start-up, warnings, errors): JSON lines on stderr, apart from the audit trail.
+ * Secrets are redacted by path as a second line of defence; the first is never logging them.
+ */
+export function createLogger(level: string, destination: pino.DestinationStream | number = 2): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'mailtrail' },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      formatters: { level: (label) => ({ level: label }) },
+      redact: { paths: ['*.pass', '*.password', 'auth.pass', '*.auth.pass', 'config.upstreams[*].auth.pass'], censor: '[redacted]' },
+    },
+    typeof destination === 'number' ? pino.destination({ dest: destination, sync: true }) : destination,
+  );
+}

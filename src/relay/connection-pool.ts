@@ -1,0 +1,137 @@
+import type SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { UpstreamConfig } from '../config/types.js';
+import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
+
+/** A connection handed out by the pool, with the facts the audit record needs. */
+export interface Lease {
+  readonly connection: UpstreamConnection;
+  readonly reused: boolean;
+  /** Time spent waiting for a free slot (pool full). */
+  readonly waitMs: number;
+  /** DNS + TCP + TLS + greeting + EHLO + AUTH; 0 when reused. */
+  readonly connectMs: number;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * Connections to one upstream with one set of credentials. Bounded (maxConnections), FIFO for waiters,
+ * each connection recycled after maxMessages or idleTimeout. Unlike nodemailer's pool it never
+ * re-sends on its own: the relay engine decides about retries, because only it knows whether the
+ * body already went out (a silent requeue after the final dot is how duplicates happen).
+ */
+export class ConnectionPool {
+  readonly upstream: UpstreamConfig;
+  #options: SMTPConnection.Options;
+  #idle: UpstreamConnection[] = [];
+  #busy = 0;
+  #waiters: Waiter[] = [];
+  #sweeper: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(upstream: UpstreamConfig, ehloName: string) {
+    this.upstream = upstream;
+    this.#options = connectionOptions(upstream, ehloName);
+    this.#sweeper = setInterval(() => this.#sweepIdle(), Math.max(1000, upstream.pool.idleTimeout / 2));
+    this.#sweeper.unref();
+  }
+
+  /** Number of connections in use plus waiting callers: the pool's load. */
+  get pending(): number {
+    return this.#busy + this.#waiters.length;
+  }
+
+  async acquire(signal: AbortSignal): Promise<Lease> {
+    const started = performance.now();
+    if (this.#closed) throw Object.assign(new Error('Upstream pool is closed'), { code: 'ESHUTDOWN' });
+    // A freed slot is handed straight to the first waiter (busy count unchanged), so a caller arriving
+    // in between cannot overtake it and push the pool past maxConnections.
+    if (this.#busy >= this.upstream.pool.maxConnections) await this.#waitForSlot(signal);
+    else this.#busy += 1;
+    const waitMs = performance.now() - started;
+    const idle = this.#takeIdle();
+    if (idle) return { connection: idle, reused: true, waitMs, connectMs: 0 };
+    const connectStart = performance.now();
+    try {
+      const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+      return { connection, reused: false, waitMs, connectMs: performance.now() - connectStart };
+    } catch (err) {
+      this.#freeSlot();
+      throw err;
+    }
+  }
+
+  /** Opens a fresh connection outside the idle list, used when a reused one turned out dead. */
+  async reopen(signal: AbortSignal): Promise<Omit<Lease, 'waitMs'>> {
+    const connectStart = performance.now();
+    const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+    return { connection, reused: false, connectMs: performance.now() - connectStart };
+  }
+
+  /** Gives a connection back. `reusable` false (or a dead/worn connection) closes it. */
+  release(connection: UpstreamConnection, reusable: boolean): void {
+    const worn = connection.messages >= this.upstream.pool.maxMessages;
+    if (reusable && connection.alive && !worn && !this.#closed) {
+      connection.idleSince = Date.now();
+      this.#idle.push(connection);
+    } else if (connection.alive) {
+      connection.quit();
+    }
+    this.#freeSlot();
+  }
+
+  /** Closes idle connections and refuses new work; busy connections close when released. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const c of this.#idle.splice(0)) c.quit();
+    for (const w of this.#waiters.splice(0)) {
+      w.reject(Object.assign(new Error('Upstream pool is closed'), { code: 'ESHUTDOWN' }));
+    }
+  }
+
+  #takeIdle(): UpstreamConnection | null {
+    // LIFO: the most recently used connection is the least likely to have been dropped by the server.
+    for (let c = this.#idle.pop(); c; c = this.#idle.pop()) {
+      if (c.alive) return c;
+    }
+    return null;
+  }
+
+  #freeSlot(): void {
+    const next = this.#waiters.shift();
+    if (next) next.resolve();
+    else this.#busy -= 1;
+  }
+
+  #waitForSlot(signal: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        resolve: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject,
+      };
+      const onAbort = (): void => {
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(abortError(signal));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #sweepIdle(): void {
+    const cutoff = Date.now() - this.upstream.pool.idleTimeout;
+    this.#idle = this.#idle.filter((c) => {
+      if (c.alive && c.idleSince > cutoff) return true;
+      if (c.alive) c.quit();
+      return false;
+    });
+  }
+}

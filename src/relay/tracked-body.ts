@@ -1,0 +1,78 @@
+import { close, open, read } from 'node:fs';
+import { Readable } from 'node:stream';
+import type { AttemptPhase } from './upstream-facts.js';
+
+/** A replayable message body: in memory, or a spill file. */
+export type ReplayableBody = Buffer | { readonly path: string };
+
+const CHUNK = 64 * 1024;
+
+/**
+ * A fresh stream over the body that tells how far it was handed over. nodemailer pulls from it only
+ * after the upstream's 354, so the first pull marks the start of the body, and its end marks the
+ * point after which a lost connection means "unknown outcome" (the upstream may have the message).
+ * Ending a little before the final dot is on the wire errs on the side of a duplicate, never a loss.
+ *
+ * It is pull-driven on purpose: attaching a 'data' listener to observe it would start the flow
+ * before nodemailer pipes it, and the body would be gone.
+ */
+export class TrackedBody extends Readable {
+  phase: AttemptPhase = 'envelope';
+  bodyStartedAt: number | null = null;
+  #body: ReplayableBody;
+  #offset = 0;
+  #fd: number | null = null;
+
+  constructor(body: ReplayableBody) {
+    super({ highWaterMark: CHUNK });
+    this.#body = body;
+    this.once('end', () => {
+      this.phase = 'sent';
+    });
+  }
+
+  override _read(): void {
+    if (this.bodyStartedAt === null) {
+      this.bodyStartedAt = performance.now();
+      this.phase = 'body';
+    }
+    if (Buffer.isBuffer(this.#body)) this.#readMemory(this.#body);
+    else this.#readFile(this.#body.path);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    if (this.#fd === null) return callback(err);
+    close(this.#fd, () => callback(err));
+    this.#fd = null;
+  }
+
+  #readMemory(body: Buffer): void {
+    if (this.#offset >= body.length) {
+      this.push(null);
+      return;
+    }
+    const end = Math.min(body.length, this.#offset + CHUNK);
+    // subarray shares memory: no copy of the message per attempt.
+    const chunk = body.subarray(this.#offset, end);
+    this.#offset = end;
+    this.push(chunk);
+  }
+
+  #readFile(path: string): void {
+    if (this.#fd === null) {
+      open(path, 'r', (err, fd) => {
+        if (err) return this.destroy(err);
+        this.#fd = fd;
+        this.#readFile(path);
+      });
+      return;
+    }
+    const buf = Buffer.allocUnsafe(CHUNK);
+    read(this.#fd, buf, 0, CHUNK, this.#offset, (err, n) => {
+      if (err) return this.destroy(err);
+      if (n === 0) return this.push(null);
+      this.#offset += n;
+      this.push(buf.subarray(0, n));
+    });
+  }
+}

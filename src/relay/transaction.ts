@@ -1,0 +1,151 @@
+import type { Readable } from 'node:stream';
+import type { SMTPServerSession } from 'smtp-server';
+import type { Config } from '../config/types.js';
+import type { IdGenerator } from '../ids.js';
+import type { Logger } from '../observe/logger.js';
+import type { Recorder } from '../audit/recorder.js';
+import type { MessageFacts, RelayRecord } from '../audit/records.js';
+import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
+import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
+import { CLIENT_REPLIES } from '../smtp/replies.js';
+import type { SessionState } from '../smtp/session-state.js';
+import type { RelayEngine } from './relay-engine.js';
+import type { SmtpReply, Verdict } from './upstream-facts.js';
+
+export interface TransactionReply {
+  readonly id: string;
+  readonly reply: SmtpReply;
+}
+
+export interface TransactionDeps {
+  readonly config: Config;
+  readonly engine: RelayEngine;
+  readonly recorder: Recorder;
+  readonly ids: IdGenerator;
+  readonly log: Logger;
+  /** Fires at shutdown when in-flight relays must give up (their deadline is the other bound). */
+  readonly shutdownSignal: AbortSignal;
+}
+
+/**
+ * One SMTP transaction from DATA to the reply: buffer the body, relay it, write exactly one `relay`
+ * record, and only then hand back the reply (every 250 has its record first). Never throws.
+ */
+export class TransactionProcessor {
+  #deps: TransactionDeps;
+  #inFlight = 0;
+
+  constructor(deps: TransactionDeps) {
+    this.#deps = deps;
+  }
+
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  async process(stream: Readable, session: SMTPServerSession, state: SessionState): Promise<TransactionReply> {
+    this.#inFlight += 1;
+    try {
+      return await this.#process(stream, session, state);
+    } finally {
+      this.#inFlight -= 1;
+    }
+  }
+
+  async #process(stream: Readable, session: SMTPServerSession, state: SessionState): Promise<TransactionReply> {
+    const { config, ids } = this.#deps;
+    const t0 = performance.now();
+    const id = ids.next();
+    state.transactions += 1;
+    const envelope = session.envelope;
+    const from = envelope.mailFrom ? envelope.mailFrom.address : '';
+    const to = envelope.rcptTo.map((r) => r.address);
+    const input = (message: MessageFacts, clientReply: SmtpReply, receiveMs: number): RelayRecordInput => ({
+      id,
+      session: { id: state.id, txn: state.transactions },
+      client: state.client(),
+      from,
+      to,
+      message,
+      clientReply,
+      receiveMs,
+      totalMs: performance.now() - t0,
+    });
+
+    let message: BufferedMessage;
+    try {
+      message = await receiveMessage(stream, {
+        memoryLimit: config.limits.memoryBufferSize,
+        maxSize: config.limits.maxMessageSize,
+        tempDir: config.dataDir,
+      });
+    } catch (err) {
+      return this.#receiveFailed(err as Error & { code?: string }, input, t0, state);
+    }
+    const receiveMs = performance.now() - t0;
+    state.bytes += message.size;
+    const facts = messageFacts(message, config.audit.subject);
+    try {
+      if (message.oversize) {
+        const reply = CLIENT_REPLIES.too_large;
+        const failure = localFailure('too_large', false, null, `message exceeds limits.maxMessageSize (${config.limits.maxMessageSize} bytes)`);
+        return this.#finish(unrelayedRecord(input(facts, reply, receiveMs), 'rejected', failure), state);
+      }
+      const decision = await this.#deps.engine.relay(
+        { from, to, use8BitMime: envelope.bodyType === '8bitmime', size: message.size },
+        message.body(),
+        this.#deps.shutdownSignal,
+      );
+      const verdict = decision.deciding.verdict;
+      const reply = this.#clientReply(verdict);
+      return this.#finish(relayedRecord(input(facts, reply, receiveMs), decision, verdict.outcome, verdict), state);
+    } finally {
+      await message.dispose();
+    }
+  }
+
+  /** unknown_outcome answers 451 by default (a possible duplicate beats a silent loss); configurable. */
+  #clientReply(verdict: Verdict): SmtpReply {
+    if (verdict.failure?.class === 'unknown_outcome' && this.#deps.config.unknownOutcomeReply.code === 250) {
+      return { code: 250, enhanced: '2.0.0', text: 'Ok: handed over, upstream did not confirm' };
+    }
+    return verdict.clientReply;
+  }
+
+  #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: SessionState): TransactionReply {
+    const receiveMs = performance.now() - t0;
+    const empty: MessageFacts = { size: 0, sha256: '', messageId: null, subject: null, headerFrom: null };
+    if (err.code === 'ECLIENTABORT') {
+      // Nobody is left to read a reply; the record still says the transaction existed.
+      const reply = { code: 0, enhanced: null, text: 'client disconnected during DATA, no reply sent' };
+      const failure = localFailure('client_aborted', true, err.code, err.message);
+      return this.#finish(unrelayedRecord(input(empty, reply, receiveMs), 'aborted', failure), state);
+    }
+    this.#deps.log.error({ err }, 'receiving message failed');
+    const reply = CLIENT_REPLIES.internal;
+    const failure = localFailure('internal', true, err.code ?? null, err.message);
+    return this.#finish(unrelayedRecord(input(empty, reply, receiveMs), 'deferred', failure), state);
+  }
+
+  #finish(record: RelayRecord, state: SessionState): TransactionReply {
+    try {
+      this.#deps.recorder.relay(record);
+    } catch {
+      state.rejected += 1;
+      return { id: record.id, reply: CLIENT_REPLIES.audit_failed };
+    }
+    if (record.clientReply.code >= 200 && record.clientReply.code < 300) state.accepted += 1;
+    else state.rejected += 1;
+    return { id: record.id, reply: record.clientReply };
+  }
+}
+
+function messageFacts(message: BufferedMessage, withSubject: boolean): MessageFacts {
+  return {
+    size: message.size,
+    sha256: message.sha256,
+    messageId: message.headers.messageId,
+    subject: withSubject ? message.headers.subject : null,
+    headerFrom: message.headers.from,
+  };
+}

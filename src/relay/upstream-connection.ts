@@ -1,0 +1,188 @@
+import { readFileSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { TLSSocket } from 'node:tls';
+import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import type { UpstreamConfig } from '../config/types.js';
+
+/** TLS facts of an upstream connection, for the audit record. */
+export interface UpstreamTls {
+  readonly protocol: string | null;
+  readonly cipher: string | null;
+  readonly authorized: boolean;
+}
+
+export interface UpstreamEnvelope {
+  /** MAIL FROM address; "" is the null sender. */
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly use8BitMime: boolean;
+  readonly size: number;
+}
+
+export type SendInfo = SMTPConnection.SentMessageInfo;
+type NodemailerError = Error & { code?: string; command?: string; responseCode?: number };
+
+/**
+ * One SMTP client connection to an upstream, opened with EHLO, STARTTLS and AUTH done. We drive
+ * nodemailer's SMTPConnection ourselves (not its pool) because the audit record needs what the pool
+ * hides: per-phase timings, whether the connection was reused, its TLS parameters, and verbatim
+ * envelope addresses (sendMail lowercases domains and rewrites IDNs; send() does not).
+ */
+export class UpstreamConnection {
+  #conn: SMTPConnection;
+  #alive = true;
+  #messages = 0;
+  readonly openedAt = Date.now();
+  idleSince = Date.now();
+
+  private constructor(conn: SMTPConnection) {
+    this.#conn = conn;
+    // A closed or broken connection must never be handed out again; the error itself reaches the
+    // caller through the pending command's callback, so the event only marks the state.
+    conn.on('error', () => this.#markDead());
+    conn.on('end', () => this.#markDead());
+  }
+
+  /** Connects, greets, upgrades and authenticates. Rejects with nodemailer's error (code, command, responseCode). */
+  static open(
+    options: SMTPConnection.Options,
+    auth: UpstreamConfig['auth'],
+    signal: AbortSignal,
+  ): Promise<UpstreamConnection> {
+    const conn = new SMTPConnection(options);
+    const wrapper = new UpstreamConnection(conn);
+    return new Promise<UpstreamConnection>((resolve, reject) => {
+      const onAbort = (): void => {
+        wrapper.close();
+        reject(abortError(signal));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = (err?: Error | null): void => {
+        signal.removeEventListener('abort', onAbort);
+        if (err) {
+          wrapper.close();
+          reject(err);
+        } else resolve(wrapper);
+      };
+      conn.once('error', (err: Error) => done(err));
+      conn.connect(() => {
+        if (!auth) return done();
+        conn.login({ user: auth.user, pass: auth.pass }, (err) => done(err));
+      });
+    });
+  }
+
+  get alive(): boolean {
+    return this.#alive && !this.#conn.destroyed;
+  }
+
+  get messages(): number {
+    return this.#messages;
+  }
+
+  tls(): UpstreamTls | null {
+    const socket = this.#conn._socket;
+    if (!socket || !this.#conn.secure || !('getProtocol' in socket)) return null;
+    const tlsSocket = socket as TLSSocket;
+    return {
+      protocol: tlsSocket.getProtocol() ?? null,
+      cipher: tlsSocket.getCipher()?.name ?? null,
+      authorized: tlsSocket.authorized,
+    };
+  }
+
+  /** Sends one message; `body` must be a fresh stream (we observe its end to know the body went out). */
+  send(envelope: UpstreamEnvelope, body: Readable, signal: AbortSignal): Promise<SendInfo> {
+    this.#messages += 1;
+    return new Promise<SendInfo>((resolve, reject) => {
+      const onAbort = (): void => {
+        this.close();
+        reject(abortError(signal));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.#conn.send(
+        { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime, size: envelope.size },
+        body,
+        (err, info) => {
+          signal.removeEventListener('abort', onAbort);
+          if (err) reject(err);
+          else resolve(info as SendInfo);
+        },
+      );
+    });
+  }
+
+  /** RSET after a refused envelope or message, so the connection can carry the next one. */
+  reset(timeoutMs: number): Promise<boolean> {
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.close();
+        resolve(false);
+      }, timeoutMs);
+      this.#conn.reset((err) => {
+        clearTimeout(timer);
+        if (err) this.close();
+        resolve(!err);
+      });
+    });
+  }
+
+  /** Polite close: QUIT, then the socket. */
+  quit(): void {
+    this.#markDead();
+    try {
+      this.#conn.quit();
+    } catch {
+      this.#conn.close();
+    }
+  }
+
+  close(): void {
+    this.#markDead();
+    this.#conn.close();
+  }
+
+  #markDead(): void {
+    this.#alive = false;
+  }
+}
+
+/** Built once per pool: reading the CA file per connection would put disk I/O on the hot path. */
+export function connectionOptions(upstream: UpstreamConfig, ehloName: string): SMTPConnection.Options {
+  const tls = upstream.tls;
+  return {
+    host: upstream.host,
+    port: upstream.port,
+    secure: upstream.implicitTls,
+    requireTLS: !upstream.implicitTls && tls.mode === 'required',
+    opportunisticTLS: tls.mode === 'opportunistic',
+    ignoreTLS: !upstream.implicitTls && tls.mode === 'none',
+    name: upstream.ehloName ?? ehloName,
+    connectionTimeout: upstream.timeouts.connect,
+    greetingTimeout: upstream.timeouts.greeting,
+    socketTimeout: upstream.timeouts.socket,
+    dnsTimeout: upstream.timeouts.connect,
+    // Loopback and private upstreams (a smarthost next door, a test sink) are legitimate here.
+    allowInternalNetworkInterfaces: true,
+    logger: false,
+    debug: false,
+    ...(tls.servername ? { servername: tls.servername } : {}),
+    tls: {
+      rejectUnauthorized: tls.verify,
+      minVersion: 'TLSv1.2',
+      ...(tls.ca ? { ca: readFileSync(tls.ca) } : {}),
+      ...(tls.servername ? { servername: tls.servername } : {}),
+    },
+  };
+}
+
+/** The error an aborted operation rejects with: the signal's reason when it is one of ours. */
+export function abortError(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  if (reason instanceof Error && 'code' in reason) return reason;
+  return Object.assign(new Error('Relay deadline reached'), { code: 'EDEADLINE' });
+}
+
+export type { NodemailerError };

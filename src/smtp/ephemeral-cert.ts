@@ -1,0 +1,34 @@
+import { readFileSync } from 'node:fs';
+import { generate } from 'selfsigned';
+import type { Config } from '../config/types.js';
+import type { Logger } from '../observe/logger.js';
+
+export interface ListenerTls {
+  readonly key: string | Buffer;
+  readonly cert: string | Buffer;
+  readonly ephemeral: boolean;
+}
+
+/**
+ * The listeners' certificate. smtp-server would otherwise fall back to its built-in test certificate,
+ * whose private key is public (PITFALLS.md §1). With no certificate configured we generate a
+ * throw-away self-signed one (EC P-256, fast) and say so: clients must then skip verification, which
+ * is fine on loopback and wrong anywhere else.
+ */
+export async function listenerTls(config: Config, log: Logger): Promise<ListenerTls> {
+  if (config.tls) {
+    return { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert), ephemeral: false };
+  }
+  const pems = await generate([{ name: 'commonName', value: config.hostname }], {
+    keyType: 'ec',
+    curve: 'P-256',
+    algorithm: 'sha256',
+    notAfterDate: new Date(Date.now() + 30 * 24 * 3600 * 1000),
+    extensions: [
+      { name: 'basicConstraints', cA: false },
+      { name: 'subjectAltName', altNames: [{ type: 2, value: config.hostname }, { type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] },
+    ],
+  });
+  log.warn({ hostname: config.hostname }, 'no tls.cert/tls.key configured: using an ephemeral self-signed certificate for STARTTLS');
+  return { key: pems.private, cert: pems.cert, ephemeral: true };
+}

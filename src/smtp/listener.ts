@@ -1,0 +1,288 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
+import type { Readable } from 'node:stream';
+import type { Config, ListenerConfig } from '../config/types.js';
+import type { Recorder } from '../audit/recorder.js';
+import { AUDIT_SCHEMA_VERSION, type RejectRecord } from '../audit/records.js';
+import { verifyPassword } from '../auth/password.js';
+import type { IdGenerator } from '../ids.js';
+import type { Logger } from '../observe/logger.js';
+import type { TransactionProcessor } from '../relay/transaction.js';
+import type { ClientRejectClass } from '../relay/failure-class.js';
+import type { SmtpReply } from '../relay/upstream-facts.js';
+import type { Admission } from './admission.js';
+import { removeGreetingDelay } from './fast-greeting.js';
+import { classifyProtocolRefusal, protocolLogger } from './protocol-refusals.js';
+import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText } from './replies.js';
+import { SessionState } from './session-state.js';
+
+export interface ListenerDeps {
+  readonly config: Config;
+  readonly admission: Admission;
+  readonly processor: TransactionProcessor;
+  readonly recorder: Recorder;
+  readonly ids: IdGenerator;
+  readonly log: Logger;
+  readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer };
+}
+
+/** Delay before answering a failed AUTH: slows password guessing without holding much (FAILURES.md). */
+const AUTH_FAILURE_DELAY_MS = 500;
+
+/**
+ * The SMTP side of mailtrail: one smtp-server per configured listener, sharing the session table,
+ * the admission rules and the connection limits. Each refusal is a named reply plus a `reject`
+ * record; smtp-server's own refusals are captured through its logger.
+ */
+export class SmtpListeners {
+  #deps: ListenerDeps;
+  #servers: SMTPServer[] = [];
+  #sessions = new Map<string, SessionState>();
+  #perIp = new Map<string, number>();
+  #lastCommand = new Map<string, string>();
+  #bound: { host: string; port: number; implicitTls: boolean }[] = [];
+
+  constructor(deps: ListenerDeps) {
+    this.#deps = deps;
+  }
+
+  /** Addresses actually bound (port 0 resolved), in config order. */
+  get addresses(): readonly { host: string; port: number; implicitTls: boolean }[] {
+    return this.#bound;
+  }
+
+  get activeSessions(): number {
+    return this.#sessions.size;
+  }
+
+  async start(): Promise<void> {
+    for (const listener of this.#deps.config.listen) {
+      const server = this.#createServer(listener);
+      this.#servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.server.once('error', reject);
+        server.listen(listener.port, listener.host, () => {
+          server.server.off('error', reject);
+          resolve();
+        });
+      });
+      const addr = server.server.address();
+      const port = typeof addr === 'object' && addr ? addr.port : listener.port;
+      this.#bound.push({ host: listener.host, port, implicitTls: listener.implicitTls });
+    }
+  }
+
+  /** Stop accepting; sessions in DATA finish (their relay has its own deadline); idle ones get 421. */
+  async stop(): Promise<void> {
+    await Promise.all(this.#servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  }
+
+  /**
+   * After in-flight transactions are done, tell idle sessions we are going (421, RFC 5321 §3.8) and
+   * close them, instead of waiting for smtp-server's closeTimeout.
+   */
+  closeIdleSessions(): void {
+    for (const server of this.#servers) {
+      const connections = (server as unknown as { connections: Set<{ send(c: number, t: string): void; close(): void }> }).connections;
+      for (const connection of connections) {
+        connection.send(CLIENT_REPLIES.shutting_down.code, wireText(CLIENT_REPLIES.shutting_down, null));
+        connection.close();
+      }
+    }
+  }
+
+  #createServer(listener: ListenerConfig): SMTPServer {
+    const { config } = this.#deps;
+    const server = new SMTPServer({
+      secure: listener.implicitTls,
+      key: this.#deps.tls.key,
+      cert: this.#deps.tls.cert,
+      minVersion: 'TLSv1.2',
+      name: config.hostname,
+      banner: 'mailtrail',
+      size: config.limits.maxMessageSize,
+      maxRecipients: config.limits.maxRecipients,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: true,
+      // We decide about plaintext AUTH ourselves (per client: loopback may be exempt), with a record.
+      allowInsecureAuth: true,
+      disabledCommands: this.#deps.admission.hasUsers ? [] : ['AUTH'],
+      disableReverseLookup: true,
+      socketTimeout: config.timeouts.clientIdle,
+      // Longer than the relay deadline: smtp-server sends 421 at closeTimeout to sessions still waiting
+      // on onData, and a client told 421 after the upstream accepted would send the message twice.
+      closeTimeout: config.timeouts.relay + config.timeouts.shutdown,
+      logger: protocolLogger({
+        command: (cid, verb) => this.#lastCommand.set(cid, verb),
+        refusal: (cid, reply) => this.#onProtocolRefusal(cid, reply),
+        error: (entry, message) => this.#deps.log.debug({ smtp: entry.tnx, cid: entry.cid }, message),
+      }) as never,
+      onConnect: (session, cb) => cb(this.#onConnect(session)),
+      onAuth: (auth, session, cb) => {
+        this.#onAuth(auth, session).then((r) => cb(r.err, r.ok), (err: Error) => cb(err));
+      },
+      onMailFrom: (address, session, cb) => cb(this.#onMailFrom(address.address, session)),
+      onRcptTo: (_address, _session, cb) => cb(),
+      onData: (stream, session, cb) => this.#onData(stream, session, cb),
+      onClose: (session) => this.#onClose(session),
+    });
+    removeGreetingDelay(server);
+    // Without a listener, one client's TLS garbage would crash the process (PITFALLS.md §0.1).
+    server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
+    return server;
+  }
+
+  #onConnect(session: SMTPServerSession): Error | null | undefined {
+    const { admission, config } = this.#deps;
+    const state = new SessionState(session, admission.isTrustedNetwork(session.remoteAddress));
+    this.#sessions.set(session.id, state);
+    const perIp = this.#perIp.get(state.ip) ?? 0;
+    if (this.#sessions.size > config.limits.maxConnections || perIp >= config.limits.maxConnectionsPerIp) {
+      return this.#refuse(session, 'too_many_connections', 'CONNECT');
+    }
+    state.counted = true;
+    this.#perIp.set(state.ip, perIp + 1);
+    return null;
+  }
+
+  async #onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<{ err: Error | null; ok?: { user: string } }> {
+    const { admission } = this.#deps;
+    if (!session.secure && !admission.authAllowedInPlaintext(session.remoteAddress)) {
+      return { err: this.#refuse(session, 'tls_required_auth', 'AUTH') };
+    }
+    const user = admission.user(auth.username ?? '');
+    const valid = user !== undefined && (await verifyPassword(auth.password ?? '', user));
+    if (valid) return { err: null, ok: { user: user.username } };
+    await sleep(AUTH_FAILURE_DELAY_MS);
+    return { err: this.#refuse(session, 'auth_failed', 'AUTH', { from: null, to: null, user: auth.username ?? null }) };
+  }
+
+  #onMailFrom(from: string, session: SMTPServerSession): Error | null {
+    const { admission } = this.#deps;
+    const state = this.#sessions.get(session.id);
+    const ip = session.remoteAddress;
+    if (admission.tlsRequired(ip) && !session.secure) return this.#refuse(session, 'tls_required', 'MAIL', { from });
+    const userName = typeof session.user === 'string' ? session.user : null;
+    if (userName !== null) {
+      const user = admission.user(userName);
+      if (!user || !admission.senderAllowed(user, from)) return this.#refuse(session, 'sender_denied', 'MAIL', { from });
+      return null;
+    }
+    if (state?.trusted) return null;
+    return this.#refuse(session, admission.hasUsers ? 'auth_required' : 'relay_denied', 'MAIL', { from });
+  }
+
+  #onData(stream: Readable, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+    const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+    this.#deps.processor.process(stream, session, state).then(({ id, reply }) => {
+      if (reply.code >= 200 && reply.code < 300) return cb(null, wireText(reply, id));
+      state.ownRefusalPending = true;
+      // code 0: the client vanished; smtp-server will not write to a closed socket anyway.
+      cb(smtpError(reply.code === 0 ? CLIENT_REPLIES.internal : reply, id));
+    });
+  }
+
+  #onClose(session: SMTPServerSession): void {
+    const state = this.#sessions.get(session.id);
+    if (!state) return;
+    this.#sessions.delete(session.id);
+    this.#lastCommand.delete(session.id);
+    if (state.counted) {
+      const n = (this.#perIp.get(state.ip) ?? 1) - 1;
+      if (n <= 0) this.#perIp.delete(state.ip);
+      else this.#perIp.set(state.ip, n);
+    }
+    this.#deps.recorder.session({
+      v: AUDIT_SCHEMA_VERSION,
+      type: 'session',
+      time: new Date().toISOString(),
+      id: this.#deps.ids.next(),
+      session: { id: state.id },
+      client: state.client(),
+      transactions: state.transactions,
+      accepted: state.accepted,
+      rejected: state.rejected,
+      bytes: state.bytes,
+      durationMs: Math.round(performance.now() - state.startedAt),
+    });
+  }
+
+  /** Records a refusal of ours and returns the error smtp-server turns into the reply. */
+  #refuse(
+    session: SMTPServerSession,
+    name: keyof typeof CLIENT_REPLIES,
+    command: string,
+    extra: { from?: string | null; to?: string | null; user?: string | null } = {},
+  ): Error {
+    const reply: SmtpReply = CLIENT_REPLIES[name];
+    const cls = REPLY_CLASS[name] ?? 'protocol_violation';
+    const id = this.#writeReject(session, cls, reply, command, 'policy', extra);
+    const state = this.#sessions.get(session.id);
+    if (state) {
+      state.ownRefusalPending = true;
+      state.rejected += 1;
+    }
+    return smtpError(reply, id);
+  }
+
+  #onProtocolRefusal(cid: string, reply: SmtpReply): void {
+    const state = this.#sessions.get(cid);
+    if (state?.ownRefusalPending) {
+      state.ownRefusalPending = false;
+      return;
+    }
+    const cls = classifyProtocolRefusal(reply);
+    if (!cls || !state) return;
+    state.rejected += 1;
+    this.#writeRejectForState(state, cls, reply, this.#lastCommand.get(cid) ?? 'UNKNOWN', 'protocol');
+  }
+
+  #writeReject(
+    session: SMTPServerSession,
+    cls: ClientRejectClass,
+    reply: SmtpReply,
+    command: string,
+    source: RejectRecord['source'],
+    extra: { from?: string | null; to?: string | null; user?: string | null },
+  ): string {
+    const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+    const client = state.client();
+    return this.#emitReject(state, cls, reply, command, source, {
+      client: extra.user !== undefined ? { ...client, user: extra.user } : client,
+      from: extra.from ?? null,
+      to: extra.to ?? null,
+    });
+  }
+
+  #writeRejectForState(state: SessionState, cls: ClientRejectClass, reply: SmtpReply, command: string, source: RejectRecord['source']): void {
+    this.#emitReject(state, cls, reply, command, source, {
+      client: state.client(),
+      from: null,
+      to: null,
+    });
+  }
+
+  #emitReject(
+    state: SessionState,
+    cls: ClientRejectClass,
+    reply: SmtpReply,
+    command: string,
+    source: RejectRecord['source'],
+    facts: Pick<RejectRecord, 'client' | 'from' | 'to'>,
+  ): string {
+    const id = this.#deps.ids.next();
+    this.#deps.recorder.reject({
+      v: AUDIT_SCHEMA_VERSION,
+      type: 'reject',
+      time: new Date().toISOString(),
+      id,
+      session: { id: state.id, txn: state.transactions },
+      ...facts,
+      command,
+      class: cls,
+      clientReply: reply,
+      source,
+    });
+    return id;
+  }
+}

@@ -1,0 +1,46 @@
+import type { ClientRejectClass } from '../relay/failure-class.js';
+import type { SmtpReply } from '../relay/upstream-facts.js';
+
+/**
+ * mailtrail's own refusals, named by meaning (FAILURES.md, client-side table). The wire text is
+ * derived from these, so a test can check every refusal against the table.
+ */
+export const CLIENT_REPLIES = {
+  auth_failed: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
+  auth_required: { code: 530, enhanced: '5.7.0', text: 'Authentication required' },
+  tls_required: { code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' },
+  tls_required_auth: { code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' },
+  relay_denied: { code: 554, enhanced: '5.7.1', text: 'Relaying denied: client not allowed to relay' },
+  sender_denied: { code: 553, enhanced: '5.7.1', text: 'Sender address not allowed for this user' },
+  too_large: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },
+  too_many_recipients: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' },
+  too_many_connections: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
+  internal: { code: 451, enhanced: '4.3.0', text: 'Local problem: message not accepted, try again later' },
+  audit_failed: { code: 451, enhanced: '4.3.0', text: 'Cannot record the transaction; message not accepted, try again later' },
+  shutting_down: { code: 421, enhanced: '4.3.2', text: 'Service shutting down, try again later' },
+} as const satisfies Record<string, SmtpReply>;
+
+/** Which reject class each named refusal is recorded under. */
+export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientRejectClass>> = {
+  auth_failed: 'auth_failed',
+  auth_required: 'auth_required',
+  tls_required: 'tls_required',
+  tls_required_auth: 'tls_required',
+  relay_denied: 'relay_denied',
+  sender_denied: 'sender_denied',
+  too_large: 'too_large',
+  too_many_recipients: 'too_many_recipients',
+  too_many_connections: 'too_many_connections',
+};
+
+/** The text smtp-server should send: enhanced code first (smtp-server's own are hidden), then the id. */
+export function wireText(reply: SmtpReply, id: string | null): string {
+  const text = reply.text.replace(/[\r\n]+/g, ' ');
+  const withId = id ? `${text} (id ${id})` : text;
+  return reply.enhanced ? `${reply.enhanced} ${withId}` : withId;
+}
+
+/** An Error smtp-server turns into the reply: `responseCode` + message. */
+export function smtpError(reply: SmtpReply, id: string | null): Error & { responseCode: number } {
+  return Object.assign(new Error(wireText(reply, id)), { responseCode: reply.code });
+}

@@ -1,0 +1,52 @@
+import type { SMTPServerSession } from 'smtp-server';
+import type { ClientFacts, TlsFacts } from '../audit/records.js';
+
+/**
+ * What mailtrail keeps per client connection, beyond smtp-server's session: counters for the
+ * `session` record and the facts every record of this connection repeats.
+ */
+export class SessionState {
+  readonly id: string;
+  readonly ip: string;
+  readonly port: number;
+  readonly startedAt = performance.now();
+  readonly trusted: boolean;
+  transactions = 0;
+  accepted = 0;
+  rejected = 0;
+  bytes = 0;
+  /** Set when our own handler is about to refuse: the protocol-refusal capture must not record it twice. */
+  ownRefusalPending = false;
+  /** Counted toward the per-IP limit (so the close decrements only what was incremented). */
+  counted = false;
+
+  /** smtp-server mutates its session object as the dialogue goes on (HELO, AUTH, STARTTLS). */
+  readonly #session: SMTPServerSession;
+
+  constructor(session: SMTPServerSession, trusted: boolean) {
+    this.#session = session;
+    this.id = session.id;
+    this.ip = session.remoteAddress;
+    this.port = session.remotePort;
+    this.trusted = trusted;
+  }
+
+  client(): ClientFacts {
+    const session = this.#session;
+    const user = session.user as unknown;
+    return {
+      ip: this.ip,
+      port: this.port,
+      helo: session.hostNameAppearsAs || null,
+      user: typeof user === 'string' ? user : null,
+      tls: tlsFacts(session),
+    };
+  }
+}
+
+function tlsFacts(session: SMTPServerSession): TlsFacts | null {
+  if (!session.secure) return null;
+  const cipher = (session as unknown as { tlsOptions?: { name?: string; version?: string } | false }).tlsOptions;
+  if (!cipher) return { protocol: null, cipher: null };
+  return { protocol: cipher.version ?? null, cipher: cipher.name ?? null };
+}

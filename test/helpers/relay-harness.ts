@@ -1,0 +1,148 @@
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { App } from '../../src/app.js';
+import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
+import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
+import { createLogger } from '../../src/observe/logger.js';
+import { makeTestPki, type TestPki } from './pki.js';
+import { sendMessage, type SendMessageOptions, type SendResult } from './smtp-client.js';
+
+export interface UpstreamSpec {
+  name?: string;
+  port: number;
+  host?: string;
+  implicitTls?: boolean;
+  auth?: { user: string; pass: string } | null;
+  tls?: Partial<UpstreamConfig['tls']>;
+  timeouts?: Partial<UpstreamConfig['timeouts']>;
+  pool?: Partial<UpstreamConfig['pool']>;
+}
+
+export interface RelaySpec {
+  upstreams: UpstreamSpec[];
+  clients?: Partial<ClientsConfig>;
+  limits?: Partial<LimitsConfig>;
+  tls?: { cert: string; key: string } | null;
+  implicitTlsListener?: boolean;
+  relayTimeout?: number;
+  clientIdle?: number;
+  unknownOutcomeReply?: 451 | 250;
+  auditFile?: string;
+}
+
+export interface RunningRelay {
+  readonly app: App;
+  readonly port: number;
+  /** Port of the implicit-TLS listener, when asked for. */
+  readonly tlsPort: number | null;
+  readonly dataDir: string;
+  readonly auditFile: string;
+  /** The test CA that signed the relay's certificate (when the harness made it). */
+  readonly pki: TestPki | null;
+  /** Sends through the relay's first listener, trusting its certificate. */
+  send(opts: Omit<SendMessageOptions, 'port'> & { port?: number }): Promise<SendResult>;
+  records(): Promise<AuditRecord[]>;
+  relayRecords(): Promise<RelayRecord[]>;
+  rejectRecords(): Promise<RejectRecord[]>;
+  sessionRecords(): Promise<SessionRecord[]>;
+  /** Temp files left in the data folder (spill files must always be removed). */
+  tempFiles(): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
+  return {
+    name: spec.name ?? `up${index}`,
+    host: spec.host ?? '127.0.0.1',
+    port: spec.port,
+    implicitTls: spec.implicitTls ?? false,
+    auth: spec.auth ?? null,
+    tls: { mode: 'none', ca: null, verify: true, servername: null, ...spec.tls },
+    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, ...spec.pool },
+    timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },
+    ehloName: null,
+  };
+}
+
+/** A Config built directly (the loader has its own tests), pointing at fake upstreams on loopback. */
+export function relayConfig(spec: RelaySpec, dataDir: string): Config {
+  return {
+    listen: [
+      { host: '127.0.0.1', port: 0, implicitTls: false },
+      ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : []),
+    ],
+    tls: spec.tls ?? null,
+    clients: { networks: ['127.0.0.0/8', '::1/128'], users: [], requireTls: 'except-loopback', allowInsecureAuth: false, ...spec.clients },
+    limits: {
+      maxMessageSize: 40 * 1024 * 1024,
+      maxRecipients: 100,
+      maxConnections: 500,
+      maxConnectionsPerIp: 500,
+      memoryBufferSize: 1024 * 1024,
+      ...spec.limits,
+    },
+    timeouts: { clientIdle: spec.clientIdle ?? 30_000, relay: spec.relayTimeout ?? 20_000, shutdown: 5_000 },
+    upstreams: spec.upstreams.map(upstreamConfig),
+    audit: { file: spec.auditFile ?? join(dataDir, 'audit.log'), fsync: false, subject: false },
+    log: { level: 'silent' },
+    hostname: 'mailtrail.test',
+    dataDir,
+    localSink: null,
+    unknownOutcomeReply: { code: spec.unknownOutcomeReply ?? 451 },
+  };
+}
+
+export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-test-'));
+  // Clients upgrade to TLS when STARTTLS is offered, so give the relay a certificate they can verify.
+  const pki = spec.tls === undefined ? await makeTestPki() : null;
+  const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : spec.tls ?? null;
+  const config = relayConfig({ ...spec, tls }, dataDir);
+  const app = new App(config, createLogger('silent'));
+  const info = await app.start();
+  const read = async (): Promise<AuditRecord[]> => {
+    const text = await readFile(config.audit.file, 'utf8').catch(() => '');
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditRecord);
+  };
+  return {
+    app,
+    port: info.listeners[0]!.port,
+    tlsPort: info.listeners.find((l) => l.implicitTls)?.port ?? null,
+    dataDir,
+    auditFile: config.audit.file,
+    pki,
+    send: (opts) => sendMessage({ port: info.listeners[0]!.port, ...(pki ? { ca: pki.ca } : {}), ...opts }),
+    records: read,
+    relayRecords: async () => (await read()).filter((r): r is RelayRecord => r.type === 'relay'),
+    rejectRecords: async () => (await read()).filter((r): r is RejectRecord => r.type === 'reject'),
+    sessionRecords: async () => (await read()).filter((r): r is SessionRecord => r.type === 'session'),
+    tempFiles: async () => (await readdir(dataDir)).filter((f) => f !== 'audit.log'),
+    stop: async () => {
+      await app.stop();
+      await rm(dataDir, { recursive: true, force: true });
+      await pki?.cleanup();
+    },
+  };
+}
+
+/** A small well-formed message. */
+export function simpleMessage(opts: { from?: string; to?: string; subject?: string; messageId?: string; body?: string } = {}): Buffer {
+  const from = opts.from ?? 'app@example.com';
+  const to = opts.to ?? 'ana@example.org';
+  return Buffer.from(
+    [
+      `From: App <${from}>`,
+      `To: <${to}>`,
+      `Subject: ${opts.subject ?? 'Hello'}`,
+      `Message-ID: ${opts.messageId ?? `<${Math.random().toString(36).slice(2)}@example.com>`}`,
+      'Date: Wed, 25 Nov 2026 10:00:00 +0000',
+      '',
+      opts.body ?? 'Hello there.',
+      '',
+    ].join('\r\n'),
+  );
+}
