@@ -1,0 +1,652 @@
+/**
+ * The classification rules as data (FAILURES.md, "Detection order"). Two ordered tables; in each the
+ * first matching rule wins:
+ *
+ * - REPLY_RULES, for attempts that ended with an upstream reply: provider text rules first (quota,
+ *   throttling, identity, where the code alone would mislead), then the generic SMTP rules (reply code,
+ *   RFC 3463 enhanced code, the command the reply answered).
+ * - ERROR_RULES, for attempts that ended without a reply: nodemailer's error code, the system or TLS
+ *   cause under it, the timeout kind and the syscall.
+ *
+ * Every rule carries the real reply (or error) it was written for; a test runs each example through
+ * `classify()` and expects this very rule to decide it, so a rule shadowed by an earlier one shows up.
+ * Where no real provider text was at hand, the example is the generic RFC wording and says so.
+ *
+ * Regular expressions here never take the `g` or `y` flag: those keep `lastIndex` state between calls.
+ */
+import type { UpstreamFailureClass } from './failure-class.js';
+import type { AttemptPhase, ReplyPhase } from './upstream-facts.js';
+
+/** What a reply rule looks at. Every field given must match; an empty match matches everything. */
+export interface ReplyMatch {
+  /** Exact reply codes. */
+  readonly codes?: readonly number[];
+  /** First digit of the reply code: 4 transient, 5 permanent (RFC 5321 §4.2.1). */
+  readonly codeClass?: 4 | 5;
+  /** Tested against the enhanced code ("5.1.1"). `null` means the reply must carry none. */
+  readonly enhanced?: RegExp | null;
+  /** Tested against the reply text without code and enhanced code (lines joined with "\n"). */
+  readonly text?: RegExp;
+  /** The command the reply answered. A reply whose phase is unknown never matches a phase rule. */
+  readonly phase?: readonly ReplyPhase[];
+}
+
+/** A reply as the upstream sent it: `text` is everything after the code, enhanced code included. */
+export interface ReplyExample {
+  readonly code: number;
+  readonly text: string;
+  readonly phase: ReplyPhase;
+}
+
+export interface ReplyRule {
+  readonly name: string;
+  readonly class: UpstreamFailureClass;
+  readonly match: ReplyMatch;
+  readonly example: ReplyExample;
+}
+
+/** What an error rule looks at (facts of an attempt that got no reply). Every field given must match. */
+export interface ErrorMatch {
+  /** nodemailer `code`, or our own (EDEADLINE, ESHUTDOWN, EINTERNAL). */
+  readonly errorCode?: RegExp;
+  /** nodemailer `originalCode` or the cause's `code` (ECONNREFUSED, CERT_HAS_EXPIRED, ...). */
+  readonly cause?: RegExp;
+  /** nodemailer `timeoutType`. */
+  readonly timeoutType?: RegExp;
+  readonly syscall?: RegExp;
+  /** How far the attempt got, by our own tracking. */
+  readonly phase?: readonly AttemptPhase[];
+}
+
+/** An error as nodemailer (10.x) or mailtrail reports it. */
+export interface ErrorExample {
+  readonly errorCode: string;
+  readonly cause: string | null;
+  readonly timeoutType: string | null;
+  readonly syscall: string | null;
+  readonly phase: AttemptPhase;
+}
+
+export interface ErrorRule {
+  readonly name: string;
+  readonly class: UpstreamFailureClass;
+  readonly match: ErrorMatch;
+  readonly example: ErrorExample;
+}
+
+/**
+ * Provider texts. They come first because the code alone misleads: SES signals a daily quota with the
+ * same 454 as a rate limit, Gmail signals a daily cap with a permanent 550, Microsoft's "mailbox full"
+ * is the *sender's* mailbox, SendGrid reports a quota as an authentication failure.
+ */
+export const PROVIDER_RULES: readonly ReplyRule[] = [
+  // Amazon SES, account daily cap (docs.aws.amazon.com/ses/latest/dg/manage-sending-quotas-errors.html).
+  // Same 454 and prefix as the rate limit below, so this one must come first.
+  {
+    name: 'ses-daily-quota',
+    class: 'quota',
+    match: { text: /Daily message quota exceeded/i },
+    example: { code: 454, text: 'Throttling failure: Daily message quota exceeded.', phase: 'data' },
+  },
+  // Amazon SES, per-second sending rate (same page).
+  {
+    name: 'ses-sending-rate',
+    class: 'throttled',
+    match: { text: /Maximum sending rate exceeded/i },
+    example: { code: 454, text: 'Throttling failure: Maximum sending rate exceeded.', phase: 'data' },
+  },
+  // Amazon SES, connection limit, listed in "SMTP response codes returned by Amazon SES". A bare 421
+  // would read as "upstream unavailable"; it is a limit on us.
+  {
+    name: 'ses-concurrent-connections',
+    class: 'throttled',
+    match: { text: /Too many concurrent SMTP connections/i },
+    example: { code: 421, text: 'Too many concurrent SMTP connections', phase: 'greeting' },
+  },
+  // Amazon SES, sender (or, in the sandbox, recipient) identity not verified in this region.
+  {
+    name: 'ses-identity-not-verified',
+    class: 'sender_rejected',
+    match: { text: /Email address is not verified/i },
+    example: {
+      code: 554,
+      text: 'Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: x@example.com',
+      phase: 'data',
+    },
+  },
+  // Amazon SES refuses a malformed message after the dot with "Transaction failed: <reason>".
+  {
+    name: 'ses-transaction-failed',
+    class: 'content_rejected',
+    match: { codeClass: 5, text: /^Transaction failed:/i },
+    example: { code: 554, text: "Transaction failed: Duplicate header 'DKIM-Signature'.", phase: 'data' },
+  },
+  // Gmail / Google Workspace daily cap, sent as a permanent 550 although it clears the next day
+  // (support.google.com/a/answer/3726730). RFC 3463 x.4.5 is "mail system congestion".
+  {
+    name: 'gmail-daily-limit',
+    class: 'quota',
+    match: { codes: [550], enhanced: /^5\.4\.5$/, text: /Daily .*(?:quota|limit) exceeded/i },
+    example: { code: 550, text: '5.4.5 Daily user sending quota exceeded.', phase: 'data' },
+  },
+  // Google Workspace SMTP relay, short-term volume limit (same page).
+  {
+    name: 'gmail-peak-relay-limit',
+    class: 'throttled',
+    match: { text: /Peak SMTP relay limit exceeded/i },
+    example: { code: 450, text: '4.2.1 Peak SMTP relay limit exceeded for customer.', phase: 'mail' },
+  },
+  // Gmail, per-recipient receiving rate. Generic rules would call a 450 at RCPT a recipient deferral;
+  // the text says it is a rate limit that clears by itself (same page).
+  {
+    name: 'gmail-recipient-rate',
+    class: 'throttled',
+    match: { text: /receiving mail (?:too quickly|at a rate)/i },
+    example: {
+      code: 450,
+      text: '4.2.1 The user you are trying to contact is receiving mail at a rate that prevents additional messages from being delivered.',
+      phase: 'rcpt',
+    },
+  },
+  // Gmail SMTP relay, DoS protection at HELO (same page).
+  {
+    name: 'gmail-try-again-later',
+    class: 'throttled',
+    match: { codes: [421], text: /Try again later, closing connection/i },
+    example: { code: 421, text: '4.7.0 Try again later, closing connection.', phase: 'ehlo' },
+  },
+  // Gmail: the recipient domain requires TLS and we did not use it (same page). Not a rate limit,
+  // whatever 4.7.0 suggests: the operator must turn TLS on.
+  {
+    name: 'gmail-tls-required',
+    class: 'tls',
+    match: { text: /TLS required for RCPT domain/i },
+    example: { code: 421, text: '4.7.0 TLS required for RCPT domain, closing connection.', phase: 'rcpt' },
+  },
+  // Google Workspace SMTP relay accepts only allow-listed IPs: our address is not on the list, which the
+  // operator fixes in the relay settings (same page).
+  {
+    name: 'gmail-ip-not-allowed',
+    class: 'upstream_auth',
+    match: { text: /IP not in whitelist for RCPT domain/i },
+    example: { code: 421, text: '4.7.0 IP not in whitelist for RCPT domain, closing connection.', phase: 'rcpt' },
+  },
+  // Gmail and Postfix (smtpd) both answer MAIL or AUTH before STARTTLS this way: a 530 that means
+  // "TLS first", not "log in first" (RFC 3207 §4).
+  {
+    name: 'starttls-required',
+    class: 'tls',
+    match: { codes: [530], text: /STARTTLS/i },
+    example: { code: 530, text: '5.7.0 Must issue a STARTTLS command first.', phase: 'mail' },
+  },
+  // Microsoft 365, recipient rate limit (10,000 a day) reached
+  // (learn.microsoft.com/exchange/troubleshoot/send-emails/smtp-submission-improvements).
+  {
+    name: 'microsoft-submission-quota',
+    class: 'quota',
+    match: { text: /SubmissionQuotaExceeded/i },
+    example: { code: 554, text: '5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException', phase: 'data' },
+  },
+  // Microsoft 365: the *sending* mailbox is full (sent items are stored), so x.2.2 here is not about
+  // the recipient (same page).
+  {
+    name: 'microsoft-sender-mailbox-full',
+    class: 'quota',
+    match: { text: /STOREDRV\.Submission\.Exception:QuotaExceededException/i },
+    example: {
+      code: 554,
+      text: '5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException.MapiExceptionShutoffQuotaExceeded',
+      phase: 'data',
+    },
+  },
+  // Microsoft 365: at most three concurrent SMTP AUTH connections per mailbox (same page; the
+  // Exchange team blog gives the other wording, "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded").
+  {
+    name: 'microsoft-concurrency',
+    class: 'throttled',
+    match: { text: /Concurrent connections limit exceeded|sender thread limit exceeded/i },
+    example: { code: 432, text: '4.3.2 Concurrent connections limit exceeded.', phase: 'mail' },
+  },
+  // Microsoft 365: the authenticated mailbox may not send as the From address (arrives after the body).
+  {
+    name: 'microsoft-send-as-denied',
+    class: 'sender_rejected',
+    match: { text: /does not have permissions to send as this sender/i },
+    example: { code: 550, text: '5.7.60 SMTP; Client does not have permissions to send as this sender', phase: 'data' },
+  },
+  // Microsoft 365: SMTP AUTH switched off for the tenant or mailbox; an operator setting.
+  {
+    name: 'microsoft-smtp-auth-disabled',
+    class: 'upstream_auth',
+    match: { text: /SmtpClientAuthentication is disabled/i },
+    example: {
+      code: 535,
+      text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.',
+      phase: 'auth',
+    },
+  },
+  // SendGrid: plan credits used up. It arrives as an AUTH failure (Postfix logs show "SASL
+  // authentication failed; ... said: 451 Authentication failed: Maximum credits exceeded"), so it must
+  // beat the AUTH rule below (twilio.com/docs/sendgrid/for-developers/sending-email/smtp-errors-and-troubleshooting).
+  {
+    name: 'sendgrid-credits',
+    class: 'quota',
+    match: { text: /Maximum credits exceeded/i },
+    example: { code: 451, text: 'Authentication failed: Maximum credits exceeded', phase: 'auth' },
+  },
+  // SendGrid: From address is not a verified Sender Identity (reported after the body).
+  {
+    name: 'sendgrid-sender-identity',
+    class: 'sender_rejected',
+    match: { text: /does not match a verified Sender Identity/i },
+    example: {
+      code: 550,
+      text: 'The from address does not match a verified Sender Identity. Mail cannot be sent until this error is resolved. Visit https://sendgrid.com/docs/for-developers/sending-email/sender-identity/ to see the Sender Identity requirements',
+      phase: 'data',
+    },
+  },
+  // SendGrid's documented non-standard 403 for the same problem. Read as 4xx it would look transient;
+  // it is permanent until the operator verifies the sender. (The phase is not documented.)
+  {
+    name: 'sendgrid-not-authorized-sender',
+    class: 'sender_rejected',
+    match: { codes: [403] },
+    example: { code: 403, text: 'You are not authorized to send from that email address', phase: 'mail' },
+  },
+  // Postfix smtpd (and Exchange's "Unable to relay"): the upstream does not treat us as a client allowed
+  // to relay, the same situation as never having logged in. Not the recipient's fault.
+  {
+    name: 'relay-access-denied',
+    class: 'upstream_auth',
+    match: { codeClass: 5, text: /Relay access denied|Unable to relay/i },
+    example: { code: 554, text: '5.7.1 <x@example.org>: Relay access denied', phase: 'rcpt' },
+  },
+  // Postfix smtpd with a DNS blocklist: our sending IP is listed. A policy refusal of the whole
+  // connection, so a RCPT-phase 554 here says nothing about the recipient.
+  {
+    name: 'sending-ip-blocklisted',
+    class: 'content_rejected',
+    match: { codeClass: 5, text: /Client host \[[^\]]*\] blocked using/i },
+    example: { code: 554, text: '5.7.1 Service unavailable; Client host [x] blocked using zen.spamhaus.org', phase: 'rcpt' },
+  },
+];
+
+/** RFC 3463 enhanced-code families used below. */
+const THROTTLING = /^4\.(?:7\.[01]|3\.2)$/; // x.7.0 other security, x.7.1 not authorised, x.3.2 not accepting
+/**
+ * A 421 is a throttle only with a policy code. "421 4.3.2 Service not available, closing transmission
+ * channel" is RFC 5321's own wording for a server going away (§3.8, §4.2.2), i.e. unavailability; with
+ * 450/451/454, x.3.2 does signal a rate or concurrency limit (Microsoft 432/452 4.3.2).
+ */
+const CLOSING_THROTTLED = /^4\.7\.[01]$/;
+const MAIL_SYSTEM_OR_NETWORK = /^4\.[34]\.\d{1,3}$/; // x.3.x mail system, x.4.x network and routing
+
+/**
+ * Generic SMTP rules: reply code, enhanced code and the command answered. Ordered from the most
+ * specific to the catch-alls at the end. Examples are Postfix's wording unless noted.
+ */
+export const SMTP_RULES: readonly ReplyRule[] = [
+  // RFC 5321 §4.2 and §3.8: 421 ends the session, at any point. With a rate or policy enhanced code it
+  // is a limit on us.
+  {
+    name: 'closing-throttled',
+    class: 'throttled',
+    match: { codes: [421], enhanced: CLOSING_THROTTLED },
+    example: {
+      code: 421,
+      text: '4.7.0 Our system has detected an unusual rate of unsolicited mail originating from your IP address.',
+      phase: 'data',
+    }, // Gmail
+  },
+  {
+    name: 'closing-unavailable',
+    class: 'upstream_unavailable',
+    match: { codes: [421] },
+    example: { code: 421, text: '4.4.5 Server busy, try again later.', phase: 'mail' }, // Gmail
+  },
+  // RFC 4954 §6: any refusal of AUTH (535 5.7.8, 534 5.7.9, 454 4.7.0, 538 5.7.11) is our credentials or
+  // setup. Never passed through: the client would blame its own login.
+  {
+    name: 'auth-refused',
+    class: 'upstream_auth',
+    match: { phase: ['auth'] },
+    example: { code: 535, text: '5.7.8 Error: authentication failed: authentication failure', phase: 'auth' },
+  },
+  // The same codes outside AUTH: 530 at MAIL means we never logged in (RFC 4954 §6).
+  {
+    name: 'auth-codes',
+    class: 'upstream_auth',
+    match: { codes: [530, 534, 535, 538] },
+    example: { code: 530, text: '5.7.0 Authentication required', phase: 'mail' }, // generic wording
+  },
+  // RFC 3207 §4: STARTTLS refused ("454 TLS not available due to temporary reason").
+  {
+    name: 'starttls-refused',
+    class: 'tls',
+    match: { phase: ['starttls'] },
+    example: { code: 454, text: '4.7.0 TLS not available due to local problem', phase: 'starttls' },
+  },
+  // RFC 5321 §3.1 / §4.2.3: a greeting other than 220, e.g. 554 "No SMTP service here", or RFC 7504's
+  // 521 "does not accept mail". Another upstream may still work.
+  {
+    name: 'greeting-refused',
+    class: 'protocol',
+    match: { phase: ['greeting'] },
+    example: { code: 554, text: 'No SMTP service here', phase: 'greeting' }, // RFC 5321 §4.2.3 wording
+  },
+  // EHLO and the HELO fallback both refused (RFC 5321 §4.1.1.1).
+  {
+    name: 'ehlo-refused',
+    class: 'protocol',
+    match: { phase: ['ehlo'] },
+    example: { code: 502, text: '5.5.2 Error: command not recognized', phase: 'ehlo' },
+  },
+  // RFC 5321 §4.1.4: 503 bad sequence is about the session, not the message; nodemailer too treats it
+  // as transient.
+  {
+    name: 'bad-sequence',
+    class: 'protocol',
+    match: { codes: [503] },
+    example: { code: 503, text: '5.5.1 Error: need RCPT command', phase: 'data-command' },
+  },
+  // RFC 5321 §4.2.2: 500 syntax error / command unrecognised, 502 not implemented.
+  {
+    name: 'command-unrecognized',
+    class: 'protocol',
+    match: { codes: [500, 502] },
+    example: { code: 500, text: '5.5.2 Error: command not recognized', phase: 'mail' },
+  },
+  // RFC 3463 x.5.3 "too many recipients"; RFC 5321 §4.5.3.1.10 asks for 452 and says a 552 there is
+  // temporary, so the client retries the rest in another transaction.
+  {
+    name: 'too-many-recipients',
+    class: 'too_many_recipients',
+    match: { enhanced: /^[45]\.5\.3$/ },
+    example: { code: 452, text: '4.5.3 Error: too many recipients', phase: 'rcpt' },
+  },
+  {
+    name: 'too-many-recipients-552',
+    class: 'too_many_recipients',
+    match: { codes: [552], enhanced: null, phase: ['rcpt'] },
+    // No provider text at hand: the RFC 5321 §4.5.3.1.10 case of an older server.
+    example: { code: 552, text: 'Too many recipients', phase: 'rcpt' },
+  },
+  // RFC 3463 x.3.4 "message too big for system" (Postfix's message_size_limit).
+  {
+    name: 'message-too-big',
+    class: 'too_large',
+    match: { codeClass: 5, enhanced: /^5\.3\.4$/ },
+    example: { code: 552, text: '5.3.4 Message size exceeds fixed limit', phase: 'data' },
+  },
+  // RFC 3463 x.2.3 "message length exceeds administrative limit".
+  {
+    name: 'message-over-admin-limit',
+    class: 'too_large',
+    match: { codeClass: 5, enhanced: /^5\.2\.3$/ },
+    example: { code: 552, text: '5.2.3 Message length exceeds administrative limit', phase: 'data' }, // RFC 3463 wording
+  },
+  // RFC 5321 §4.2.2: 552 "exceeded storage allocation", without an enhanced code, at MAIL (SIZE=) or
+  // after the body.
+  {
+    name: 'storage-exceeded',
+    class: 'too_large',
+    match: { codes: [552], enhanced: null, phase: ['mail', 'data'] },
+    example: { code: 552, text: 'Message size exceeds maximum permitted', phase: 'data' }, // Exim
+  },
+  // RFC 5321 §4.2.3: 555 "MAIL FROM/RCPT TO parameters not recognized or not implemented" (SMTPUTF8,
+  // BODY=8BITMIME, DSN parameters).
+  {
+    name: 'parameter-unsupported',
+    class: 'unsupported',
+    match: { codes: [555] },
+    example: { code: 555, text: '5.5.4 Unsupported option: SMTPUTF8', phase: 'mail' },
+  },
+  // RFC 6531: x.6.7, a non-ASCII address sent without SMTPUTF8. (Postfix's smtpd wording; its client
+  // reports the mirror case locally as "SMTPUTF8 is required, but was not offered by host".)
+  {
+    name: 'smtputf8-required',
+    class: 'unsupported',
+    match: { enhanced: /^5\.6\.7$/ },
+    example: { code: 553, text: '5.6.7 Must declare SMTPUTF8 to send unicode address', phase: 'mail' },
+  },
+  // RFC 5321 §4.2.2: 504 "command parameter not implemented".
+  {
+    name: 'parameter-not-implemented',
+    class: 'unsupported',
+    match: { codes: [504] },
+    example: { code: 504, text: '5.5.4 Command parameter not implemented', phase: 'mail' }, // RFC 5321 wording
+  },
+  // Transient refusals for rate or policy reasons, in any phase (greylisting too: retrying later is
+  // exactly what helps).
+  {
+    name: 'transient-policy',
+    class: 'throttled',
+    match: { codeClass: 4, enhanced: THROTTLING },
+    // No provider text at hand: the generic RFC 3463 x.7.1 wording in a transient reply.
+    example: { code: 451, text: '4.7.1 Delivery not authorized, try again later', phase: 'rcpt' },
+  },
+  // RFC 3463 x.3.x / x.4.x: the upstream's own system or network is in trouble, even when it says so
+  // in reply to a RCPT.
+  {
+    name: 'mail-system-trouble',
+    class: 'upstream_unavailable',
+    match: { codeClass: 4, enhanced: MAIL_SYSTEM_OR_NETWORK },
+    example: { code: 451, text: '4.3.0 Error: queue file write error', phase: 'data' },
+  },
+  // Whatever is left at RCPT is about that recipient (x.1.x address, x.2.x mailbox, RFC 7504's 556).
+  {
+    name: 'recipient-refused',
+    class: 'recipient_rejected',
+    match: { codeClass: 5, phase: ['rcpt'] },
+    example: {
+      code: 550,
+      text: '5.1.1 <x@example.org>: Recipient address rejected: User unknown in virtual mailbox table',
+      phase: 'rcpt',
+    },
+  },
+  {
+    name: 'recipient-deferred',
+    class: 'recipient_deferred',
+    match: { codeClass: 4, phase: ['rcpt'] },
+    example: { code: 452, text: '4.2.2 The email account that you tried to reach is over quota.', phase: 'rcpt' }, // Gmail
+  },
+  // Whatever is left at MAIL FROM is about the sender.
+  {
+    name: 'sender-refused',
+    class: 'sender_rejected',
+    match: { codeClass: 5, phase: ['mail'] },
+    example: { code: 553, text: '5.7.1 <x@example.com>: Sender address rejected: not owned by user x', phase: 'mail' },
+  },
+  // The DATA command itself refused: nothing of the message was judged yet (RFC 5321 §4.1.1.4).
+  {
+    name: 'data-command-refused',
+    class: 'protocol',
+    match: { codeClass: 5, phase: ['data-command'] },
+    example: { code: 554, text: '5.5.1 Error: no valid recipients', phase: 'data-command' },
+  },
+  // Whatever is left after the body is about the message: spam, virus, policy, authentication.
+  {
+    name: 'content-refused',
+    class: 'content_rejected',
+    match: { codeClass: 5, phase: ['data'] },
+    example: { code: 550, text: '5.7.1 This message violates example.com email policy. - gcdp <sessionid> - gsmtp', phase: 'data' }, // Gmail
+  },
+  // Any other transient refusal: the upstream cannot take mail right now.
+  {
+    name: 'transient-reply',
+    class: 'upstream_unavailable',
+    match: { codeClass: 4 },
+    example: { code: 451, text: 'Temporary local problem - please try later', phase: 'data' }, // SendGrid
+  },
+];
+
+export const REPLY_RULES: readonly ReplyRule[] = [...PROVIDER_RULES, ...SMTP_RULES];
+
+/**
+ * Attempts that ended without a reply. nodemailer 10 keeps the system or TLS code under `code`
+ * (ESOCKET, ETLS, ...) in `originalCode`, our `cause`.
+ */
+export const ERROR_RULES: readonly ErrorRule[] = [
+  // Host name resolution failed (nodemailer EDNS; cause ENOTFOUND, EAI_AGAIN, ETIMEOUT).
+  {
+    name: 'dns-failed',
+    class: 'dns',
+    match: { errorCode: /^EDNS$/ },
+    example: { errorCode: 'EDNS', cause: 'ENOTFOUND', timeoutType: null, syscall: 'queryA', phase: 'connecting' },
+  },
+  {
+    name: 'dns-cause',
+    class: 'dns',
+    match: { cause: /^(?:ENOTFOUND|EAI_AGAIN|EAI_NONAME|ESERVFAIL|ETIMEOUT|ENODATA)$/ },
+    example: { errorCode: 'ESOCKET', cause: 'EAI_AGAIN', timeoutType: null, syscall: 'getaddrinfo', phase: 'connecting' },
+  },
+  // A DNS server refusing a query is ECONNREFUSED too; the syscall (query*, getaddrinfo) tells it from
+  // a refused SMTP connection.
+  {
+    name: 'dns-server-refused',
+    class: 'dns',
+    match: { syscall: /^(?:getaddrinfo|query|resolve)/ },
+    example: { errorCode: 'ESOCKET', cause: 'ECONNREFUSED', timeoutType: null, syscall: 'queryA', phase: 'connecting' },
+  },
+  // STARTTLS refused or failed, or REQUIRETLS (RFC 8689) impossible.
+  {
+    name: 'tls-upgrade-failed',
+    class: 'tls',
+    match: { errorCode: /^(?:ETLS|EREQUIRETLS)$/ },
+    example: { errorCode: 'ETLS', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
+  },
+  // Certificate verification (OpenSSL / Node names), on implicit TLS and after STARTTLS alike.
+  {
+    name: 'tls-certificate',
+    class: 'tls',
+    match: { cause: /^(?:CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|ERR_TLS_)/ },
+    example: { errorCode: 'ESOCKET', cause: 'CERT_HAS_EXPIRED', timeoutType: null, syscall: null, phase: 'connecting' },
+  },
+  // Handshake failures: TLS spoken to a plaintext port gives ERR_SSL_WRONG_VERSION_NUMBER.
+  {
+    name: 'tls-handshake',
+    class: 'tls',
+    match: { cause: /^ERR_SSL_/ },
+    example: {
+      errorCode: 'ESOCKET',
+      cause: 'ERR_SSL_WRONG_VERSION_NUMBER',
+      timeoutType: null,
+      syscall: null,
+      phase: 'connecting',
+    },
+  },
+  {
+    name: 'tls-handshake-code',
+    class: 'tls',
+    match: { errorCode: /^ERR_SSL_/ },
+    example: { errorCode: 'ERR_SSL_WRONG_VERSION_NUMBER', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
+  },
+  // EPROTO from OpenSSL while the connection is being set up is a handshake failure.
+  {
+    name: 'tls-protocol-error',
+    class: 'tls',
+    match: { cause: /^EPROTO$/, phase: ['connecting'] },
+    example: { errorCode: 'ESOCKET', cause: 'EPROTO', timeoutType: null, syscall: 'write', phase: 'connecting' },
+  },
+  // TCP could not be set up: refused, no route, or a bad local address.
+  {
+    name: 'connect-refused',
+    class: 'connect',
+    match: { cause: /^(?:ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL)$/ },
+    example: { errorCode: 'ESOCKET', cause: 'ECONNREFUSED', timeoutType: null, syscall: 'connect', phase: 'connecting' },
+  },
+  // The OS gave up on the SYN (not nodemailer's own timer).
+  {
+    name: 'connect-os-timeout',
+    class: 'connect',
+    match: { cause: /^ETIMEDOUT$/, syscall: /^connect$/ },
+    example: { errorCode: 'ESOCKET', cause: 'ETIMEDOUT', timeoutType: null, syscall: 'connect', phase: 'connecting' },
+  },
+  {
+    name: 'connect-timeout',
+    class: 'connect',
+    match: { errorCode: /^ETIMEDOUT$/, timeoutType: /^CONNECT_TIMEOUT$/ },
+    example: { errorCode: 'ETIMEDOUT', cause: null, timeoutType: 'CONNECT_TIMEOUT', syscall: null, phase: 'connecting' },
+  },
+  // A configured proxy could not be reached, so neither could the upstream.
+  {
+    name: 'proxy-failed',
+    class: 'connect',
+    match: { errorCode: /^EPROXY$/ },
+    example: { errorCode: 'EPROXY', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
+  },
+  // Our own overall relay deadline (the AbortSignal) fired before the final dot.
+  {
+    name: 'relay-deadline',
+    class: 'timeout',
+    match: { errorCode: /^EDEADLINE$/ },
+    example: { errorCode: 'EDEADLINE', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+  },
+  // nodemailer's greeting, upgrade and idle-socket timers (the after-dot case is unknown_outcome).
+  {
+    name: 'upstream-timeout',
+    class: 'timeout',
+    match: { errorCode: /^ETIMEDOUT$/ },
+    example: { errorCode: 'ETIMEDOUT', cause: null, timeoutType: 'GREETING_TIMEOUT', syscall: null, phase: 'connecting' },
+  },
+  // Closed before the greeting, mid-session, or the pool gave up re-queueing.
+  {
+    name: 'connection-closed',
+    class: 'connection_lost',
+    match: { errorCode: /^ECONNECTION$/ },
+    example: { errorCode: 'ECONNECTION', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+  },
+  {
+    name: 'connection-reset',
+    class: 'connection_lost',
+    match: { cause: /^(?:ECONNRESET|EPIPE|ECONNABORTED|ETIMEDOUT|EPROTO)$/ },
+    example: { errorCode: 'ESOCKET', cause: 'ECONNRESET', timeoutType: null, syscall: 'read', phase: 'body' },
+  },
+  // Any other socket error event.
+  {
+    name: 'socket-error',
+    class: 'connection_lost',
+    match: { errorCode: /^ESOCKET$/ },
+    example: { errorCode: 'ESOCKET', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+  },
+  // AUTH failed without a reply (missing credentials, broken SASL exchange), no credentials for a
+  // forced AUTH, or the OAuth2 token could not be fetched.
+  {
+    name: 'auth-failed',
+    class: 'upstream_auth',
+    match: { errorCode: /^(?:EAUTH|ENOAUTH|EOAUTH2)$/ },
+    example: { errorCode: 'EOAUTH2', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
+  },
+  // Unsolicited or oversized replies, broken HELO fallback.
+  {
+    name: 'protocol-error',
+    class: 'protocol',
+    match: { errorCode: /^EPROTOCOL$/ },
+    example: { errorCode: 'EPROTOCOL', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+  },
+  // EMESSAGE without a reply comes from nodemailer's own SIZE check against the upstream's advertised
+  // limit ("Message size larger than allowed"); its only other source, "Empty message", cannot happen
+  // with a buffered body.
+  {
+    name: 'size-precheck',
+    class: 'too_large',
+    match: { errorCode: /^EMESSAGE$/ },
+    example: { errorCode: 'EMESSAGE', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+  },
+  // mailtrail's own failures: shutting down, a bug, the spilled body unreadable.
+  {
+    name: 'local-fault',
+    class: 'internal',
+    match: { errorCode: /^(?:ESHUTDOWN|EINTERNAL|ESTREAM)$/ },
+    example: { errorCode: 'ESTREAM', cause: 'ENOENT', timeoutType: null, syscall: 'open', phase: 'body' },
+  },
+  // nodemailer refusing our own configuration or input: the transport config, a permission denial,
+  // recipients over its cap, an address its parser rejects although smtp-server accepted it, or a
+  // send cancelled by a signal we did not label.
+  {
+    name: 'local-refusal',
+    class: 'internal',
+    match: { errorCode: /^(?:ECONFIG|ERR_ACCESS_DENIED|EMAXRECIPIENTS|EMAXLIMIT|EENVELOPE|EABORT)$/ },
+    example: { errorCode: 'EENVELOPE', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+  },
+];
