@@ -125,3 +125,25 @@ export interface SessionRecord {
 }
 
 export type AuditRecord = RelayRecord | RejectRecord | SessionRecord;
+
+/**
+ * The field names of each record type at run time, for the docs test (docs/audit-record.md lists the
+ * same). `satisfies` + the exhaustiveness types below make the compiler reject a list that drifts
+ * from the TypeScript types.
+ */
+export const RECORD_FIELDS = {
+  relay: [
+    'v', 'type', 'time', 'id', 'session', 'client', 'from', 'rcpt', 'message', 'upstream', 'attempts',
+    'upstreamReply', 'clientReply', 'outcome', 'failure', 'timing', 'duplicateRisk', 'duplicateOf',
+  ],
+  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'class', 'clientReply', 'source'],
+  session: ['v', 'type', 'time', 'id', 'session', 'client', 'transactions', 'accepted', 'rejected', 'bytes', 'durationMs'],
+} as const satisfies {
+  relay: readonly (keyof RelayRecord)[];
+  reject: readonly (keyof RejectRecord)[];
+  session: readonly (keyof SessionRecord)[];
+};
+
+type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
+/** Compile-time check: every field of each type is listed above (an error here names the missing one). */
+export const RECORD_FIELDS_COMPLETE: [Missing<RelayRecord, typeof RECORD_FIELDS.relay>, Missing<RejectRecord, typeof RECORD_FIELDS.reject>, Missing<SessionRecord, typeof RECORD_FIELDS.session>] extends [never, never, never] ? true : never = true;

@@ -31,8 +31,9 @@ export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, 
   const reply = facts.reply;
   const timing = deciding.result.timing;
   return {
-    ...base(input),
+    ...head(input),
     rcpt: recipients(input.to, deciding),
+    message: input.message,
     upstream: {
       name: deciding.result.upstream.name,
       host: deciding.result.upstream.host,
@@ -43,6 +44,7 @@ export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, 
     },
     attempts: decision.attempts.map(attemptEntry),
     upstreamReply: reply ? { ...reply, phase: facts.replyPhase } : null,
+    clientReply: input.clientReply,
     outcome,
     failure: verdict.failure
       ? {
@@ -76,11 +78,13 @@ export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, 
 export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failure: FailureEntry): RelayRecord {
   const status = outcome === 'aborted' || failure.retryable ? 'deferred' : 'rejected';
   return {
-    ...base(input),
+    ...head(input),
     rcpt: input.to.map((to) => ({ to, status, reply: null })),
+    message: input.message,
     upstream: null,
     attempts: [],
     upstreamReply: null,
+    clientReply: input.clientReply,
     outcome,
     failure,
     timing: { totalMs: Math.round(input.totalMs), receiveMs: Math.round(input.receiveMs), waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
@@ -95,7 +99,8 @@ export function localFailure(cls: FailureClass, retryable: boolean, code: string
   return { class: cls, retryable, actor, scope, detail: { rule: null, code, cause: null, timeoutType: null, message } };
 }
 
-function base(input: RelayRecordInput): Pick<RelayRecord, 'v' | 'type' | 'time' | 'id' | 'session' | 'client' | 'from' | 'message' | 'clientReply'> {
+/** The leading fields, in the schema's order (operators read these lines; order helps). */
+function head(input: RelayRecordInput): Pick<RelayRecord, 'v' | 'type' | 'time' | 'id' | 'session' | 'client' | 'from'> {
   return {
     v: AUDIT_SCHEMA_VERSION,
     type: 'relay',
@@ -104,8 +109,6 @@ function base(input: RelayRecordInput): Pick<RelayRecord, 'v' | 'type' | 'time' 
     session: input.session,
     client: input.client,
     from: input.from,
-    message: input.message,
-    clientReply: input.clientReply,
   };
 }
 

@@ -67,7 +67,8 @@ export class TransactionProcessor {
       from,
       to,
       message,
-      clientReply,
+      // The record holds exactly what the client was told, id included.
+      clientReply: withId(clientReply, id),
       receiveMs,
       totalMs: performance.now() - t0,
     });
@@ -132,12 +133,16 @@ export class TransactionProcessor {
       this.#deps.recorder.relay(record);
     } catch {
       state.rejected += 1;
-      return { id: record.id, reply: CLIENT_REPLIES.audit_failed };
+      return { id: record.id, reply: withId(CLIENT_REPLIES.audit_failed, record.id) };
     }
     if (record.clientReply.code >= 200 && record.clientReply.code < 300) state.accepted += 1;
     else state.rejected += 1;
     return { id: record.id, reply: record.clientReply };
   }
+}
+
+function withId(reply: SmtpReply, id: string): SmtpReply {
+  return reply.code === 0 ? reply : { ...reply, text: `${reply.text} (id ${id})` };
 }
 
 function messageFacts(message: BufferedMessage, withSubject: boolean): MessageFacts {

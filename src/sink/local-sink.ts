@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import type { Readable } from 'node:stream';
 import type { Logger } from '../observe/logger.js';
+import { removeGreetingDelay } from '../smtp/fast-greeting.js';
 
 /**
  * The embedded default's upstream: an in-process SMTP server on loopback that accepts everything
@@ -33,6 +34,7 @@ export class LocalSink {
         this.#store(stream).then((id) => cb(null, `Ok: queued as ${id}`), (err: Error) => cb(Object.assign(err, { responseCode: 451 })));
       },
     });
+    removeGreetingDelay(this.#server);
     this.#server.on('error', (err) => this.#log.debug({ err }, 'local sink connection error'));
   }
 

@@ -174,11 +174,12 @@ export class SmtpListeners {
 
   #onData(stream: Readable, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+    // The processor's reply text already carries the transaction id.
     this.#deps.processor.process(stream, session, state).then(({ id, reply }) => {
-      if (reply.code >= 200 && reply.code < 300) return cb(null, wireText(reply, id));
+      if (reply.code >= 200 && reply.code < 300) return cb(null, wireText(reply, null));
       state.ownRefusalPending = true;
       // code 0: the client vanished; smtp-server will not write to a closed socket anyway.
-      cb(smtpError(reply.code === 0 ? CLIENT_REPLIES.internal : reply, id));
+      cb(reply.code === 0 ? smtpError(CLIENT_REPLIES.internal, id) : smtpError(reply, null));
     });
   }
 

@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { RECORD_FIELDS } from '../../src/audit/records.js';
 import { smtpTalk } from '../helpers/smtp-client.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
@@ -58,6 +59,11 @@ describe('the pass-through path', () => {
     expect(r.attempts).toHaveLength(1);
     expect(r.timing.totalMs).toBeGreaterThanOrEqual(r.timing.dataMs);
     expect(Date.parse(r.time)).not.toBeNaN();
+  });
+
+  it('writes relay records with exactly the documented fields, in the documented order', async () => {
+    const [r] = await relay.relayRecords();
+    expect(Object.keys(r!)).toEqual([...RECORD_FIELDS.relay]);
   });
 
   it('relays the envelope verbatim, without lowercasing or rewriting addresses', async () => {
