@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { App, type RunningInfo } from './app.js';
 import { hashPassword } from './auth/password.js';
-import { ConfigError } from './config/config-error.js';
+import { ConfigError, formatProblem } from './config/config-error.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './observe/logger.js';
@@ -62,7 +62,7 @@ function checkConfig(file: string | undefined): number {
 function reportConfigError(err: unknown): number {
   if (err instanceof ConfigError) {
     process.stderr.write(`mailtrail: invalid configuration (${err.problems.length} problem(s)):\n`);
-    for (const p of err.problems) process.stderr.write(`  ${p.path}: ${p.message}\n`);
+    for (const p of err.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
     return 1;
   }
   throw err;

@@ -1,0 +1,82 @@
+/**
+ * The configuration used when there is no config file: a safe local setup that works out of the box.
+ * It listens on loopback only, lets loopback clients relay without AUTH, and delivers to the built-in
+ * local sink (or to MAILTRAIL_UPSTREAM when set). It is built through the same schema as a file, so
+ * defaults have one source and an environment value is validated like the file key it stands for.
+ */
+import { join } from 'node:path';
+import { ConfigError, type ConfigProblem } from './config-error.js';
+import { deepFreeze, validateConfig } from './schema.js';
+import type { Config } from './types.js';
+
+const DEFAULT_LISTEN = { host: '127.0.0.1', port: 2525 } as const;
+const LOOPBACK_NETWORKS = ['127.0.0.0/8', '::1/128'] as const;
+const SINK_KEEP = 100;
+
+/** Key paths of the raw default that an environment variable supplies, for error messages. */
+const ENV_FOR_PATH: readonly (readonly [prefix: string, variable: string])[] = [
+  ['listen[0]', 'MAILTRAIL_LISTEN'],
+  ['upstreams[0].url', 'MAILTRAIL_UPSTREAM'],
+  ['dataDir', 'MAILTRAIL_DATA_DIR'],
+];
+
+/**
+ * The embedded default, honouring MAILTRAIL_LISTEN (`host:port`), MAILTRAIL_UPSTREAM
+ * (`smtp[s]://user:pass@host:port`) and MAILTRAIL_DATA_DIR; relative paths resolve against `cwd`.
+ * Throws ConfigError, with the variable name as the path, when one of them is invalid.
+ */
+export function embeddedDefault(env: NodeJS.ProcessEnv, cwd: string): Config {
+  const problems: ConfigProblem[] = [];
+  const listen = listenFromEnv(nonEmpty(env.MAILTRAIL_LISTEN), problems);
+  const upstreamUrl = nonEmpty(env.MAILTRAIL_UPSTREAM);
+  const raw = {
+    listen: [listen],
+    clients: { networks: [...LOOPBACK_NETWORKS] },
+    dataDir: nonEmpty(env.MAILTRAIL_DATA_DIR) ?? 'data',
+    upstreams: [upstreamUrl === undefined ? localSinkUpstream() : { name: 'upstream', url: upstreamUrl }],
+  };
+  const result = validateConfig(raw, cwd);
+  if (!result.ok) problems.push(...result.problems.map(nameTheVariable));
+  if (problems.length > 0 || !result.ok) throw new ConfigError(problems);
+  return upstreamUrl === undefined ? withLocalSink(result.config) : result.config;
+}
+
+/** Placeholder upstream for the sink; the URL only has to pass the schema, the port is replaced below. */
+function localSinkUpstream() {
+  return { name: 'local-sink', url: 'smtp://127.0.0.1', tls: { mode: 'none' } };
+}
+
+/**
+ * The sink listens on an ephemeral port chosen at start-up, so the upstream's port is 0 here and the
+ * app fills in the real one. A URL cannot say "port 0" (the schema refuses it for real upstreams).
+ */
+function withLocalSink(config: Config): Config {
+  const [sink] = config.upstreams;
+  if (sink === undefined) throw new Error('embedded default has no upstream');
+  return deepFreeze({
+    ...config,
+    upstreams: [{ ...sink, port: 0 }],
+    localSink: { dir: join(config.dataDir, 'sink'), keep: SINK_KEEP },
+  });
+}
+
+/** `host:port` or `[ipv6]:port`; host and port are then checked by the schema like `listen[].host/port`. */
+function listenFromEnv(text: string | undefined, problems: ConfigProblem[]): { host: string; port: string | number } {
+  if (text === undefined) return { ...DEFAULT_LISTEN };
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(text.trim());
+  const host = match?.[1] ?? match?.[2];
+  if (match === null || host === undefined || match[3] === undefined) {
+    problems.push({ path: 'MAILTRAIL_LISTEN', message: 'expected host:port (e.g. 127.0.0.1:2525)' });
+    return { ...DEFAULT_LISTEN };
+  }
+  return { host, port: match[3] };
+}
+
+function nameTheVariable(problem: ConfigProblem): ConfigProblem {
+  const hit = ENV_FOR_PATH.find(([prefix]) => problem.path === prefix || problem.path.startsWith(`${prefix}.`));
+  return hit === undefined ? problem : { path: hit[1], message: problem.message };
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}

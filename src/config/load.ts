@@ -1,0 +1,157 @@
+/**
+ * Where the config comes from: a YAML file (given, or named by MAILTRAIL_CONFIG) with `${ENV}`
+ * references resolved, or the embedded default when there is no file. Every problem (unreadable
+ * file, YAML syntax, unset variable, schema) ends up in one ConfigError.
+ */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import YAML from 'yaml';
+import { ConfigError, formatPath, type ConfigProblem } from './config-error.js';
+import { embeddedDefault } from './embedded-default.js';
+import { validateConfig } from './schema.js';
+import type { Config } from './types.js';
+
+export interface LoadConfigOptions {
+  /** Config file path (relative to `cwd`); null/undefined = MAILTRAIL_CONFIG, else the embedded default. */
+  readonly file?: string | null;
+  readonly env: NodeJS.ProcessEnv;
+  readonly cwd: string;
+}
+
+export interface ParseConfigOptions {
+  readonly env: NodeJS.ProcessEnv;
+  /** Folder that relative paths in the config resolve against (the config file's folder). */
+  readonly baseDir: string;
+  /** Named in the error message; null when the object did not come from a file. */
+  readonly source?: string | null;
+}
+
+const REDACTED = '[redacted]';
+
+/** `$${` is a literal `${`; otherwise `${NAME}` or `${NAME:-fallback}` (fallback when unset or empty, as in sh). */
+const REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
+
+/** Loads, validates and freezes the configuration. Throws ConfigError listing every problem. */
+export function loadConfig(opts: LoadConfigOptions): Config {
+  const file = opts.file ?? nonEmpty(opts.env.MAILTRAIL_CONFIG);
+  if (file === undefined) return embeddedDefault(opts.env, opts.cwd);
+  const fullPath = resolve(opts.cwd, file);
+  return parseConfig(readYaml(fullPath), { env: opts.env, baseDir: dirname(fullPath), source: fullPath });
+}
+
+/** Validates an already-parsed config object (as from YAML), resolving `${ENV}` references first. */
+export function parseConfig(raw: unknown, opts: ParseConfigOptions): Config {
+  const source = opts.source ?? null;
+  const interpolated = interpolateEnv(raw, opts.env);
+  const result = validateConfig(interpolated.value, opts.baseDir);
+  // A value whose variable is unset was replaced by "": the schema's complaint about it would be noise.
+  const schemaProblems = result.ok ? [] : result.problems.filter((p) => !coveredBy(p, interpolated.problems));
+  const problems = [...interpolated.problems, ...schemaProblems];
+  if (problems.length > 0 || !result.ok) throw new ConfigError(problems, source);
+  return result.config;
+}
+
+/**
+ * A copy of `config` that is safe to print or log: user passwords and hashes and upstream passwords
+ * are replaced by "[redacted]". The config holds no URLs (they are split at load), so no userinfo remains.
+ */
+export function describeConfig(config: Config): object {
+  const copy = structuredClone(config);
+  return {
+    ...copy,
+    clients: {
+      ...copy.clients,
+      users: copy.clients.users.map((u) => ({
+        ...u,
+        password: u.password === null ? null : REDACTED,
+        passwordHash: u.passwordHash === null ? null : REDACTED,
+      })),
+    },
+    upstreams: copy.upstreams.map((u) => ({ ...u, auth: u.auth === null ? null : { user: u.auth.user, pass: REDACTED } })),
+  };
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// File and YAML
+
+function readYaml(fullPath: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(fullPath, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unknown error';
+    throw new ConfigError([{ path: '', message: `cannot read the file (${code})` }], fullPath);
+  }
+  const doc = YAML.parseDocument(text);
+  if (doc.errors.length > 0) throw new ConfigError(doc.errors.map(yamlProblem), fullPath);
+  if (doc.contents === null) throw new ConfigError([{ path: '', message: 'the file is empty' }], fullPath);
+  try {
+    return doc.toJS();
+  } catch (err) {
+    // toJS refuses alias bombs ("billion laughs"); its message carries no values.
+    throw new ConfigError([{ path: '', message: `YAML: ${firstLine((err as Error).message)}` }], fullPath);
+  }
+}
+
+/**
+ * yaml's messages end with a copy of the offending source line, which may hold a password: keep only
+ * the first line ("Map keys must be unique at line 3, column 1").
+ */
+function yamlProblem(err: Error): ConfigProblem {
+  return { path: '', message: `YAML: ${firstLine(err.message).replace(/:$/, '')}` };
+}
+
+function firstLine(text: string): string {
+  return text.split('\n', 1)[0] ?? '';
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Environment interpolation
+
+interface Interpolated {
+  readonly value: unknown;
+  readonly problems: ConfigProblem[];
+}
+
+/** Resolves `${NAME}` in every string value (not in keys). Unset variables are problems naming the variable. */
+export function interpolateEnv(raw: unknown, env: NodeJS.ProcessEnv): Interpolated {
+  const problems: ConfigProblem[] = [];
+  const value = interpolateValue(raw, env, [], problems);
+  return { value, problems };
+}
+
+function interpolateValue(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: ConfigProblem[]): unknown {
+  if (typeof value === 'string') {
+    return interpolateString(value, env, (name) =>
+      problems.push({ path: formatPath(path), message: `environment variable ${name} is not set` }),
+    );
+  }
+  if (Array.isArray(value)) return value.map((item, i) => interpolateValue(item, env, [...path, i], problems));
+  if (typeof value === 'object' && value !== null) {
+    const entries = Object.entries(value).map(([k, v]) => [k, interpolateValue(v, env, [...path, k], problems)]);
+    return Object.fromEntries(entries);
+  }
+  return value;
+}
+
+function interpolateString(text: string, env: NodeJS.ProcessEnv, onUnset: (name: string) => void): string {
+  return text.replace(REFERENCE, (_match: string, name: string | undefined, fallback: string | undefined) => {
+    if (name === undefined) return '${';
+    const value = env[name];
+    if (value !== undefined && value !== '') return value;
+    if (fallback !== undefined) return fallback;
+    if (value === undefined) onUnset(name);
+    return '';
+  });
+}
+
+/** True when `problem` is at or below the path of a problem already reported. */
+function coveredBy(problem: ConfigProblem, earlier: readonly ConfigProblem[]): boolean {
+  return earlier.some(
+    (e) => problem.path === e.path || problem.path.startsWith(`${e.path}.`) || problem.path.startsWith(`${e.path}[`),
+  );
+}
