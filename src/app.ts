@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
@@ -41,6 +42,8 @@ export class App {
     this.config = config;
     this.#log = log;
     this.bus = new EventBus((err, event) => log.error({ err, event }, 'event subscriber failed'));
+    // Every transaction in flight listens on the shutdown signal; that is by design, not a leak.
+    setMaxListeners(0, this.#shutdown.signal);
   }
 
   get auditWriteErrors(): number {

@@ -45,11 +45,6 @@ export class Admission {
     return rule;
   }
 
-  /** AUTH over plaintext: only when explicitly allowed, or where TLS is not required for this client. */
-  authAllowedInPlaintext(ip: string): boolean {
-    return this.#clients.allowInsecureAuth || !this.tlsRequired(ip);
-  }
-
   /**
    * May this user send as `from`? Entries are full addresses or "@domain"; comparison is
    * case-insensitive on the domain and exact on the local part (RFC 5321 §2.4: local parts may be

@@ -14,11 +14,12 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
  * internals (`_setListeners`, `connectionReady`), so it checks for them and throws at start-up
  * when an upgrade renamed them, instead of silently greeting late or never.
  */
-export function removeGreetingDelay(server: SMTPServer): void {
+export function removeGreetingDelay(server: SMTPServer, decorate?: (connection: ConnectionInternals) => void): void {
   assertInternals();
   const srv = server as unknown as ServerInternals;
   srv.connect = function connect(socket: Socket, socketOptions: unknown): void {
     const connection = new SMTPConnection(server, socket, socketOptions as never) as unknown as ConnectionInternals;
+    decorate?.(connection);
     srv.connections.add(connection);
     connection.on('error', (err: Error) => srv._onError(err));
     connection.on('connect', (data: unknown) => srv._onClientConnect(data));
@@ -31,8 +32,11 @@ export function removeGreetingDelay(server: SMTPServer): void {
   };
 }
 
-interface ConnectionInternals {
+export interface ConnectionInternals {
   name: string;
+  secure: boolean;
+  session: import('smtp-server').SMTPServerSession;
+  handler_AUTH(command: Buffer | string, callback: () => void): void;
   on(event: string, listener: (arg: never) => void): void;
   send(code: number, text: string, context: false): void;
   _setListeners(callback: () => void): void;
@@ -52,7 +56,7 @@ export function missingInternals(): string[] {
   const conn = SMTPConnection.prototype as unknown as Record<string, unknown>;
   const srv = SMTPServer.prototype as unknown as Record<string, unknown>;
   const missing: string[] = [];
-  for (const name of ['_setListeners', 'connectionReady', 'init', 'send']) {
+  for (const name of ['_setListeners', 'connectionReady', 'init', 'send', 'handler_AUTH']) {
     if (typeof conn[name] !== 'function') missing.push(`SMTPConnection.${name}`);
   }
   for (const name of ['connect', '_onError', '_onClientConnect']) {

@@ -11,7 +11,7 @@ import type { TransactionProcessor } from '../relay/transaction.js';
 import type { ClientRejectClass } from '../relay/failure-class.js';
 import type { SmtpReply } from '../relay/upstream-facts.js';
 import type { Admission } from './admission.js';
-import { removeGreetingDelay } from './fast-greeting.js';
+import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
 import { classifyProtocolRefusal, protocolLogger } from './protocol-refusals.js';
 import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText } from './replies.js';
 import { SessionState } from './session-state.js';
@@ -101,11 +101,11 @@ export class SmtpListeners {
       name: config.hostname,
       banner: 'mailtrail',
       size: config.limits.maxMessageSize,
-      maxRecipients: config.limits.maxRecipients,
       authMethods: ['PLAIN', 'LOGIN'],
       authOptional: true,
-      // We decide about plaintext AUTH ourselves (per client: loopback may be exempt), with a record.
-      allowInsecureAuth: true,
+      // AUTH only over TLS unless explicitly allowed: #guardAuth answers 538 at the AUTH command
+      // itself; smtp-server's own check stays on as a second line.
+      allowInsecureAuth: config.clients.allowInsecureAuth,
       disabledCommands: this.#deps.admission.hasUsers ? [] : ['AUTH'],
       disableReverseLookup: true,
       socketTimeout: config.timeouts.clientIdle,
@@ -122,14 +122,29 @@ export class SmtpListeners {
         this.#onAuth(auth, session).then((r) => cb(r.err, r.ok), (err: Error) => cb(err));
       },
       onMailFrom: (address, session, cb) => cb(this.#onMailFrom(address.address, session)),
-      onRcptTo: (_address, _session, cb) => cb(),
+      onRcptTo: (address, session, cb) => cb(this.#onRcptTo(address.address, session)),
       onData: (stream, session, cb) => this.#onData(stream, session, cb),
       onClose: (session) => this.#onClose(session),
     });
-    removeGreetingDelay(server);
+    removeGreetingDelay(server, (connection) => this.#guardAuth(connection));
     // Without a listener, one client's TLS garbage would crash the process (PITFALLS.md §0.1).
     server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
     return server;
+  }
+
+  /**
+   * RFC 4954 §4: AUTH over a plaintext channel is refused at the AUTH command itself (538), before the
+   * server prompts for credentials; onAuth would run only after the password crossed the wire. Ours
+   * (not smtp-server's identical check) so the refusal is a named reply with an id and a record.
+   */
+  #guardAuth(connection: ConnectionInternals): void {
+    const handler = connection.handler_AUTH;
+    connection.handler_AUTH = (command, callback) => {
+      if (connection.secure || this.#deps.config.clients.allowInsecureAuth) return handler.call(connection, command, callback);
+      const err = this.#refuse(connection.session, 'tls_required_auth', 'AUTH');
+      connection.send(538, err.message, false);
+      callback();
+    };
   }
 
   #onConnect(session: SMTPServerSession): Error | null | undefined {
@@ -147,9 +162,6 @@ export class SmtpListeners {
 
   async #onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<{ err: Error | null; ok?: { user: string } }> {
     const { admission } = this.#deps;
-    if (!session.secure && !admission.authAllowedInPlaintext(session.remoteAddress)) {
-      return { err: this.#refuse(session, 'tls_required_auth', 'AUTH') };
-    }
     const user = admission.user(auth.username ?? '');
     const valid = user !== undefined && (await verifyPassword(auth.password ?? '', user));
     if (valid) return { err: null, ok: { user: user.username } };
@@ -170,6 +182,12 @@ export class SmtpListeners {
     }
     if (state?.trusted) return null;
     return this.#refuse(session, admission.hasUsers ? 'auth_required' : 'relay_denied', 'MAIL', { from });
+  }
+
+  /** Our own limit (not smtp-server's maxRecipients) so the reply carries 4.5.3 and the record its class. */
+  #onRcptTo(to: string, session: SMTPServerSession): Error | null {
+    if (session.envelope.rcptTo.length < this.#deps.config.limits.maxRecipients) return null;
+    return this.#refuse(session, 'too_many_recipients', 'RCPT', { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : null, to });
   }
 
   #onData(stream: Readable, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
@@ -235,7 +253,8 @@ export class SmtpListeners {
     const cls = classifyProtocolRefusal(reply);
     if (!cls || !state) return;
     state.rejected += 1;
-    this.#writeRejectForState(state, cls, reply, this.#lastCommand.get(cid) ?? 'UNKNOWN', 'protocol');
+    const command = cls === 'client_timeout' ? 'IDLE' : (this.#lastCommand.get(cid) ?? 'UNKNOWN');
+    this.#writeRejectForState(state, cls, reply, command, 'protocol');
   }
 
   #writeReject(

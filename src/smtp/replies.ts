@@ -9,7 +9,7 @@ export const CLIENT_REPLIES = {
   auth_failed: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
   auth_required: { code: 530, enhanced: '5.7.0', text: 'Authentication required' },
   tls_required: { code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' },
-  tls_required_auth: { code: 538, enhanced: '5.7.11', text: 'Encryption required for requested authentication mechanism' },
+  tls_required_auth: { code: 538, enhanced: '5.7.11', text: 'Encryption required: issue STARTTLS before AUTH' },
   relay_denied: { code: 554, enhanced: '5.7.1', text: 'Relaying denied: client not allowed to relay' },
   sender_denied: { code: 553, enhanced: '5.7.1', text: 'Sender address not allowed for this user' },
   too_large: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },

@@ -201,9 +201,15 @@ describe('admission', () => {
       // RFC 4954 §4: 538 answers the AUTH command itself. Prompting (334) first makes the client
       // send its credentials in clear before it is told that this was not allowed.
       const c = await session(relay.port);
-      const reply = await command(c, 'AUTH LOGIN');
+      const first = await command(c, 'AUTH LOGIN');
+      const transcript = [`AUTH LOGIN → ${first.lines.join(' | ')}`];
+      if (first.code === 334) {
+        const b64 = (s: string): string => Buffer.from(s).toString('base64');
+        transcript.push(`<username> → ${(await command(c, b64('billing'))).lines.join(' | ')}`);
+        transcript.push(`<password> → ${(await command(c, b64(PASSWORDS.billing))).lines.join(' | ')}`);
+      }
       c.close();
-      expect(reply.code).toBe(538);
+      expect(first.code, `the credentials were asked for in clear: ${transcript.join('; ')}`).toBe(538);
     });
 
     it('refuses an unauthenticated MAIL after STARTTLS with 530 5.7.0 and records auth_required', async () => {
@@ -568,6 +574,8 @@ describe('admission', () => {
       expect(final.text).toMatch(/^5\.3\.4 /);
       const record = (await relay.relayRecords()).find((r) => final.text.includes(r.id));
       expect(record).toMatchObject({ outcome: 'rejected', failure: { class: 'too_large' }, clientReply: { code: 552, enhanced: '5.3.4' } });
+      // The relay record is the one record of this refusal: the protocol capture must not add a reject record.
+      expect((await relay.rejectRecords()).filter((r) => r.session.id === record!.session.id)).toEqual([]);
       expect(upstream.transactions).toBe(0);
       expect(upstream.allData).toHaveLength(0);
     });
