@@ -1,0 +1,44 @@
+import { createHash } from 'node:crypto';
+import type { RelayRecord } from '../audit/records.js';
+
+export interface ErrorFingerprint {
+  /** Stable key: class + upstream + normalised reply text, hashed (short hex). */
+  readonly key: string;
+  readonly class: string;
+  readonly upstream: string | null;
+  /** The reply text with addresses, ids and numbers replaced by placeholders. */
+  readonly normalized: string;
+}
+
+/**
+ * Groups failures that are "the same error" (Sentry-style): the same class at the same upstream with
+ * the same reply once the parts that vary per message are masked. Shared by the live error groups
+ * (GET /api/errors) and `mailtrail report`, so both show the same groups.
+ */
+export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
+  if (!record.failure) return null;
+  const reply = record.upstreamReply;
+  // Reply code and enhanced code are kept as they are: they are part of what makes two errors the same.
+  const normalized = reply
+    ? `${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${normalizeReplyText(reply.text)}`
+    : normalizeReplyText(record.failure.detail.cause ?? record.failure.detail.code ?? '');
+  const upstream = record.upstream?.name ?? null;
+  const key = createHash('sha256').update(`${record.failure.class}\u0000${upstream ?? ''}\u0000${normalized}`).digest('hex').slice(0, 16);
+  return { key, class: record.failure.class, upstream, normalized };
+}
+
+/** Masks what varies per message: addresses, bracketed ids, hex/base32 ids, IPs, numbers. */
+export function normalizeReplyText(text: string): string {
+  return text
+    .replace(/\(id [0-9A-Z]{26}\)/g, '(id <id>)')
+    .replace(/<[^<>\s]*@[^<>\s]*>/g, '<address>')
+    .replace(/[^\s<>()[\]"',;:]+@[^\s<>()[\]"',;:]+/g, '<address>')
+    .replace(/\b\d{1,3}(?:\.\d{1,3}){3}\b/g, '<ip>')
+    .replace(/\[[0-9a-fA-F:.]+\]/g, '[<ip>]')
+    .replace(/<[^<>\s]{8,}>/g, '<id>')
+    // Queue ids and similar tokens: 8+ characters mixing letters and digits.
+    .replace(/\b(?=[0-9A-Za-z-]*\d)(?=[0-9A-Za-z-]*[A-Za-z])[0-9A-Za-z][0-9A-Za-z-]{7,}\b/g, '<id>')
+    .replace(/\b\d+\b/g, '<n>')
+    .replace(/\s+/g, ' ')
+    .trim();
+}
