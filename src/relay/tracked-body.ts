@@ -18,6 +18,8 @@ const CHUNK = 64 * 1024;
  */
 export class TrackedBody extends Readable {
   phase: AttemptPhase = 'envelope';
+  /** Fits in one chunk: worth sending in one write with the final dot (see UpstreamConnection.send). */
+  readonly small: boolean;
   bodyStartedAt: number | null = null;
   #body: ReplayableBody;
   #offset = 0;
@@ -26,6 +28,7 @@ export class TrackedBody extends Readable {
   constructor(body: ReplayableBody) {
     super({ highWaterMark: CHUNK });
     this.#body = body;
+    this.small = Buffer.isBuffer(body) && body.length <= CHUNK;
     this.once('end', () => {
       this.phase = 'sent';
     });
@@ -35,6 +38,7 @@ export class TrackedBody extends Readable {
     if (this.bodyStartedAt === null) {
       this.bodyStartedAt = performance.now();
       this.phase = 'body';
+      this.emit('started');
     }
     if (Buffer.isBuffer(this.#body)) this.#readMemory(this.#body);
     else this.#readFile(this.#body.path);

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
-import type { Readable } from 'node:stream';
 import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
+import type { TrackedBody } from './tracked-body.js';
 
 /** TLS facts of an upstream connection, for the audit record. */
 export interface UpstreamTls {
@@ -93,7 +93,7 @@ export class UpstreamConnection {
   }
 
   /** Sends one message; `body` must be a fresh stream (we observe its end to know the body went out). */
-  send(envelope: UpstreamEnvelope, body: Readable, signal: AbortSignal): Promise<SendInfo> {
+  send(envelope: UpstreamEnvelope, body: TrackedBody, signal: AbortSignal): Promise<SendInfo> {
     this.#messages += 1;
     return new Promise<SendInfo>((resolve, reject) => {
       const onAbort = (): void => {
@@ -102,6 +102,23 @@ export class UpstreamConnection {
       };
       if (signal.aborted) return onAbort();
       signal.addEventListener('abort', onAbort, { once: true });
+      // With PIPELINING, send() writes MAIL, every RCPT and DATA in one go (RFC 2920): corking the
+      // socket turns those writes into one writev, a syscall and a TCP segment instead of several.
+      const socket = this.#conn._socket || null;
+      socket?.cork();
+      // Likewise a small body: one chunk plus the final ".\r\n", corked from the first read until the
+      // source is done (ended or destroyed, so a failed send never leaves the socket corked). Large
+      // bodies are not corked: that would buffer the whole message in memory.
+      if (socket && body.small) {
+        let corked = false;
+        body.once('started', () => {
+          socket.cork();
+          corked = true;
+        });
+        body.once('close', () => {
+          if (corked) process.nextTick(() => socket.uncork());
+        });
+      }
       this.#conn.send(
         { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime, size: envelope.size },
         body,
@@ -111,6 +128,7 @@ export class UpstreamConnection {
           else resolve(info as SendInfo);
         },
       );
+      if (socket) process.nextTick(() => socket.uncork());
     });
   }
 
