@@ -1,6 +1,21 @@
-import { closeSync, fsyncSync, mkdirSync, openSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
-import type { AuditRecord } from './records.js';
+import { closeSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import type { Logger } from '../observe/logger.js';
+import { HashChain, type ChainFields, type ChainHead } from './chain.js';
+import { gzipFileTail, plainFileTail, type FileTail } from './chain-resume.js';
+import { RotatedFiles, utcDay, type RotateConfig } from './rotation.js';
+import { RotationCompressor } from './rotation-compressor.js';
+
+export interface AuditWriterOptions {
+  /** Path of the trail; "-" = standard output. */
+  readonly file: string;
+  readonly fsync: boolean;
+  /** Add seq / prev / hash to every record (chain.ts). */
+  readonly chain: boolean;
+  /** Built-in rotation; null = none (SIGHUP reopen still works for logrotate). */
+  readonly rotate: RotateConfig | null;
+  readonly log: Logger;
+}
 
 /**
  * The audit trail's only writer: one JSON line per record, one synchronous write(2) each, so a record
@@ -10,50 +25,246 @@ import type { AuditRecord } from './records.js';
  * Why not a pino destination: SonicBoom in sync mode reports a failed write as an 'error' event and
  * keeps the bytes queued for the next write, so the caller cannot tell that *this* record is missing.
  * Here a failed write throws, and the relay answers 451 instead of accepting mail it cannot record.
+ * A write that failed half-way is cut off again (ftruncate), so the next record starts on its own
+ * line and the failed record's seq is reused: the chain stays gap-free.
+ *
+ * Everything happens synchronously between two records, rotation included: no record can land in
+ * two files or in none, whatever the load.
  */
 export class AuditWriter {
   readonly file: string;
-  #fd: number;
+  #fd = -1;
   #fsync: boolean;
+  #chain: HashChain | null;
+  #rotate: RotateConfig | null;
+  #rotated: RotatedFiles | null;
+  #compressor: RotationCompressor | null;
+  #log: Logger;
+  /** Bytes in the current file (regular files only). */
+  #size = 0;
+  #regular = false;
+  /** UTC day of the current file's records, for daily rotation; null while it is empty. */
+  #fileDay: string | null = null;
+  /** The file ends without a newline (a torn record): start the next record on a line of its own. */
+  #needsNewline = false;
 
-  constructor(file: string, fsync: boolean) {
-    this.file = file;
-    this.#fsync = fsync;
-    this.#fd = file === '-' ? 1 : openAppend(file);
+  private constructor(opts: AuditWriterOptions, head: ChainHead | null) {
+    this.file = opts.file;
+    this.#fsync = opts.fsync;
+    this.#log = opts.log;
+    this.#chain = opts.chain ? new HashChain(head ?? undefined) : null;
+    const rotating = opts.rotate !== null && opts.file !== '-';
+    this.#rotate = rotating ? opts.rotate : null;
+    this.#rotated = rotating ? new RotatedFiles(opts.file) : null;
+    this.#compressor =
+      rotating && this.#rotated && opts.rotate
+        ? new RotationCompressor(this.#rotated, {
+            keep: opts.rotate.keep,
+            compress: opts.rotate.compress,
+            onError: (err, file) => this.#log.error({ err, file }, 'audit rotation housekeeping failed'),
+          })
+        : null;
   }
 
-  /** Throws when the record could not be written completely. */
-  write(record: AuditRecord): void {
+  /**
+   * Opens the trail for appending. With the chain on, `seq` and `prev` continue from the last
+   * complete record of the file, or, when the file is empty or new, of the newest rotated file
+   * beside it (built-in rotation's names, or logrotate's `audit.log.1`, `audit.log-20261125.gz`).
+   */
+  static async open(opts: AuditWriterOptions): Promise<AuditWriter> {
+    const head = opts.chain && opts.file !== '-' ? await resumeHead(opts.file, opts.log) : null;
+    const writer = new AuditWriter(opts, head);
+    writer.#openFile();
+    writer.#compressor?.recover();
+    return writer;
+  }
+
+  /** The last record written (seq 0 before the first); null when the chain is off. */
+  get head(): ChainHead | null {
+    return this.#chain?.head ?? null;
+  }
+
+  /**
+   * Appends one record. Returns its chain fields (null with the chain off). Throws when the record
+   * could not be written completely; nothing of it then stays in the file.
+   */
+  write(record: object): ChainFields | null {
     if (this.#fd < 0) throw Object.assign(new Error('Audit trail is closed'), { code: 'EAUDITCLOSED' });
-    writeFully(this.#fd, Buffer.from(JSON.stringify(record) + '\n', 'utf8'));
+    const sealed = this.#chain?.seal(record) ?? null;
+    const data = Buffer.from(sealed ? sealed.line : JSON.stringify(record) + '\n', 'utf8');
+    const now = Date.now();
+    if (this.#rotationDue(data.length, now)) this.#rotateNow(now);
+    if (this.#needsNewline) {
+      this.#append(Buffer.from('\n'));
+      this.#needsNewline = false;
+    }
+    this.#append(data);
     if (this.#fsync && this.#fd !== 1) fsyncSync(this.#fd);
+    if (this.#fileDay === null) this.#fileDay = utcDay(now);
+    if (!sealed || !this.#chain) return null;
+    this.#chain.commit(sealed);
+    return { seq: sealed.seq, prev: sealed.prev, hash: sealed.hash };
   }
 
-  /** Reopen the file by name (after logrotate moved it away). */
+  /** Reopen the file by name (after logrotate moved it away). The chain continues. */
   reopen(): void {
-    if (this.#fd === 1) return;
+    if (this.file === '-' || this.#fd < 0) return;
     const old = this.#fd;
-    this.#fd = openAppend(this.file);
+    this.#openFile();
     closeSync(old);
   }
 
+  /** Flushes and closes the file. Background compression may still run: await `idle()`. */
   close(): void {
-    if (this.#fd === 1 || this.#fd < 0) return;
-    fsyncSync(this.#fd);
+    if (this.#fd === 1 || this.#fd < 0) {
+      this.#fd = -1;
+      return;
+    }
+    if (this.#regular) fsyncSync(this.#fd);
     closeSync(this.#fd);
     this.#fd = -1;
   }
+
+  /** Resolves when background compression and pruning of rotated files are done. */
+  async idle(): Promise<void> {
+    await this.#compressor?.idle();
+  }
+
+  #openFile(): void {
+    if (this.file === '-') {
+      this.#fd = 1;
+      return;
+    }
+    mkdirSync(dirname(this.file), { recursive: true });
+    // a+: appending, and reading back the last byte (was the last record torn?).
+    const fd = openSync(this.file, 'a+', 0o640);
+    const stat = fstatSync(fd);
+    this.#fd = fd;
+    this.#regular = stat.isFile();
+    this.#size = this.#regular ? stat.size : 0;
+    this.#fileDay = this.#size > 0 ? utcDay(stat.mtimeMs) : null;
+    this.#needsNewline = this.#regular && this.#size > 0 && !endsWithNewline(fd, this.#size);
+    if (this.#needsNewline) {
+      this.#log.warn({ file: this.file }, 'audit file ends with a torn record (a crash mid-write); continuing on a new line');
+    }
+  }
+
+  #rotationDue(bytes: number, now: number): boolean {
+    const rotate = this.#rotate;
+    if (!rotate || !this.#regular || this.#size === 0) return false;
+    if (rotate.size !== null && this.#size + bytes > rotate.size) return true;
+    return rotate.daily && this.#fileDay !== null && this.#fileDay !== utcDay(now);
+  }
+
+  /**
+   * Rename the current file to its rotated name and start a new one. A failure here is logged and
+   * the record goes to the current file: rotation never costs a record.
+   */
+  #rotateNow(now: number): void {
+    const target = this.#rotated!.nextName(now);
+    const old = this.#fd;
+    try {
+      renameSync(this.file, target);
+    } catch (err) {
+      this.#log.error({ err, file: this.file }, 'audit rotation failed; still writing to the current file');
+      return;
+    }
+    try {
+      this.#openFile();
+    } catch (err) {
+      // Could not create the new file: move the old one back and carry on with it.
+      this.#log.error({ err, file: this.file }, 'audit rotation could not open a new file; still writing to the current file');
+      renameSync(target, this.file);
+      this.#fd = old;
+      return;
+    }
+    try {
+      fsyncSync(old);
+    } catch {
+      // the data is in the page cache either way
+    }
+    closeSync(old);
+    this.#compressor!.rotated(target);
+  }
+
+  /** write(2) may write less than asked (a full disk mid-record, a signal); finish or undo and throw. */
+  #append(data: Buffer): void {
+    let offset = 0;
+    try {
+      while (offset < data.length) offset += writeSync(this.#fd, data, offset, data.length - offset);
+    } catch (err) {
+      if (offset > 0) this.#undoPartial();
+      throw err;
+    }
+    this.#size += data.length;
+  }
+
+  /** Remove the bytes of a record that was written only in part; if that fails, end its line. */
+  #undoPartial(): void {
+    try {
+      if (!this.#regular) throw new Error('not a regular file');
+      ftruncateSync(this.#fd, this.#size);
+    } catch {
+      this.#needsNewline = true;
+    }
+  }
 }
 
-function openAppend(file: string): number {
-  mkdirSync(dirname(file), { recursive: true });
-  return openSync(file, 'a', 0o640);
+function endsWithNewline(fd: number, size: number): boolean {
+  const last = Buffer.alloc(1);
+  return readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a;
 }
 
-/** write(2) may write less than asked (a full disk mid-record, a signal); finish or throw. */
-function writeFully(fd: number, data: Buffer): void {
-  let offset = 0;
-  while (offset < data.length) {
-    offset += writeSync(fd, data, offset, data.length - offset);
+/** The chain head to continue from (null = start a new chain at seq 1). */
+async function resumeHead(file: string, log: Logger): Promise<ChainHead | null> {
+  const current = plainFileTail(file);
+  if (current.head || current.unchained) return fromTail(current, file, log);
+  // Built-in rotation's names sort by time; otherwise (logrotate) the most recently written file.
+  const previous = new RotatedFiles(file).newest() ?? newestSibling(file);
+  if (!previous) return null;
+  return fromTail(isGzip(previous) ? await gzipFileTail(previous) : plainFileTail(previous), previous, log);
+}
+
+function fromTail(tail: FileTail, file: string, log: Logger): ChainHead | null {
+  if (tail.unchained) {
+    log.warn({ file }, 'the last audit record has no seq/prev/hash (written with audit.chain off): starting a new chain at seq 1');
+  }
+  return tail.head;
+}
+
+/**
+ * The most recently modified rotated file beside the trail: `audit.log.<anything>` or
+ * `audit.log-<anything>`, which covers built-in rotation and logrotate's numbered and dated names.
+ */
+function newestSibling(file: string): string | null {
+  const dir = dirname(file);
+  const base = basename(file);
+  let best: { path: string; mtime: number } | null = null;
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return null;
+  }
+  for (const name of names) {
+    if (!(name.startsWith(`${base}.`) || name.startsWith(`${base}-`)) || name.endsWith('.partial')) continue;
+    const path = join(dir, name);
+    try {
+      const st = statSync(path);
+      if (st.isFile() && st.size > 0 && (!best || st.mtimeMs > best.mtime)) best = { path, mtime: st.mtimeMs };
+    } catch {
+      // vanished meanwhile (pruned)
+    }
+  }
+  return best?.path ?? null;
+}
+
+function isGzip(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(2);
+    return readSync(fd, head, 0, 2, 0) === 2 && head[0] === 0x1f && head[1] === 0x8b;
+  } finally {
+    closeSync(fd);
   }
 }

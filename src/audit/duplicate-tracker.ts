@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { RelayRecord } from './records.js';
+
+/**
+ * The `duplicateOf` link (AUDIT-SCHEMA.md): after a transaction whose outcome was `unknown` (the
+ * upstream may have the message) or `deferred` (the app will retry), a later message with the same
+ * SHA-256 and the same envelope (MAIL FROM and the set of RCPT TO, compared case-insensitively)
+ * within `audit.duplicateWindow` names the earlier record's id. Retries of a retry all name the
+ * first record, so `mailtrail lookup <that id>` shows the whole story.
+ *
+ * Bounded: an LRU of at most `max` envelopes, each forgotten `window` ms after it was remembered.
+ * A lookup does not extend the window (no updateAgeOnGet: PITFALLS.md §5). Keys are SHA-256
+ * digests, so the cache holds no addresses. Costs nothing while nothing is remembered.
+ */
+export class DuplicateTracker {
+  #cache: LRUCache<string, string>;
+
+  constructor(opts: { window: number; max?: number; now?: () => number }) {
+    this.#cache = new LRUCache<string, string>({
+      max: opts.max ?? 100_000,
+      ttl: opts.window,
+      updateAgeOnGet: false,
+      // An injected clock (tests) is read every time; lru-cache otherwise caches "now" for 1 ms.
+      ...(opts.now ? { perf: { now: opts.now }, ttlResolution: 0 } : {}),
+    });
+  }
+
+  /** The id of an earlier unknown/deferred record of this message and envelope, or null. */
+  earlier(sha256: string, from: string, to: readonly string[]): string | null {
+    if (this.#cache.size === 0 || sha256 === '') return null;
+    return this.#cache.get(envelopeKey(sha256, from, to)) ?? null;
+  }
+
+  /** A record was written: remember it when a later identical message would be a retry of it. */
+  written(record: Pick<RelayRecord, 'id' | 'outcome' | 'from' | 'rcpt' | 'message'>): void {
+    if ((record.outcome !== 'unknown' && record.outcome !== 'deferred') || record.message.sha256 === '') return;
+    const key = envelopeKey(record.message.sha256, record.from, record.rcpt.map((r) => r.to));
+    // The first record stays the reference; a retry does not move the window forward.
+    if (!this.#cache.has(key)) this.#cache.set(key, record.id);
+  }
+
+  get size(): number {
+    return this.#cache.size;
+  }
+}
+
+function envelopeKey(sha256: string, from: string, to: readonly string[]): string {
+  const rcpt = to.map((a) => a.toLowerCase()).sort();
+  return createHash('sha256')
+    .update(`${sha256}\0${from.toLowerCase()}\0${rcpt.join('\0')}`, 'utf8')
+    .digest('base64');
+}

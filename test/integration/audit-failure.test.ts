@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/observe/logger.js';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
+
+/** The operational log as parsed lines, to check what an operator would see. */
+function capturedLog(): { logger: ReturnType<typeof createLogger>; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const logger = createLogger('info', { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+// /dev/full accepts the open and fails every write with ENOSPC: a real full disk, no mocks.
+describe.skipIf(!existsSync('/dev/full'))('a trail that cannot be written', () => {
+  let upstream: FakeUpstream;
+  let relay: RunningRelay | null = null;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+  });
+  afterEach(async () => {
+    await relay?.stop();
+    relay = null;
+    upstream.clearRecords();
+  });
+  afterAll(async () => {
+    await upstream.close();
+  });
+
+  it('answers 451 instead of 250, logs the failure and counts it (onWriteFailure: refuse)', async () => {
+    const log = capturedLog();
+    relay = await startRelay({ upstreams: [{ port: upstream.port }], auditFile: '/dev/full', logger: log.logger });
+    const res = await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage() });
+    expect(res.ok).toBe(false);
+    expect(res.code).toBe(451);
+    expect(res.response).toMatch(/^451 4\.3\.0 Cannot record the transaction; message not accepted, try again later \(id [0-9A-Z]{26}\)$/);
+    expect(relay.app.auditWriteErrors).toBeGreaterThanOrEqual(1);
+    const failure = log.lines.find((l) => l.msg === 'audit write failed');
+    expect(failure).toMatchObject({ level: 'error', file: '/dev/full', err: { code: 'ENOSPC' } });
+  });
+
+  it('stops relaying while the trail cannot be written, so a retrying client does not deliver again and again', async () => {
+    relay = await startRelay({ upstreams: [{ port: upstream.port }], auditFile: '/dev/full' });
+    const raw = simpleMessage();
+    const results = [];
+    for (let i = 0; i < 3; i++) results.push(await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw }));
+    expect(results.map((r) => r.code)).toEqual([451, 451, 451]);
+    // The first went out before its record failed; the retries were refused before relaying.
+    expect(upstream.messages).toHaveLength(1);
+    expect(relay.app.auditWriteErrors).toBeGreaterThanOrEqual(3);
+  });
+
+  it('keeps relaying, logs and counts the failure with onWriteFailure: continue', async () => {
+    const log = capturedLog();
+    relay = await startRelay({ upstreams: [{ port: upstream.port }], auditFile: '/dev/full', logger: log.logger, audit: { onWriteFailure: 'continue' } });
+    const first = await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage() });
+    const second = await relay.send({ from: 'app@example.com', to: ['bo@example.org'], raw: simpleMessage() });
+    expect([first.code, second.code]).toEqual([250, 250]);
+    expect(upstream.messages).toHaveLength(2);
+    expect(relay.app.auditWriteErrors).toBeGreaterThanOrEqual(2);
+    expect(log.lines.filter((l) => l.msg === 'audit write failed').length).toBeGreaterThanOrEqual(2);
+    expect(log.lines.some((l) => l.msg === 'relaying without an audit record (audit.onWriteFailure: continue)')).toBe(true);
+  });
+});

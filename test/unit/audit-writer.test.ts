@@ -1,0 +1,175 @@
+import { appendFile, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { AuditWriter, type AuditWriterOptions } from '../../src/audit/audit-writer.js';
+import { GENESIS } from '../../src/audit/chain.js';
+import { Checkpointer } from '../../src/audit/checkpoint.js';
+import { IdGenerator } from '../../src/ids.js';
+import { createLogger } from '../../src/observe/logger.js';
+import { verifyTrail } from '../../src/tools/verify.js';
+
+const silent = createLogger('silent');
+
+interface Line {
+  seq?: number;
+  prev?: string;
+  hash?: string;
+  type: string;
+  n?: number;
+}
+
+async function records(file: string): Promise<Line[]> {
+  return (await readFile(file, 'utf8'))
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as Line);
+}
+
+/** The trail's files in chain order: rotated ones (sorted by name), then the current file. */
+async function trailFiles(dir: string): Promise<string[]> {
+  const names = (await readdir(dir)).filter((n) => n.startsWith('audit.log.')).sort();
+  return [...names.map((n) => join(dir, n)), join(dir, 'audit.log')];
+}
+
+describe('the audit writer', () => {
+  let dir: string;
+  let file: string;
+  const open = (over: Partial<AuditWriterOptions> = {}) => AuditWriter.open({ file, fsync: false, chain: true, rotate: null, log: silent, ...over });
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'mailtrail-writer-'));
+    file = join(dir, 'audit.log');
+  });
+  afterEach(async () => {
+    vi.useRealTimers();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('continues seq and prev after a restart', async () => {
+    const first = await open();
+    first.write({ type: 'relay', n: 1 });
+    first.write({ type: 'relay', n: 2 });
+    first.close();
+    const second = await open();
+    second.write({ type: 'relay', n: 3 });
+    second.close();
+    const rs = await records(file);
+    expect(rs.map((r) => r.seq)).toEqual([1, 2, 3]);
+    expect(rs[0]!.prev).toBe(GENESIS);
+    expect(rs[2]!.prev).toBe(rs[1]!.hash);
+    expect((await verifyTrail({ files: [file] })).damage).toBeNull();
+  });
+
+  it('continues from the newest rotated file when the current file is new (logrotate moved it away)', async () => {
+    const first = await open();
+    for (let n = 1; n <= 3; n++) first.write({ type: 'relay', n });
+    first.close();
+    await rename(file, `${file}.1`);
+    const second = await open();
+    second.write({ type: 'relay', n: 4 });
+    second.close();
+    expect((await records(file))[0]!.seq).toBe(4);
+    expect((await verifyTrail({ files: [`${file}.1`, file] })).damage).toBeNull();
+  });
+
+  it('starts the next record on a line of its own after a torn last line, and reuses its seq', async () => {
+    const first = await open();
+    first.write({ type: 'relay', n: 1 });
+    first.close();
+    await appendFile(file, '{"type":"relay","n":2,"se');
+    const second = await open();
+    second.write({ type: 'relay', n: 2 });
+    second.close();
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    expect(lines[1]).toBe('{"type":"relay","n":2,"se');
+    expect((JSON.parse(lines[2]!) as Line).seq).toBe(2);
+    const result = await verifyTrail({ files: [file] });
+    expect(result.damage).toBeNull();
+    expect(result.warnings).toHaveLength(1);
+  });
+
+  it('writes no chain fields with the chain off', async () => {
+    const w = await open({ chain: false });
+    expect(w.write({ type: 'relay', n: 1 })).toBeNull();
+    w.close();
+    expect(Object.keys((await records(file))[0]!)).toEqual(['type', 'n']);
+  });
+
+  it('rotates by size, names rotated files in chain order, compresses them, and the chain spans them', async () => {
+    const w = await open({ rotate: { size: 400, daily: false, keep: 100, compress: true } });
+    for (let n = 1; n <= 40; n++) w.write({ type: 'relay', n, pad: 'x'.repeat(60) });
+    w.close();
+    await w.idle();
+    const files = await trailFiles(dir);
+    expect(files.length).toBeGreaterThan(5);
+    for (const f of files.slice(0, -1)) expect(f).toMatch(/audit\.log\.\d{4}-\d\d-\d\dT\d{6}\.\d{3}Z\.gz$/);
+    expect((await stat(file)).size).toBeLessThanOrEqual(400);
+    const result = await verifyTrail({ files });
+    expect(result.damage).toBeNull();
+    expect([result.records, result.firstSeq, result.lastSeq]).toEqual([40, 1, 40]);
+  });
+
+  it('keeps only the newest `keep` rotated files', async () => {
+    const w = await open({ rotate: { size: 200, daily: false, keep: 3, compress: false } });
+    for (let n = 1; n <= 30; n++) w.write({ type: 'relay', n, pad: 'x'.repeat(60) });
+    w.close();
+    await w.idle();
+    const rotated = (await trailFiles(dir)).slice(0, -1);
+    expect(rotated).toHaveLength(3);
+    const result = await verifyTrail({ files: [...rotated, file] });
+    expect(result.damage).toBeNull();
+    expect(result.lastSeq).toBe(30);
+  });
+
+  it('rotates at the first record after midnight UTC with daily rotation', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.setSystemTime(new Date('2026-11-25T23:59:59.000Z'));
+    const w = await open({ rotate: { size: null, daily: true, keep: 14, compress: false } });
+    w.write({ type: 'relay', n: 1 });
+    w.write({ type: 'relay', n: 2 });
+    vi.setSystemTime(new Date('2026-11-26T00:00:01.000Z'));
+    w.write({ type: 'relay', n: 3 });
+    w.close();
+    const files = await trailFiles(dir);
+    expect(files.map((f) => f.slice(dir.length + 1))).toEqual(['audit.log.2026-11-26T000001.000Z', 'audit.log']);
+    expect((await records(files[0]!)).map((r) => r.n)).toEqual([1, 2]);
+    expect((await records(file)).map((r) => r.n)).toEqual([3]);
+  });
+
+  it('writes a checkpoint every N records, after an interval when records were written, and at stop', async () => {
+    const w = await open();
+    const cp = new Checkpointer(w, new IdGenerator(), silent, { every: 3, interval: 40, signer: null, copyFile: null });
+    cp.start();
+    for (let n = 1; n <= 4; n++) {
+      w.write({ type: 'relay', n });
+      cp.recorded();
+    }
+    await vi.waitFor(async () => expect((await records(file)).filter((r) => r.type === 'checkpoint')).toHaveLength(2), { timeout: 2000 });
+    await new Promise((r) => setTimeout(r, 150)); // nothing written since: no more checkpoints
+    w.write({ type: 'relay', n: 5 });
+    cp.recorded();
+    cp.stop();
+    w.close();
+    const rs = await records(file);
+    expect(rs.map((r) => r.type)).toEqual(['relay', 'relay', 'relay', 'checkpoint', 'relay', 'checkpoint', 'relay', 'checkpoint']);
+    const last = rs.at(-1) as Line & { head: { seq: number; hash: string }; count: number; signature: null };
+    expect(last.head).toEqual({ seq: 7, hash: rs[6]!.hash });
+    expect(last.count).toBe(1);
+    expect(last.signature).toBeNull();
+  });
+
+  it('refuses a write after close', async () => {
+    const w = await open();
+    w.close();
+    expect(() => w.write({ type: 'relay' })).toThrow(/closed/);
+  });
+
+  it('writes the trail to a file that does not end in a newline only after closing that line', async () => {
+    await writeFile(file, 'garbage without newline');
+    const w = await open();
+    w.write({ type: 'relay', n: 1 });
+    w.close();
+    expect((await readFile(file, 'utf8')).split('\n')[0]).toBe('garbage without newline');
+  });
+});
