@@ -1,0 +1,123 @@
+import type { UpstreamRateLimitConfig } from '../config/types.js';
+import type { AdaptiveThrottle } from './adaptive-throttle.js';
+
+export interface RateClock {
+  now(): number;
+}
+
+/** Why a message may not start now: the wait would pass its limit, or too many are waiting already. */
+export type RateRefusal = 'over-deadline' | 'too-many-waiting' | 'aborted';
+
+export type RateTicket =
+  | { readonly ok: true; readonly waitedMs: number }
+  | { readonly ok: false; readonly waitedMs: number; readonly refusal: RateRefusal; readonly wouldWaitMs: number };
+
+/**
+ * Paces messages towards one upstream: at most `messagesPerSecond` (after a `burst` of back-to-back
+ * starts), and never faster than the adaptive throttle allows. A token bucket kept as a "theoretical
+ * arrival time" (GCRA): each message reserves the next start slot, so waiters are served in order
+ * without a queue to manage.
+ *
+ * Never an unbounded queue: a message whose slot lies beyond what it may wait (its relay deadline,
+ * or `maxWait`) is refused at once without reserving anything, and at most `maxWaiters` messages
+ * wait at any time. Both bounds also cap memory: each waiter holds one buffered message.
+ */
+export class EgressRateLimiter {
+  readonly upstream: string;
+  #baseInterval: number;
+  #tolerance: number;
+  #maxWait: number | null;
+  #maxWaiters: number;
+  #throttle: AdaptiveThrottle | null;
+  #clock: RateClock;
+  /** When the next message may start, before the burst tolerance. */
+  #tat = Number.NEGATIVE_INFINITY;
+  #waiting = 0;
+
+  constructor(
+    upstream: string,
+    config: Pick<UpstreamRateLimitConfig, 'messagesPerSecond' | 'burst' | 'maxWait'>,
+    maxWaiters: number,
+    throttle: AdaptiveThrottle | null,
+    clock: RateClock = performance,
+  ) {
+    this.upstream = upstream;
+    this.#baseInterval = config.messagesPerSecond === null ? 0 : 1000 / config.messagesPerSecond;
+    this.#tolerance = (config.burst - 1) * this.#baseInterval;
+    this.#maxWait = config.maxWait;
+    this.#maxWaiters = maxWaiters;
+    this.#throttle = throttle;
+    this.#clock = clock;
+  }
+
+  /** Messages currently waiting for their slot. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
+  /**
+   * Reserves the next start slot if it comes within `limitMs` (and `maxWait`), then waits for it.
+   * Never throws; an abort of `signal` while waiting gives `aborted`.
+   */
+  async take(limitMs: number, signal: AbortSignal): Promise<RateTicket> {
+    const reservation = this.reserve(limitMs);
+    if (!reservation.ok) return reservation;
+    if (reservation.waitMs <= 0) return { ok: true, waitedMs: 0 };
+    const started = this.#clock.now();
+    this.#waiting += 1;
+    try {
+      await sleep(reservation.waitMs, signal);
+      return { ok: true, waitedMs: this.#clock.now() - started };
+    } catch {
+      reservation.cancel();
+      return { ok: false, waitedMs: this.#clock.now() - started, refusal: 'aborted', wouldWaitMs: reservation.waitMs };
+    } finally {
+      this.#waiting -= 1;
+    }
+  }
+
+  /** The bookkeeping of `take` without the waiting; `cancel()` gives an unused slot back. */
+  reserve(limitMs: number):
+    | { readonly ok: true; readonly waitMs: number; cancel(): void }
+    | { readonly ok: false; readonly waitedMs: 0; readonly refusal: RateRefusal; readonly wouldWaitMs: number } {
+    const interval = Math.max(this.#baseInterval, this.#throttle?.delayMs ?? 0);
+    if (interval === 0) return { ok: true, waitMs: 0, cancel: () => undefined };
+    const now = this.#clock.now();
+    // GCRA: the message may start once `now` reaches TAT minus the burst tolerance. The tolerance is
+    // the fixed rate's; an adaptive slow-down spaces every message, burst or not.
+    const tolerance = interval === this.#baseInterval ? this.#tolerance : 0;
+    const before = this.#tat;
+    const start = Math.max(now, before - tolerance);
+    const wait = start - now;
+    const limit = Math.min(limitMs, this.#maxWait ?? Number.POSITIVE_INFINITY);
+    if (wait > limit) return { ok: false, waitedMs: 0, refusal: 'over-deadline', wouldWaitMs: Math.round(wait) };
+    if (wait > 0 && this.#waiting >= this.#maxWaiters) {
+      return { ok: false, waitedMs: 0, refusal: 'too-many-waiting', wouldWaitMs: Math.round(wait) };
+    }
+    const next = Math.max(before, start) + interval;
+    this.#tat = next;
+    return {
+      ok: true,
+      waitMs: wait,
+      // Give the slot back if nobody reserved after it; otherwise it is simply lost (a small undershoot).
+      cancel: () => {
+        if (this.#tat === next) this.#tat = before;
+      },
+    };
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}

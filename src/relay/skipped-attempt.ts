@@ -1,0 +1,77 @@
+import type { UpstreamConfig } from '../config/types.js';
+import type { ClassifiedAttempt } from './relay-engine.js';
+import type { UpstreamFacts, Verdict } from './upstream-facts.js';
+
+/** Error code of an upstream skipped because its circuit breaker is open (no connection attempted). */
+export const BREAKER_OPEN = 'EBREAKEROPEN';
+/** Error code of an upstream skipped because its sending rate would not allow the message in time. */
+export const RATE_LIMITED = 'ERATELIMIT';
+
+/**
+ * An upstream that mailtrail did not even try: its breaker is open. Recorded in `attempts[]` like
+ * any try (phase `connecting`, ms 0, error EBREAKEROPEN) so the trail shows why the next upstream got
+ * the message. Class `upstream_unavailable`; when every upstream of the route is open the client gets
+ * 451 4.4.1 (RFC 3463 X.4.1 "no answer from host") at once instead of waiting on timeouts.
+ */
+export function breakerSkip(upstream: UpstreamConfig, retryInMs: number): ClassifiedAttempt {
+  const facts = skipFacts(BREAKER_OPEN, `circuit breaker open; next try in ${retryInMs} ms`);
+  const verdict: Verdict = {
+    outcome: 'deferred',
+    failure: { class: 'upstream_unavailable', retryable: true, actor: 'upstream', scope: 'connection', rule: 'breaker-open' },
+    clientReply: { code: 451, enhanced: '4.4.1', text: 'Upstream unavailable (circuit breaker open); try again later' },
+    mayFailOver: true,
+  };
+  return { result: skipResult(upstream, facts, new Date(), 0), verdict };
+}
+
+/**
+ * An upstream whose configured sending rate (or adaptive slow-down) would make the message wait past
+ * its relay deadline or `rateLimit.maxWait`. Class `throttled` with actor `operator` (our own limit:
+ * the traffic exceeds the plan the operator configured, the provider said nothing), 451 4.7.0.
+ */
+export function rateLimitSkip(upstream: UpstreamConfig, startedAt: Date, waitedMs: number, why: string): ClassifiedAttempt {
+  const facts = skipFacts(RATE_LIMITED, why);
+  const verdict: Verdict = {
+    outcome: 'deferred',
+    failure: { class: 'throttled', retryable: true, actor: 'operator', scope: 'account', rule: 'egress-rate-limit' },
+    clientReply: { code: 451, enhanced: '4.7.0', text: 'Upstream sending rate limit reached (local limit); try again later' },
+    mayFailOver: true,
+  };
+  return { result: skipResult(upstream, facts, startedAt, waitedMs), verdict };
+}
+
+/** Which kind of skip an attempt is, or null for a real try. */
+export function skipKind(attempt: ClassifiedAttempt): 'breaker' | 'rate' | null {
+  const code = attempt.result.facts.errorCode;
+  if (code === BREAKER_OPEN) return 'breaker';
+  if (code === RATE_LIMITED) return 'rate';
+  return null;
+}
+
+function skipFacts(errorCode: string, message: string): UpstreamFacts {
+  return {
+    ok: false,
+    phase: 'connecting',
+    reply: null,
+    replyPhase: null,
+    errorCode,
+    cause: null,
+    timeoutType: null,
+    syscall: null,
+    message,
+    accepted: [],
+    rejected: [],
+  };
+}
+
+function skipResult(upstream: UpstreamConfig, facts: UpstreamFacts, startedAt: Date, waitedMs: number): ClassifiedAttempt['result'] {
+  return {
+    upstream,
+    facts,
+    startedAt,
+    ms: waitedMs,
+    tls: null,
+    reusedConnection: null,
+    timing: { waitMs: waitedMs, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+  };
+}
