@@ -1,11 +1,25 @@
 import { EventEmitter } from 'node:events';
-import type { RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
+import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
+import type { AlertDelivery } from './alerts/delivery-queue.js';
+import type { ProbeResult } from './upstream-probe.js';
 
 /** What the relay publishes; observers (metrics, alerts, recent lookups) subscribe. */
 export interface RelayEvents {
   relay: [RelayRecord];
   reject: [RejectRecord];
   session: [SessionRecord];
+  /** An alert fired or resolved (after its record was written). */
+  alert: [AlertRecord];
+  /** One notification to one sink ended: sent, failed after its retries, or dropped (queue full). */
+  'alert-delivery': [AlertDelivery];
+  /** An upstream health probe finished. */
+  probe: [ProbeResult];
+  /** A record could not be written to the trail. */
+  'audit-write-error': [{ readonly id: string }];
+  /** An upstream's circuit breaker changed state (a failed half-open probe re-reports `open`). */
+  'upstream-state': [{ readonly upstream: string; readonly state: 'closed' | 'open' | 'half-open'; readonly reason: string }];
+  /** The adaptive slow-down towards an upstream changed; 0 = back to its configured pace. */
+  'upstream-throttle': [{ readonly upstream: string; readonly delayMs: number }];
 }
 
 /**

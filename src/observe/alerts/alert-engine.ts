@@ -1,0 +1,328 @@
+import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../audit/records.js';
+import type { Recorder } from '../../audit/recorder.js';
+import type { AlertCondition, AlertRuleConfig, AlertsConfig, UpstreamConfig } from '../../config/types.js';
+import type { IdGenerator } from '../../ids.js';
+import type { FailureClass } from '../../relay/failure-class.js';
+import type { EventBus } from '../event-bus.js';
+import type { Logger } from '../logger.js';
+import type { ProbeResult } from '../upstream-probe.js';
+import type { DeliveryQueue } from './delivery-queue.js';
+import type { IncidentStore } from './incident-store.js';
+import { Incidents, type Incident, type IncidentKey } from './incidents.js';
+import { formatDuration, type AlertNotification } from './notification.js';
+import { attemptFacts, evidence, UpstreamStats, type AttemptFact } from './upstream-stats.js';
+
+export interface AlertEngineDeps {
+  readonly config: AlertsConfig;
+  readonly upstreams: readonly UpstreamConfig[];
+  readonly bus: EventBus;
+  readonly recorder: Recorder;
+  readonly ids: IdGenerator;
+  readonly delivery: DeliveryQueue;
+  /** SMTP server of each email sink, so an alert is never mailed through the upstream it is about. */
+  readonly emailServers: ReadonlyMap<string, { readonly host: string; readonly port: number }>;
+  /** Keeps open incidents across restarts; null = memory only. */
+  readonly store: IncidentStore | null;
+  readonly log: Logger;
+  readonly hostname: string;
+  /** How often windowed rules and held-back incidents are checked (ms). Default 5 s. */
+  readonly tickMs?: number;
+}
+
+/** Classes a passing probe disproves: they show while connecting (greeting, EHLO, STARTTLS, AUTH). */
+const PROBE_CLEARABLE: ReadonlySet<string> = new Set([
+  'dns',
+  'connect',
+  'tls',
+  'timeout',
+  'connection_lost',
+  'protocol',
+  'upstream_unavailable',
+  'upstream_auth',
+]);
+
+/** What the operator should look at, for the classes only the operator can fix. */
+const ACTION: Readonly<Record<string, string>> = {
+  upstream_auth: 'check the credentials configured for this upstream',
+  tls: 'check the upstream certificate and the TLS settings for this upstream',
+  quota: "the account's sending quota at the provider is used up",
+  dns: 'the upstream host name does not resolve',
+};
+
+/** Events waiting for evaluation; past this, new ones are dropped (evaluation is far cheaper than relaying). */
+const MAX_INBOX = 10_000;
+
+type Inbound = { readonly kind: 'relay'; readonly record: RelayRecord } | { readonly kind: 'probe'; readonly result: ProbeResult };
+
+/**
+ * Evaluates the alert rules per upstream from `relay` and `probe` events. Subscribers only queue the
+ * event; evaluation runs on a later turn of the event loop (setImmediate), so the relay path pays
+ * for an array push. `class` and `consecutiveFailures` are decided per event; `failureRate`,
+ * `latency` and `noSuccess` on a timer as well, since time alone can change them. Each fire and
+ * resolve is written to the trail as an `alert` record, logged, and queued for the rule's sinks.
+ */
+export class AlertEngine {
+  #deps: AlertEngineDeps;
+  #incidents: Incidents;
+  #stats = new Map<string, UpstreamStats>();
+  #inbox: Inbound[] = [];
+  #drainScheduled = false;
+  #dropped = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #unsubscribe: (() => void)[] = [];
+  #startedAt = Date.now();
+  #longestWindow: number;
+  #classRules: ReadonlySet<string>;
+
+  constructor(deps: AlertEngineDeps) {
+    this.#deps = deps;
+    this.#classRules = new Set(deps.config.rules.filter((r) => r.condition.kind === 'class').map((r) => r.name));
+    this.#incidents = new Incidents(deps.config.cooldown, {
+      fire: (incident, now) => this.#announce('fired', incident, incident.summary, now),
+      resolve: (incident, reason, now) => this.#announce('resolved', incident, reason, now),
+      changed: (open) => deps.store?.save(open),
+    });
+    this.#longestWindow = Math.max(0, ...deps.config.rules.map((r) => windowOf(r.condition)));
+  }
+
+  /** Open incidents (for tests and the shutdown log). */
+  get open(): readonly Incident[] {
+    return this.#incidents.open;
+  }
+
+  start(): void {
+    const { config, bus, store } = this.#deps;
+    if (config.rules.length === 0) return;
+    this.#startedAt = Date.now();
+    this.#restore(store?.load() ?? []);
+    this.#unsubscribe.push(
+      bus.subscribe('relay', (record) => this.#receive({ kind: 'relay', record })),
+      bus.subscribe('probe', (result) => this.#receive({ kind: 'probe', result })),
+    );
+    this.#timer = setInterval(() => this.#tick(Date.now()), this.#deps.tickMs ?? 5_000);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    for (const off of this.#unsubscribe.splice(0)) off();
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#inbox.length = 0;
+  }
+
+  #receive(event: Inbound): void {
+    if (this.#inbox.length >= MAX_INBOX) {
+      if (this.#dropped++ === 0) this.#deps.log.warn('alert evaluation is behind; events dropped');
+      return;
+    }
+    this.#inbox.push(event);
+    if (this.#drainScheduled) return;
+    this.#drainScheduled = true;
+    setImmediate(() => this.#drain());
+  }
+
+  #drain(): void {
+    this.#drainScheduled = false;
+    const events = this.#inbox.splice(0);
+    this.#dropped = 0;
+    const now = Date.now();
+    for (const event of events) {
+      if (event.kind === 'relay') this.#onRelay(event.record, now);
+      else this.#onProbe(event.result, now);
+    }
+  }
+
+  #onRelay(record: RelayRecord, now: number): void {
+    for (const fact of attemptFacts(record)) {
+      const stats = this.#statsOf(fact.upstream);
+      stats.addAttempt(fact, now);
+      for (const rule of this.#deps.config.rules) this.#afterAttempt(rule, fact, stats, now);
+    }
+    if (record.upstream && record.outcome !== 'aborted') this.#statsOf(record.upstream.name).addLatency(record.timing.totalMs, now);
+  }
+
+  #afterAttempt(rule: AlertRuleConfig, fact: AttemptFact, stats: UpstreamStats, now: number): void {
+    const c = rule.condition;
+    const key: IncidentKey = { rule: rule.name, upstream: fact.upstream, class: null };
+    if (c.kind === 'class') {
+      if (fact.class !== null && c.classes.includes(fact.class)) {
+        this.#raise(rule, { ...key, class: fact.class }, classSummary('a message', fact.class, fact.evidence), fact.class, now);
+      } else if (fact.kind === 'success') {
+        this.#incidents.clearWhere(rule.name, fact.upstream, () => true, 'a message was delivered', now);
+      }
+    } else if (c.kind === 'consecutiveFailures') {
+      if (stats.consecutiveFailures >= c.count) {
+        this.#raise(rule, key, `${stats.consecutiveFailures} failures in a row, the last ${lastFailure(stats)}`, stats.lastFailure?.class ?? null, now);
+      } else if (stats.consecutiveFailures === 0) {
+        this.#incidents.clear(key, fact.kind === 'success' ? 'a message was delivered' : 'the upstream answered again', now);
+      }
+    } else if (c.kind === 'noSuccess') {
+      if (fact.kind === 'success') this.#incidents.clear(key, 'a message was delivered', now);
+      else this.#checkNoSuccess(rule, c.for, fact.upstream, stats, now);
+    }
+  }
+
+  #onProbe(result: ProbeResult, now: number): void {
+    for (const rule of this.#deps.config.rules) {
+      const c = rule.condition;
+      if (c.kind !== 'class') continue;
+      if (!result.ok && result.class !== null && c.classes.includes(result.class)) {
+        const summary = classSummary('the health probe', result.class, evidence(result.reply, result.error));
+        this.#raise(rule, { rule: rule.name, upstream: result.upstream, class: result.class }, summary, result.class, now);
+      } else if (result.ok) {
+        this.#incidents.clearWhere(rule.name, result.upstream, (cls) => cls !== null && PROBE_CLEARABLE.has(cls), 'a health probe passed', now);
+      }
+    }
+  }
+
+  #tick(now: number): void {
+    for (const stats of this.#stats.values()) stats.prune(this.#longestWindow, now);
+    for (const rule of this.#deps.config.rules) {
+      for (const upstream of this.#upstreamNames()) this.#evaluateOverTime(rule, upstream, now);
+    }
+    this.#incidents.recheck(now);
+  }
+
+  #evaluateOverTime(rule: AlertRuleConfig, upstream: string, now: number): void {
+    const c = rule.condition;
+    const stats = this.#statsOf(upstream);
+    const key: IncidentKey = { rule: rule.name, upstream, class: null };
+    // A window rule can only say "clear" once a whole window has been watched (a restored incident
+    // must not resolve on the empty window right after a restart).
+    const watchedLongEnough = (window: number): boolean => now - this.#startedAt >= window;
+    if (c.kind === 'failureRate') {
+      const { failed, total } = stats.failureRate(c.window, now);
+      const ratio = total === 0 ? 0 : failed / total;
+      if (total >= c.minVolume && ratio >= c.ratio) {
+        const summary = `${percent(ratio)} of ${total} tries failed in the last ${formatDuration(c.window)} (threshold ${percent(c.ratio)}), the last ${lastFailure(stats)}`;
+        this.#raise(rule, key, summary, stats.lastFailure?.class ?? null, now);
+      } else if (watchedLongEnough(c.window)) {
+        this.#incidents.clear(key, `failure rate ${percent(ratio)} of ${total} tries over ${formatDuration(c.window)}`, now);
+      }
+    } else if (c.kind === 'latency') {
+      const { p95, count } = stats.p95(c.window, now);
+      if (count >= c.minVolume && p95 > c.p95) {
+        const summary = `p95 relay time ${formatDuration(p95)} over ${count} messages in the last ${formatDuration(c.window)} (threshold ${formatDuration(c.p95)})`;
+        this.#raise(rule, key, summary, null, now);
+      } else if (watchedLongEnough(c.window)) {
+        this.#incidents.clear(key, `p95 relay time ${formatDuration(p95)} over ${count} messages`, now);
+      }
+    } else if (c.kind === 'noSuccess') {
+      this.#checkNoSuccess(rule, c.for, upstream, stats, now);
+    }
+  }
+
+  #checkNoSuccess(rule: AlertRuleConfig, forMs: number, upstream: string, stats: UpstreamStats, now: number): void {
+    if (stats.failingSince === null || now - stats.failingSince < forMs) return;
+    const summary = `nothing delivered for ${formatDuration(now - stats.failingSince)} while tries kept failing, the last ${lastFailure(stats)}`;
+    this.#raise(rule, { rule: rule.name, upstream, class: null }, summary, stats.lastFailure?.class ?? null, now);
+  }
+
+  #raise(rule: AlertRuleConfig, key: IncidentKey, summary: string, shownClass: string | null, now: number): void {
+    if (rule.condition.kind !== 'class' && this.#announcedByClassRule(key.upstream, shownClass)) return;
+    this.#incidents.raise(key, { summary, shownClass, sinks: rule.sinks }, now);
+  }
+
+  /**
+   * One root cause, one alert: while a `class` rule's alert about this upstream and class is out,
+   * the same failures do not open incidents of other rules (wrong credentials would otherwise also
+   * page as "5 failures in a row"). Once it resolves, the other rules judge the failures again.
+   */
+  #announcedByClassRule(upstream: string, cls: string | null): boolean {
+    if (cls === null) return false;
+    return this.#incidents.open.some((i) => i.upstream === upstream && i.class === cls && i.notified && this.#classRules.has(i.rule));
+  }
+
+  /** Incidents of rules or upstreams no longer configured are resolved; the rest carry on. */
+  #restore(saved: readonly Incident[]): void {
+    const now = Date.now();
+    this.#incidents.restore(saved, this.#deps.config.cooldown, now);
+    const rules = new Set(this.#deps.config.rules.map((r) => r.name));
+    const upstreams = new Set(this.#deps.upstreams.map((u) => u.name));
+    for (const incident of saved) {
+      if (!rules.has(incident.rule) || !upstreams.has(incident.upstream)) {
+        this.#incidents.clear(incident, 'no longer evaluated: the rule or upstream was removed from the configuration', now);
+      }
+    }
+    if (saved.length > 0) this.#deps.log.info({ open: this.#incidents.open.length }, 'open alerts restored');
+  }
+
+  #announce(state: 'fired' | 'resolved', incident: Incident, text: string, now: number): void {
+    const { recorder, ids, delivery, log, hostname } = this.#deps;
+    const sinks = incident.sinks.filter((name) => this.#maySend(name, incident.upstream));
+    const message =
+      state === 'fired'
+        ? `${incident.rule} on upstream ${incident.upstream}: ${text}`
+        : `${incident.rule} on upstream ${incident.upstream}: ${text}; open for ${formatDuration(now - incident.openedAt)}`;
+    const time = new Date(now).toISOString();
+    const record: AlertRecord = {
+      v: AUDIT_SCHEMA_VERSION,
+      type: 'alert',
+      time,
+      id: ids.next(now),
+      state,
+      rule: incident.rule,
+      upstream: incident.upstream,
+      class: incident.shownClass as FailureClass | null,
+      message,
+      sinks,
+    };
+    recorder.alert(record);
+    if (state === 'fired') log.warn({ alert: record }, 'alert fired');
+    else log.info({ alert: record }, 'alert resolved');
+    const notification: AlertNotification = {
+      id: record.id,
+      state,
+      rule: incident.rule,
+      upstream: incident.upstream,
+      class: record.class,
+      message,
+      time,
+      since: new Date(incident.openedAt).toISOString(),
+      host: hostname,
+    };
+    for (const sink of sinks) delivery.enqueue(sink, notification);
+  }
+
+  /** An email sink whose server is the upstream the alert is about would share its fate: skipped. */
+  #maySend(sink: string, upstream: string): boolean {
+    const server = this.#deps.emailServers.get(sink);
+    if (!server) return true;
+    const target = this.#deps.upstreams.find((u) => u.name === upstream);
+    const same = target !== undefined && target.host.toLowerCase() === server.host.toLowerCase() && target.port === server.port;
+    if (same) this.#deps.log.warn({ sink, upstream }, 'alert not mailed through the upstream it is about');
+    return !same;
+  }
+
+  #statsOf(upstream: string): UpstreamStats {
+    let stats = this.#stats.get(upstream);
+    if (!stats) {
+      stats = new UpstreamStats();
+      this.#stats.set(upstream, stats);
+    }
+    return stats;
+  }
+
+  #upstreamNames(): string[] {
+    return [...new Set([...this.#deps.upstreams.map((u) => u.name), ...this.#stats.keys()])];
+  }
+}
+
+function windowOf(c: AlertCondition): number {
+  return c.kind === 'failureRate' || c.kind === 'latency' ? c.window : 0;
+}
+
+function classSummary(what: string, cls: string, evidenceText: string | null): string {
+  const action = ACTION[cls];
+  return `${what} failed with ${cls}${evidenceText ? ` (${evidenceText})` : ''}${action ? `; ${action}` : ''}`;
+}
+
+function lastFailure(stats: UpstreamStats): string {
+  const f = stats.lastFailure;
+  if (!f) return 'failure unknown';
+  return `${f.class}${f.evidence ? ` (${f.evidence})` : ''}`;
+}
+
+function percent(ratio: number): string {
+  return `${Math.round(ratio * 1000) / 10}%`;
+}

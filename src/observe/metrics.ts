@@ -1,0 +1,181 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { RelayRecord } from '../audit/records.js';
+import type { EventBus } from './event-bus.js';
+import type { ProbeResult } from './upstream-probe.js';
+
+export interface MetricsOptions {
+  /** Upstream names, so their series exist (at 0) before the first message. */
+  readonly upstreams: readonly string[];
+  /** Client sessions open now (read at scrape time). */
+  readonly sessionsActive: () => number;
+  /** Also export the process metrics (CPU, memory, event loop lag, GC, handles). */
+  readonly processMetrics: boolean;
+}
+
+/** Label value for "no class" (a delivery) and "no upstream" (nothing was tried). */
+const NONE = 'none';
+
+const BREAKER_VALUE = { closed: 0, 'half-open': 1, open: 2 } as const;
+
+/** Whole transaction, client upload included: most are sub-second, a slow provider takes tens of seconds. */
+const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120];
+/** DNS + TCP + TLS + greeting + EHLO + AUTH. */
+const CONNECT_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+const SIZE_BUCKETS = [1, 10, 100, 1024, 5 * 1024, 10 * 1024, 25 * 1024, 50 * 1024].map((k) => k * 1024);
+
+/**
+ * The Prometheus metrics, fed only by bus events (the relay path never calls them). Each instance
+ * has its own registry: no global state, so several apps can run in one process. Label values are
+ * upstream names, failure classes, outcomes and rule/sink names from the config: never an address.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  #unsubscribe: (() => void)[] = [];
+
+  readonly #transactions = new Counter({
+    name: 'mailtrail_relay_transactions_total',
+    help: 'Relay transactions by outcome, failure class ("none" when delivered) and deciding upstream.',
+    labelNames: ['outcome', 'class', 'upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly #duration = new Histogram({
+    name: 'mailtrail_relay_duration_seconds',
+    help: 'Whole relay transaction from DATA to the reply (timing.totalMs of the relay record).',
+    labelNames: ['upstream', 'outcome'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #connect = new Histogram({
+    name: 'mailtrail_upstream_connect_seconds',
+    help: 'Opening a new upstream connection: DNS, TCP, TLS, greeting, EHLO and AUTH (reused connections not counted).',
+    labelNames: ['upstream'] as const,
+    buckets: CONNECT_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #attempts = new Counter({
+    name: 'mailtrail_upstream_attempts_total',
+    help: 'Tries at each upstream, failed-over ones included, by failure class ("none" when accepted).',
+    labelNames: ['upstream', 'class'] as const,
+    registers: [this.registry],
+  });
+  readonly #up = new Gauge({
+    name: 'mailtrail_upstream_up',
+    help: '1 when the last health probe of the upstream passed (connect, EHLO, STARTTLS, AUTH), else 0.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly #breaker = new Gauge({
+    name: 'mailtrail_upstream_state',
+    help: 'Circuit breaker of the upstream: 0 closed (in use), 1 half-open (one trial), 2 open (skipped).',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly #probeFailures = new Counter({
+    name: 'mailtrail_upstream_probe_failures_total',
+    help: 'Failed health probes by failure class.',
+    labelNames: ['upstream', 'class'] as const,
+    registers: [this.registry],
+  });
+  readonly #lastSuccess = new Gauge({
+    name: 'mailtrail_upstream_last_success_timestamp_seconds',
+    help: 'Unix time of the last message the upstream accepted (delivered or partial).',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  readonly #rejects = new Counter({
+    name: 'mailtrail_client_rejects_total',
+    help: 'Clients refused by mailtrail before relaying, by class (auth_failed, relay_denied, ...).',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly #messageSize = new Histogram({
+    name: 'mailtrail_message_size_bytes',
+    help: 'Size of relayed messages as received.',
+    buckets: SIZE_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly #auditWriteErrors = new Counter({
+    name: 'mailtrail_audit_write_errors_total',
+    help: 'Records that could not be written to the audit trail.',
+    registers: [this.registry],
+  });
+  readonly #unclassified = new Counter({
+    name: 'mailtrail_unclassified_failures_total',
+    help: 'Failures no classifier rule matched (class internal, rule unclassified): gaps in the rules table.',
+    registers: [this.registry],
+  });
+  readonly #alerts = new Counter({
+    name: 'mailtrail_alerts_total',
+    help: 'Alerts fired and resolved, by rule.',
+    labelNames: ['rule', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly #notifications = new Counter({
+    name: 'mailtrail_alert_notifications_total',
+    help: 'Alert notifications by sink and result: sent, failed (after retries) or dropped (queue full).',
+    labelNames: ['sink', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(bus: EventBus, options: MetricsOptions) {
+    new Gauge({
+      name: 'mailtrail_sessions_active',
+      help: 'Client SMTP sessions open now.',
+      registers: [this.registry],
+      collect() {
+        this.set(options.sessionsActive());
+      },
+    });
+    if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
+    for (const upstream of options.upstreams) {
+      this.#transactions.inc({ outcome: 'delivered', class: NONE, upstream }, 0);
+      this.#breaker.set({ upstream }, BREAKER_VALUE.closed);
+    }
+    this.#unsubscribe.push(
+      bus.subscribe('relay', (r) => this.#onRelay(r)),
+      bus.subscribe('reject', (r) => this.#rejects.inc({ class: r.class })),
+      bus.subscribe('probe', (p) => this.#onProbe(p)),
+      bus.subscribe('upstream-state', (s) => this.#breaker.set({ upstream: s.upstream }, BREAKER_VALUE[s.state])),
+      bus.subscribe('audit-write-error', () => this.#auditWriteErrors.inc()),
+      bus.subscribe('alert', (a) => this.#alerts.inc({ rule: a.rule, state: a.state })),
+      bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
+    );
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The exposition text (Prometheus text format 0.0.4). */
+  render(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** Stops listening to the bus (the registry keeps its values). */
+  close(): void {
+    for (const off of this.#unsubscribe.splice(0)) off();
+  }
+
+  #onRelay(record: RelayRecord): void {
+    const upstream = record.upstream?.name ?? NONE;
+    const outcome = record.outcome;
+    this.#transactions.inc({ outcome, class: record.failure?.class ?? NONE, upstream });
+    this.#duration.observe({ upstream, outcome }, record.timing.totalMs / 1000);
+    this.#messageSize.observe(record.message.size);
+    if (record.failure?.detail.rule === 'unclassified') this.#unclassified.inc();
+    for (const attempt of record.attempts) this.#attempts.inc({ upstream: attempt.upstream, class: attempt.class ?? NONE });
+    const last = record.attempts[record.attempts.length - 1];
+    // Only a connection opened for this message and that got past connecting measures a connect.
+    if (record.upstream?.reusedConnection === false && last && last.phase !== 'connecting') {
+      this.#connect.observe({ upstream }, record.timing.connectMs / 1000);
+    }
+    if (record.upstream && (outcome === 'delivered' || outcome === 'partial')) {
+      this.#lastSuccess.set({ upstream }, Date.parse(record.time) / 1000);
+    }
+  }
+
+  #onProbe(result: ProbeResult): void {
+    this.#up.set({ upstream: result.upstream }, result.ok ? 1 : 0);
+    if (!result.ok) this.#probeFailures.inc({ upstream: result.upstream, class: result.class ?? NONE });
+  }
+}

@@ -1,0 +1,153 @@
+import type { UpstreamConfig } from '../config/types.js';
+import { classify } from '../relay/classify.js';
+import type { UpstreamFailureClass } from '../relay/failure-class.js';
+import { failureFacts } from '../relay/upstream-attempt.js';
+import { UpstreamConnection, connectionOptions, type NodemailerError, type UpstreamTls } from '../relay/upstream-connection.js';
+import type { SmtpReply } from '../relay/upstream-facts.js';
+import type { EventBus } from './event-bus.js';
+import type { Logger } from './logger.js';
+
+/** The outcome of one health probe, published on the bus as `probe`. */
+export interface ProbeResult {
+  readonly upstream: string;
+  readonly ok: boolean;
+  /** The relay classifier's verdict on the failure; null when the probe passed. */
+  readonly class: UpstreamFailureClass | null;
+  /** When the probe finished (RFC 3339). */
+  readonly time: string;
+  readonly ms: number;
+  /** The upstream reply that failed the probe (e.g. 535 to AUTH), or null. */
+  readonly reply: SmtpReply | null;
+  /** nodemailer's error code and the system cause when no reply explains the failure. */
+  readonly error: { readonly code: string | null; readonly cause: string | null } | null;
+  readonly tls: UpstreamTls | null;
+}
+
+/**
+ * One probe: connect, greet, EHLO, STARTTLS and AUTH exactly as the relay's pool does (same
+ * connection options, same credentials), then QUIT. No MAIL command is ever sent, so a probe cannot
+ * deliver or count against a sending quota. A failure is classified by the relay's own classifier,
+ * so a probe and a real message that fail the same way carry the same class.
+ */
+export async function probeUpstream(
+  upstream: UpstreamConfig,
+  options: ReturnType<typeof connectionOptions>,
+  timeoutMs: number,
+  outer?: AbortSignal,
+): Promise<ProbeResult> {
+  const started = performance.now();
+  const controller = new AbortController();
+  const timer = setTimeout(
+    () => controller.abort(Object.assign(new Error(`Probe timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' })),
+    timeoutMs,
+  );
+  const onOuter = (): void => controller.abort(outer?.reason);
+  outer?.addEventListener('abort', onOuter, { once: true });
+  try {
+    const connection = await UpstreamConnection.open(options, upstream.auth, controller.signal);
+    const tls = connection.tls();
+    connection.quit();
+    return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, tls };
+  } catch (err) {
+    const facts = failureFacts(err as NodemailerError, 'connecting');
+    const verdict = classify(facts);
+    return {
+      upstream: upstream.name,
+      ok: false,
+      class: verdict.failure?.class ?? 'internal',
+      time: new Date().toISOString(),
+      ms: elapsed(started),
+      reply: facts.reply,
+      error: facts.reply ? null : { code: facts.errorCode, cause: facts.cause },
+      tls: null,
+    };
+  } finally {
+    clearTimeout(timer);
+    outer?.removeEventListener('abort', onOuter);
+  }
+}
+
+function elapsed(since: number): number {
+  return Math.round(performance.now() - since);
+}
+
+/**
+ * Probes every upstream whose `probe.enabled` is on, each on its own schedule: the next probe starts
+ * `interval` after the previous one ended, so a slow upstream is never probed twice at once. Results
+ * go to the bus only; readiness, metrics and alerts subscribe.
+ */
+export class UpstreamProbes {
+  #upstreams: readonly UpstreamConfig[];
+  #ehloName: string;
+  #bus: EventBus;
+  #log: Logger;
+  #timers = new Set<NodeJS.Timeout>();
+  #running = new Set<Promise<void>>();
+  #stop = new AbortController();
+  #lastOk = new Map<string, boolean>();
+
+  constructor(upstreams: readonly UpstreamConfig[], ehloName: string, bus: EventBus, log: Logger) {
+    this.#upstreams = upstreams.filter((u) => u.probe.enabled);
+    this.#ehloName = ehloName;
+    this.#bus = bus;
+    this.#log = log;
+  }
+
+  /** Names of the upstreams that are probed. */
+  get probed(): readonly string[] {
+    return this.#upstreams.map((u) => u.name);
+  }
+
+  /** Starts every schedule with an immediate first probe. */
+  start(): void {
+    for (const upstream of this.#upstreams) {
+      let options: ReturnType<typeof connectionOptions>;
+      try {
+        options = connectionOptions(upstream, this.#ehloName);
+      } catch (err) {
+        // An unreadable CA file: the pool fails the same way; say so once instead of every interval.
+        this.#log.error({ err, upstream: upstream.name }, 'upstream probe cannot start');
+        continue;
+      }
+      this.#schedule(upstream, options, 0);
+    }
+  }
+
+  /** Cancels the schedules and aborts probes in flight; resolves once they have settled. */
+  async stop(): Promise<void> {
+    this.#stop.abort(Object.assign(new Error('mailtrail is shutting down'), { code: 'ESHUTDOWN' }));
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    await Promise.allSettled([...this.#running]);
+  }
+
+  #schedule(upstream: UpstreamConfig, options: ReturnType<typeof connectionOptions>, delay: number): void {
+    if (this.#stop.signal.aborted) return;
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      const run = this.#runOnce(upstream, options).finally(() => {
+        this.#running.delete(run);
+        this.#schedule(upstream, options, upstream.probe.interval);
+      });
+      this.#running.add(run);
+    }, delay);
+    // Probes never keep a process alive on their own.
+    timer.unref();
+    this.#timers.add(timer);
+  }
+
+  async #runOnce(upstream: UpstreamConfig, options: ReturnType<typeof connectionOptions>): Promise<void> {
+    const result = await probeUpstream(upstream, options, upstream.probe.timeout, this.#stop.signal);
+    if (this.#stop.signal.aborted) return;
+    this.#logChange(result);
+    this.#bus.publish('probe', result);
+  }
+
+  #logChange(result: ProbeResult): void {
+    const before = this.#lastOk.get(result.upstream);
+    this.#lastOk.set(result.upstream, result.ok);
+    if (before === result.ok) return;
+    if (result.ok) this.#log.info({ upstream: result.upstream, ms: result.ms }, 'upstream probe passed');
+    else this.#log.warn({ upstream: result.upstream, class: result.class, reply: result.reply, error: result.error }, 'upstream probe failed');
+  }
+}

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import type { AttemptEntry, RelayRecord } from '../../src/audit/records.js';
+import { attemptFacts, UpstreamStats, type AttemptFact } from '../../src/observe/alerts/upstream-stats.js';
+
+function attempt(upstream: string, cls: string | null, reply: AttemptEntry['reply'] = null, error: AttemptEntry['error'] = null): AttemptEntry {
+  return { upstream, startedAt: new Date().toISOString(), ms: 5, phase: cls ? 'connecting' : 'done', reply, error, class: cls as AttemptEntry['class'] };
+}
+
+function record(outcome: RelayRecord['outcome'], attempts: AttemptEntry[]): RelayRecord {
+  return { outcome, attempts } as unknown as RelayRecord;
+}
+
+const fact = (kind: AttemptFact['kind'], cls: string | null = null): AttemptFact => ({ upstream: 'ses', kind, class: cls, evidence: null });
+
+describe('attempts as alert rules see them', () => {
+  it('counts a failed-over primary as a failure even when the backup delivered', () => {
+    const facts = attemptFacts(
+      record('delivered', [attempt('primary', 'connect', null, { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }), attempt('backup', null)]),
+    );
+    expect(facts.map((f) => [f.upstream, f.kind, f.evidence])).toEqual([
+      ['primary', 'failure', 'ESOCKET ECONNREFUSED'],
+      ['backup', 'success', null],
+    ]);
+  });
+
+  it('treats a verdict about the recipient as neutral: the upstream works', () => {
+    const [f] = attemptFacts(record('rejected', [attempt('ses', 'recipient_rejected')]));
+    expect(f!.kind).toBe('neutral');
+  });
+
+  it('masks addresses and numbers in the evidence, keeping the reply codes', () => {
+    const reply = { code: 550, enhanced: '5.1.1', text: '<ana@example.org>: Recipient address rejected (id 123)' };
+    const [f] = attemptFacts(record('rejected', [attempt('ses', 'recipient_rejected', reply)]));
+    expect(f!.evidence).toBe('550 5.1.1 <address>: Recipient address rejected (id <n>)');
+  });
+});
+
+describe('upstream statistics', () => {
+  it('counts failures in a row and ends the streak on any answer from the upstream', () => {
+    const s = new UpstreamStats();
+    for (let i = 0; i < 3; i++) s.addAttempt(fact('failure', 'connect'), 1_000);
+    expect(s.consecutiveFailures).toBe(3);
+    s.addAttempt(fact('neutral', 'recipient_rejected'), 1_000);
+    expect(s.consecutiveFailures).toBe(0);
+    expect(s.failingSince).toBe(1_000);
+    s.addAttempt(fact('success'), 2_000);
+    expect(s.failingSince).toBeNull();
+  });
+
+  it('computes the failure ratio over a sliding window', () => {
+    const s = new UpstreamStats();
+    s.addAttempt(fact('failure', 'connect'), 0);
+    for (let i = 0; i < 3; i++) s.addAttempt(fact('failure', 'connect'), 10_000);
+    s.addAttempt(fact('success'), 10_000);
+    expect(s.failureRate(5_000, 12_000)).toEqual({ failed: 3, total: 4 });
+  });
+
+  it('computes a nearest-rank p95 over the window', () => {
+    const s = new UpstreamStats();
+    s.addLatency(10_000, 0);
+    for (let i = 1; i <= 100; i++) s.addLatency(i, 1_000);
+    expect(s.p95(5_000, 5_500)).toEqual({ p95: 95, count: 100 });
+  });
+});
