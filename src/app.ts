@@ -1,16 +1,39 @@
 import { setMaxListeners } from 'node:events';
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
+import { Checkpointer } from './audit/checkpoint.js';
+import { loadSigner } from './audit/checkpoint-signer.js';
+import { DuplicateTracker } from './audit/duplicate-tracker.js';
+import { RecordPrivacy } from './audit/privacy.js';
 import { Recorder } from './audit/recorder.js';
+import { AUDIT_SCHEMA_VERSION } from './audit/records.js';
 import { IdGenerator } from './ids.js';
+import { AlertEngine } from './observe/alerts/alert-engine.js';
+import { DeliveryQueue } from './observe/alerts/delivery-queue.js';
+import { EmailSink } from './observe/alerts/email-sink.js';
+import { IncidentStore } from './observe/alerts/incident-store.js';
+import { WebhookSink } from './observe/alerts/webhook-sink.js';
+import { ErrorGroups } from './observe/error-groups.js';
 import { EventBus } from './observe/event-bus.js';
+import { ObservabilityServer } from './observe/http-server.js';
 import type { Logger } from './observe/logger.js';
+import { Metrics } from './observe/metrics.js';
+import { Readiness } from './observe/readiness.js';
+import { RecentTransactions } from './observe/recent-transactions.js';
+import { UpstreamProbes } from './observe/upstream-probe.js';
+import { AdaptiveThrottle } from './relay/adaptive-throttle.js';
+import { CircuitBreaker, isInfrastructureClass, type BreakerTransition } from './relay/circuit-breaker.js';
 import { ConnectionPool } from './relay/connection-pool.js';
+import { EgressRateLimiter } from './relay/rate-limiter.js';
 import { RelayEngine } from './relay/relay-engine.js';
+import { RouteTable } from './relay/route-table.js';
+import { Router, type UpstreamHealth } from './relay/router.js';
 import { TransactionProcessor } from './relay/transaction.js';
 import { LocalSink } from './sink/local-sink.js';
 import { Admission } from './smtp/admission.js';
+import { ClientRateLimits } from './smtp/client-rate-limits.js';
 import { listenerTls } from './smtp/ephemeral-cert.js';
 import { SmtpListeners } from './smtp/listener.js';
 
@@ -20,7 +43,25 @@ export interface RunningInfo {
   readonly upstreams: readonly { name: string; host: string; port: number }[];
   readonly sinkDir: string | null;
   readonly ephemeralCert: boolean;
+  /** The HTTP endpoint (metrics, health, API), or null when off or its best-effort bind failed. */
+  readonly http: { readonly host: string; readonly port: number } | null;
 }
+
+/** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
+interface Observers {
+  readonly probes: UpstreamProbes;
+  readonly readiness: Readiness;
+  readonly metrics: Metrics | null;
+  readonly recent: RecentTransactions | null;
+  readonly errors: ErrorGroups | null;
+  readonly alerts: AlertEngine;
+  readonly delivery: DeliveryQueue;
+  readonly emailSinks: readonly EmailSink[];
+  readonly http: ObservabilityServer | null;
+}
+
+/** How long stop() lets queued alert notifications go out before dropping them. */
+const ALERT_DELIVERY_GRACE_MS = 2_000;
 
 /**
  * The composition root: the only place that constructs the parts and wires them together. Nothing
@@ -32,11 +73,14 @@ export class App {
   #log: Logger;
   #shutdown = new AbortController();
   #sink: LocalSink | null = null;
-  #pools: ConnectionPool[] = [];
+  #router: Router | null = null;
   #writer: AuditWriter | null = null;
   #listeners: SmtpListeners | null = null;
   #processor: TransactionProcessor | null = null;
   #recorder: Recorder | null = null;
+  #observers: Observers | null = null;
+  /** Listeners up and not stopping: what readiness reports about the SMTP side. */
+  #accepting = false;
 
   constructor(config: Config, log: Logger) {
     this.config = config;
@@ -50,19 +94,33 @@ export class App {
     return this.#recorder?.writeErrors ?? 0;
   }
 
+  /** Circuit breaker state and adaptive slow-down of each upstream (empty before start). */
+  upstreamHealth(): UpstreamHealth[] {
+    return this.#router?.health() ?? [];
+  }
+
+  /** Tells an upstream's breaker what a readiness probe found (half-open: it decides). */
+  recordProbe(upstream: string, ok: boolean, why = ''): void {
+    this.#router?.channel(upstream)?.breaker.recordProbe(ok, why);
+  }
+
   async start(): Promise<RunningInfo> {
     const { config } = this;
     mkdirSync(config.dataDir, { recursive: true });
     const upstreams = await this.#startSink(config.upstreams);
     const ids = new IdGenerator();
-    this.#pools = upstreams.map((u) => new ConnectionPool(u, config.hostname));
-    const engine = new RelayEngine(this.#pools, config.timeouts.relay);
-    this.#writer = new AuditWriter(config.audit.file, config.audit.fsync);
-    this.#recorder = new Recorder(this.#writer, this.bus, this.#log);
+    this.#router = this.#buildRouter(upstreams, ids);
+    const engine = new RelayEngine(this.#router, config.timeouts.relay);
+    this.#writer = await AuditWriter.open({ ...config.audit, log: this.#log });
+    this.#recorder = this.#buildRecorder(this.#writer, ids);
+    // Observers subscribe before the first client can connect, so they see every record.
+    this.#observers = this.#buildObservers(upstreams, this.#recorder, ids);
+    const http = (await this.#observers.http?.start()) ?? null;
     this.#processor = new TransactionProcessor({
       config,
       engine,
       recorder: this.#recorder,
+      duplicates: new DuplicateTracker({ window: config.audit.duplicateWindow }),
       ids,
       log: this.#log,
       shutdownSignal: this.#shutdown.signal,
@@ -71,6 +129,7 @@ export class App {
     this.#listeners = new SmtpListeners({
       config,
       admission: new Admission(config.clients),
+      clientLimits: new ClientRateLimits(config.clients.rateLimits),
       processor: this.#processor,
       recorder: this.#recorder,
       ids,
@@ -78,12 +137,15 @@ export class App {
       tls,
     });
     await this.#listeners.start();
+    this.#accepting = true;
+    this.#observers.probes.start();
     return {
       listeners: this.#listeners.addresses,
       auditFile: config.audit.file,
       upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port })),
       sinkDir: this.#sink?.dir ?? null,
       ephemeralCert: tls.ephemeral,
+      http,
     };
   }
 
@@ -98,6 +160,11 @@ export class App {
    * out); pools closed; the trail flushed and closed.
    */
   async stop(): Promise<void> {
+    // Not ready from the first moment (a load balancer stops sending); no alerts about failures the
+    // shutdown itself causes; no probe of an upstream (or local sink) that is being closed.
+    this.#accepting = false;
+    this.#observers?.alerts.stop();
+    await this.#observers?.probes.stop();
     const listeners = this.#listeners;
     const stopped = listeners?.stop();
     await this.#drain(this.config.timeouts.shutdown);
@@ -107,9 +174,82 @@ export class App {
     }
     listeners?.closeIdleSessions();
     await stopped;
-    for (const pool of this.#pools) pool.close();
+    this.#router?.close();
     await this.#sink?.stop();
-    this.#writer?.close();
+    // The final checkpoint, then the file closed; rotated files finish compressing.
+    this.#recorder?.close();
+    await this.#writer?.idle();
+    await this.#stopObservers();
+  }
+
+  /**
+   * Probes, readiness, metrics, the recent-transaction cache, error groups and the alert engine with
+   * its sinks; all fed by the bus only. The HTTP endpoint serves them when `http` is configured.
+   */
+  #buildObservers(upstreams: readonly UpstreamConfig[], recorder: Recorder, ids: IdGenerator): Observers {
+    const { config, bus } = this;
+    const log = this.#log;
+    const names = upstreams.map((u) => u.name);
+    const probes = new UpstreamProbes(upstreams, config.hostname, bus, log);
+    const readiness = new Readiness(bus, {
+      upstreams: names,
+      probed: probes.probed,
+      listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
+    });
+    const served = config.http !== null;
+    const metrics = served ? new Metrics(bus, { upstreams: names, sessionsActive: () => this.#listeners?.activeSessions ?? 0, processMetrics: true }) : null;
+    const recent = served ? new RecentTransactions(bus) : null;
+    const errors = served ? new ErrorGroups(bus) : null;
+    const { alerts: alertsConfig } = config;
+    const emailSinks: EmailSink[] = [];
+    const sinks = alertsConfig.sinks.map((s) => {
+      if (s.kind === 'webhook') return new WebhookSink(s);
+      const sink = new EmailSink(s, config.hostname, alertsConfig.delivery.timeout);
+      emailSinks.push(sink);
+      return sink;
+    });
+    const delivery = new DeliveryQueue(sinks, alertsConfig.delivery, bus, log);
+    const alerts = new AlertEngine({
+      config: alertsConfig,
+      upstreams,
+      bus,
+      recorder,
+      ids,
+      delivery,
+      emailServers: new Map(emailSinks.map((s) => [s.name, s.server])),
+      store: new IncidentStore(join(config.dataDir, 'alerts-open.json'), log),
+      log,
+      hostname: config.hostname,
+    });
+    alerts.start();
+    const http =
+      config.http === null
+        ? null
+        : new ObservabilityServer(
+            config.http,
+            {
+              metrics,
+              readiness: () => readiness.report(),
+              transaction: (id) => recent?.get(id),
+              byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
+              errors: () => errors?.list() ?? [],
+            },
+            log,
+          );
+    return { probes, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http };
+  }
+
+  /** Last: queued alert notices get a short grace; the endpoint answers until the very end. */
+  async #stopObservers(): Promise<void> {
+    const o = this.#observers;
+    if (!o) return;
+    await o.delivery.stop(ALERT_DELIVERY_GRACE_MS);
+    for (const sink of o.emailSinks) sink.close();
+    o.metrics?.close();
+    o.recent?.close();
+    o.errors?.close();
+    o.readiness.close();
+    await o.http?.stop();
   }
 
   async #drain(ms: number): Promise<void> {
@@ -117,6 +257,75 @@ export class App {
     while (this.#processor && this.#processor.inFlight > 0 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 25));
     }
+  }
+
+  /**
+   * Per upstream entry: its pool (credentials are the entry's, so entries never share connections),
+   * circuit breaker, sending rate and adaptive slow-down; then the routes over them. A health probe
+   * that finds an upstream down (an infrastructure class) or up counts for its breaker.
+   */
+  #buildRouter(upstreams: readonly UpstreamConfig[], ids: IdGenerator): Router {
+    const { config } = this;
+    const channels = upstreams.map((upstream) => {
+      const throttle = new AdaptiveThrottle(upstream.name, upstream.rateLimit.backoff, (delayMs) => {
+        this.#log.info({ upstream: upstream.name, delayMs }, 'upstream pacing changed after throttling replies');
+        this.bus.publish('upstream-throttle', { upstream: upstream.name, delayMs });
+      });
+      return {
+        upstream,
+        pool: new ConnectionPool(upstream, config.hostname),
+        breaker: new CircuitBreaker(upstream.name, upstream.breaker, (t) => this.#breakerChanged(upstream.name, t, ids)),
+        // Each waiter is one client transaction, so the client connection limit bounds them.
+        limiter: new EgressRateLimiter(upstream.name, upstream.rateLimit, config.limits.maxConnections, throttle),
+        throttle,
+      };
+    });
+    const router = new Router(new RouteTable(config.routes, upstreams), channels);
+    this.bus.subscribe('probe', (probe) => {
+      if (probe.ok) router.channel(probe.upstream)?.breaker.recordProbe(true);
+      else if (probe.class !== null && isInfrastructureClass(probe.class)) router.channel(probe.upstream)?.breaker.recordProbe(false, probe.class);
+    });
+    return router;
+  }
+
+  /** Bus event for metrics and readiness; an alert record when an upstream is cut off and when it is back. */
+  #breakerChanged(upstream: string, t: BreakerTransition, ids: IdGenerator): void {
+    this.#log[t.state === 'closed' ? 'info' : 'warn']({ upstream, state: t.state, reason: t.reason }, 'upstream circuit breaker changed state');
+    this.bus.publish('upstream-state', { upstream, state: t.state, reason: t.reason });
+    const fired = t.from === 'closed' && t.state === 'open';
+    if (!fired && t.state !== 'closed') return;
+    this.#recorder?.alert({
+      v: AUDIT_SCHEMA_VERSION,
+      type: 'alert',
+      time: new Date().toISOString(),
+      id: ids.next(),
+      state: fired ? 'fired' : 'resolved',
+      rule: 'circuit-breaker',
+      upstream,
+      class: null,
+      message: fired ? `circuit breaker open: ${t.reason}` : `circuit breaker closed: ${t.reason}`,
+      sinks: [],
+    });
+  }
+
+  /** The recorder with `audit.*`: privacy, write-failure policy, checkpoints when the chain is on. */
+  #buildRecorder(writer: AuditWriter, ids: IdGenerator): Recorder {
+    const audit = this.config.audit;
+    let checkpoints: Checkpointer | null = null;
+    if (audit.chain) {
+      checkpoints = new Checkpointer(writer, ids, this.#log, {
+        every: audit.checkpoint.every,
+        interval: audit.checkpoint.interval,
+        signer: audit.checkpoint.signingKey === null ? null : loadSigner(audit.checkpoint.signingKey),
+        copyFile: audit.checkpoint.file,
+      });
+      checkpoints.start();
+    }
+    return new Recorder(writer, this.bus, this.#log, {
+      onWriteFailure: audit.onWriteFailure,
+      privacy: new RecordPrivacy(audit.privacy, audit.hmacKey),
+      checkpoints,
+    });
   }
 
   /** In the embedded default, start the local sink and point the `local-sink` upstream at its port. */

@@ -64,7 +64,21 @@ export interface FailureEntry {
   };
 }
 
-export interface RelayRecord {
+/**
+ * The hash chain's fields (audit/chain.ts; docs/audit-record.md, "Integrity"), last in every record
+ * when `audit.chain` is on (the default), absent when it is off. Added by the writer: the builders
+ * never set them.
+ */
+export interface ChainLinks {
+  /** Position in the trail: 1, 2, 3... with no gaps, across files and restarts. */
+  readonly seq?: number;
+  /** `hash` of the previous record; 64 zeros for seq 1. */
+  readonly prev?: string;
+  /** SHA-256 (hex) of this record's canonical serialisation without `hash`. */
+  readonly hash?: string;
+}
+
+export interface RelayRecord extends ChainLinks {
   readonly v: number;
   readonly type: 'relay';
   readonly time: string;
@@ -74,6 +88,8 @@ export interface RelayRecord {
   readonly from: string;
   readonly rcpt: readonly RecipientEntry[];
   readonly message: MessageFacts;
+  /** The route that chose the upstreams (`default` when none matched); null when nothing was relayed. */
+  readonly route: string | null;
   readonly upstream: UpstreamFactsRecord | null;
   readonly attempts: readonly AttemptEntry[];
   readonly upstreamReply: (SmtpReply & { readonly phase: ReplyPhase | null }) | null;
@@ -93,7 +109,7 @@ export interface RelayRecord {
 }
 
 /** mailtrail refused the client before relaying (FAILURES.md, client-side table). */
-export interface RejectRecord {
+export interface RejectRecord extends ChainLinks {
   readonly v: number;
   readonly type: 'reject';
   readonly time: string;
@@ -110,7 +126,7 @@ export interface RejectRecord {
   readonly source: 'policy' | 'protocol';
 }
 
-export interface SessionRecord {
+export interface SessionRecord extends ChainLinks {
   readonly v: number;
   readonly type: 'session';
   readonly time: string;
@@ -124,7 +140,48 @@ export interface SessionRecord {
   readonly durationMs: number;
 }
 
-export type AuditRecord = RelayRecord | RejectRecord | SessionRecord;
+/**
+ * An alert fired or resolved, so the trail shows what operators were told. Reserved here; the
+ * alerting code writes them.
+ */
+export interface AlertRecord extends ChainLinks {
+  readonly v: number;
+  readonly type: 'alert';
+  readonly time: string;
+  readonly id: string;
+  readonly state: 'fired' | 'resolved';
+  /** Name of the alert rule. */
+  readonly rule: string;
+  /** The upstream the alert is about, or null when it is not about one. */
+  readonly upstream: string | null;
+  /** The failure class the alert is about, or null. */
+  readonly class: FailureClass | null;
+  /** The human-readable text that was sent. */
+  readonly message: string;
+  /** Names of the sinks (webhook, email, log...) the alert was sent to. */
+  readonly sinks: readonly string[];
+}
+
+/**
+ * The chain head at a point in time, written every `audit.checkpoint.every` records, every
+ * `audit.checkpoint.interval` and at shutdown (audit/checkpoint.ts); optionally Ed25519-signed.
+ */
+export interface CheckpointRecord extends ChainLinks {
+  readonly v: number;
+  readonly type: 'checkpoint';
+  readonly time: string;
+  readonly id: string;
+  /** The record this checkpoint follows: its seq and hash. */
+  readonly head: { readonly seq: number; readonly hash: string };
+  /** Records written since the previous checkpoint of this process. */
+  readonly count: number;
+  /** First 16 hex digits of SHA-256 over the signing key's DER public key; null when unsigned. */
+  readonly keyId: string | null;
+  /** Base64 Ed25519 signature over the record without `signature` and `hash`; null when unsigned. */
+  readonly signature: string | null;
+}
+
+export type AuditRecord = RelayRecord | RejectRecord | SessionRecord | AlertRecord | CheckpointRecord;
 
 /**
  * The field names of each record type at run time, for the docs test (docs/audit-record.md lists the
@@ -133,17 +190,21 @@ export type AuditRecord = RelayRecord | RejectRecord | SessionRecord;
  */
 export const RECORD_FIELDS = {
   relay: [
-    'v', 'type', 'time', 'id', 'session', 'client', 'from', 'rcpt', 'message', 'upstream', 'attempts',
-    'upstreamReply', 'clientReply', 'outcome', 'failure', 'timing', 'duplicateRisk', 'duplicateOf',
+    'v', 'type', 'time', 'id', 'session', 'client', 'from', 'rcpt', 'message', 'route', 'upstream', 'attempts',
+    'upstreamReply', 'clientReply', 'outcome', 'failure', 'timing', 'duplicateRisk', 'duplicateOf', 'seq', 'prev', 'hash',
   ],
-  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'class', 'clientReply', 'source'],
-  session: ['v', 'type', 'time', 'id', 'session', 'client', 'transactions', 'accepted', 'rejected', 'bytes', 'durationMs'],
+  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'class', 'clientReply', 'source', 'seq', 'prev', 'hash'],
+  session: ['v', 'type', 'time', 'id', 'session', 'client', 'transactions', 'accepted', 'rejected', 'bytes', 'durationMs', 'seq', 'prev', 'hash'],
+  alert: ['v', 'type', 'time', 'id', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
+  checkpoint: ['v', 'type', 'time', 'id', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
 } as const satisfies {
   relay: readonly (keyof RelayRecord)[];
   reject: readonly (keyof RejectRecord)[];
   session: readonly (keyof SessionRecord)[];
+  alert: readonly (keyof AlertRecord)[];
+  checkpoint: readonly (keyof CheckpointRecord)[];
 };
 
 type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
 /** Compile-time check: every field of each type is listed above (an error here names the missing one). */
-export const RECORD_FIELDS_COMPLETE: [Missing<RelayRecord, typeof RECORD_FIELDS.relay>, Missing<RejectRecord, typeof RECORD_FIELDS.reject>, Missing<SessionRecord, typeof RECORD_FIELDS.session>] extends [never, never, never] ? true : never = true;
+export const RECORD_FIELDS_COMPLETE: [Missing<RelayRecord, typeof RECORD_FIELDS.relay>, Missing<RejectRecord, typeof RECORD_FIELDS.reject>, Missing<SessionRecord, typeof RECORD_FIELDS.session>, Missing<AlertRecord, typeof RECORD_FIELDS.alert>, Missing<CheckpointRecord, typeof RECORD_FIELDS.checkpoint>] extends [never, never, never, never, never] ? true : never = true;

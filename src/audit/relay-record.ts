@@ -22,6 +22,8 @@ export interface RelayRecordInput {
   readonly clientReply: SmtpReply;
   readonly receiveMs: number;
   readonly totalMs: number;
+  /** Id of an earlier unknown/deferred record of the same message and envelope (duplicate-tracker.ts). */
+  readonly duplicateOf?: string | null;
 }
 
 /** The record of a transaction that was relayed (one or more attempts). Pure. */
@@ -34,6 +36,7 @@ export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, 
     ...head(input),
     rcpt: recipients(input.to, deciding),
     message: input.message,
+    route: decision.route,
     upstream: {
       name: deciding.result.upstream.name,
       host: deciding.result.upstream.host,
@@ -70,7 +73,7 @@ export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, 
       dataMs: Math.round(timing.dataMs),
     },
     duplicateRisk: outcome === 'unknown',
-    duplicateOf: null,
+    duplicateOf: input.duplicateOf ?? null,
   };
 }
 
@@ -81,6 +84,7 @@ export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failu
     ...head(input),
     rcpt: input.to.map((to) => ({ to, status, reply: null })),
     message: input.message,
+    route: null,
     upstream: null,
     attempts: [],
     upstreamReply: null,
@@ -89,7 +93,7 @@ export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failu
     failure,
     timing: { totalMs: Math.round(input.totalMs), receiveMs: Math.round(input.receiveMs), waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
     duplicateRisk: false,
-    duplicateOf: null,
+    duplicateOf: input.duplicateOf ?? null,
   };
 }
 

@@ -10,6 +10,8 @@ import { deepFreeze, validateConfig } from './schema.js';
 import type { Config } from './types.js';
 
 const DEFAULT_LISTEN = { host: '127.0.0.1', port: 2525 } as const;
+/** Metrics, health and the recent-transaction API; loopback only. */
+const DEFAULT_HTTP = { host: '127.0.0.1', port: 8025 } as const;
 const LOOPBACK_NETWORKS = ['127.0.0.0/8', '::1/128'] as const;
 const SINK_KEEP = 100;
 
@@ -18,18 +20,22 @@ const ENV_FOR_PATH: readonly (readonly [prefix: string, variable: string])[] = [
   ['listen[0]', 'MAILTRAIL_LISTEN'],
   ['upstreams[0].url', 'MAILTRAIL_UPSTREAM'],
   ['dataDir', 'MAILTRAIL_DATA_DIR'],
+  ['http', 'MAILTRAIL_HTTP'],
 ];
 
 /**
  * The embedded default, honouring MAILTRAIL_LISTEN (`host:port`), MAILTRAIL_UPSTREAM
- * (`smtp[s]://user:pass@host:port`) and MAILTRAIL_DATA_DIR; relative paths resolve against `cwd`.
+ * (`smtp[s]://user:pass@host:port`), MAILTRAIL_DATA_DIR and MAILTRAIL_HTTP (`host:port` or `off`);
+ * relative paths resolve against `cwd`.
  * Throws ConfigError, with the variable name as the path, when one of them is invalid.
  */
 export function embeddedDefault(env: NodeJS.ProcessEnv, cwd: string): Config {
   const problems: ConfigProblem[] = [];
   const listen = listenFromEnv(nonEmpty(env.MAILTRAIL_LISTEN), problems);
   const upstreamUrl = nonEmpty(env.MAILTRAIL_UPSTREAM);
+  const httpEnv = nonEmpty(env.MAILTRAIL_HTTP);
   const raw = {
+    http: httpFromEnv(httpEnv, problems),
     listen: [listen],
     clients: { networks: [...LOOPBACK_NETWORKS] },
     dataDir: nonEmpty(env.MAILTRAIL_DATA_DIR) ?? 'data',
@@ -38,7 +44,29 @@ export function embeddedDefault(env: NodeJS.ProcessEnv, cwd: string): Config {
   const result = validateConfig(raw, cwd);
   if (!result.ok) problems.push(...result.problems.map(nameTheVariable));
   if (problems.length > 0 || !result.ok) throw new ConfigError(problems);
-  return upstreamUrl === undefined ? withLocalSink(result.config) : result.config;
+  const config = httpEnv === undefined ? withBestEffortHttp(result.config) : result.config;
+  return upstreamUrl === undefined ? withLocalSink(config) : config;
+}
+
+/**
+ * The default port may be taken (another mailtrail, a mail catcher on 8025): the relay must still
+ * start, so the endpoint is best effort. A port asked for with MAILTRAIL_HTTP is not.
+ */
+function withBestEffortHttp(config: Config): Config {
+  return config.http === null ? config : deepFreeze({ ...config, http: { ...config.http, bestEffort: true } });
+}
+
+/** `host:port` like MAILTRAIL_LISTEN, or `off`; unset = 127.0.0.1:8025. */
+function httpFromEnv(text: string | undefined, problems: ConfigProblem[]): { host: string; port: string | number } | null {
+  if (text === undefined) return { ...DEFAULT_HTTP };
+  if (text.trim().toLowerCase() === 'off') return null;
+  const match = /^(?:\[([^\]]+)\]|([^:[\]]+)):(\d+)$/.exec(text.trim());
+  const host = match?.[1] ?? match?.[2];
+  if (match === null || host === undefined || match[3] === undefined) {
+    problems.push({ path: 'MAILTRAIL_HTTP', message: 'expected host:port (e.g. 127.0.0.1:8025) or off' });
+    return null;
+  }
+  return { host, port: match[3] };
 }
 
 /** Placeholder upstream for the sink; the URL only has to pass the schema, the port is replaced below. */

@@ -12,7 +12,9 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { isPasswordHash } from '../auth/password.js';
 import { issueMessage, problemsFromIssues, type ConfigProblem } from './config-error.js';
-import type { Config, UpstreamConfig } from './types.js';
+import { UPSTREAM_FAILURE_CLASSES } from '../relay/failure-class.js';
+import { defaultAlertRules } from '../observe/alerts/default-rules.js';
+import type { AlertRuleConfig, AlertSinkConfig, AlertsConfig, Config, HttpConfig, UpstreamConfig } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 
 const MiB = 2 ** 20;
@@ -62,8 +64,28 @@ function duration(fallback: number, min = 1) {
   return quantity(parseDuration, 'not a duration (e.g. 10s)', min, MAX_TIMER_MS).default(fallback);
 }
 
+/** A duration that may be left unset: null (the default) = not set. */
+function optionalDuration() {
+  return quantity(parseDuration, 'not a duration (e.g. 10s)', 1, MAX_TIMER_MS).nullable().default(null);
+}
+
 function count(fallback: number) {
   return z.preprocess(fromNumericString, z.int().min(1)).default(fallback);
+}
+
+/** A positive number, decimals allowed ("0.5" from the environment too); null = not set. */
+function rate(max: number) {
+  return z
+    .preprocess(
+      (v) => (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : v),
+      z.number().positive().max(max).nullable(),
+    )
+    .default(null);
+}
+
+/** An optional whole-number limit: null = no limit. */
+function optionalCount() {
+  return z.preprocess(fromNumericString, z.int().min(1).nullable()).default(null);
 }
 
 function flag(fallback: boolean) {
@@ -208,12 +230,20 @@ const user = z
     if (given.length !== 1) ctx.addIssue({ code: 'custom', message: 'needs exactly one of password or passwordHash' });
   }, ALWAYS);
 
+/** One set of ingress limits; each null (the default) = no limit of that kind. */
+const clientRateLimit = z
+  .strictObject({ messagesPerMinute: optionalCount(), messagesPerHour: optionalCount(), recipientsPerHour: optionalCount() })
+  .prefault({});
+
 const clients = z
   .strictObject({
     networks: z.array(cidr).default([]),
     users: z.array(user).default([]).superRefine(unique('username', 'duplicate username'), ALWAYS),
     requireTls: z.preprocess(fromBooleanString, z.literal([true, false, 'except-loopback'])).default('except-loopback'),
     allowInsecureAuth: flag(false),
+    rateLimits: z
+      .strictObject({ perUser: clientRateLimit, perIp: clientRateLimit, maxTracked: count(10_000) })
+      .prefault({}),
   })
   .prefault({});
 
@@ -233,6 +263,11 @@ const timeouts = z
     relay: duration(120_000),
     shutdown: duration(30_000, 0),
   })
+  .prefault({});
+
+/** Health probe of an upstream: connect, EHLO, STARTTLS, AUTH, QUIT; never a message. */
+const upstreamProbe = z
+  .strictObject({ enabled: flag(true), interval: duration(30_000, 100), timeout: duration(10_000) })
   .prefault({});
 
 const upstream = z
@@ -260,6 +295,27 @@ const upstream = z
       })
       .prefault({}),
     ehloName: hostName().nullable().optional(),
+    probe: upstreamProbe,
+    // null turns the breaker off; leaving it out gives the defaults.
+    breaker: z
+      .strictObject({
+        failures: count(5),
+        window: optionalDuration(),
+        failureRate: z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v), z.number().gt(0).max(1)).default(0.5),
+        cooldown: duration(30_000),
+      })
+      .nullable()
+      .prefault({}),
+    rateLimit: z
+      .strictObject({
+        messagesPerSecond: rate(100_000),
+        burst: count(1),
+        maxWait: optionalDuration(),
+        backoff: z
+          .strictObject({ initial: duration(100, 0), max: duration(10_000), decay: duration(10_000) })
+          .prefault({}),
+      })
+      .prefault({}),
   })
   .superRefine((value: unknown, ctx) => upstreamConsistency(value, ctx), ALWAYS);
 
@@ -275,6 +331,219 @@ function upstreamConsistency(value: unknown, ctx: z.RefinementCtx): void {
   }
 }
 
+/** A route: which messages (all criteria given must match) go to which upstreams, in order. */
+const route = z.strictObject({
+  name: z.string().regex(UPSTREAM_NAME, 'must be letters, digits, "-" or "_", starting with a letter or digit'),
+  match: z
+    .strictObject({
+      users: z.array(z.string().min(1)).min(1).optional(),
+      senders: z.array(z.string().regex(SENDER_PATTERN, 'must be "@domain" or a full address')).min(1).optional(),
+      networks: z.array(cidr).min(1).optional(),
+    })
+    .prefault({}),
+  upstreams: z.array(z.string().min(1)).min(1),
+});
+
+/**
+ * Checks between routes and the rest: every upstream a route names exists (once per route), every
+ * user it names is configured, and no route hides behind an earlier one that matches everything.
+ * `value` may be partly invalid (see ALWAYS). Messages never quote the value (house rule).
+ */
+function routesConsistency(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isRecord(value) || !Array.isArray(value.routes)) return;
+  const upstreamNames = new Set(
+    (Array.isArray(value.upstreams) ? value.upstreams : []).map((u) => (isRecord(u) ? u.name : undefined)).filter((n) => typeof n === 'string'),
+  );
+  const clientsValue = isRecord(value.clients) ? value.clients : {};
+  const userNames = new Set(
+    (Array.isArray(clientsValue.users) ? clientsValue.users : []).map((u) => (isRecord(u) ? u.username : undefined)),
+  );
+  let catchAll: number | null = null;
+  value.routes.forEach((r: unknown, i) => {
+    if (!isRecord(r)) return;
+    if (catchAll !== null) {
+      ctx.addIssue({ code: 'custom', message: `never used: routes[${catchAll}] matches every message`, path: ['routes', i] });
+    }
+    const names = Array.isArray(r.upstreams) ? r.upstreams : [];
+    names.forEach((name: unknown, j) => {
+      if (typeof name !== 'string') return;
+      if (!upstreamNames.has(name)) ctx.addIssue({ code: 'custom', message: 'names no entry of upstreams', path: ['routes', i, 'upstreams', j] });
+      else if (names.indexOf(name) !== j) ctx.addIssue({ code: 'custom', message: 'repeats an upstream of this route', path: ['routes', i, 'upstreams', j] });
+    });
+    const match = isRecord(r.match) ? r.match : {};
+    const users = Array.isArray(match.users) ? match.users : [];
+    users.forEach((u: unknown, j) => {
+      if (typeof u === 'string' && !userNames.has(u)) {
+        ctx.addIssue({ code: 'custom', message: 'names no user of clients.users', path: ['routes', i, 'match', 'users', j] });
+      }
+    });
+    if (catchAll === null && match.users === undefined && match.senders === undefined && match.networks === undefined) catchAll = i;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Observability: upstream probes, the HTTP endpoint, alerts
+
+const httpEndpoint = z
+  .strictObject({
+    host: z
+      .string()
+      .refine((s) => isIP(s) !== 0 || HOST_NAME.test(s), 'not an IP address or host name')
+      .default('127.0.0.1'),
+    port: port(),
+    token: z.string().min(16).nullable().optional(),
+  })
+  .nullable()
+  .optional();
+
+/** A plain address for alert mail: no display name, no angle brackets. */
+const EMAIL_ADDRESS = /^[^\s@<>",;]+@[^\s@<>",;]+$/;
+/** RFC 9110 §5.1 field-name token. */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
+}
+
+const webhookSink = z.strictObject({
+  url: z.string().refine(isHttpUrl, 'not an http:// or https:// URL'),
+  secret: z.string().min(1).nullable().optional(),
+  headers: z
+    .record(
+      z.string().regex(HEADER_NAME, 'not an HTTP header name'),
+      z.string().refine((s) => !/[\r\n\0]/.test(s), 'must not contain line breaks'),
+    )
+    .default({}),
+});
+
+const emailSink = z.strictObject({
+  url: smtpUrl,
+  tls: z
+    .strictObject({ mode: z.enum(['required', 'opportunistic', 'none']).optional(), ca: path().nullable().optional(), verify: flag(true) })
+    .prefault({}),
+  from: z.string().regex(EMAIL_ADDRESS, 'not an email address'),
+  to: z.array(z.string().regex(EMAIL_ADDRESS, 'not an email address')).min(1),
+});
+
+const alertSink = z
+  .strictObject({
+    name: z.string().regex(UPSTREAM_NAME, 'must be letters, digits, "-" or "_", starting with a letter or digit'),
+    webhook: webhookSink.optional(),
+    email: emailSink.optional(),
+  })
+  .superRefine((value: unknown, ctx) => {
+    const given = isRecord(value) ? [value.webhook, value.email].filter((v) => v !== undefined) : [];
+    if (given.length !== 1) ctx.addIssue({ code: 'custom', message: 'needs exactly one of webhook or email' });
+  }, ALWAYS);
+
+/** Keys of an alert rule that are conditions; a rule has exactly one. */
+const RULE_CONDITIONS = ['class', 'consecutiveFailures', 'failureRate', 'latency', 'noSuccess'] as const;
+
+const alertRule = z
+  .strictObject({
+    name: z.string().regex(UPSTREAM_NAME, 'must be letters, digits, "-" or "_", starting with a letter or digit'),
+    class: z.array(z.enum(UPSTREAM_FAILURE_CLASSES)).min(1).optional(),
+    consecutiveFailures: z.preprocess(fromNumericString, z.int().min(1)).optional(),
+    failureRate: z
+      .strictObject({
+        ratio: z.preprocess((v) => (typeof v === 'string' && v.trim() !== '' ? Number(v) : v), z.number().gt(0).max(1)),
+        window: duration(5 * 60_000),
+        minVolume: count(20),
+      })
+      .optional(),
+    latency: z
+      .strictObject({
+        p95: quantity(parseDuration, 'not a duration (e.g. 10s)', 1, MAX_TIMER_MS),
+        window: duration(5 * 60_000),
+        minVolume: count(20),
+      })
+      .optional(),
+    noSuccess: quantity(parseDuration, 'not a duration (e.g. 10s)', 1, MAX_TIMER_MS).optional(),
+    sinks: z.array(z.string().min(1)).min(1).optional(),
+  })
+  .superRefine((value: unknown, ctx) => {
+    const given = isRecord(value) ? RULE_CONDITIONS.filter((k) => value[k] !== undefined) : [];
+    if (given.length !== 1) ctx.addIssue({ code: 'custom', message: `needs exactly one of ${RULE_CONDITIONS.join(', ')}` });
+  }, ALWAYS);
+
+/** Every sink a rule names exists. `value` may be partly invalid (see ALWAYS). */
+function alertsConsistency(value: unknown, ctx: z.RefinementCtx): void {
+  if (!isRecord(value) || !Array.isArray(value.rules)) return;
+  const sinkNames = new Set((Array.isArray(value.sinks) ? value.sinks : []).map((s) => (isRecord(s) ? s.name : undefined)));
+  value.rules.forEach((rule: unknown, i) => {
+    const sinks = isRecord(rule) && Array.isArray(rule.sinks) ? rule.sinks : [];
+    sinks.forEach((name: unknown, j) => {
+      if (typeof name === 'string' && !sinkNames.has(name)) {
+        ctx.addIssue({ code: 'custom', message: 'names no entry of alerts.sinks', path: ['rules', i, 'sinks', j] });
+      }
+    });
+  });
+}
+
+const alertsSection = z
+  .strictObject({
+    cooldown: duration(10 * 60_000),
+    sinks: z.array(alertSink).default([]).superRefine(unique('name', 'duplicate sink name'), ALWAYS),
+    rules: z.array(alertRule).superRefine(unique('name', 'duplicate rule name'), ALWAYS).optional(),
+    delivery: z
+      .strictObject({
+        queueSize: count(100),
+        retries: z.preprocess(fromNumericString, z.int().min(0).max(10)).default(3),
+        timeout: duration(10_000),
+        backoff: duration(1_000),
+      })
+      .prefault({}),
+  })
+  .superRefine(alertsConsistency, ALWAYS)
+  .prefault({});
+
+/** Built-in rotation; at least one trigger (size or daily). */
+const auditRotate = z
+  .strictObject({
+    size: quantity(parseSize, 'not a size (e.g. 100MB)', 1, Number.MAX_SAFE_INTEGER).nullable().default(null),
+    daily: flag(false),
+    keep: count(14),
+    compress: flag(false),
+  })
+  .superRefine((value: unknown, ctx) => {
+    if (isRecord(value) && value.size == null && value.daily !== true) {
+      ctx.addIssue({ code: 'custom', message: 'needs size and/or daily: true (or leave rotate out)' });
+    }
+  }, ALWAYS);
+
+const audit = z
+  .strictObject({
+    file: path().optional(),
+    fsync: flag(false),
+    subject: flag(false),
+    chain: flag(true),
+    checkpoint: z
+      .strictObject({
+        every: count(1000),
+        interval: duration(60_000),
+        signingKey: path().nullable().default(null),
+        file: path().nullable().default(null),
+      })
+      .prefault({}),
+    rotate: auditRotate.nullable().default(null),
+    onWriteFailure: z.enum(['refuse', 'continue']).default('refuse'),
+    privacy: z.enum(['clear', 'pseudonymize', 'domain-only']).default('clear'),
+    // 16 characters at least: the key is all that stands between a pseudonym and a guessed address.
+    hmacKey: z.string().min(16, 'must be at least 16 characters (e.g. 32 random bytes in hex)').nullable().default(null),
+    duplicateWindow: duration(24 * 3_600_000),
+  })
+  .superRefine((value: unknown, ctx) => {
+    if (isRecord(value) && value.privacy === 'pseudonymize' && (value.hmacKey == null || value.hmacKey === '')) {
+      ctx.addIssue({ code: 'custom', message: 'is required when privacy is pseudonymize', path: ['hmacKey'] });
+    }
+  }, ALWAYS)
+  .prefault({});
+
 export const configSchema = z.strictObject({
   listen: z.array(listener).min(1).superRefine(distinctListeners, ALWAYS),
   tls: z.strictObject({ cert: path(), key: path() }).nullable().optional(),
@@ -285,14 +554,17 @@ export const configSchema = z.strictObject({
     .array(upstream)
     .min(1)
     .superRefine(unique('name', 'duplicate upstream name', (s) => s.toLowerCase()), ALWAYS),
-  audit: z.strictObject({ file: path().optional(), fsync: flag(false), subject: flag(false) }).prefault({}),
+  routes: z.array(route).default([]).superRefine(unique('name', 'duplicate route name'), ALWAYS),
+  audit,
+  http: httpEndpoint,
+  alerts: alertsSection,
   log: z
     .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
     .prefault({}),
   hostname: hostName().optional(),
   dataDir: path().default('./data'),
   unknownOutcomeReply: z.preprocess(fromNumericString, z.literal([451, 250])).default(451),
-});
+}).superRefine(routesConsistency, ALWAYS);
 
 type ParsedConfig = z.output<typeof configSchema>;
 type ParsedUpstream = ParsedConfig['upstreams'][number];
@@ -329,7 +601,14 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     limits: parsed.limits,
     timeouts: parsed.timeouts,
     upstreams: parsed.upstreams.map((u) => toUpstream(u, baseDir)),
-    audit: { ...parsed.audit, file: auditFile(parsed.audit.file, baseDir, dataDir) },
+    routes: parsed.routes.map((r) => ({
+      name: r.name,
+      match: { users: r.match.users ?? null, senders: r.match.senders ?? null, networks: r.match.networks ?? null },
+      upstreams: r.upstreams,
+    })),
+    audit: toAudit(parsed.audit, baseDir, dataDir),
+    http: toHttp(parsed.http),
+    alerts: toAlerts(parsed.alerts, baseDir),
     log: parsed.log,
     hostname: parsed.hostname ?? osHostname(),
     dataDir,
@@ -342,6 +621,18 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
 function auditFile(file: string | undefined, baseDir: string, dataDir: string): string {
   if (file === '-') return file;
   return file === undefined ? resolve(dataDir, 'audit.log') : resolve(baseDir, file);
+}
+
+function toAudit(a: ParsedConfig['audit'], baseDir: string, dataDir: string): Config['audit'] {
+  return {
+    ...a,
+    file: auditFile(a.file, baseDir, dataDir),
+    checkpoint: {
+      ...a.checkpoint,
+      signingKey: a.checkpoint.signingKey === null ? null : resolve(baseDir, a.checkpoint.signingKey),
+      file: a.checkpoint.file === null ? null : resolve(baseDir, a.checkpoint.file),
+    },
+  };
 }
 
 function toUpstream(u: ParsedUpstream, baseDir: string): UpstreamConfig {
@@ -361,7 +652,55 @@ function toUpstream(u: ParsedUpstream, baseDir: string): UpstreamConfig {
     pool: u.pool,
     timeouts: u.timeouts,
     ehloName: u.ehloName ?? null,
+    probe: u.probe,
+    breaker: u.breaker,
+    rateLimit: u.rateLimit,
   };
+}
+
+function toHttp(h: ParsedConfig['http']): HttpConfig | null {
+  return h == null ? null : { host: h.host, port: h.port, token: h.token ?? null, bestEffort: false };
+}
+
+/** Sinks normalised; rules as configured, or the built-in defaults when sinks exist and `rules` is absent. */
+function toAlerts(a: ParsedConfig['alerts'], baseDir: string): AlertsConfig {
+  const sinks = a.sinks.map((s) => toSink(s, baseDir));
+  const all = sinks.map((s) => s.name);
+  const rules = a.rules === undefined ? (all.length > 0 ? defaultAlertRules(all) : []) : a.rules.map((r) => toRule(r, all));
+  return { cooldown: a.cooldown, sinks, rules, delivery: a.delivery };
+}
+
+function toSink(s: ParsedConfig['alerts']['sinks'][number], baseDir: string): AlertSinkConfig {
+  if (s.webhook) {
+    return { kind: 'webhook', name: s.name, url: s.webhook.url, secret: s.webhook.secret ?? null, headers: s.webhook.headers };
+  }
+  const email = s.email!;
+  return {
+    kind: 'email',
+    name: s.name,
+    smtp: {
+      host: email.url.host,
+      port: email.url.port,
+      implicitTls: email.url.implicitTls,
+      auth: email.url.credentials,
+      tls: {
+        mode: email.url.implicitTls ? 'required' : (email.tls.mode ?? 'required'),
+        ca: email.tls.ca == null ? null : resolve(baseDir, email.tls.ca),
+        verify: email.tls.verify,
+      },
+    },
+    from: email.from,
+    to: email.to,
+  };
+}
+
+function toRule(r: NonNullable<ParsedConfig['alerts']['rules']>[number], allSinks: readonly string[]): AlertRuleConfig {
+  const sinks = r.sinks ?? allSinks;
+  if (r.class) return { name: r.name, condition: { kind: 'class', classes: r.class }, sinks };
+  if (r.consecutiveFailures !== undefined) return { name: r.name, condition: { kind: 'consecutiveFailures', count: r.consecutiveFailures }, sinks };
+  if (r.failureRate) return { name: r.name, condition: { kind: 'failureRate', ...r.failureRate }, sinks };
+  if (r.latency) return { name: r.name, condition: { kind: 'latency', ...r.latency }, sinks };
+  return { name: r.name, condition: { kind: 'noSuccess', for: r.noSuccess! }, sinks };
 }
 
 /** Freezes `value` and everything reachable from it, so no part of the running app can alter config. */

@@ -1,8 +1,11 @@
+import { breakerEvidence, type BreakerAdmission } from './circuit-breaker.js';
 import { classify } from './classify.js';
-import type { ConnectionPool } from './connection-pool.js';
+import type { RouteKey } from './route-table.js';
+import type { Route, Router, UpstreamChannel } from './router.js';
+import { breakerSkip, rateLimitSkip, skipKind } from './skipped-attempt.js';
 import type { ReplayableBody } from './tracked-body.js';
-import { runAttempt, type AttemptResult } from './upstream-attempt.js';
-import type { UpstreamEnvelope } from './upstream-connection.js';
+import { failureFacts, runAttempt, type AttemptResult } from './upstream-attempt.js';
+import { abortError, type UpstreamEnvelope } from './upstream-connection.js';
 import type { Verdict } from './upstream-facts.js';
 
 export interface ClassifiedAttempt {
@@ -11,53 +14,130 @@ export interface ClassifiedAttempt {
 }
 
 export interface RelayDecision {
-  /** Every try, in order; the last one decided. Never empty. */
+  /** The route the message took (`default` when no configured route matched). */
+  readonly route: string;
+  /** Every try, in order, including upstreams skipped without a connection. Never empty. */
   readonly attempts: readonly ClassifiedAttempt[];
+  /** The last real try; only when every upstream was skipped, the last skip (a rate skip before a breaker skip). */
   readonly deciding: ClassifiedAttempt;
 }
 
 /**
- * Relays one buffered message along an ordered list of upstreams. It moves on to the next upstream
+ * Relays one buffered message along its route's ordered upstreams. It moves on to the next upstream
  * only when the classifier says the attempt failed before the body was handed over with an
  * infrastructure or service class; after the final dot went out, or after a verdict on the message
  * or its recipients, it stops: the first upstream may have the message, and trying another would
- * send it twice.
+ * send it twice. An upstream whose breaker is open is skipped without a connection attempt; one whose
+ * sending rate would not let the message start within its deadline is skipped too. All of it happens
+ * within one overall deadline.
  */
 export class RelayEngine {
-  #pools: readonly ConnectionPool[];
+  #router: Router;
   #deadlineMs: number;
 
-  constructor(pools: readonly ConnectionPool[], deadlineMs: number) {
-    if (pools.length === 0) throw new Error('RelayEngine needs at least one upstream');
-    this.#pools = pools;
+  constructor(router: Router, deadlineMs: number) {
+    this.#router = router;
     this.#deadlineMs = deadlineMs;
   }
 
-  get pools(): readonly ConnectionPool[] {
-    return this.#pools;
-  }
-
-  async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: AbortSignal): Promise<RelayDecision> {
+  /** `key` chooses the route (AUTH user, MAIL FROM, client address); without it, the default route. */
+  async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: AbortSignal, key?: RouteKey): Promise<RelayDecision> {
+    const route = this.#router.select(key);
+    const endsAt = performance.now() + this.#deadlineMs;
     const overall = deadline(this.#deadlineMs, outer);
     const attempts: ClassifiedAttempt[] = [];
     try {
-      for (const pool of this.#pools) {
-        const attemptSignal = deadline(pool.upstream.timeouts.total, overall.signal);
-        let result: AttemptResult;
-        try {
-          result = await runAttempt(pool, envelope, body, attemptSignal.signal);
-        } finally {
-          attemptSignal.dispose();
-        }
-        const classified = { result, verdict: classify(result.facts) };
+      for (const channel of route.channels) {
+        const classified = await this.#try(channel, envelope, body, overall.signal, endsAt);
         attempts.push(classified);
         if (!classified.verdict.mayFailOver || overall.signal.aborted) break;
       }
     } finally {
       overall.dispose();
     }
-    return { attempts, deciding: attempts[attempts.length - 1]! };
+    return { route: route.name, attempts, deciding: decidingAttempt(attempts, route) };
   }
+
+  /** One upstream of the route: breaker, pacing, then the attempt itself; the breaker hears the outcome. */
+  async #try(channel: UpstreamChannel, envelope: UpstreamEnvelope, body: ReplayableBody, overall: AbortSignal, endsAt: number): Promise<ClassifiedAttempt> {
+    const { upstream, breaker, limiter, throttle } = channel;
+    const admission: BreakerAdmission = breaker.admit();
+    if (admission === 'skip') return breakerSkip(upstream, breaker.retryInMs);
+    const probe = admission === 'probe';
+    const startedAt = new Date();
+    const ticket = await limiter.take(Math.max(0, endsAt - performance.now()), overall);
+    if (!ticket.ok) {
+      breaker.record('neutral', probe);
+      // Stopped while waiting (deadline, shutdown, client gone): classified like any stopped attempt.
+      if (ticket.refusal === 'aborted') return stoppedWhileWaiting(upstream, startedAt, ticket.waitedMs, overall);
+      return rateLimitSkip(upstream, startedAt, ticket.waitedMs, rateLimitText(ticket.refusal, ticket.wouldWaitMs));
+    }
+    let classified: ClassifiedAttempt | null = null;
+    try {
+      const attemptSignal = deadline(upstream.timeouts.total, overall);
+      let result: AttemptResult;
+      try {
+        result = await runAttempt(channel.pool, envelope, body, attemptSignal.signal);
+      } finally {
+        attemptSignal.dispose();
+      }
+      classified = { result: withPacingWait(result, startedAt, ticket.waitedMs), verdict: classify(result.facts) };
+      return classified;
+    } finally {
+      // Always heard, even on an unexpected throw: a half-open breaker must never wait for a lost probe.
+      const verdict = classified?.verdict;
+      const evidence = verdict ? breakerEvidence(verdict, overall.aborted) : 'neutral';
+      breaker.record(evidence, probe, verdict ? evidenceText(classified!) : '');
+      if (verdict?.failure?.class === 'throttled') throttle.throttled();
+      else if (evidence === 'success') throttle.succeeded();
+    }
+  }
+}
+
+/** The attempt that decides the record and the reply: the last real try, else the most telling skip. */
+function decidingAttempt(attempts: readonly ClassifiedAttempt[], route: Route): ClassifiedAttempt {
+  if (attempts.length === 0) throw new Error(`route ${route.name} has no upstreams`);
+  const real = attempts.filter((a) => skipKind(a) === null);
+  const rate = attempts.filter((a) => skipKind(a) === 'rate');
+  return real.at(-1) ?? rate.at(-1) ?? attempts.at(-1)!;
+}
+
+/** The wait for a sending slot counts as waiting, like the wait for a pooled connection. */
+function withPacingWait(result: AttemptResult, startedAt: Date, waitedMs: number): AttemptResult {
+  if (waitedMs <= 0) return result;
+  return {
+    ...result,
+    startedAt,
+    ms: result.ms + waitedMs,
+    timing: { ...result.timing, waitMs: result.timing.waitMs + waitedMs },
+  };
+}
+
+function rateLimitText(refusal: string, wouldWaitMs: number): string {
+  if (refusal === 'too-many-waiting') return 'too many messages already waiting for this upstream';
+  return `next sending slot in ${wouldWaitMs} ms, past this message's deadline`;
+}
+
+function stoppedWhileWaiting(upstream: UpstreamChannel['upstream'], startedAt: Date, waitedMs: number, signal: AbortSignal): ClassifiedAttempt {
+  const facts = failureFacts(abortError(signal), 'connecting');
+  const result: AttemptResult = {
+    upstream,
+    facts,
+    startedAt,
+    ms: waitedMs,
+    tls: null,
+    reusedConnection: null,
+    timing: { waitMs: waitedMs, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+  };
+  return { result, verdict: classify(facts) };
+}
+
+/** "connect ECONNREFUSED": what the breaker's transition reason names as the last failure. */
+function evidenceText(attempt: ClassifiedAttempt): string {
+  const f = attempt.result.facts;
+  const cls = attempt.verdict.failure?.class ?? 'delivered';
+  const detail = f.reply ? `${f.reply.code}${f.reply.enhanced ? ` ${f.reply.enhanced}` : ''}` : (f.cause ?? f.errorCode);
+  return detail ? `${cls} ${detail}` : cls;
 }
 
 interface Deadline {

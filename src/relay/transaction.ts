@@ -3,6 +3,7 @@ import type { SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/types.js';
 import type { IdGenerator } from '../ids.js';
 import type { Logger } from '../observe/logger.js';
+import type { DuplicateTracker } from '../audit/duplicate-tracker.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
@@ -21,6 +22,8 @@ export interface TransactionDeps {
   readonly config: Config;
   readonly engine: RelayEngine;
   readonly recorder: Recorder;
+  /** Links a retry of an unknown/deferred message to the earlier record (`duplicateOf`). */
+  readonly duplicates?: DuplicateTracker;
   readonly ids: IdGenerator;
   readonly log: Logger;
   /** Fires at shutdown when in-flight relays must give up (their deadline is the other bound). */
@@ -71,6 +74,7 @@ export class TransactionProcessor {
       clientReply: withId(clientReply, id),
       receiveMs,
       totalMs: performance.now() - t0,
+      duplicateOf: this.#deps.duplicates?.earlier(message.sha256, from, to) ?? null,
     });
 
     let message: BufferedMessage;
@@ -92,10 +96,18 @@ export class TransactionProcessor {
         const failure = localFailure('too_large', false, null, `message exceeds limits.maxMessageSize (${config.limits.maxMessageSize} bytes)`);
         return this.#finish(unrelayedRecord(input(facts, reply, receiveMs), 'rejected', failure), state);
       }
+      if (this.#deps.recorder.failing) {
+        // The trail cannot be written (disk full...): refuse before relaying. Relaying first would
+        // deliver the message and still answer 451, so every retry of the client would deliver again.
+        const failure = localFailure('internal', true, 'EAUDITWRITE', 'the audit trail cannot be written: not relayed');
+        return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs), 'deferred', failure), state);
+      }
       const decision = await this.#deps.engine.relay(
         { from, to, use8BitMime: envelope.bodyType === '8bitmime', size: message.size },
         message.body(),
         this.#deps.shutdownSignal,
+        // The route is chosen by who sends, as whom, from where (config `routes`).
+        { user: state.client().user, from, ip: state.ip },
       );
       const verdict = decision.deciding.verdict;
       const reply = this.#clientReply(verdict);
@@ -135,6 +147,7 @@ export class TransactionProcessor {
       state.rejected += 1;
       return { id: record.id, reply: withId(CLIENT_REPLIES.audit_failed, record.id) };
     }
+    this.#deps.duplicates?.written(record);
     if (record.clientReply.code >= 200 && record.clientReply.code < 300) state.accepted += 1;
     else state.rejected += 1;
     return { id: record.id, reply: record.clientReply };

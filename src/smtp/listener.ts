@@ -11,6 +11,7 @@ import type { TransactionProcessor } from '../relay/transaction.js';
 import type { ClientRejectClass } from '../relay/failure-class.js';
 import type { SmtpReply } from '../relay/upstream-facts.js';
 import type { Admission } from './admission.js';
+import { describeLimit, type ClientRateLimits } from './client-rate-limits.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
 import { classifyProtocolRefusal, protocolLogger } from './protocol-refusals.js';
 import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText } from './replies.js';
@@ -19,6 +20,8 @@ import { SessionState } from './session-state.js';
 export interface ListenerDeps {
   readonly config: Config;
   readonly admission: Admission;
+  /** Per-user and per-address message and recipient rates (clients.rateLimits). */
+  readonly clientLimits: ClientRateLimits;
   readonly processor: TransactionProcessor;
   readonly recorder: Recorder;
   readonly ids: IdGenerator;
@@ -178,16 +181,27 @@ export class SmtpListeners {
     if (userName !== null) {
       const user = admission.user(userName);
       if (!user || !admission.senderAllowed(user, from)) return this.#refuse(session, 'sender_denied', 'MAIL', { from });
-      return null;
+      return this.#messageRate(session, userName, from);
     }
-    if (state?.trusted) return null;
+    if (state?.trusted) return this.#messageRate(session, null, from);
     return this.#refuse(session, admission.hasUsers ? 'auth_required' : 'relay_denied', 'MAIL', { from });
   }
 
   /** Our own limit (not smtp-server's maxRecipients) so the reply carries 4.5.3 and the record its class. */
   #onRcptTo(to: string, session: SMTPServerSession): Error | null {
-    if (session.envelope.rcptTo.length < this.#deps.config.limits.maxRecipients) return null;
-    return this.#refuse(session, 'too_many_recipients', 'RCPT', { from: session.envelope.mailFrom ? session.envelope.mailFrom.address : null, to });
+    const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : null;
+    if (session.envelope.rcptTo.length >= this.#deps.config.limits.maxRecipients) {
+      return this.#refuse(session, 'too_many_recipients', 'RCPT', { from, to });
+    }
+    const user = typeof session.user === 'string' ? session.user : null;
+    const over = this.#deps.clientLimits.admitRecipient(user, session.remoteAddress);
+    return over === null ? null : this.#refuse(session, 'rate_limited', 'RCPT', { from, to }, rateLimitedReply(describeLimit(over)));
+  }
+
+  /** Counted only once the client may relay at all, so refused attempts never use up its allowance. */
+  #messageRate(session: SMTPServerSession, user: string | null, from: string): Error | null {
+    const over = this.#deps.clientLimits.admitMessage(user, session.remoteAddress);
+    return over === null ? null : this.#refuse(session, 'rate_limited', 'MAIL', { from }, rateLimitedReply(describeLimit(over)));
   }
 
   #onData(stream: Readable, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
@@ -232,8 +246,8 @@ export class SmtpListeners {
     name: keyof typeof CLIENT_REPLIES,
     command: string,
     extra: { from?: string | null; to?: string | null; user?: string | null } = {},
+    reply: SmtpReply = CLIENT_REPLIES[name],
   ): Error {
-    const reply: SmtpReply = CLIENT_REPLIES[name];
     const cls = REPLY_CLASS[name] ?? 'protocol_violation';
     const id = this.#writeReject(session, cls, reply, command, 'policy', extra);
     const state = this.#sessions.get(session.id);
@@ -305,4 +319,9 @@ export class SmtpListeners {
     });
     return id;
   }
+}
+
+/** 451 4.7.1 naming the limit, so the app's log says which one and when to retry (FAILURES.md `rate_limited`). */
+function rateLimitedReply(detail: string): SmtpReply {
+  return { ...CLIENT_REPLIES.rate_limited, text: `Rate limit reached: ${detail}` };
 }

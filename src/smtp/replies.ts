@@ -15,6 +15,7 @@ export const CLIENT_REPLIES = {
   too_large: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },
   too_many_recipients: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' },
   too_many_connections: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
+  rate_limited: { code: 451, enhanced: '4.7.1', text: 'Rate limit reached, try again later' },
   internal: { code: 451, enhanced: '4.3.0', text: 'Local problem: message not accepted, try again later' },
   audit_failed: { code: 451, enhanced: '4.3.0', text: 'Cannot record the transaction; message not accepted, try again later' },
   shutting_down: { code: 421, enhanced: '4.3.2', text: 'Service shutting down, try again later' },
@@ -31,6 +32,7 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   too_large: 'too_large',
   too_many_recipients: 'too_many_recipients',
   too_many_connections: 'too_many_connections',
+  rate_limited: 'rate_limited',
 };
 
 /** The text smtp-server should send: enhanced code first (smtp-server's own are hidden), then the id. */

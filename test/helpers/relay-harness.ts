@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { App } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
-import { createLogger } from '../../src/observe/logger.js';
+import { createLogger, type Logger } from '../../src/observe/logger.js';
 import { makeTestPki, type TestPki } from './pki.js';
 import { sendMessage, type SendMessageOptions, type SendResult } from './smtp-client.js';
 
@@ -17,6 +17,11 @@ export interface UpstreamSpec {
   tls?: Partial<UpstreamConfig['tls']>;
   timeouts?: Partial<UpstreamConfig['timeouts']>;
   pool?: Partial<UpstreamConfig['pool']>;
+  /** null = no breaker; default as in production (5 failures, 30 s cooldown). */
+  breaker?: Partial<NonNullable<UpstreamConfig['breaker']>> | null;
+  rateLimit?: Partial<Omit<UpstreamConfig['rateLimit'], 'backoff'>> & { backoff?: Partial<UpstreamConfig['rateLimit']['backoff']> };
+  /** Health probe; default off here (tests count upstream connections), on in production. */
+  probe?: Partial<UpstreamConfig['probe']>;
 }
 
 export interface RelaySpec {
@@ -29,6 +34,18 @@ export interface RelaySpec {
   clientIdle?: number;
   unknownOutcomeReply?: 451 | 250;
   auditFile?: string;
+  /** Ordered routes over the upstreams' names; default none (every upstream in order). */
+  routes?: Config['routes'];
+  /** Audit settings over the defaults (chain on, no rotation, refuse on write failure, clear addresses). */
+  audit?: Partial<Omit<Config['audit'], 'file'>>;
+  /** The operational log; default silent. */
+  logger?: Logger;
+  /** The HTTP endpoint; default off. `{ port: 0 }` binds a free loopback port. */
+  http?: Partial<NonNullable<Config['http']>> | null;
+  /** Alerting; default no sinks and no rules. */
+  alerts?: Partial<Config['alerts']>;
+  /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
+  dataDir?: string;
 }
 
 export interface RunningRelay {
@@ -36,6 +53,8 @@ export interface RunningRelay {
   readonly port: number;
   /** Port of the implicit-TLS listener, when asked for. */
   readonly tlsPort: number | null;
+  /** `http://127.0.0.1:PORT` of the HTTP endpoint, when asked for. */
+  readonly httpUrl: string | null;
   readonly dataDir: string;
   readonly auditFile: string;
   /** The test CA that signed the relay's certificate (when the harness made it). */
@@ -51,6 +70,8 @@ export interface RunningRelay {
   stop(): Promise<void>;
 }
 
+const NO_CLIENT_LIMITS = { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null } as const;
+
 export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
   return {
     name: spec.name ?? `up${index}`,
@@ -62,6 +83,15 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
     pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, ...spec.pool },
     timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },
     ehloName: null,
+    breaker: spec.breaker === null ? null : { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000, ...spec.breaker },
+    rateLimit: {
+      messagesPerSecond: null,
+      burst: 1,
+      maxWait: null,
+      ...spec.rateLimit,
+      backoff: { initial: 100, max: 10_000, decay: 10_000, ...spec.rateLimit?.backoff },
+    },
+    probe: { enabled: false, interval: 30_000, timeout: 10_000, ...spec.probe },
   };
 }
 
@@ -73,7 +103,14 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : []),
     ],
     tls: spec.tls ?? null,
-    clients: { networks: ['127.0.0.0/8', '::1/128'], users: [], requireTls: 'except-loopback', allowInsecureAuth: false, ...spec.clients },
+    clients: {
+      networks: ['127.0.0.0/8', '::1/128'],
+      users: [],
+      requireTls: 'except-loopback',
+      allowInsecureAuth: false,
+      rateLimits: { perUser: NO_CLIENT_LIMITS, perIp: NO_CLIENT_LIMITS, maxTracked: 10_000 },
+      ...spec.clients,
+    },
     limits: {
       maxMessageSize: 40 * 1024 * 1024,
       maxRecipients: 100,
@@ -84,7 +121,28 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
     },
     timeouts: { clientIdle: spec.clientIdle ?? 30_000, relay: spec.relayTimeout ?? 20_000, shutdown: 5_000 },
     upstreams: spec.upstreams.map(upstreamConfig),
-    audit: { file: spec.auditFile ?? join(dataDir, 'audit.log'), fsync: false, subject: false },
+    routes: spec.routes ?? [],
+    http: spec.http ? { host: '127.0.0.1', port: 0, token: null, bestEffort: false, ...spec.http } : null,
+    alerts: {
+      cooldown: 600_000,
+      sinks: [],
+      rules: [],
+      ...spec.alerts,
+      delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000, ...spec.alerts?.delivery },
+    },
+    audit: {
+      file: spec.auditFile ?? join(dataDir, 'audit.log'),
+      fsync: false,
+      subject: false,
+      chain: true,
+      checkpoint: { every: 1000, interval: 60_000, signingKey: null, file: null },
+      rotate: null,
+      onWriteFailure: 'refuse',
+      privacy: 'clear',
+      hmacKey: null,
+      duplicateWindow: 24 * 3_600_000,
+      ...spec.audit,
+    },
     log: { level: 'silent' },
     hostname: 'mailtrail.test',
     dataDir,
@@ -94,12 +152,12 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
 }
 
 export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-test-'));
+  const dataDir = spec.dataDir ?? (await mkdtemp(join(tmpdir(), 'mailtrail-test-')));
   // Clients upgrade to TLS when STARTTLS is offered, so give the relay a certificate they can verify.
   const pki = spec.tls === undefined ? await makeTestPki() : null;
   const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : spec.tls ?? null;
   const config = relayConfig({ ...spec, tls }, dataDir);
-  const app = new App(config, createLogger('silent'));
+  const app = new App(config, spec.logger ?? createLogger('silent'));
   const info = await app.start();
   const read = async (): Promise<AuditRecord[]> => {
     const text = await readFile(config.audit.file, 'utf8').catch(() => '');
@@ -112,6 +170,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     app,
     port: info.listeners[0]!.port,
     tlsPort: info.listeners.find((l) => l.implicitTls)?.port ?? null,
+    httpUrl: info.http ? `http://${info.http.host}:${info.http.port}` : null,
     dataDir,
     auditFile: config.audit.file,
     pki,
@@ -123,7 +182,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     tempFiles: async () => (await readdir(dataDir)).filter((f) => f !== 'audit.log'),
     stop: async () => {
       await app.stop();
-      await rm(dataDir, { recursive: true, force: true });
+      if (spec.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
       await pki?.cleanup();
     },
   };

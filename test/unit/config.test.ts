@@ -59,6 +59,11 @@ describe('embedded default', () => {
       users: [],
       requireTls: 'except-loopback',
       allowInsecureAuth: false,
+      rateLimits: {
+        perUser: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
+        perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
+        maxTracked: 10_000,
+      },
     });
     expect(config.dataDir).toBe('/srv/app/data');
     expect(config.audit.file).toBe('/srv/app/data/audit.log');
@@ -176,6 +181,11 @@ unknownOutcomeReply: 250
         ],
         requireTls: true,
         allowInsecureAuth: false,
+        rateLimits: {
+          perUser: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
+          perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
+          maxTracked: 10_000,
+        },
       },
       limits: {
         maxMessageSize: 35 * 2 ** 20,
@@ -196,6 +206,9 @@ unknownOutcomeReply: 250
           pool: { maxConnections: 10, maxMessages: 100, idleTimeout: 60_000 },
           timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
           ehloName: null,
+          breaker: { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000 },
+          rateLimit: { messagesPerSecond: null, burst: 1, maxWait: null, backoff: { initial: 100, max: 10_000, decay: 10_000 } },
+          probe: { enabled: true, interval: 30_000, timeout: 10_000 },
         },
         {
           name: 'backup',
@@ -207,9 +220,26 @@ unknownOutcomeReply: 250
           pool: { maxConnections: 2, maxMessages: 20, idleTimeout: 30_000 },
           timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
           ehloName: 'relay.example.com',
+          breaker: { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000 },
+          rateLimit: { messagesPerSecond: null, burst: 1, maxWait: null, backoff: { initial: 100, max: 10_000, decay: 10_000 } },
+          probe: { enabled: true, interval: 30_000, timeout: 10_000 },
         },
       ],
-      audit: { file: '/var/log/mailtrail/audit.log', fsync: true, subject: true },
+      routes: [],
+      audit: {
+        file: '/var/log/mailtrail/audit.log',
+        fsync: true,
+        subject: true,
+        chain: true,
+        checkpoint: { every: 1000, interval: 60_000, signingKey: null, file: null },
+        rotate: null,
+        onWriteFailure: 'refuse',
+        privacy: 'clear',
+        hmacKey: null,
+        duplicateWindow: 86_400_000,
+      },
+      http: null,
+      alerts: { cooldown: 600_000, sinks: [], rules: [], delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000 } },
       log: { level: 'debug' },
       hostname: 'relay.example.com',
       dataDir: '/var/lib/mailtrail',
@@ -223,7 +253,17 @@ unknownOutcomeReply: 250
     const config = load(MINIMAL);
     expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false }]);
     expect(config.tls).toBeNull();
-    expect(config.clients).toEqual({ networks: [], users: [], requireTls: 'except-loopback', allowInsecureAuth: false });
+    expect(config.clients).toEqual({
+      networks: [],
+      users: [],
+      requireTls: 'except-loopback',
+      allowInsecureAuth: false,
+      rateLimits: {
+        perUser: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
+        perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
+        maxTracked: 10_000,
+      },
+    });
     expect(config.limits).toEqual({
       maxMessageSize: 35 * 2 ** 20,
       maxRecipients: 100,
@@ -239,7 +279,10 @@ unknownOutcomeReply: 250
       pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000 },
       timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
       ehloName: null,
+      breaker: { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000 },
+      rateLimit: { messagesPerSecond: null, burst: 1, maxWait: null, backoff: { initial: 100, max: 10_000, decay: 10_000 } },
     });
+    expect(config.routes).toEqual([]);
     expect(config.audit).toMatchObject({ fsync: false, subject: false });
     expect(config.log.level).toBe('info');
     expect(config.hostname).toBe(hostname());
