@@ -7,6 +7,9 @@ import { ConfigError, formatProblem } from './config/config-error.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './observe/logger.js';
+import { keygenCommand } from './tools/keygen.js';
+import { verifyCommand } from './tools/verify.js';
+import { isTrailCommand, processIo, runTrailCommand } from './tools/trail-commands.js';
 
 const USAGE = `mailtrail: SMTP relay proxy with an audit trail
 
@@ -14,11 +17,23 @@ Usage:
   mailtrail serve [--config FILE]          run the relay (no config: the embedded default)
   mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem
   mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
+  mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]
+                                           check the trail's hash chain; exit 1 naming the first bad record
+  mailtrail keygen [--out PREFIX]          an Ed25519 key pair for signing checkpoints
+  mailtrail tail [FILE] [-f] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
+                                           the last records, one line each; -f follows across rotation
+  mailtrail report [FILE...] [--since 1h] [--until T] [--by KEY] [--json]
+                                           totals, success rate, error groups, latency, traffic, top domains
+  mailtrail lookup KEY [FILE...] [--json]  the whole story of a message (Message-ID, id, queue id or address)
   mailtrail --version | --help
 
 The config file can also be named by MAILTRAIL_CONFIG.`;
 
 async function main(argv: string[]): Promise<number> {
+  // Commands with options of their own parse their own arguments.
+  if (argv[0] === 'verify') return verifyCommand(argv.slice(1), process.stdout, process.stderr);
+  if (argv[0] === 'keygen') return keygenCommand(argv.slice(1), process.stdout, process.stderr);
+  if (isTrailCommand(argv[0])) return runTrailCommand(argv[0], argv.slice(1), processIo());
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -114,6 +129,7 @@ function startupBanner(info: RunningInfo, config: Config): string {
   for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port}`);
   if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
   lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
+  if (info.http) lines.push(`  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`);
   lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
   if (info.ephemeralCert) lines.push('  tls       ephemeral self-signed certificate (set tls.cert / tls.key for production)');
   if (info.sinkDir) lines.push('  try       swaks --server ' + `${info.listeners[0]?.host}:${info.listeners[0]?.port}` + ' --from app@example.com --to you@example.org');

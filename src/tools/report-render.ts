@@ -1,0 +1,129 @@
+/**
+ * The text form of `mailtrail report`: sections in the order an operator reads them (how much, how
+ * well, what broke, how fast, when, who). `--json` prints the Report object itself instead.
+ */
+import { formatBytes, formatCount, formatPercent, formatTime, oneLine, paint, type Style } from './format.js';
+import { OUTCOMES, type GroupRow, type Report } from './report-builder.js';
+
+/** Rows of error groups and `--by` groups shown in text (the JSON has them all). */
+const TEXT_ROWS = 20;
+/** Beyond this many hours in range, traffic is shown per day. */
+const MAX_HOUR_ROWS = 72;
+
+export function renderReport(r: Report, files: readonly string[], style: Style): string[] {
+  const out: string[] = [];
+  const h = (title: string): void => {
+    out.push('', paint(style, 'bold', title));
+  };
+  out.push(paint(style, 'bold', `mailtrail report  ${rangeText(r)}`));
+  out.push(`  files: ${files.join(', ')}`);
+
+  h('Grand totals');
+  const relay = r.records.relay;
+  out.push(row('relayed (reached DATA)', relay));
+  for (const o of OUTCOMES) out.push(row(`  ${o}`, r.outcomes[o], share(r.outcomes[o], relay)));
+  out.push(row('success rate', null, `${formatPercent(r.successRate)} (delivered ÷ relayed)`));
+  out.push(row('deferrals', r.deferrals, 'client told to retry (4xx)'));
+  out.push(row('rejected by upstream', r.rejections.upstream));
+  out.push(row('refused by mailtrail', r.rejections.mailtrail, 'reject records'));
+  out.push(row('recipients', r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown, `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`));
+  out.push(row('failovers', r.failovers, 'relayed after trying more than one upstream'));
+  out.push(row('duplicate risk', r.duplicateRisk, `unknown outcome: the upstream may have it; ${formatCount(r.duplicateOf)} later linked as duplicates`));
+  out.push(row('bytes', null, `${formatBytes(r.bytes.received)} received, ${formatBytes(r.bytes.delivered)} delivered`));
+  out.push(row('sessions', r.sessions.count));
+  if (r.records.alert > 0) out.push(row('alerts', r.records.alert, `${r.alerts.fired} fired, ${r.alerts.resolved} resolved`));
+
+  h('Failure classes (relay records)');
+  out.push(...counts(r.failureClasses, relay));
+  h('Refusals by class (reject records)');
+  out.push(...counts(r.rejectClasses, r.records.reject));
+
+  h(`Error groups (${formatCount(r.errorGroups.groups.length)}; most frequent first)`);
+  if (r.errorGroups.groups.length === 0) out.push('  (none)');
+  for (const g of r.errorGroups.groups.slice(0, TEXT_ROWS)) {
+    out.push(`  ${formatCount(g.count).padStart(9)}  ${g.class}  ${g.upstream ?? '-'}  ${oneLine(g.normalized)}`);
+    out.push(paint(style, 'dim', `             first ${formatTime(g.firstSeen)}  last ${formatTime(g.lastSeen)}  e.g. ${g.sample.id}: ${oneLine(g.sample.reply)}`));
+  }
+  more(out, r.errorGroups.groups.length, 'error groups');
+  if (r.errorGroups.other > 0) out.push(`  ${formatCount(r.errorGroups.other)} failures in groups beyond the first ${formatCount(r.errorGroups.groups.length)} (not grouped)`);
+
+  h(`Latency per upstream (ms: p50 / p95 / p99, within ${Math.round(r.latency.relativeError * 100)}%)`);
+  if (r.latency.upstreams.length === 0) out.push('  (no relay record reached an upstream)');
+  else out.push(`  ${'upstream'.padEnd(16)} ${'count'.padStart(9)}  ${'total'.padEnd(24)} ${'connect'.padEnd(24)} data`);
+  for (const l of r.latency.upstreams) {
+    const q = (s: typeof l.totalMs): string => (s.count === 0 ? '-' : `${s.p50} / ${s.p95} / ${s.p99}`);
+    out.push(`  ${l.upstream.padEnd(16)} ${formatCount(l.count).padStart(9)}  ${q(l.totalMs).padEnd(24)} ${q(l.connectMs).padEnd(24)} ${q(l.dataMs)}`);
+  }
+
+  const perDay = r.perHour.length > MAX_HOUR_ROWS;
+  h(perDay ? 'Traffic per day (UTC)' : 'Traffic per hour (UTC)');
+  out.push(`  ${(perDay ? 'day' : 'hour').padEnd(16)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'failed'.padStart(9)} ${'refused'.padStart(9)}`);
+  for (const t of perDay ? byDay(r.perHour) : r.perHour) {
+    const label = perDay ? t.hour : `${t.hour.replace('T', ' ')}:00`;
+    out.push(`  ${label.padEnd(16)} ${formatCount(t.relay).padStart(9)} ${formatCount(t.delivered).padStart(10)} ${formatCount(t.failed).padStart(9)} ${formatCount(t.rejects).padStart(9)}`);
+  }
+
+  h(`Top sender domains (messages${r.senderDomains.exact ? '' : '; counts are upper bounds, ± shown'})`);
+  out.push(...domains(r.senderDomains));
+  h(`Top recipient domains (recipients${r.recipientDomains.exact ? '' : '; counts are upper bounds, ± shown'})`);
+  out.push(...domains(r.recipientDomains));
+
+  if (r.by) {
+    h(`By ${r.by.key}`);
+    out.push(`  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'success'.padStart(8)} ${'refused'.padStart(8)}`);
+    for (const g of r.by.groups.slice(0, TEXT_ROWS)) out.push(groupLine(g));
+    more(out, r.by.groups.length, 'groups');
+    if (r.by.other) out.push(groupLine(r.by.other));
+  }
+  return out;
+}
+
+function rangeText(r: Report): string {
+  const from = r.range.since ?? r.range.first;
+  const to = r.range.until ?? r.range.last;
+  if (!from && !to) return '(no records)';
+  return `${from ? formatTime(from) : '…'} → ${to ? formatTime(to) : '…'}`;
+}
+
+function row(label: string, n: number | null, note = ''): string {
+  return `  ${label.padEnd(26)} ${n === null ? ''.padStart(11) : formatCount(n).padStart(11)}  ${note}`.trimEnd();
+}
+
+function share(n: number, whole: number): string {
+  return whole === 0 ? '' : formatPercent(n / whole);
+}
+
+function counts(map: Record<string, number>, whole: number): string[] {
+  const entries = Object.entries(map);
+  if (entries.length === 0) return ['  (none)'];
+  return entries.map(([k, n]) => row(k, n, share(n, whole)));
+}
+
+function domains(list: Report['senderDomains']): string[] {
+  if (list.top.length === 0) return ['  (none)'];
+  return list.top.map((d) => row(d.key, d.count, d.error > 0 ? `± ${formatCount(d.error)}` : share(d.count, list.total)));
+}
+
+function more(out: string[], n: number, what: string): void {
+  if (n > TEXT_ROWS) out.push(`  ... ${formatCount(n - TEXT_ROWS)} more ${what} (--json lists them all)`);
+}
+
+function groupLine(g: GroupRow): string {
+  const o = g.outcomes;
+  const n = (v: number, w: number): string => formatCount(v).padStart(w);
+  return `  ${g.key.padEnd(28)} ${n(g.relay, 9)} ${n(o.delivered, 10)} ${n(o.partial, 8)} ${n(o.deferred, 9)} ${n(o.rejected, 9)} ${n(o.unknown, 8)} ${n(o.aborted, 8)} ${formatPercent(g.successRate).padStart(8)} ${n(g.rejects, 8)}`;
+}
+
+function byDay(hours: Report['perHour']): Report['perHour'] {
+  const days = new Map<string, { relay: number; delivered: number; failed: number; rejects: number }>();
+  for (const h of hours) {
+    const day = h.hour.slice(0, 10);
+    const d = days.get(day) ?? { relay: 0, delivered: 0, failed: 0, rejects: 0 };
+    d.relay += h.relay;
+    d.delivered += h.delivered;
+    d.failed += h.failed;
+    d.rejects += h.rejects;
+    days.set(day, d);
+  }
+  return [...days.entries()].map(([hour, d]) => ({ hour, ...d }));
+}

@@ -1,0 +1,217 @@
+/**
+ * `mailtrail tail [FILE] [-f] [-n N|all] [--failures] [--outcome X] [--class X] [--from X] [--to X]
+ * [--upstream X] [--json]`: the last records of the trail, one readable line each, and with `-f` the
+ * new ones as they are written, across rotation.
+ *
+ * The last N records of a plain file are found by reading it backwards, so `tail` on a 2 GB trail
+ * answers at once; a gzip file or standard input is read forwards through a ring of N lines.
+ */
+import { existsSync } from 'node:fs';
+import type { AuditRecord } from '../audit/records.js';
+import { followFile } from './follow.js';
+import { colorWanted, recordLine, type Style } from './format.js';
+import { matchesFilter, listValue, type RecordFilter } from './record-filter.js';
+import { addressNeedles, privacyFrom, type LookupPrivacy } from './address-forms.js';
+import { configuredTrail, toolConfig } from './trail-files.js';
+import { isGzipFile, lastLines, parseRecord, ReadProblems, readTrail, STDIN } from './trail-reader.js';
+import { LineOutput, UsageError, parseToolArgs, type ToolIo } from './tool-io.js';
+
+export const TAIL_USAGE = `Usage: mailtrail tail [FILE] [options]
+
+Shows the last records of the trail, one line each (FILE: the configured audit file; "-" = stdin;
+gzip files are read as they are).
+
+  -f, --follow        keep printing new records; follows the file across rotation (like tail -F)
+  -n, --lines N|all   how many records to show first (default 10; "all" = the whole file)
+  --failures          only failed relay records (not delivered) and refusals
+  --outcome LIST      delivered, partial, deferred, rejected, unknown, aborted; "refused" = refusals
+  --class LIST        failure class (throttled, connect, relay_denied...)
+  --from TEXT         MAIL FROM contains TEXT (an address, a domain "@example.com"...)
+  --to TEXT           a recipient contains TEXT
+  --upstream LIST     relayed (or tried) through this upstream
+  --json              print the matching records as JSON lines, as they are in the trail
+  -c, --config FILE   configuration that names the audit file (default: MAILTRAIL_CONFIG, else ./data/audit.log)`;
+
+const OPTIONS = {
+  follow: { type: 'boolean', short: 'f' },
+  lines: { type: 'string', short: 'n' },
+  failures: { type: 'boolean' },
+  outcome: { type: 'string' },
+  class: { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  upstream: { type: 'string' },
+  json: { type: 'boolean' },
+  config: { type: 'string', short: 'c' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** How often `-f` looks for new lines and for rotation. */
+const POLL_MS = 250;
+const DEFAULT_LINES = 10;
+
+interface TailPlan {
+  readonly file: string;
+  readonly follow: boolean;
+  /** Records shown before following; null = all. */
+  readonly count: number | null;
+  /** The line to print for a raw trail line, or null when it does not match the filters. */
+  readonly show: (raw: string, record?: AuditRecord | null) => string | null;
+}
+
+export async function tailCommand(args: readonly string[], io: ToolIo): Promise<number> {
+  const plan = tailPlan(args, io);
+  if (!plan) {
+    io.stdout.write(TAIL_USAGE + '\n');
+    return 0;
+  }
+  const out = new LineOutput(io.stdout);
+  const problems = new ReadProblems();
+  const followFrom = await showExisting(plan, out, problems, io);
+  await out.flush();
+  const summary = problems.summary();
+  if (summary) io.stderr.write(`mailtrail tail: ${summary}\n`);
+  if (plan.follow && followFrom !== null && !out.closed) await showNew(plan, followFrom, out, io);
+  return 0;
+}
+
+/** What to read and how to show it; null for --help. */
+function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
+  const { values, positionals } = parseToolArgs(args, OPTIONS);
+  if (values.help) return null;
+  if (positionals.length > 1) throw new UsageError('tail reads one file (use report or lookup for several)');
+  const count = parseCount(values.lines);
+  const named = positionals[0];
+  const config = named === undefined ? toolConfig(values.config, io) : null;
+  const file = named ?? configuredTrail(config!);
+  const privacy = values.from !== undefined || values.to !== undefined ? privacyFrom(config, values.config, io) : null;
+  const filter = buildFilter(values, privacy);
+  const style: Style = { color: !values.json && colorWanted(io.env, io.isTty) };
+  const show = (raw: string, record: AuditRecord | null = parseRecord(raw)): string | null =>
+    record && matchesFilter(record, filter) ? (values.json ? raw : recordLine(record, style)) : null;
+  return { file, follow: values.follow ?? false, count, show };
+}
+
+/**
+ * The records already in the file (the last N, or all). Returns the byte offset to follow from, or
+ * null when the source cannot be followed that way (standard input is read to its end here).
+ */
+async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProblems, io: ToolIo): Promise<number | null> {
+  const { file, follow, count, show } = plan;
+  if (file === STDIN) {
+    await forwards(file, follow ? null : count, show, out, problems, io);
+    return null;
+  }
+  if (follow && !existsSync(file)) {
+    // Like tail -F: the trail may not have been created yet (or is between rotation and reopening).
+    io.stderr.write(`mailtrail tail: ${file} does not exist yet; waiting for it\n`);
+    return 0;
+  }
+  if (isGzipFile(file)) {
+    if (follow) throw new UsageError(`${file} is compressed: a rotated file does not grow, there is nothing to follow`);
+    await forwards(file, count, show, out, problems, io);
+    return null;
+  }
+  // Everything, then (with -f) what comes: following from 0 reads it all once.
+  if (count === null) {
+    if (!follow) await forwards(file, null, show, out, problems, io);
+    return 0;
+  }
+  return lastMatching(file, count, show, out);
+}
+
+/** New records as they are written, across rotation, until the signal (Ctrl-C) or the reader goes. */
+async function showNew(plan: TailPlan, from: number, out: LineOutput, io: ToolIo): Promise<void> {
+  const stop = new AbortController();
+  io.signal?.addEventListener('abort', () => stop.abort(), { once: true });
+  await followFile(plan.file, {
+    startAt: from,
+    pollMs: POLL_MS,
+    signal: stop.signal,
+    onLine: async (raw) => {
+      if (raw.length === 0) return;
+      const record = parseRecord(raw);
+      if (!record) {
+        io.stderr.write('mailtrail tail: skipped a malformed line\n');
+        return;
+      }
+      const line = plan.show(raw, record);
+      if (line === null) return;
+      await out.line(line);
+      await out.flush();
+      if (out.closed) stop.abort();
+    },
+    onTorn: (f) => io.stderr.write(`mailtrail tail: ${f} was rotated with a torn last line (skipped)\n`),
+  });
+  await out.flush();
+}
+
+function parseCount(value: string | undefined): number | null {
+  if (value === undefined) return DEFAULT_LINES;
+  if (value === 'all' || value === '+1') return null;
+  if (!/^\d+$/.test(value)) throw new UsageError(`-n wants a number or "all", not "${value}"`);
+  return Number(value);
+}
+
+function buildFilter(
+  values: { failures?: boolean; outcome?: string; class?: string; from?: string; to?: string; upstream?: string },
+  privacy: LookupPrivacy | null,
+): RecordFilter {
+  return {
+    failures: values.failures ?? false,
+    outcomes: listValue(values.outcome),
+    classes: listValue(values.class),
+    from: values.from === undefined ? null : addressNeedles(values.from, privacy),
+    to: values.to === undefined ? null : addressNeedles(values.to, privacy),
+    upstreams: listValue(values.upstream),
+  };
+}
+
+/**
+ * Reads `file` forwards. With `keep` = N only the last N matching lines are printed (a ring buffer:
+ * memory is N lines); with null every matching line is printed as it comes.
+ */
+async function forwards(
+  file: string,
+  keep: number | null,
+  show: TailPlan['show'],
+  out: LineOutput,
+  problems: ReadProblems,
+  io: ToolIo,
+): Promise<void> {
+  const ring: string[] = [];
+  let next = 0;
+  for await (const entry of readTrail([file], { problems, stdin: io.stdin })) {
+    const line = show(entry.raw, entry.record);
+    if (line === null) continue;
+    if (keep === null) {
+      await out.line(line);
+      if (out.closed) return;
+      continue;
+    }
+    if (keep === 0) continue;
+    if (ring.length < keep) ring.push(line);
+    else ring[next] = line;
+    next = (next + 1) % keep;
+  }
+  if (keep === null) return;
+  const ordered = ring.length < (keep || 1) ? ring : [...ring.slice(next), ...ring.slice(0, next)];
+  for (const line of ordered) await out.line(line);
+}
+
+/** The last `count` matching lines of a plain file, read backwards; returns where following starts. */
+async function lastMatching(file: string, count: number, show: (raw: string) => string | null, out: LineOutput): Promise<number> {
+  const reader = lastLines(file);
+  const found: string[] = [];
+  if (count > 0) {
+    for (const raw of reader.lines()) {
+      if (raw.length === 0) continue;
+      const line = show(raw);
+      if (line === null) continue;
+      found.push(line);
+      if (found.length >= count) break;
+    }
+  }
+  for (let i = found.length - 1; i >= 0; i--) await out.line(found[i]!);
+  return reader.completeEnd;
+}
