@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { App, type RunningInfo } from './app.js';
 import { hashPassword } from './auth/password.js';
-import { ConfigError, formatProblem } from './config/config-error.js';
+import { ConfigError } from './config/config-error.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './observe/logger.js';
@@ -76,8 +76,9 @@ function checkConfig(file: string | undefined): number {
 
 function reportConfigError(err: unknown): number {
   if (err instanceof ConfigError) {
-    process.stderr.write(`mailtrail: invalid configuration (${err.problems.length} problem(s)):\n`);
-    for (const p of err.problems) process.stderr.write(`  ${formatProblem(p)}\n`);
+    // ConfigError's message is the header line (with the file) followed by one problem per line.
+    const [header, ...lines] = err.message.split('\n');
+    process.stderr.write(`mailtrail: ${header}\n${lines.map((l) => `  ${l}\n`).join('')}`);
     return 1;
   }
   throw err;

@@ -111,6 +111,8 @@ function isRecord(value: unknown): value is Record<string, unknown> {
 /** Array refinement: flags every entry whose `key` repeats an earlier one (compared after `fold`). */
 function unique(key: string, message: string, fold: (s: string) => string = (s) => s) {
   return (items: readonly unknown[], ctx: z.RefinementCtx) => {
+    // ALWAYS refinements also run when the list itself is missing or not a list.
+    if (!Array.isArray(items)) return;
     const seen = new Set<string>();
     items.forEach((item, i) => {
       const value = isRecord(item) ? item[key] : undefined;
@@ -205,6 +207,7 @@ const listener = z.strictObject({
 
 /** Port 0 (ephemeral) may repeat; anything else on the same host and port would fail to bind. */
 function distinctListeners(items: readonly unknown[], ctx: z.RefinementCtx): void {
+  if (!Array.isArray(items)) return;
   const seen = new Set<string>();
   items.forEach((item, i) => {
     if (!isRecord(item) || item.port === 0) return;

@@ -17,7 +17,9 @@ export interface ErrorFingerprint {
  */
 export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
   if (!record.failure) return null;
-  const reply = record.upstreamReply;
+  // On a partial delivery the deciding reply is the final 250; the error is the refused recipient's.
+  const refused = record.outcome === 'partial' ? record.rcpt.find((r) => r.status !== 'accepted' && r.reply)?.reply : undefined;
+  const reply = refused ?? record.upstreamReply;
   // Reply code and enhanced code are kept as they are: they are part of what makes two errors the same.
   const normalized = reply
     ? `${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${normalizeReplyText(reply.text)}`
