@@ -1,4 +1,5 @@
 import { BlockList, isIPv4, isIPv6 } from 'node:net';
+import { LRUCache } from 'lru-cache';
 import type { ClientsConfig, UserConfig } from '../config/types.js';
 
 /**
@@ -12,6 +13,11 @@ export class Admission {
   #loopback = new BlockList();
   #users: ReadonlyMap<string, UserConfig>;
   #clients: ClientsConfig;
+  /**
+   * BlockList.check() builds a SocketAddress per call; apps reconnect from the same few addresses, so
+   * the answer per address is cached (bounded; config is frozen, so entries never go stale).
+   */
+  #byIp = new LRUCache<string, { trusted: boolean; loopback: boolean }>({ max: 4096 });
 
   constructor(clients: ClientsConfig) {
     this.#clients = clients;
@@ -31,11 +37,20 @@ export class Admission {
 
   /** The client's address is in `clients.networks`. */
   isTrustedNetwork(ip: string): boolean {
-    return check(this.#networks, ip);
+    return this.#facts(ip).trusted;
   }
 
   isLoopback(ip: string): boolean {
-    return check(this.#loopback, ip);
+    return this.#facts(ip).loopback;
+  }
+
+  #facts(ip: string): { trusted: boolean; loopback: boolean } {
+    let facts = this.#byIp.get(ip);
+    if (!facts) {
+      facts = { trusted: check(this.#networks, ip), loopback: check(this.#loopback, ip) };
+      this.#byIp.set(ip, facts);
+    }
+    return facts;
   }
 
   /** AUTH and MAIL need TLS for this client (clients.requireTls; default: all but loopback). */

@@ -33,12 +33,14 @@ export function removeGreetingDelay(server: SMTPServer, decorate?: (connection: 
 }
 
 export interface ConnectionInternals {
+  id: string;
   name: string;
   secure: boolean;
   session: import('smtp-server').SMTPServerSession;
   handler_AUTH(command: Buffer | string, callback: () => void): void;
+  _onCommand(command: Buffer | string, callback: () => void): void;
   on(event: string, listener: (arg: never) => void): void;
-  send(code: number, text: string, context: false): void;
+  send(code: number, data?: string | string[], context?: unknown): void;
   _setListeners(callback: () => void): void;
   connectionReady(): void;
 }
@@ -56,7 +58,7 @@ export function missingInternals(): string[] {
   const conn = SMTPConnection.prototype as unknown as Record<string, unknown>;
   const srv = SMTPServer.prototype as unknown as Record<string, unknown>;
   const missing: string[] = [];
-  for (const name of ['_setListeners', 'connectionReady', 'init', 'send', 'handler_AUTH']) {
+  for (const name of ['_setListeners', 'connectionReady', 'init', 'send', 'handler_AUTH', '_onCommand']) {
     if (typeof conn[name] !== 'function') missing.push(`SMTPConnection.${name}`);
   }
   for (const name of ['connect', '_onError', '_onClientConnect']) {

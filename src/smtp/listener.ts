@@ -13,7 +13,7 @@ import type { SmtpReply } from '../relay/upstream-facts.js';
 import type { Admission } from './admission.js';
 import { describeLimit, type ClientRateLimits } from './client-rate-limits.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
-import { classifyProtocolRefusal, protocolLogger } from './protocol-refusals.js';
+import { classifyProtocolRefusal, observeProtocol } from './protocol-refusals.js';
 import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText } from './replies.js';
 import { SessionState } from './session-state.js';
 
@@ -115,11 +115,9 @@ export class SmtpListeners {
       // Longer than the relay deadline: smtp-server sends 421 at closeTimeout to sessions still waiting
       // on onData, and a client told 421 after the upstream accepted would send the message twice.
       closeTimeout: config.timeouts.relay + config.timeouts.shutdown,
-      logger: protocolLogger({
-        command: (cid, verb) => this.#lastCommand.set(cid, verb),
-        refusal: (cid, reply) => this.#onProtocolRefusal(cid, reply),
-        error: (entry, message) => this.#deps.log.debug({ smtp: entry.tnx, cid: entry.cid }, message),
-      }) as never,
+      // Refusals smtp-server makes itself are captured per connection (observeProtocol), not through
+      // its logger, which would format an entry for every command and reply.
+      logger: false,
       onConnect: (session, cb) => cb(this.#onConnect(session)),
       onAuth: (auth, session, cb) => {
         this.#onAuth(auth, session).then((r) => cb(r.err, r.ok), (err: Error) => cb(err));
@@ -129,7 +127,13 @@ export class SmtpListeners {
       onData: (stream, session, cb) => this.#onData(stream, session, cb),
       onClose: (session) => this.#onClose(session),
     });
-    removeGreetingDelay(server, (connection) => this.#guardAuth(connection));
+    removeGreetingDelay(server, (connection) => {
+      this.#guardAuth(connection);
+      observeProtocol(connection, {
+        command: (cid, verb) => this.#lastCommand.set(cid, verb),
+        refusal: (cid, reply) => this.#onProtocolRefusal(cid, reply),
+      });
+    });
     // Without a listener, one client's TLS garbage would crash the process (PITFALLS.md §0.1).
     server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
     return server;

