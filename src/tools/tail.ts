@@ -9,6 +9,7 @@
 import { existsSync } from 'node:fs';
 import type { AuditRecord } from '../audit/records.js';
 import { followFile } from './follow.js';
+import { missedRecords } from './rotation-gap.js';
 import { colorWanted, recordLine, type Style } from './format.js';
 import { matchesFilter, listValue, type RecordFilter } from './record-filter.js';
 import { addressNeedles, privacyFrom, type LookupPrivacy } from './address-forms.js';
@@ -92,11 +93,19 @@ function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
   return { file, follow: values.follow ?? false, count, show };
 }
 
+/** Where following starts: a byte offset, and the seq of the record just before it (when known). */
+interface FollowStart {
+  readonly offset: number;
+  readonly lastSeq: number | null;
+}
+
+const FROM_START: FollowStart = { offset: 0, lastSeq: null };
+
 /**
- * The records already in the file (the last N, or all). Returns the byte offset to follow from, or
- * null when the source cannot be followed that way (standard input is read to its end here).
+ * The records already in the file (the last N, or all). Returns where to follow from, or null when
+ * the source cannot be followed that way (standard input is read to its end here).
  */
-async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProblems, io: ToolIo): Promise<number | null> {
+async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProblems, io: ToolIo): Promise<FollowStart | null> {
   const { file, follow, count, show } = plan;
   if (file === STDIN) {
     await forwards(file, follow ? null : count, show, out, problems, io);
@@ -105,7 +114,7 @@ async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProbl
   if (follow && !existsSync(file)) {
     // Like tail -F: the trail may not have been created yet (or is between rotation and reopening).
     io.stderr.write(`mailtrail tail: ${file} does not exist yet; waiting for it\n`);
-    return 0;
+    return FROM_START;
   }
   if (isGzipFile(file)) {
     if (follow) throw new UsageError(`${file} is compressed: a rotated file does not grow, there is nothing to follow`);
@@ -115,17 +124,38 @@ async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProbl
   // Everything, then (with -f) what comes: following from 0 reads it all once.
   if (count === null) {
     if (!follow) await forwards(file, null, show, out, problems, io);
-    return 0;
+    return FROM_START;
   }
   return lastMatching(file, count, show, out);
 }
 
 /** New records as they are written, across rotation, until the signal (Ctrl-C) or the reader goes. */
-async function showNew(plan: TailPlan, from: number, out: LineOutput, io: ToolIo): Promise<void> {
+async function showNew(plan: TailPlan, from: FollowStart, out: LineOutput, io: ToolIo): Promise<void> {
   const stop = new AbortController();
   io.signal?.addEventListener('abort', () => stop.abort(), { once: true });
+  const show = async (raw: string, record: AuditRecord): Promise<void> => {
+    const line = plan.show(raw, record);
+    if (line === null) return;
+    await out.line(line);
+    await out.flush();
+    if (out.closed) stop.abort();
+  };
+  // The chain's seq of the last record seen: a jump means the trail rotated more than once between
+  // two polls, and the records in between are read back from the rotated files.
+  let lastSeq = from.lastSeq;
+  const fillGap = async (seq: number): Promise<void> => {
+    if (lastSeq === null || seq <= lastSeq + 1) return;
+    let found = 0;
+    for await (const entry of missedRecords(plan.file, lastSeq, seq)) {
+      found += 1;
+      await show(entry.raw, entry.record);
+      if (out.closed) return;
+    }
+    const missing = seq - lastSeq - 1 - found;
+    if (missing > 0) io.stderr.write(`mailtrail tail: ${missing} record(s) before seq ${seq} are no longer in the rotated files\n`);
+  };
   await followFile(plan.file, {
-    startAt: from,
+    startAt: from.offset,
     pollMs: POLL_MS,
     signal: stop.signal,
     onLine: async (raw) => {
@@ -135,11 +165,11 @@ async function showNew(plan: TailPlan, from: number, out: LineOutput, io: ToolIo
         io.stderr.write('mailtrail tail: skipped a malformed line\n');
         return;
       }
-      const line = plan.show(raw, record);
-      if (line === null) return;
-      await out.line(line);
-      await out.flush();
-      if (out.closed) stop.abort();
+      if (typeof record.seq === 'number') {
+        await fillGap(record.seq);
+        lastSeq = record.seq;
+      }
+      if (!out.closed) await show(raw, record);
     },
     onTorn: (f) => io.stderr.write(`mailtrail tail: ${f} was rotated with a torn last line (skipped)\n`),
   });
@@ -200,18 +230,20 @@ async function forwards(
 }
 
 /** The last `count` matching lines of a plain file, read backwards; returns where following starts. */
-async function lastMatching(file: string, count: number, show: (raw: string) => string | null, out: LineOutput): Promise<number> {
+async function lastMatching(file: string, count: number, show: (raw: string) => string | null, out: LineOutput): Promise<FollowStart> {
   const reader = lastLines(file);
   const found: string[] = [];
-  if (count > 0) {
-    for (const raw of reader.lines()) {
-      if (raw.length === 0) continue;
-      const line = show(raw);
-      if (line === null) continue;
-      found.push(line);
-      if (found.length >= count) break;
+  let lastSeq: number | null | undefined;
+  for (const raw of reader.lines()) {
+    if (raw.length === 0) continue;
+    if (lastSeq === undefined) {
+      const seq = parseRecord(raw)?.seq;
+      lastSeq = typeof seq === 'number' ? seq : null;
     }
+    if (found.length >= count) break;
+    const line = show(raw);
+    if (line !== null) found.push(line);
   }
   for (let i = found.length - 1; i >= 0; i--) await out.line(found[i]!);
-  return reader.completeEnd;
+  return { offset: reader.completeEnd, lastSeq: lastSeq ?? null };
 }

@@ -14,11 +14,15 @@ const RULES = join(deploy, 'prometheus', 'mailtrail-rules.yaml');
 const RULE_TESTS = join(deploy, 'prometheus', 'mailtrail-rules.test.yaml');
 const DASHBOARD = join(deploy, 'grafana', 'dashboards', 'mailtrail.json');
 
-/** Runs promtool; null when it is not installed (Debian package `prometheus`). */
+/**
+ * Runs promtool; null when it is not installed (Debian package `prometheus`). Under CI (.ci/run
+ * installs it) a missing promtool is a failure, not a skip.
+ */
 function promtool(args: string[]): Promise<{ code: number; output: string } | null> {
-  return new Promise((done) => {
+  return new Promise((done, fail) => {
     execFile('promtool', args, { timeout: 30_000 }, (err, stdout, stderr) => {
       const code = (err as (Error & { code?: number | string }) | null)?.code;
+      if (code === 'ENOENT' && process.env.CI) return fail(new Error('promtool is not installed (.ci/run installs the Debian package prometheus)'));
       if (code === 'ENOENT') return done(null);
       done({ code: typeof code === 'number' ? code : err ? 1 : 0, output: `${stdout}${stderr}` });
     });

@@ -1,5 +1,6 @@
 import { appendFile, mkdir, rename, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { maskAddress } from '../../src/audit/privacy.js';
 import { tailCommand } from '../../src/tools/tail.js';
@@ -252,6 +253,38 @@ describe('mailtrail tail -f', () => {
     await until(() => ids(f.io).length === 4, 'a record in the new file');
     await f.stop();
     expect(ids(f.io)).toEqual(['01M8B00000000000000000000A', '01M8B00000000000000000000B', '01M8B00000000000000000000C', '01M8B00000000000000000000D']);
+  });
+
+  it('reads back from the rotated files the records of a rotation it missed between two polls', async () => {
+    const id = (n: number): string => `01M8E0000000000000000000${String(n).padStart(2, '0')}`;
+    const chained = (n: number): ReturnType<typeof relay> => ({ ...relay({ id: id(n) }), seq: n });
+    const file = await writeTrail(dir, 'fast.log', [chained(1)]);
+    const f = follow(file);
+    await until(() => ids(f.io).length === 1, 'the first record');
+    // Two rotations within one poll interval (250 ms): the middle file is never seen by name, and it
+    // is already compressed.
+    await rename(file, `${file}.2026-11-25T101500.000Z`);
+    await appendFile(`${file}.2026-11-25T101500.000Z`, toLines([chained(2)]));
+    await writeFile(`${file}.2026-11-25T101501.000Z.gz`, gzipSync(toLines([chained(3), chained(4)])));
+    await writeFile(file, toLines([chained(5)]));
+    await until(() => ids(f.io).length === 5, 'every record, the missed ones included');
+    await f.stop();
+    expect(ids(f.io)).toEqual([1, 2, 3, 4, 5].map(id));
+  });
+
+  it('says how many records it could not read back when retention already deleted them', async () => {
+    const id = (n: number): string => `01M8F0000000000000000000${String(n).padStart(2, '0')}`;
+    const chained = (n: number): ReturnType<typeof relay> => ({ ...relay({ id: id(n) }), seq: n });
+    await mkdir(join(dir, 'pruned'), { recursive: true });
+    const file = await writeTrail(dir, 'pruned/audit.log', [chained(1)]);
+    const f = follow(file);
+    await until(() => ids(f.io).length === 1, 'the first record');
+    await rename(file, `${file}.2026-11-25T101500.000Z`);
+    await writeFile(file, toLines([chained(4)]));
+    await until(() => ids(f.io).length === 2, 'the record after the gap');
+    await f.stop();
+    expect(ids(f.io)).toEqual([id(1), id(4)]);
+    expect(f.io.err()).toContain('2 record(s) before seq 4 are no longer in the rotated files');
   });
 
   it('starts again at the beginning when the file is truncated in place', async () => {
