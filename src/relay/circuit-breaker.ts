@@ -1,4 +1,5 @@
 import type { UpstreamBreakerConfig } from '../config/types.js';
+import { isInfrastructureClass } from './failure-class.js';
 import type { Verdict } from './upstream-facts.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
@@ -187,20 +188,6 @@ export class CircuitBreaker {
   }
 }
 
-/** Classes that say the upstream itself is unreachable or broken (scope `connection` in FAILURES.md). */
-const INFRASTRUCTURE_CLASSES: ReadonlySet<string> = new Set([
-  'dns',
-  'connect',
-  'tls',
-  'timeout',
-  'connection_lost',
-  'protocol',
-  'upstream_unavailable',
-]);
-
-export function isInfrastructureClass(klass: string): boolean {
-  return INFRASTRUCTURE_CLASSES.has(klass);
-}
 
 /**
  * What a classified attempt says about the upstream's health. Only infrastructure classes count as

@@ -13,7 +13,7 @@
  * Never 421 (RFC 5321 §3.8: it closes the client's session) and never 535 (RFC 4954 §6: the app would
  * blame its own login).
  */
-import type { Actor, Outcome, Scope, UpstreamFailureClass } from './failure-class.js';
+import { classTraits, mayFailOverClass, type Outcome, type UpstreamFailureClass } from './failure-class.js';
 import { extractQueueId } from './reply-text.js';
 import { ERROR_RULES, REPLY_RULES, type ErrorMatch, type ReplyMatch } from './rules.js';
 import type { AttemptPhase, ReplyPhase, SmtpReply, UpstreamFacts, Verdict } from './upstream-facts.js';
@@ -31,36 +31,6 @@ type ClientAnswer =
   | { readonly kind: 'deferral'; readonly enhanced: string; readonly text: string }
   /** 451 keeping the upstream's enhanced code (or `enhanced` without one), with our text. */
   | { readonly kind: 'deferral-keeping-enhanced'; readonly enhanced: string; readonly text: string };
-
-interface ClassTraits {
-  /** Should the client retry later; null = unknown. */
-  readonly retryable: boolean | null;
-  readonly actor: Actor;
-  readonly scope: Scope;
-}
-
-/** FAILURES.md's table: the three axes recorded next to each class. */
-const CLASS_TRAITS: Readonly<Record<UpstreamFailureClass, ClassTraits>> = {
-  dns: { retryable: true, actor: 'operator', scope: 'connection' },
-  connect: { retryable: true, actor: 'upstream', scope: 'connection' },
-  tls: { retryable: true, actor: 'operator', scope: 'connection' },
-  timeout: { retryable: true, actor: 'upstream', scope: 'connection' },
-  connection_lost: { retryable: true, actor: 'upstream', scope: 'connection' },
-  unknown_outcome: { retryable: null, actor: 'upstream', scope: 'message' },
-  protocol: { retryable: true, actor: 'upstream', scope: 'connection' },
-  upstream_unavailable: { retryable: true, actor: 'upstream', scope: 'connection' },
-  throttled: { retryable: true, actor: 'upstream', scope: 'account' },
-  quota: { retryable: true, actor: 'operator', scope: 'account' },
-  upstream_auth: { retryable: true, actor: 'operator', scope: 'account' },
-  sender_rejected: { retryable: false, actor: 'sender', scope: 'message' },
-  recipient_rejected: { retryable: false, actor: 'recipient', scope: 'recipient' },
-  recipient_deferred: { retryable: true, actor: 'recipient', scope: 'recipient' },
-  content_rejected: { retryable: false, actor: 'sender', scope: 'message' },
-  too_large: { retryable: false, actor: 'sender', scope: 'message' },
-  too_many_recipients: { retryable: true, actor: 'sender', scope: 'message' },
-  unsupported: { retryable: false, actor: 'sender', scope: 'message' },
-  internal: { retryable: true, actor: 'operator', scope: 'message' },
-};
 
 /**
  * FAILURES.md's client reply per class. Enhanced codes are RFC 3463's: x.4.1 no answer from host,
@@ -100,23 +70,6 @@ const CLIENT_ANSWERS: Readonly<Record<UpstreamFailureClass, ClientAnswer>> = {
   unsupported: { kind: 'pass-through', fallbackCode: 550 },
   internal: { kind: 'deferral', enhanced: '4.3.0', text: 'Local error in processing{detail}; try again later' },
 };
-
-/**
- * Classes where another upstream may do better, as long as the body was not handed over: the failure
- * is about this upstream or our account there, not about the message.
- */
-const FAILOVER_CLASSES: readonly UpstreamFailureClass[] = [
-  'dns',
-  'connect',
-  'tls',
-  'timeout',
-  'connection_lost',
-  'protocol',
-  'upstream_unavailable',
-  'throttled',
-  'quota',
-  'upstream_auth',
-];
 
 /** Words for the client reply's "(...)" detail. Codes only, never messages: those may carry secrets. */
 const TIMEOUT_WORDS: Readonly<Record<string, string>> = {
@@ -203,7 +156,7 @@ function succeeded(facts: UpstreamFacts): Verdict {
   const klass: UpstreamFailureClass = permanent ? 'recipient_rejected' : 'recipient_deferred';
   return {
     outcome: 'partial',
-    failure: { class: klass, ...CLASS_TRAITS[klass], rule: 'some-recipients-refused' },
+    failure: { class: klass, ...classTraits(klass), rule: 'some-recipients-refused' },
     clientReply,
     mayFailOver: false,
   };
@@ -280,7 +233,7 @@ function failed(facts: UpstreamFacts, decision: Decision): Verdict {
   const clientReply = clientReplyFor(CLIENT_ANSWERS[decision.class], facts);
   return {
     outcome: outcomeOf(decision.class, clientReply),
-    failure: { class: decision.class, ...CLASS_TRAITS[decision.class], rule: decision.rule },
+    failure: { class: decision.class, ...classTraits(decision.class), rule: decision.rule },
     clientReply,
     mayFailOver: mayFailOver(facts.phase, decision.class),
   };
@@ -294,7 +247,7 @@ function outcomeOf(klass: UpstreamFailureClass, clientReply: SmtpReply): Outcome
 
 /** Failing over after the body was handed over could deliver the message twice. */
 function mayFailOver(phase: AttemptPhase, klass: UpstreamFailureClass): boolean {
-  return phase !== 'sent' && phase !== 'done' && FAILOVER_CLASSES.includes(klass);
+  return phase !== 'sent' && phase !== 'done' && mayFailOverClass(klass);
 }
 
 function clientReplyFor(answer: ClientAnswer, facts: UpstreamFacts): SmtpReply {

@@ -50,3 +50,68 @@ export type Actor = 'operator' | 'upstream' | 'sender' | 'recipient' | 'none';
 export type Scope = 'recipient' | 'message' | 'connection' | 'account';
 
 export type Outcome = 'delivered' | 'partial' | 'deferred' | 'rejected' | 'unknown' | 'aborted';
+
+interface ClassTraits {
+  /** Should the client retry later; null = unknown. */
+  readonly retryable: boolean | null;
+  readonly actor: Actor;
+  readonly scope: Scope;
+}
+
+/**
+ * FAILURES.md's table: the three axes recorded next to each class. The class groups the relay acts
+ * on (failover, circuit breaker, alert streaks) are read off these axes, so a class cannot be in one
+ * list and missing from another.
+ */
+const CLASS_TRAITS: Readonly<Record<UpstreamFailureClass, ClassTraits>> = {
+  dns: { retryable: true, actor: 'operator', scope: 'connection' },
+  connect: { retryable: true, actor: 'upstream', scope: 'connection' },
+  tls: { retryable: true, actor: 'operator', scope: 'connection' },
+  timeout: { retryable: true, actor: 'upstream', scope: 'connection' },
+  connection_lost: { retryable: true, actor: 'upstream', scope: 'connection' },
+  unknown_outcome: { retryable: null, actor: 'upstream', scope: 'message' },
+  protocol: { retryable: true, actor: 'upstream', scope: 'connection' },
+  upstream_unavailable: { retryable: true, actor: 'upstream', scope: 'connection' },
+  throttled: { retryable: true, actor: 'upstream', scope: 'account' },
+  quota: { retryable: true, actor: 'operator', scope: 'account' },
+  upstream_auth: { retryable: true, actor: 'operator', scope: 'account' },
+  sender_rejected: { retryable: false, actor: 'sender', scope: 'message' },
+  recipient_rejected: { retryable: false, actor: 'recipient', scope: 'recipient' },
+  recipient_deferred: { retryable: true, actor: 'recipient', scope: 'recipient' },
+  content_rejected: { retryable: false, actor: 'sender', scope: 'message' },
+  too_large: { retryable: false, actor: 'sender', scope: 'message' },
+  too_many_recipients: { retryable: true, actor: 'sender', scope: 'message' },
+  unsupported: { retryable: false, actor: 'sender', scope: 'message' },
+  internal: { retryable: true, actor: 'operator', scope: 'message' },
+};
+
+export function classTraits(cls: UpstreamFailureClass): ClassTraits {
+  return CLASS_TRAITS[cls];
+}
+
+function traitsOf(cls: string): ClassTraits | undefined {
+  return Object.hasOwn(CLASS_TRAITS, cls) ? CLASS_TRAITS[cls as UpstreamFailureClass] : undefined;
+}
+
+/**
+ * The upstream itself is unreachable or broken (scope `connection`): what a circuit breaker counts,
+ * and what a passing health probe disproves.
+ */
+export function isInfrastructureClass(cls: string): boolean {
+  return traitsOf(cls)?.scope === 'connection';
+}
+
+/**
+ * Another upstream may do better (scope `connection` or `account`: this upstream, or our account
+ * there, not the message). Only before the body was handed over: the caller checks the phase.
+ */
+export function mayFailOverClass(cls: string): boolean {
+  const scope = traitsOf(cls)?.scope;
+  return scope === 'connection' || scope === 'account';
+}
+
+/** The operator or the provider must act (actor `operator` or `upstream`): what alert streaks count. */
+export function isProviderSideClass(cls: string): boolean {
+  const actor = traitsOf(cls)?.actor;
+  return actor === 'operator' || actor === 'upstream';
+}

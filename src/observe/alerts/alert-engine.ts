@@ -2,7 +2,7 @@ import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../
 import type { Recorder } from '../../audit/recorder.js';
 import type { AlertCondition, AlertRuleConfig, AlertsConfig, UpstreamConfig } from '../../config/types.js';
 import type { IdGenerator } from '../../ids.js';
-import type { FailureClass } from '../../relay/failure-class.js';
+import { isInfrastructureClass, type FailureClass } from '../../relay/failure-class.js';
 import type { EventBus } from '../event-bus.js';
 import type { Logger } from '../logger.js';
 import type { ProbeResult } from '../upstream-probe.js';
@@ -30,16 +30,9 @@ export interface AlertEngineDeps {
 }
 
 /** Classes a passing probe disproves: they show while connecting (greeting, EHLO, STARTTLS, AUTH). */
-const PROBE_CLEARABLE: ReadonlySet<string> = new Set([
-  'dns',
-  'connect',
-  'tls',
-  'timeout',
-  'connection_lost',
-  'protocol',
-  'upstream_unavailable',
-  'upstream_auth',
-]);
+function probeClears(cls: string): boolean {
+  return isInfrastructureClass(cls) || cls === 'upstream_auth';
+}
 
 /** What the operator should look at, for the classes only the operator can fix. */
 const ACTION: Readonly<Record<string, string>> = {
@@ -170,7 +163,7 @@ export class AlertEngine {
         const summary = classSummary('the health probe', result.class, evidence(result.reply, result.error));
         this.#raise(rule, { rule: rule.name, upstream: result.upstream, class: result.class }, summary, result.class, now);
       } else if (result.ok) {
-        this.#incidents.clearWhere(rule.name, result.upstream, (cls) => cls !== null && PROBE_CLEARABLE.has(cls), 'a health probe passed', now);
+        this.#incidents.clearWhere(rule.name, result.upstream, (cls) => cls !== null && probeClears(cls), 'a health probe passed', now);
       }
     }
   }

@@ -1,5 +1,6 @@
 import type { AttemptEntry, RelayRecord } from '../../audit/records.js';
 import { normalizeReplyText } from '../error-fingerprint.js';
+import { isProviderSideClass } from '../../relay/failure-class.js';
 
 /**
  * How one try at an upstream counts for alert rules:
@@ -10,25 +11,6 @@ import { normalizeReplyText } from '../error-fingerprint.js';
  */
 export type AttemptKind = 'success' | 'failure' | 'neutral';
 
-/** Classes whose actor is `operator` or `upstream` (docs/failures.md). */
-const FAILURE_CLASSES: ReadonlySet<string> = new Set([
-  'dns',
-  'connect',
-  'tls',
-  'timeout',
-  'connection_lost',
-  'unknown_outcome',
-  'protocol',
-  'upstream_unavailable',
-  'throttled',
-  'quota',
-  'upstream_auth',
-  'internal',
-]);
-
-export function isFailureClass(cls: string): boolean {
-  return FAILURE_CLASSES.has(cls);
-}
 
 export interface AttemptFact {
   readonly upstream: string;
@@ -54,7 +36,7 @@ export function attemptFacts(record: RelayRecord): AttemptFact[] {
 
 function attemptKind(record: RelayRecord, attempt: AttemptEntry, deciding: boolean): AttemptKind {
   if (deciding && (record.outcome === 'delivered' || record.outcome === 'partial')) return 'success';
-  return attempt.class !== null && isFailureClass(attempt.class) ? 'failure' : 'neutral';
+  return attempt.class !== null && isProviderSideClass(attempt.class) ? 'failure' : 'neutral';
 }
 
 function evidenceOf(a: AttemptEntry): string | null {
