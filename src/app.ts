@@ -25,6 +25,7 @@ import { RecentTransactions } from './observe/recent-transactions.js';
 import { UpstreamProbes } from './observe/upstream-probe.js';
 import { AdaptiveThrottle } from './relay/adaptive-throttle.js';
 import { CircuitBreaker, type BreakerTransition } from './relay/circuit-breaker.js';
+import { Deadline } from './relay/deadline.js';
 import { isInfrastructureClass } from './relay/failure-class.js';
 import { ConnectionPool } from './relay/connection-pool.js';
 import { EgressRateLimiter } from './relay/rate-limiter.js';
@@ -124,7 +125,7 @@ export class App {
       duplicates: new DuplicateTracker({ window: config.audit.duplicateWindow }),
       ids,
       log: this.#log,
-      shutdownSignal: this.#shutdown.signal,
+      shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
     });
     const tls = await listenerTls(config, this.#log);
     this.#listeners = new SmtpListeners({

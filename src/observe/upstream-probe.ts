@@ -1,5 +1,6 @@
 import type { UpstreamConfig } from '../config/types.js';
 import { classify } from '../relay/classify.js';
+import { Deadline, stopReason } from '../relay/deadline.js';
 import type { UpstreamFailureClass } from '../relay/failure-class.js';
 import { failureFacts } from '../relay/upstream-attempt.js';
 import { UpstreamConnection, connectionOptions, type NodemailerError, type UpstreamTls } from '../relay/upstream-connection.js';
@@ -36,15 +37,10 @@ export async function probeUpstream(
   outer?: AbortSignal,
 ): Promise<ProbeResult> {
   const started = performance.now();
-  const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(Object.assign(new Error(`Probe timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' })),
-    timeoutMs,
-  );
-  const onOuter = (): void => controller.abort(outer?.reason);
-  outer?.addEventListener('abort', onOuter, { once: true });
+  const stopped = outer ? Deadline.fromAbortSignal(outer) : null;
+  const limit = Deadline.after(timeoutMs, () => stopReason(`Probe timed out after ${timeoutMs} ms`, 'ETIMEDOUT'), stopped);
   try {
-    const connection = await UpstreamConnection.open(options, upstream.auth, controller.signal);
+    const connection = await UpstreamConnection.open(options, upstream.auth, limit);
     const tls = connection.tls();
     connection.quit();
     return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, tls };
@@ -62,8 +58,8 @@ export async function probeUpstream(
       tls: null,
     };
   } finally {
-    clearTimeout(timer);
-    outer?.removeEventListener('abort', onOuter);
+    limit.dispose();
+    stopped?.dispose();
   }
 }
 

@@ -1,6 +1,7 @@
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
 import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
+import type { StopSignal } from './deadline.js';
 
 /** A connection handed out by the pool, with the facts the audit record needs. */
 export interface Lease {
@@ -44,7 +45,7 @@ export class ConnectionPool {
     return this.#busy + this.#waiters.length;
   }
 
-  async acquire(signal: AbortSignal): Promise<Lease> {
+  async acquire(signal: StopSignal): Promise<Lease> {
     const started = performance.now();
     if (this.#closed) throw Object.assign(new Error('Upstream pool is closed'), { code: 'ESHUTDOWN' });
     // A freed slot is handed straight to the first waiter (busy count unchanged), so a caller arriving
@@ -65,7 +66,7 @@ export class ConnectionPool {
   }
 
   /** Opens a fresh connection outside the idle list, used when a reused one turned out dead. */
-  async reopen(signal: AbortSignal): Promise<Omit<Lease, 'waitMs'>> {
+  async reopen(signal: StopSignal): Promise<Omit<Lease, 'waitMs'>> {
     const connectStart = performance.now();
     const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
     return { connection, reused: false, connectMs: performance.now() - connectStart };
@@ -107,21 +108,20 @@ export class ConnectionPool {
     else this.#busy -= 1;
   }
 
-  #waitForSlot(signal: AbortSignal): Promise<void> {
+  #waitForSlot(signal: StopSignal): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      if (signal.stopped) return reject(abortError(signal));
       const waiter: Waiter = {
         resolve: () => {
-          signal.removeEventListener('abort', onAbort);
+          detach();
           resolve();
         },
         reject,
       };
-      const onAbort = (): void => {
+      const detach = signal.onStop(() => {
         this.#waiters = this.#waiters.filter((w) => w !== waiter);
         reject(abortError(signal));
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
+      });
       this.#waiters.push(waiter);
     });
   }

@@ -1,5 +1,6 @@
 import type { UpstreamRateLimitConfig } from '../config/types.js';
 import type { AdaptiveThrottle } from './adaptive-throttle.js';
+import type { StopSignal } from './deadline.js';
 
 export interface RateClock {
   now(): number;
@@ -59,7 +60,7 @@ export class EgressRateLimiter {
    * Reserves the next start slot if it comes within `limitMs` (and `maxWait`), then waits for it.
    * Never throws; an abort of `signal` while waiting gives `aborted`.
    */
-  async take(limitMs: number, signal: AbortSignal): Promise<RateTicket> {
+  async take(limitMs: number, signal: StopSignal): Promise<RateTicket> {
     const reservation = this.reserve(limitMs);
     if (!reservation.ok) return reservation;
     if (reservation.waitMs <= 0) return { ok: true, waitedMs: 0 };
@@ -107,17 +108,16 @@ export class EgressRateLimiter {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
+function sleep(ms: number, signal: StopSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    if (signal.aborted) return reject(signal.reason);
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(signal.reason);
-    };
+    if (signal.stopped) return reject(signal.reason);
     const timer = setTimeout(() => {
-      signal.removeEventListener('abort', onAbort);
+      detach();
       resolve();
     }, ms);
-    signal.addEventListener('abort', onAbort, { once: true });
+    const detach = signal.onStop((reason) => {
+      clearTimeout(timer);
+      reject(reason);
+    });
   });
 }

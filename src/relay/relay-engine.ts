@@ -6,6 +6,7 @@ import { breakerSkip, rateLimitSkip, skipKind } from './skipped-attempt.js';
 import type { ReplayableBody } from './tracked-body.js';
 import { failureFacts, runAttempt, type AttemptResult } from './upstream-attempt.js';
 import { abortError, type UpstreamEnvelope } from './upstream-connection.js';
+import { Deadline, stopReason, type StopSignal } from './deadline.js';
 import type { Verdict } from './upstream-facts.js';
 
 export interface ClassifiedAttempt {
@@ -41,16 +42,16 @@ export class RelayEngine {
   }
 
   /** `key` chooses the route (AUTH user, MAIL FROM, client address); without it, the default route. */
-  async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: AbortSignal, key?: RouteKey): Promise<RelayDecision> {
+  async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: StopSignal, key?: RouteKey): Promise<RelayDecision> {
     const route = this.#router.select(key);
     const endsAt = performance.now() + this.#deadlineMs;
     const overall = deadline(this.#deadlineMs, outer);
     const attempts: ClassifiedAttempt[] = [];
     try {
       for (const channel of route.channels) {
-        const classified = await this.#try(channel, envelope, body, overall.signal, endsAt);
+        const classified = await this.#try(channel, envelope, body, overall, endsAt);
         attempts.push(classified);
-        if (!classified.verdict.mayFailOver || overall.signal.aborted) break;
+        if (!classified.verdict.mayFailOver || overall.stopped) break;
       }
     } finally {
       overall.dispose();
@@ -59,7 +60,7 @@ export class RelayEngine {
   }
 
   /** One upstream of the route: breaker, pacing, then the attempt itself; the breaker hears the outcome. */
-  async #try(channel: UpstreamChannel, envelope: UpstreamEnvelope, body: ReplayableBody, overall: AbortSignal, endsAt: number): Promise<ClassifiedAttempt> {
+  async #try(channel: UpstreamChannel, envelope: UpstreamEnvelope, body: ReplayableBody, overall: StopSignal, endsAt: number): Promise<ClassifiedAttempt> {
     const { upstream, breaker, limiter, throttle } = channel;
     const admission: BreakerAdmission = breaker.admit();
     if (admission === 'skip') return breakerSkip(upstream, breaker.retryInMs);
@@ -77,7 +78,7 @@ export class RelayEngine {
       const attemptSignal = deadline(upstream.timeouts.total, overall);
       let result: AttemptResult;
       try {
-        result = await runAttempt(channel.pool, envelope, body, attemptSignal.signal);
+        result = await runAttempt(channel.pool, envelope, body, attemptSignal);
       } finally {
         attemptSignal.dispose();
       }
@@ -86,7 +87,7 @@ export class RelayEngine {
     } finally {
       // Always heard, even on an unexpected throw: a half-open breaker must never wait for a lost probe.
       const verdict = classified?.verdict;
-      const evidence = verdict ? breakerEvidence(verdict, overall.aborted) : 'neutral';
+      const evidence = verdict ? breakerEvidence(verdict, overall.stopped) : 'neutral';
       breaker.record(evidence, probe, verdict ? evidenceText(classified!) : '');
       if (verdict?.failure?.class === 'throttled') throttle.throttled();
       else if (evidence === 'success') throttle.succeeded();
@@ -118,7 +119,7 @@ function rateLimitText(refusal: string, wouldWaitMs: number): string {
   return `next sending slot in ${wouldWaitMs} ms, past this message's deadline`;
 }
 
-function stoppedWhileWaiting(upstream: UpstreamChannel['upstream'], startedAt: Date, waitedMs: number, signal: AbortSignal): ClassifiedAttempt {
+function stoppedWhileWaiting(upstream: UpstreamChannel['upstream'], startedAt: Date, waitedMs: number, signal: StopSignal): ClassifiedAttempt {
   const facts = failureFacts(abortError(signal), 'connecting');
   const result: AttemptResult = {
     upstream,
@@ -140,26 +141,7 @@ function evidenceText(attempt: ClassifiedAttempt): string {
   return detail ? `${cls} ${detail}` : cls;
 }
 
-interface Deadline {
-  readonly signal: AbortSignal;
-  dispose(): void;
-}
-
-/** An AbortSignal that fires after `ms` (reason code EDEADLINE) or when `parent` fires (its reason). */
-function deadline(ms: number, parent?: AbortSignal): Deadline {
-  const controller = new AbortController();
-  const timer = setTimeout(
-    () => controller.abort(Object.assign(new Error(`Relay deadline of ${ms} ms reached`), { code: 'EDEADLINE' })),
-    ms,
-  );
-  const onParent = (): void => controller.abort(parent?.reason);
-  if (parent?.aborted) onParent();
-  else parent?.addEventListener('abort', onParent, { once: true });
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      clearTimeout(timer);
-      parent?.removeEventListener('abort', onParent);
-    },
-  };
+/** Stops after `ms` (reason code EDEADLINE) or when `parent` stops (with its reason). */
+function deadline(ms: number, parent?: StopSignal): Deadline {
+  return Deadline.after(ms, () => stopReason(`Relay deadline of ${ms} ms reached`, 'EDEADLINE'), parent ?? null);
 }

@@ -10,6 +10,7 @@ import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } f
 import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
 import { CLIENT_REPLIES } from '../smtp/replies.js';
 import type { SessionState } from '../smtp/session-state.js';
+import type { StopSignal } from './deadline.js';
 import type { RelayEngine } from './relay-engine.js';
 import type { SmtpReply, Verdict } from './upstream-facts.js';
 
@@ -27,7 +28,7 @@ export interface TransactionDeps {
   readonly ids: IdGenerator;
   readonly log: Logger;
   /** Fires at shutdown when in-flight relays must give up (their deadline is the other bound). */
-  readonly shutdownSignal: AbortSignal;
+  readonly shutdownSignal: StopSignal;
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { UpstreamConfig } from '../config/types.js';
 import type { ConnectionPool, Lease } from './connection-pool.js';
+import type { StopSignal } from './deadline.js';
 import { parseResponseLine } from './reply-text.js';
 import { TrackedBody, type ReplayableBody } from './tracked-body.js';
 import type { AttemptPhase, RecipientFact, ReplyPhase, UpstreamFacts } from './upstream-facts.js';
@@ -29,7 +30,7 @@ export async function runAttempt(
   pool: ConnectionPool,
   envelope: UpstreamEnvelope,
   body: ReplayableBody,
-  signal: AbortSignal,
+  signal: StopSignal,
 ): Promise<AttemptResult> {
   const startedAt = new Date();
   const t0 = performance.now();
@@ -79,7 +80,7 @@ async function sendOnce(
   connection: Lease['connection'],
   envelope: UpstreamEnvelope,
   body: ReplayableBody,
-  signal: AbortSignal,
+  signal: StopSignal,
 ): Promise<SendOutcome> {
   const tracked = new TrackedBody(body);
   const start = performance.now();

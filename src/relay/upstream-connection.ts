@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { TLSSocket } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
+import type { StopSignal } from './deadline.js';
 import type { TrackedBody } from './tracked-body.js';
 
 /** TLS facts of an upstream connection, for the audit record. */
@@ -47,19 +48,21 @@ export class UpstreamConnection {
   static open(
     options: SMTPConnection.Options,
     auth: UpstreamConfig['auth'],
-    signal: AbortSignal,
+    signal: StopSignal,
   ): Promise<UpstreamConnection> {
     const conn = new SMTPConnection(options);
     const wrapper = new UpstreamConnection(conn);
     return new Promise<UpstreamConnection>((resolve, reject) => {
-      const onAbort = (): void => {
+      if (signal.stopped) {
+        wrapper.close();
+        return reject(abortError(signal));
+      }
+      const detach = signal.onStop(() => {
         wrapper.close();
         reject(abortError(signal));
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
+      });
       const done = (err?: Error | null): void => {
-        signal.removeEventListener('abort', onAbort);
+        detach();
         if (err) {
           wrapper.close();
           reject(err);
@@ -93,15 +96,17 @@ export class UpstreamConnection {
   }
 
   /** Sends one message; `body` must be a fresh stream (we observe its end to know the body went out). */
-  send(envelope: UpstreamEnvelope, body: TrackedBody, signal: AbortSignal): Promise<SendInfo> {
+  send(envelope: UpstreamEnvelope, body: TrackedBody, signal: StopSignal): Promise<SendInfo> {
     this.#messages += 1;
     return new Promise<SendInfo>((resolve, reject) => {
-      const onAbort = (): void => {
+      if (signal.stopped) {
+        this.close();
+        return reject(abortError(signal));
+      }
+      const detach = signal.onStop(() => {
         this.close();
         reject(abortError(signal));
-      };
-      if (signal.aborted) return onAbort();
-      signal.addEventListener('abort', onAbort, { once: true });
+      });
       // With PIPELINING, send() writes MAIL, every RCPT and DATA in one go (RFC 2920): corking the
       // socket turns those writes into one writev, a syscall and a TCP segment instead of several.
       const socket = this.#conn._socket || null;
@@ -123,7 +128,7 @@ export class UpstreamConnection {
         { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime, size: envelope.size },
         body,
         (err, info) => {
-          signal.removeEventListener('abort', onAbort);
+          detach();
           if (err) reject(err);
           else resolve(info as SendInfo);
         },
@@ -196,11 +201,9 @@ export function connectionOptions(upstream: UpstreamConfig, ehloName: string): S
   };
 }
 
-/** The error an aborted operation rejects with: the signal's reason when it is one of ours. */
-export function abortError(signal: AbortSignal): Error {
-  const reason: unknown = signal.reason;
-  if (reason instanceof Error && 'code' in reason) return reason;
-  return Object.assign(new Error('Relay deadline reached'), { code: 'EDEADLINE' });
+/** The error a stopped operation rejects with: the signal's reason (EDEADLINE, ESHUTDOWN...). */
+export function abortError(signal: StopSignal): Error {
+  return signal.reason ?? Object.assign(new Error('Relay deadline reached'), { code: 'EDEADLINE' });
 }
 
 export type { NodemailerError };

@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { AdaptiveThrottle } from '../../src/relay/adaptive-throttle.js';
+import { Deadline, stopReason } from '../../src/relay/deadline.js';
 import { EgressRateLimiter } from '../../src/relay/rate-limiter.js';
 import { ClientRateLimits, describeLimit } from '../../src/smtp/client-rate-limits.js';
 import type { ClientRateLimit } from '../../src/config/types.js';
@@ -59,13 +60,13 @@ describe('egress pacing (token bucket per upstream)', () => {
 
   it('bounds the number of waiting messages', async () => {
     const { l } = limiter(1, 1, { maxWaiters: 2 });
-    const controller = new AbortController();
+    const stop = Deadline.after(600_000, () => stopReason('never', 'EDEADLINE'));
     l.reserve(60_000);
-    const first = l.take(60_000, controller.signal);
-    const second = l.take(60_000, controller.signal);
+    const first = l.take(60_000, stop);
+    const second = l.take(60_000, stop);
     expect(l.waiting).toBe(2);
-    expect(await l.take(60_000, controller.signal)).toMatchObject({ ok: false, refusal: 'too-many-waiting' });
-    controller.abort(new Error('stop'));
+    expect(await l.take(60_000, stop)).toMatchObject({ ok: false, refusal: 'too-many-waiting' });
+    stop.stop(stopReason('stop', 'ESHUTDOWN'));
     expect(await first).toMatchObject({ ok: false, refusal: 'aborted' });
     expect(await second).toMatchObject({ ok: false, refusal: 'aborted' });
     expect(l.waiting).toBe(0);
