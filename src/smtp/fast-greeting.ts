@@ -38,6 +38,8 @@ export interface ConnectionInternals {
   secure: boolean;
   session: import('smtp-server').SMTPServerSession;
   handler_AUTH(command: Buffer | string, callback: () => void): void;
+  handler_EHLO(command: Buffer | string, callback: () => void): void;
+  _isSupported(command: string): boolean;
   _onCommand(command: Buffer | string, callback: () => void): void;
   on(event: string, listener: (arg: never) => void): void;
   send(code: number, data?: string | string[], context?: unknown): void;
@@ -58,7 +60,7 @@ export function missingInternals(): string[] {
   const conn = SMTPConnection.prototype as unknown as Record<string, unknown>;
   const srv = SMTPServer.prototype as unknown as Record<string, unknown>;
   const missing: string[] = [];
-  for (const name of ['_setListeners', 'connectionReady', 'init', 'send', 'handler_AUTH', '_onCommand']) {
+  for (const name of ['_setListeners', 'connectionReady', 'init', 'send', 'handler_AUTH', 'handler_EHLO', '_isSupported', '_onCommand']) {
     if (typeof conn[name] !== 'function') missing.push(`SMTPConnection.${name}`);
   }
   for (const name of ['connect', '_onError', '_onClientConnect']) {
@@ -67,6 +69,9 @@ export function missingInternals(): string[] {
   // The delay we remove must still be what init() does; if init() changed shape, our copy is stale.
   const initSource = String(conn['init']);
   if (!/setTimeout\(\s*\(\)\s*=>\s*this\.connectionReady\(\)/.test(initSource)) missing.push('SMTPConnection.init (shape changed)');
+  // The listener hides AUTH from EHLO on plaintext by answering _isSupported('AUTH') with false while
+  // handler_EHLO runs; that only works while EHLO asks _isSupported('AUTH') for its feature list.
+  if (!/this\._isSupported\('AUTH'\)/.test(String(conn['handler_EHLO']))) missing.push('SMTPConnection.handler_EHLO (shape changed)');
   return missing;
 }
 

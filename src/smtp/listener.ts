@@ -140,14 +140,31 @@ export class SmtpListeners {
   }
 
   /**
-   * RFC 4954 §4: AUTH over a plaintext channel is refused at the AUTH command itself (538), before the
-   * server prompts for credentials; onAuth would run only after the password crossed the wire. Ours
-   * (not smtp-server's identical check) so the refusal is a named reply with an id and a record.
+   * RFC 4954 §4 (no plaintext password mechanism without a protected session): on a plaintext
+   * channel AUTH is not advertised in the EHLO reply at all, as Postfix does with
+   * smtpd_tls_auth_only, so a well-behaved client never sends its credentials; advertising it and
+   * refusing later is not enough, since AUTH PLAIN carries the password in the command itself. A
+   * client that sends AUTH anyway gets 538 at the command (ours, not smtp-server's identical check,
+   * so the refusal is a named reply with an id and a record).
    */
   #guardAuth(connection: ConnectionInternals): void {
+    const plaintextAuthRefused = (): boolean => !connection.secure && !this.#deps.config.clients.allowInsecureAuth;
+    const ehlo = connection.handler_EHLO;
+    const isSupported = connection._isSupported;
+    let inEhlo = false;
+    connection._isSupported = (command) => !(inEhlo && command === 'AUTH') && isSupported.call(connection, command);
+    connection.handler_EHLO = (command, callback) => {
+      // handler_EHLO builds its feature list synchronously (checked at start-up, fast-greeting.ts).
+      inEhlo = plaintextAuthRefused();
+      try {
+        ehlo.call(connection, command, callback);
+      } finally {
+        inEhlo = false;
+      }
+    };
     const handler = connection.handler_AUTH;
     connection.handler_AUTH = (command, callback) => {
-      if (connection.secure || this.#deps.config.clients.allowInsecureAuth) return handler.call(connection, command, callback);
+      if (!plaintextAuthRefused()) return handler.call(connection, command, callback);
       const err = this.#refuse(connection.session, 'tls_required_auth', 'AUTH');
       connection.send(538, err.message, false);
       callback();

@@ -188,6 +188,27 @@ describe('admission', () => {
       });
     });
 
+    it('does not advertise AUTH before STARTTLS, so a client never offers its password in clear', async () => {
+      const c = await smtpTalk(relay.port);
+      await c.expect(220);
+      c.send('EHLO client.test');
+      const ehlo = await c.expect(250);
+      c.close();
+      expect(ehlo.lines.join('\n')).toContain('STARTTLS');
+      expect(ehlo.lines.join('\n')).not.toMatch(/\bAUTH\b/);
+    });
+
+    it('advertises AUTH PLAIN and LOGIN after STARTTLS', async () => {
+      const c = await session(relay.port);
+      c.send('STARTTLS');
+      await c.expect(220);
+      await c.startTls({ ca: pki.ca });
+      c.send('EHLO client.test');
+      const ehlo = await c.expect(250);
+      c.close();
+      expect(ehlo.lines).toContainEqual(expect.stringMatching(/^250[- ]AUTH PLAIN LOGIN$/));
+    });
+
     it('refuses AUTH before STARTTLS with 538 5.7.11 and records tls_required', async () => {
       const c = await session(relay.port);
       const reply = await command(c, authPlain('billing', PASSWORDS.billing));
