@@ -205,7 +205,9 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
         const id = ulid(time, rand);
         yield seal({
           v: 1, type: 'reject', time: iso(time), id, session: { id: sessionId, txn }, client, command: rj.command, from, to,
-          class: rj.cls, clientReply: { code: rj.reply[0], enhanced: rj.reply[1], text: `${rj.reply[2]} (id ${id})` }, source: rj.source,
+          authUser: rj.cls === 'auth_failed' ? 'billing' : null, class: rj.cls,
+          // mailtrail's own refusals carry the id; smtp-server's protocol refusals do not.
+          clientReply: { code: rj.reply[0], enhanced: rj.reply[1], text: rj.source === 'policy' ? `${rj.reply[2]} (id ${id})` : rj.reply[2] }, source: rj.source,
         });
         if (rj.cls !== 'too_many_recipients') continue;
       }

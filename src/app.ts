@@ -42,7 +42,7 @@ import { SmtpListeners } from './smtp/listener.js';
 export interface RunningInfo {
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
   readonly auditFile: string;
-  readonly upstreams: readonly { name: string; host: string; port: number }[];
+  readonly upstreams: readonly { name: string; host: string; port: number; tls: string }[];
   readonly sinkDir: string | null;
   readonly ephemeralCert: boolean;
   /** The HTTP endpoint (metrics, health, API), or null when off or its best-effort bind failed. */
@@ -144,7 +144,7 @@ export class App {
     return {
       listeners: this.#listeners.addresses,
       auditFile: config.audit.file,
-      upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port })),
+      upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port, tls: u.implicitTls ? 'implicit TLS' : `TLS ${u.tls.mode}` })),
       sinkDir: this.#sink?.dir ?? null,
       ephemeralCert: tls.ephemeral,
       http,

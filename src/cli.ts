@@ -67,11 +67,16 @@ function load(file: string | undefined): Config {
 function checkConfig(file: string | undefined): number {
   try {
     const config = load(file);
-    process.stdout.write(`config ok: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
+    const source = file ?? nonEmpty(process.env.MAILTRAIL_CONFIG) ?? 'the embedded default (no config file)';
+    process.stdout.write(`config ok: ${source}: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
     return 0;
   } catch (err) {
     return reportConfigError(err);
   }
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value;
 }
 
 function reportConfigError(err: unknown): number {
@@ -127,7 +132,7 @@ function startupBanner(info: RunningInfo, config: Config): string {
   for (const l of info.listeners) {
     lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
   }
-  for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port}`);
+  for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port} (${u.tls})`);
   if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
   lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
   if (info.http) lines.push(`  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`);

@@ -120,6 +120,11 @@ export interface RejectRecord extends ChainLinks {
   readonly command: string;
   readonly from: string | null;
   readonly to: string | null;
+  /**
+   * The username a failed AUTH gave (class `auth_failed`), null otherwise. Kept apart from
+   * `client.user`, which is only ever an authenticated identity.
+   */
+  readonly authUser: string | null;
   readonly class: ClientRejectClass;
   readonly clientReply: SmtpReply;
   /** Who produced the refusal: mailtrail's policy, or smtp-server's own protocol checks. */
@@ -193,7 +198,7 @@ export const RECORD_FIELDS = {
     'v', 'type', 'time', 'id', 'session', 'client', 'from', 'rcpt', 'message', 'route', 'upstream', 'attempts',
     'upstreamReply', 'clientReply', 'outcome', 'failure', 'timing', 'duplicateRisk', 'duplicateOf', 'seq', 'prev', 'hash',
   ],
-  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'class', 'clientReply', 'source', 'seq', 'prev', 'hash'],
+  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'authUser', 'class', 'clientReply', 'source', 'seq', 'prev', 'hash'],
   session: ['v', 'type', 'time', 'id', 'session', 'client', 'transactions', 'accepted', 'rejected', 'bytes', 'durationMs', 'seq', 'prev', 'hash'],
   alert: ['v', 'type', 'time', 'id', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
   checkpoint: ['v', 'type', 'time', 'id', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],

@@ -19,14 +19,16 @@ const SINK_KEEP = 100;
 const ENV_FOR_PATH: readonly (readonly [prefix: string, variable: string])[] = [
   ['listen[0]', 'MAILTRAIL_LISTEN'],
   ['upstreams[0].url', 'MAILTRAIL_UPSTREAM'],
+  ['upstreams[0].tls', 'MAILTRAIL_UPSTREAM_TLS'],
   ['dataDir', 'MAILTRAIL_DATA_DIR'],
   ['http', 'MAILTRAIL_HTTP'],
 ];
 
 /**
  * The embedded default, honouring MAILTRAIL_LISTEN (`host:port`), MAILTRAIL_UPSTREAM
- * (`smtp[s]://user:pass@host:port`), MAILTRAIL_DATA_DIR and MAILTRAIL_HTTP (`host:port` or `off`);
- * relative paths resolve against `cwd`.
+ * (`smtp[s]://user:pass@host:port`) with MAILTRAIL_UPSTREAM_TLS (`required`, the default, or
+ * `opportunistic` / `none` for a plain local catcher), MAILTRAIL_DATA_DIR and MAILTRAIL_HTTP
+ * (`host:port` or `off`); relative paths resolve against `cwd`.
  * Throws ConfigError, with the variable name as the path, when one of them is invalid.
  */
 export function embeddedDefault(env: NodeJS.ProcessEnv, cwd: string): Config {
@@ -39,7 +41,7 @@ export function embeddedDefault(env: NodeJS.ProcessEnv, cwd: string): Config {
     listen: [listen],
     clients: { networks: [...LOOPBACK_NETWORKS] },
     dataDir: nonEmpty(env.MAILTRAIL_DATA_DIR) ?? 'data',
-    upstreams: [upstreamUrl === undefined ? localSinkUpstream() : { name: 'upstream', url: upstreamUrl }],
+    upstreams: [upstreamUrl === undefined ? localSinkUpstream() : envUpstream(upstreamUrl, nonEmpty(env.MAILTRAIL_UPSTREAM_TLS))],
   };
   const result = validateConfig(raw, cwd);
   if (!result.ok) problems.push(...result.problems.map(nameTheVariable));
@@ -67,6 +69,11 @@ function httpFromEnv(text: string | undefined, problems: ConfigProblem[]): { hos
     return null;
   }
   return { host, port: match[3] };
+}
+
+/** MAILTRAIL_UPSTREAM, with MAILTRAIL_UPSTREAM_TLS as `tls.mode` when set (checked by the schema). */
+function envUpstream(url: string, tlsMode: string | undefined) {
+  return tlsMode === undefined ? { name: 'upstream', url } : { name: 'upstream', url, tls: { mode: tlsMode } };
 }
 
 /** Placeholder upstream for the sink; the URL only has to pass the schema, the port is replaced below. */

@@ -160,6 +160,9 @@ export function parseSmtpUrl(text: string): SmtpUrl | string {
   try {
     url = new URL(text);
   } catch {
+    // WHATWG URL refuses a port over 65535 outright; say so rather than "not a URL".
+    const port = /^smtps?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):(\d+)(?:[/?#]|$)/i.exec(text)?.[1];
+    if (port !== undefined && Number(port) > 65535) return 'port must be between 1 and 65535';
     return 'not an smtp:// or smtps:// URL';
   }
   if (url.protocol !== 'smtp:' && url.protocol !== 'smtps:') return 'not an smtp:// or smtps:// URL';

@@ -190,7 +190,7 @@ export class SmtpListeners {
     const valid = user !== undefined && (await verifyPassword(auth.password ?? '', user));
     if (valid) return { err: null, ok: { user: user.username } };
     await sleep(AUTH_FAILURE_DELAY_MS);
-    return { err: this.#refuse(session, 'auth_failed', 'AUTH', { from: null, to: null, user: auth.username ?? null }) };
+    return { err: this.#refuse(session, 'auth_failed', 'AUTH', { from: null, to: null, authUser: auth.username ?? null }) };
   }
 
   #onMailFrom(from: string, session: SMTPServerSession): Error | null {
@@ -266,7 +266,7 @@ export class SmtpListeners {
     session: SMTPServerSession,
     name: keyof typeof CLIENT_REPLIES,
     command: string,
-    extra: { from?: string | null; to?: string | null; user?: string | null } = {},
+    extra: { from?: string | null; to?: string | null; authUser?: string | null } = {},
     reply: SmtpReply = CLIENT_REPLIES[name],
   ): Error {
     const cls = REPLY_CLASS[name] ?? 'protocol_violation';
@@ -298,14 +298,14 @@ export class SmtpListeners {
     reply: SmtpReply,
     command: string,
     source: RejectRecord['source'],
-    extra: { from?: string | null; to?: string | null; user?: string | null },
+    extra: { from?: string | null; to?: string | null; authUser?: string | null },
   ): string {
     const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
-    const client = state.client();
     return this.#emitReject(state, cls, reply, command, source, {
-      client: extra.user !== undefined ? { ...client, user: extra.user } : client,
+      client: state.client(),
       from: extra.from ?? null,
       to: extra.to ?? null,
+      authUser: extra.authUser ?? null,
     });
   }
 
@@ -314,6 +314,7 @@ export class SmtpListeners {
       client: state.client(),
       from: null,
       to: null,
+      authUser: null,
     });
   }
 
@@ -323,7 +324,7 @@ export class SmtpListeners {
     reply: SmtpReply,
     command: string,
     source: RejectRecord['source'],
-    facts: Pick<RejectRecord, 'client' | 'from' | 'to'>,
+    facts: Pick<RejectRecord, 'client' | 'from' | 'to' | 'authUser'>,
   ): string {
     const id = this.#deps.ids.next();
     this.#deps.recorder.reject({
@@ -336,8 +337,11 @@ export class SmtpListeners {
       command,
       from: facts.from,
       to: facts.to,
+      authUser: facts.authUser,
       class: cls,
-      clientReply: reply,
+      // What the client saw: mailtrail's own refusals carry the record's id (wireText), smtp-server's
+      // protocol refusals went out before any record existed.
+      clientReply: source === 'policy' ? { code: reply.code, enhanced: reply.enhanced, text: `${reply.text} (id ${id})` } : reply,
       source,
     });
     return id;

@@ -156,7 +156,8 @@ export function relayLine(r: RelayRecord, style: Style): string {
 
 /** time, "refused", class, command + reply, client, from → to, id. */
 export function rejectLine(r: RejectRecord, style: Style): string {
-  const who = r.client ? `${r.client.ip}${r.client.user ? ` (${r.client.user})` : ''}` : '-';
+  const user = r.client?.user ? ` (${r.client.user})` : r.authUser ? ` (tried ${r.authUser})` : '';
+  const who = r.client ? `${r.client.ip}${user}` : '-';
   return [
     paint(style, 'dim', formatTime(r.time)),
     paint(style, 'red', 'refused'.padEnd(OUTCOME_WIDTH)),

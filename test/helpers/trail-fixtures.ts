@@ -95,6 +95,7 @@ export function reject(over: Partial<RejectRecord> = {}): RejectRecord {
     command: 'RCPT',
     from: 'invoices@example.com',
     to: 'x@example.net',
+    authUser: null,
     class: 'too_many_recipients',
     clientReply: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' },
     source: 'policy',

@@ -274,7 +274,7 @@ describe('admission', () => {
       expect(res).toMatchObject({ ok: true, code: 250 });
     });
 
-    it('refuses a wrong password with 535 5.7.8 and records auth_failed with the username, never the password', async () => {
+    it('refuses a wrong password with 535 5.7.8 and records auth_failed with the username tried, never the password', async () => {
       const c = await secureSession(relay.port, pki.ca);
       const reply = await command(c, authPlain('billing', WRONG_PASSWORD));
       c.close();
@@ -284,7 +284,9 @@ describe('admission', () => {
         class: 'auth_failed',
         command: 'AUTH',
         source: 'policy',
-        client: { user: 'billing' },
+        authUser: 'billing',
+        // Not authenticated: client.user is only ever an identity that logged in.
+        client: { user: null },
       });
       const trail = await readFile(relay.auditFile, 'utf8');
       expect(trail).not.toContain(WRONG_PASSWORD);
@@ -298,7 +300,7 @@ describe('admission', () => {
       c.close();
       expect(reply.code).toBe(535);
       expect(reply.text).toMatch(/^5\.7\.8 Authentication credentials invalid/);
-      expect(await rejectFor(relay, reply)).toMatchObject({ class: 'auth_failed', client: { user: 'nobody' } });
+      expect(await rejectFor(relay, reply)).toMatchObject({ class: 'auth_failed', authUser: 'nobody', client: { user: null } });
     });
 
     it('refuses a sender the user may not use with 553 5.7.1 and records sender_denied', async () => {
@@ -380,7 +382,7 @@ describe('admission', () => {
       const reply = await command(c, authPlain('hashed', WRONG_PASSWORD));
       c.close();
       expect(reply.code).toBe(535);
-      expect(await rejectFor(relay, reply)).toMatchObject({ class: 'auth_failed', client: { user: 'hashed' } });
+      expect(await rejectFor(relay, reply)).toMatchObject({ class: 'auth_failed', authUser: 'hashed', client: { user: null } });
     });
 
     it('keeps every secret out of the trail: client passwords, their encodings, the hash, upstream credentials', async () => {
@@ -416,7 +418,7 @@ describe('admission', () => {
       for (const secret of secrets) expect(trail, 'a secret is in the trail').not.toContain(secret);
     });
 
-    it('puts the id of its reject record in the text of every refusal of its own', async () => {
+    it('puts the id of its reject record in the text of every refusal of its own, and records that text', async () => {
       const replies: TalkReply[] = [];
       const plain = await session(relay.port);
       replies.push(await command(plain, 'MAIL FROM:<app@example.com>')); // tls_required
@@ -434,7 +436,8 @@ describe('admission', () => {
       for (const reply of replies) {
         const record = await rejectFor(relay, reply);
         expect(record.clientReply.code).toBe(reply.code);
-        expect(reply.text).toBe(`${record.clientReply.enhanced} ${record.clientReply.text} (id ${record.id})`);
+        expect(reply.text).toBe(`${record.clientReply.enhanced} ${record.clientReply.text}`);
+        expect(record.clientReply.text).toMatch(new RegExp(` \\(id ${record.id}\\)$`));
         classes.push(record.class);
       }
       expect(classes).toEqual(['tls_required', 'tls_required', 'auth_required', 'auth_failed', 'sender_denied']);

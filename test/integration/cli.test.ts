@@ -168,7 +168,7 @@ describe('the command line', () => {
       );
       const res = await runCli(['check-config', '--config', 'mailtrail.yaml'], { cwd: dir, env: cleanEnv(dir, { BILLING_PW: 'Env-Secret-22bb' }) });
       expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: '' });
-      expect(res.stdout).toMatch(/config ok: 1 listener\(s\), 1 upstream\(s\)/);
+      expect(res.stdout).toMatch(/config ok: mailtrail\.yaml: 1 listener\(s\), 1 upstream\(s\)/);
       expect(res.stdout).not.toContain('Url-Secret-11aa');
       expect(res.stdout).not.toContain('Env-Secret-22bb');
     });

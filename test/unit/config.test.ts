@@ -92,6 +92,22 @@ describe('embedded default', () => {
     });
   });
 
+  it('takes the upstream TLS mode from MAILTRAIL_UPSTREAM_TLS, for a plain local catcher', () => {
+    const config = loadConfig({ env: { MAILTRAIL_UPSTREAM: 'smtp://127.0.0.1:1025', MAILTRAIL_UPSTREAM_TLS: 'none' }, cwd: '/srv' });
+    expect(config.upstreams[0]).toMatchObject({ host: '127.0.0.1', port: 1025, tls: { mode: 'none' } });
+  });
+
+  it('reports an invalid MAILTRAIL_UPSTREAM_TLS under the variable name', () => {
+    const err = configError(() => loadConfig({ env: { MAILTRAIL_UPSTREAM: 'smtp://127.0.0.1:1025', MAILTRAIL_UPSTREAM_TLS: 'off' }, cwd: '/' }));
+    expect(err.problems.map((p) => p.path)).toEqual(['MAILTRAIL_UPSTREAM_TLS']);
+  });
+
+  it('says a port over 65535 is out of range instead of "not a URL", without echoing the URL', () => {
+    const err = configError(() => loadConfig({ env: { MAILTRAIL_UPSTREAM: 'smtp://u:Hunter2Secret@h.example:99999' }, cwd: '/' }));
+    expect(err.problems).toEqual([{ path: 'MAILTRAIL_UPSTREAM', message: 'port must be between 1 and 65535' }]);
+    expect(err.message).not.toContain('Hunter2Secret');
+  });
+
   it('reports an invalid MAILTRAIL_UPSTREAM under the variable name without echoing it', () => {
     const err = configError(() => loadConfig({ env: { MAILTRAIL_UPSTREAM: 'http://u:Hunter2Secret@x' }, cwd: '/' }));
     expect(err.problems).toEqual([{ path: 'MAILTRAIL_UPSTREAM', message: 'not an smtp:// or smtps:// URL' }]);

@@ -106,6 +106,13 @@ describe('mailtrail tail', () => {
     expect(lines[7]).toMatch(/alert fired +throttling +ses throttled {2}ses is throttling/);
   });
 
+  it('names the username a failed AUTH tried, apart from an authenticated user', async () => {
+    const failed = reject({ command: 'AUTH', from: null, to: null, class: 'auth_failed', authUser: 'billing', clientReply: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' }, client: { ip: '10.0.4.99', port: 1, helo: null, user: null, tls: null } });
+    const f = await writeTrail(dir, 'auth-failed.log', [failed]);
+    const { lines } = await tail([f]);
+    expect(lines[0]).toMatch(/refused +auth_failed .* AUTH 535 5\.7\.8 {2}10\.0\.4\.99 \(tried billing\) /);
+  });
+
   it('shows the last 10 records by default and -n N of them', async () => {
     const many = Array.from({ length: 25 }, (_, i) => relay({ time: `2026-11-25T11:00:${String(i).padStart(2, '0')}.000Z` }));
     const f = await writeTrail(dir, 'many.log', many);
