@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
 import { ConfigError, formatPath, type ConfigProblem } from './config-error.js';
 import { embeddedDefault } from './embedded-default.js';
-import { validateConfig } from './schema.js';
+import { validateConfig, validateTrailSection, type TrailConfig } from './schema.js';
 import type { Config } from './types.js';
 
 export interface LoadConfigOptions {
@@ -37,6 +37,28 @@ export function loadConfig(opts: LoadConfigOptions): Config {
   if (file === undefined) return embeddedDefault(opts.env, opts.cwd);
   const fullPath = resolve(opts.cwd, file);
   return parseConfig(readYaml(fullPath), { env: opts.env, baseDir: dirname(fullPath), source: fullPath });
+}
+
+/**
+ * The `audit` and `dataDir` keys only, for the trail's readers (tail, report, lookup): nothing else in
+ * the file is interpolated or checked, so `${UPSTREAM_PASS}` need not be set to read the trail.
+ * Without a file, the embedded default's.
+ */
+export function loadTrailConfig(opts: LoadConfigOptions): TrailConfig {
+  const file = opts.file ?? nonEmpty(opts.env.MAILTRAIL_CONFIG);
+  if (file === undefined) {
+    const config = embeddedDefault(opts.env, opts.cwd);
+    return { audit: config.audit, dataDir: config.dataDir };
+  }
+  const fullPath = resolve(opts.cwd, file);
+  const raw = readYaml(fullPath);
+  const doc = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as { audit?: unknown; dataDir?: unknown }) : {};
+  const interpolated = interpolateEnv({ audit: doc.audit, dataDir: doc.dataDir }, opts.env);
+  const result = validateTrailSection(interpolated.value as { audit?: unknown; dataDir?: unknown }, dirname(fullPath));
+  const schemaProblems = result.ok ? [] : result.problems.filter((p) => !coveredBy(p, interpolated.problems));
+  const problems = [...interpolated.problems, ...schemaProblems];
+  if (problems.length > 0 || !result.ok) throw new ConfigError(problems, fullPath);
+  return result.config;
 }
 
 /** Validates an already-parsed config object (as from YAML), resolving `${ENV}` references first. */

@@ -1,3 +1,4 @@
+import { UPSTREAM_FAILURE_CLASSES } from '../relay/failure-class.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RelayRecord } from '../audit/records.js';
 import type { EventBus } from './event-bus.js';
@@ -6,6 +7,8 @@ import type { ProbeResult } from './upstream-probe.js';
 export interface MetricsOptions {
   /** Upstream names, so their series exist (at 0) before the first message. */
   readonly upstreams: readonly string[];
+  /** Alert sink names, likewise. */
+  readonly sinks?: readonly string[];
   /** Client sessions open now (read at scrape time). */
   readonly sessionsActive: () => number;
   /** Also export the process metrics (CPU, memory, event loop lag, GC, handles). */
@@ -117,6 +120,27 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /**
+   * Every series an alert rule reads exists at 0 from the start: Prometheus's increase() needs a
+   * sample before the first failure, or the first failure of a class (one quota refusal, one
+   * notification that could not be delivered) never shows as an increase and never alerts.
+   */
+  #zeroSeries(options: MetricsOptions): void {
+    for (const upstream of options.upstreams) {
+      this.#transactions.inc({ outcome: 'delivered', class: NONE, upstream }, 0);
+      this.#breaker.set({ upstream }, BREAKER_VALUE.closed);
+      for (const cls of [NONE, ...UPSTREAM_FAILURE_CLASSES]) {
+        this.#attempts.inc({ upstream, class: cls }, 0);
+        if (cls !== NONE) this.#probeFailures.inc({ upstream, class: cls }, 0);
+      }
+    }
+    for (const sink of options.sinks ?? []) {
+      for (const result of ['sent', 'failed', 'dropped'] as const) this.#notifications.inc({ sink, result }, 0);
+    }
+    this.#auditWriteErrors.inc(0);
+    this.#unclassified.inc(0);
+  }
+
   constructor(bus: EventBus, options: MetricsOptions) {
     new Gauge({
       name: 'mailtrail_sessions_active',
@@ -126,11 +150,15 @@ export class Metrics {
         this.set(options.sessionsActive());
       },
     });
-    if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
-    for (const upstream of options.upstreams) {
-      this.#transactions.inc({ outcome: 'delivered', class: NONE, upstream }, 0);
-      this.#breaker.set({ upstream }, BREAKER_VALUE.closed);
+    if (options.processMetrics) {
+      collectDefaultMetrics({ register: this.registry });
+      // Gauges named *_total break the naming rules (`promtool check metrics` fails on them); the
+      // same counts stay available without the suffix (nodejs_active_handles, ..._requests, ...).
+      for (const name of ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total']) {
+        this.registry.removeSingleMetric(name);
+      }
     }
+    this.#zeroSeries(options);
     this.#unsubscribe.push(
       bus.subscribe('relay', (r) => this.#onRelay(r)),
       bus.subscribe('reject', (r) => this.#rejects.inc({ class: r.class })),

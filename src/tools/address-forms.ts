@@ -5,7 +5,7 @@
  * for records written before privacy was turned on. With `domain-only` only the domain can match.
  */
 import { maskAddress, type PrivacyMode } from '../audit/privacy.js';
-import type { Config } from '../config/types.js';
+import type { TrailConfig } from '../config/schema.js';
 import { toolConfig } from './trail-files.js';
 import type { ToolIo } from './tool-io.js';
 
@@ -19,7 +19,7 @@ export interface LookupPrivacy {
  * The trail's privacy setting from the configuration. When the trail file was named on the command
  * line the configuration is optional: without a readable one, addresses are compared as given.
  */
-export function privacyFrom(config: Config | null, configFile: string | undefined, io: ToolIo): LookupPrivacy | null {
+export function privacyFrom(config: TrailConfig | null, configFile: string | undefined, io: ToolIo): LookupPrivacy | null {
   let cfg = config;
   if (!cfg) {
     try {

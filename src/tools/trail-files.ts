@@ -6,15 +6,18 @@
  */
 import { readdirSync, statSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
-import { loadConfig } from '../config/load.js';
-import type { Config } from '../config/types.js';
+import { loadTrailConfig } from '../config/load.js';
+import type { TrailConfig } from '../config/schema.js';
 import { ConfigError, formatProblem } from '../config/config-error.js';
 import { UsageError, type ToolIo } from './tool-io.js';
 
-/** Loads the configuration the tools use to find the trail; a config problem becomes a usage error. */
-export function toolConfig(file: string | undefined, io: ToolIo): Config {
+/**
+ * The part of the configuration the tools use to find and read the trail (`audit`, `dataDir`); the
+ * rest of the file is not read, so its secrets need not be set. A problem becomes a usage error.
+ */
+export function toolConfig(file: string | undefined, io: ToolIo): TrailConfig {
   try {
-    return loadConfig({ file: file ?? null, env: io.env, cwd: io.cwd });
+    return loadTrailConfig({ file: file ?? null, env: io.env, cwd: io.cwd });
   } catch (err) {
     if (err instanceof ConfigError) {
       throw new UsageError(`cannot read the configuration to find the trail (name the file instead):\n  ${err.problems.map(formatProblem).join('\n  ')}`);
@@ -24,7 +27,7 @@ export function toolConfig(file: string | undefined, io: ToolIo): Config {
 }
 
 /** The configured audit file; refuses `-` (the trail goes to stdout: there is no file to read). */
-export function configuredTrail(config: Config): string {
+export function configuredTrail(config: TrailConfig): string {
   if (config.audit.file === '-') throw new UsageError('audit.file is "-" (the trail goes to stdout): name the trail file to read');
   return config.audit.file;
 }

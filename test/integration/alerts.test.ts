@@ -252,6 +252,23 @@ describe('alerts with the default rules', () => {
     console.log(`default rules, upstream refusing connections: alert ${fireMs} ms after the first failure`);
   });
 
+  it('alerts on an upstream that stopped accepting connections while no mail flows, from its health probes', async () => {
+    upstream = await startFakeUpstream();
+    const relay = await startRelay({
+      upstreams: [{ name: 'provider', port: upstream.port, probe: { enabled: true, interval: 200, timeout: 1_000 } }],
+      alerts: alertsWith(hook, defaultAlertRules(['hook'])),
+    });
+    running.push(relay);
+    await upstream.refuse();
+    await hook.waitFor((r) => r.length >= 1, 30_000);
+    expect(hook.received[0]!.json.alert).toMatchObject({ state: 'fired', rule: 'failing', upstream: 'provider', class: 'connect' });
+    expect(hook.received[0]!.json.alert.message).toContain('health probes');
+    await upstream.accept();
+    await hook.waitFor((r) => r.length >= 2, 30_000);
+    expect(hook.received[1]!.json.alert).toMatchObject({ state: 'resolved', rule: 'failing' });
+    expect(hook.received[1]!.json.alert.message).toContain('a health probe passed');
+  });
+
   it('resolves an alert left open by a previous run once the restarted relay works', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-alert-restart-'));
     try {

@@ -10,7 +10,14 @@ function record(outcome: RelayRecord['outcome'], attempts: AttemptEntry[]): Rela
   return { outcome, attempts } as unknown as RelayRecord;
 }
 
-const fact = (kind: AttemptFact['kind'], cls: string | null = null): AttemptFact => ({ upstream: 'ses', kind, class: cls, evidence: null });
+const fact = (kind: AttemptFact['kind'], cls: string | null = null, skip: AttemptFact['skip'] = null, evidence: string | null = null): AttemptFact => ({
+  upstream: 'ses',
+  kind,
+  class: cls,
+  evidence,
+  skip,
+});
+const connectionClasses = (cls: string): boolean => ['connect', 'dns', 'tls', 'upstream_auth'].includes(cls);
 
 describe('attempts as alert rules see them', () => {
   it('counts a failed-over primary as a failure even when the backup delivered', () => {
@@ -45,6 +52,43 @@ describe('upstream statistics', () => {
     expect(s.failingSince).toBe(1_000);
     s.addAttempt(fact('success'), 2_000);
     expect(s.failingSince).toBeNull();
+  });
+
+  it('tells a breaker or rate-limit skip from a real try', () => {
+    const facts = attemptFacts(
+      record('deferred', [
+        attempt('primary', 'upstream_unavailable', null, { code: 'EBREAKEROPEN', cause: null, message: null }),
+        attempt('backup', 'throttled', null, { code: 'ERATELIMIT', cause: null, message: null }),
+      ]),
+    );
+    expect(facts.map((f) => f.skip)).toEqual(['breaker', 'rate']);
+  });
+
+  it('keeps the real failure behind an open breaker as the last failure, and ignores our own pacing', () => {
+    const s = new UpstreamStats();
+    s.addAttempt(fact('failure', 'connect', null, 'ESOCKET ECONNREFUSED'), 1_000);
+    s.addAttempt(fact('failure', 'upstream_unavailable', 'breaker', 'EBREAKEROPEN'), 1_000);
+    s.addAttempt(fact('failure', 'throttled', 'rate', 'ERATELIMIT'), 1_000);
+    expect(s.consecutiveFailures).toBe(2);
+    expect(s.lastFailure).toEqual({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED' });
+    expect(s.failureRate(5_000, 1_000)).toEqual({ failed: 2, total: 2 });
+  });
+
+  it('extends the streak with failed health probes, without counting them as traffic', () => {
+    const s = new UpstreamStats();
+    for (let i = 0; i < 5; i++) s.addProbe({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED' }, connectionClasses);
+    expect(s.consecutiveFailures).toBe(5);
+    expect(s.failingSince).toBeNull();
+    expect(s.failureRate(5_000, 0)).toEqual({ failed: 0, total: 0 });
+    s.addProbe(null, connectionClasses);
+    expect(s.consecutiveFailures).toBe(0);
+  });
+
+  it('does not end a throttling streak on a passing probe, which sends no mail', () => {
+    const s = new UpstreamStats();
+    for (let i = 0; i < 3; i++) s.addAttempt(fact('failure', 'throttled'), 1_000);
+    s.addProbe(null, connectionClasses);
+    expect(s.consecutiveFailures).toBe(3);
   });
 
   it('computes the failure ratio over a sliding window', () => {

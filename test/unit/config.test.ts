@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
 import { ConfigError } from '../../src/config/config-error.js';
-import { describeConfig, loadConfig } from '../../src/config/load.js';
+import { describeConfig, loadConfig, loadTrailConfig } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { parseDuration, parseSize } from '../../src/config/units.js';
 
@@ -554,5 +554,31 @@ upstreams: [{ name: a, url: "smtp://user:Zebra-Quartz-9917@h.example" }]
     expect(text).not.toContain('Zebra-Quartz-9917');
     expect(text).not.toContain(hash);
     expect(describeConfig(config)).toMatchObject({ upstreams: [{ auth: { user: 'user', pass: '[redacted]' } }] });
+  });
+});
+
+describe('the configuration the trail tools read', () => {
+  const FILE = [
+    'listen: [{ port: 2525 }]',
+    'upstreams:',
+    '  - { name: ses, url: "smtp://${SES_USER}:${SES_PASS}@email-smtp.eu-west-1.amazonaws.com:587" }',
+    'alerts: { sinks: [{ name: ops, webhook: { url: "https://hooks.example.com/x", secret: "${HOOK_SECRET}" } }] }',
+    'audit: { file: trail/audit.log, privacy: pseudonymize, hmacKey: "${AUDIT_KEY}" }',
+  ].join('\n');
+
+  it('needs only the audit keys: the secrets of the rest of the file need not be set', () => {
+    const { dir, file } = writeConfig(FILE);
+    const config = loadTrailConfig({ file, env: { AUDIT_KEY: 'k3y-0123456789abcdef' }, cwd: '/' });
+    expect(config.audit).toMatchObject({ file: join(dir, 'trail', 'audit.log'), privacy: 'pseudonymize', hmacKey: 'k3y-0123456789abcdef' });
+  });
+
+  it('still reports a problem in the audit keys with its key path', () => {
+    const { file } = writeConfig(FILE);
+    const err = configError(() => loadTrailConfig({ file, env: {}, cwd: '/' }));
+    expect(err.problems.map((p) => p.path)).toEqual(['audit.hmacKey']);
+  });
+
+  it('uses the embedded default’s trail without a file', () => {
+    expect(loadTrailConfig({ env: {}, cwd: '/srv' }).audit.file).toBe('/srv/data/audit.log');
   });
 });

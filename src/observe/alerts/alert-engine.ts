@@ -156,8 +156,14 @@ export class AlertEngine {
   }
 
   #onProbe(result: ProbeResult, now: number): void {
-    for (const rule of this.#deps.config.rules) {
+    const stats = this.#statsOf(result.upstream);
+    const failure = result.ok ? null : { class: result.class ?? 'internal', evidence: evidence(result.reply, result.error) };
+    stats.addProbe(failure, probeClears);
+    // Class rules first: while one has announced this class, the streak rule stays quiet about it.
+    const rules = [...this.#deps.config.rules].sort((x, y) => Number(y.condition.kind === 'class') - Number(x.condition.kind === 'class'));
+    for (const rule of rules) {
       const c = rule.condition;
+      if (c.kind === 'consecutiveFailures') this.#afterProbeStreak(rule, c.count, result.upstream, stats, now);
       if (c.kind !== 'class') continue;
       if (!result.ok && result.class !== null && c.classes.includes(result.class)) {
         const summary = classSummary('the health probe', result.class, evidence(result.reply, result.error));
@@ -165,6 +171,16 @@ export class AlertEngine {
       } else if (result.ok) {
         this.#incidents.clearWhere(rule.name, result.upstream, (cls) => cls !== null && probeClears(cls), 'a health probe passed', now);
       }
+    }
+  }
+
+  /** `consecutiveFailures` after a probe: failed probes extend the streak, a passing one may end it. */
+  #afterProbeStreak(rule: AlertRuleConfig, count: number, upstream: string, stats: UpstreamStats, now: number): void {
+    const key: IncidentKey = { rule: rule.name, upstream, class: null };
+    if (stats.consecutiveFailures >= count) {
+      this.#raise(rule, key, `${stats.consecutiveFailures} failures in a row (messages and health probes), the last ${lastFailure(stats)}`, stats.lastFailure?.class ?? null, now);
+    } else if (stats.consecutiveFailures === 0) {
+      this.#incidents.clear(key, 'a health probe passed', now);
     }
   }
 
@@ -180,9 +196,11 @@ export class AlertEngine {
     const c = rule.condition;
     const stats = this.#statsOf(upstream);
     const key: IncidentKey = { rule: rule.name, upstream, class: null };
-    // A window rule can only say "clear" once a whole window has been watched (a restored incident
-    // must not resolve on the empty window right after a restart).
-    const watchedLongEnough = (window: number): boolean => now - this.#startedAt >= window;
+    // A window rule can clear an incident restored from before a restart only once a whole window has
+    // been watched (not on the empty window right after the restart); one opened by this run may
+    // clear as soon as the condition no longer holds, since every sample since start is in hand.
+    const openedHere = this.#incidents.open.some((i) => i.rule === key.rule && i.upstream === upstream && i.openedAt >= this.#startedAt);
+    const watchedLongEnough = (window: number): boolean => openedHere || now - this.#startedAt >= window;
     if (c.kind === 'failureRate') {
       const { failed, total } = stats.failureRate(c.window, now);
       const ratio = total === 0 ? 0 : failed / total;

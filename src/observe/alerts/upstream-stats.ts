@@ -1,6 +1,7 @@
 import type { AttemptEntry, RelayRecord } from '../../audit/records.js';
 import { normalizeReplyText } from '../error-fingerprint.js';
 import { isProviderSideClass } from '../../relay/failure-class.js';
+import { BREAKER_OPEN, RATE_LIMITED } from '../../relay/skipped-attempt.js';
 
 /**
  * How one try at an upstream counts for alert rules:
@@ -18,6 +19,11 @@ export interface AttemptFact {
   readonly class: string | null;
   /** The reply or error that decided the attempt, for alert texts. */
   readonly evidence: string | null;
+  /**
+   * Not a try but a skip: `breaker` (open circuit breaker, no connection made) or `rate` (our own
+   * egress pacing). Neither says anything new about the upstream.
+   */
+  readonly skip: 'breaker' | 'rate' | null;
 }
 
 /**
@@ -31,6 +37,7 @@ export function attemptFacts(record: RelayRecord): AttemptFact[] {
     kind: attemptKind(record, a, i === last),
     class: a.class,
     evidence: evidenceOf(a),
+    skip: a.error?.code === BREAKER_OPEN ? 'breaker' : a.error?.code === RATE_LIMITED ? 'rate' : null,
   }));
 }
 
@@ -100,15 +107,37 @@ export class UpstreamStats {
   #attempts = new Series<{ at: number; failed: boolean }>();
   #latency = new Series<{ at: number; ms: number }>();
 
+  /**
+   * One try in a relay record. A rate-limit skip is our own pacing: ignored. A breaker skip still
+   * counts as a failure (the upstream cannot take mail), but the last failure shown stays the real
+   * one that opened the breaker (`connect ECONNREFUSED`, not `EBREAKEROPEN`).
+   */
   addAttempt(fact: AttemptFact, at: number): void {
+    if (fact.skip === 'rate') return;
     this.#attempts.push({ at, failed: fact.kind === 'failure' });
     if (fact.kind === 'failure') {
       this.consecutiveFailures += 1;
       this.failingSince ??= at;
-      this.lastFailure = { class: fact.class ?? 'internal', evidence: fact.evidence };
+      if (fact.skip === null || this.lastFailure === null) this.lastFailure = { class: fact.class ?? 'internal', evidence: fact.evidence };
     } else {
       this.consecutiveFailures = 0;
       if (fact.kind === 'success') this.failingSince = null;
+    }
+  }
+
+  /**
+   * A health probe (connect, EHLO, STARTTLS, AUTH; no mail). A failed probe extends the failure
+   * streak, so an upstream that died while no mail flows still alerts; it is not traffic, so it
+   * counts in neither the failure rate nor "no delivery since". A passing probe ends the streak
+   * only when the streak's last failure is one a probe can disprove (`clears`): it says nothing
+   * about throttling or quota, which show only when mail is sent.
+   */
+  addProbe(failure: { readonly class: string; readonly evidence: string | null } | null, clears: (cls: string) => boolean): void {
+    if (failure) {
+      this.consecutiveFailures += 1;
+      this.lastFailure = failure;
+    } else if (this.lastFailure === null || clears(this.lastFailure.class)) {
+      this.consecutiveFailures = 0;
     }
   }
 
