@@ -5,6 +5,7 @@ import { HashChain, type ChainFields, type ChainHead } from './chain.js';
 import { gzipFileTail, plainFileTail, type FileTail } from './chain-resume.js';
 import { RotatedFiles, utcDay, type RotateConfig } from './rotation.js';
 import { RotationCompressor } from './rotation-compressor.js';
+import { FreeSpaceGuard } from './free-space.js';
 
 export interface AuditWriterOptions {
   /** Path of the trail; "-" = standard output. */
@@ -15,6 +16,8 @@ export interface AuditWriterOptions {
   /** Built-in rotation; null = none (SIGHUP reopen still works for logrotate). */
   readonly rotate: RotateConfig | null;
   readonly log: Logger;
+  /** Free space to keep on the trail's filesystem (free-space.ts); 0 or absent = no check. */
+  readonly minFreeSpace?: number;
 }
 
 /**
@@ -40,6 +43,7 @@ export class AuditWriter {
   #rotated: RotatedFiles | null;
   #compressor: RotationCompressor | null;
   #log: Logger;
+  #space: FreeSpaceGuard | null;
   /** Bytes in the current file (regular files only). */
   #size = 0;
   #regular = false;
@@ -52,6 +56,7 @@ export class AuditWriter {
     this.file = opts.file;
     this.#fsync = opts.fsync;
     this.#log = opts.log;
+    this.#space = opts.file === '-' ? null : new FreeSpaceGuard(dirname(opts.file), opts.minFreeSpace ?? 0);
     this.#chain = opts.chain ? new HashChain(head ?? undefined) : null;
     const rotating = opts.rotate !== null && opts.file !== '-';
     this.#rotate = rotating ? opts.rotate : null;
@@ -77,6 +82,16 @@ export class AuditWriter {
     writer.#openFile();
     writer.#compressor?.recover();
     return writer;
+  }
+
+  /** False when the trail's filesystem is below `minFreeSpace` (checked cheaply; see free-space.ts). */
+  hasRoom(): boolean {
+    return this.#space?.hasRoom() ?? true;
+  }
+
+  /** Free bytes on the trail's filesystem at the last look, or null when unknown. */
+  get freeBytes(): number | null {
+    return this.#space?.available ?? null;
   }
 
   /** The last record written (seq 0 before the first); null when the chain is off. */
@@ -197,6 +212,7 @@ export class AuditWriter {
       throw err;
     }
     this.#size += data.length;
+    this.#space?.wrote(data.length);
   }
 
   /** Remove the bytes of a record that was written only in part; if that fails, end its line. */

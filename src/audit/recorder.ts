@@ -5,6 +5,9 @@ import type { Checkpointer } from './checkpoint.js';
 import { RecordPrivacy } from './privacy.js';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from './records.js';
 
+/** Why relaying stops before it starts: the trail could not take the last record, or is nearly full. */
+export type AuditRefusal = 'write-failed' | 'low-space';
+
 export interface RecorderOptions {
   /**
    * A relay record that cannot be written: `refuse` (default) throws, so the caller answers 451
@@ -30,6 +33,8 @@ export class Recorder {
   #opts: RecorderOptions;
   writeErrors = 0;
   #failing = false;
+  /** What observers were last told (`audit-state`): null = writable. */
+  #refusal: AuditRefusal | null = null;
 
   constructor(writer: AuditWriter, bus: EventBus, log: Logger, opts: Partial<RecorderOptions> = {}) {
     this.#writer = writer;
@@ -43,11 +48,16 @@ export class Recorder {
   }
 
   /**
-   * With `refuse`: the last relay record could not be written and nothing has been written since.
-   * The transaction then refuses before relaying; its own record's write tells when the trail is back.
+   * With `refuse`: why a transaction must be refused *before* relaying, or null when it may relay.
+   * `write-failed`: the last record could not be written and none has been since (the refused
+   * transaction's own record tells when the trail is back). `low-space`: the trail's filesystem is
+   * below `audit.minFreeSpace`, so the next records may not fit. Observers hear every change.
    */
-  get failing(): boolean {
-    return this.#failing && this.#opts.onWriteFailure === 'refuse';
+  refusal(): AuditRefusal | null {
+    if (this.#opts.onWriteFailure !== 'refuse') return null;
+    const refusal: AuditRefusal | null = this.#failing ? 'write-failed' : this.#writer.hasRoom() ? null : 'low-space';
+    this.#report(refusal);
+    return refusal;
   }
 
   /** Throws when the record could not be written and `onWriteFailure` is `refuse`. */
@@ -59,6 +69,9 @@ export class Recorder {
     } catch (err) {
       this.#failed(err, record.id);
       this.#failing = true;
+      this.#report('write-failed');
+      // The operational log keeps what the trail could not: the upstream may have the message.
+      this.#log.error({ record: masked }, 'relay record not written to the audit trail; it follows here');
       if (this.#opts.onWriteFailure === 'refuse') throw err;
       this.#log.warn({ recordId: record.id }, 'relaying without an audit record (audit.onWriteFailure: continue)');
       this.#bus.publish('relay', masked);
@@ -88,7 +101,10 @@ export class Recorder {
 
   #write<R extends object>(record: R): R {
     const chain = this.#writer.write(record);
-    this.#failing = false;
+    if (this.#failing) {
+      this.#failing = false;
+      this.#report(null);
+    }
     this.#opts.checkpoints?.recorded();
     // Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
     return chain ? Object.assign({}, record, chain) : record;
@@ -101,6 +117,17 @@ export class Recorder {
       this.#failed(err, record.id);
       return record;
     }
+  }
+
+  #report(refusal: AuditRefusal | null): void {
+    if (refusal === this.#refusal) return;
+    this.#refusal = refusal;
+    if (refusal === 'low-space') {
+      this.#log.error({ file: this.#writer.file, freeBytes: this.#writer.freeBytes }, 'audit trail filesystem below audit.minFreeSpace: refusing messages before relaying');
+    } else if (refusal === null) {
+      this.#log.info({ file: this.#writer.file }, 'audit trail writable again: relaying');
+    }
+    this.#bus.publish('audit-state', { writable: refusal === null, reason: refusal });
   }
 
   #failed(err: unknown, id: string): void {

@@ -538,6 +538,7 @@ const audit = z
       .prefault({}),
     rotate: auditRotate.nullable().default(null),
     onWriteFailure: z.enum(['refuse', 'continue']).default('refuse'),
+    minFreeSpace: size(8 * MiB),
     privacy: z.enum(['clear', 'pseudonymize', 'domain-only']).default('clear'),
     // 16 characters at least: the key is all that stands between a pseudonym and a guessed address.
     hmacKey: z.string().min(16, 'must be at least 16 characters (e.g. 32 random bytes in hex)').nullable().default(null),

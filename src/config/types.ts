@@ -202,6 +202,11 @@ export interface AuditConfig {
   } | null;
   /** When a relay record cannot be written: answer 451 (`refuse`) or relay anyway and log (`continue`). */
   readonly onWriteFailure: 'refuse' | 'continue';
+  /**
+   * With `refuse`: below this much free space on the trail's filesystem, messages are refused
+   * before relaying (bytes). The reserve still holds the records of those refusals.
+   */
+  readonly minFreeSpace: number;
   /** How addresses appear in the trail (audit/privacy.ts). */
   readonly privacy: 'clear' | 'pseudonymize' | 'domain-only';
   /** HMAC key for `pseudonymize`; null otherwise. A secret: never logged. */

@@ -16,6 +16,8 @@ export interface RelayEvents {
   probe: [ProbeResult];
   /** A record could not be written to the trail. */
   'audit-write-error': [{ readonly id: string }];
+  /** The trail stopped or started taking records (`reason`: why not; null when writable). */
+  'audit-state': [{ readonly writable: boolean; readonly reason: 'write-failed' | 'low-space' | null }];
   /** An upstream's circuit breaker changed state (a failed half-open probe re-reports `open`). */
   'upstream-state': [{ readonly upstream: string; readonly state: 'closed' | 'open' | 'half-open'; readonly reason: string }];
   /** The adaptive slow-down towards an upstream changed; 0 = back to its configured pace. */

@@ -102,6 +102,11 @@ export class Metrics {
     help: 'Records that could not be written to the audit trail.',
     registers: [this.registry],
   });
+  readonly #auditWritable = new Gauge({
+    name: 'mailtrail_audit_writable',
+    help: 'Whether the audit trail takes records (1), or messages are refused before relaying because it cannot or is below audit.minFreeSpace (0).',
+    registers: [this.registry],
+  });
   readonly #unclassified = new Counter({
     name: 'mailtrail_unclassified_failures_total',
     help: 'Failures no classifier rule matched (class internal, rule unclassified): gaps in the rules table.',
@@ -138,6 +143,7 @@ export class Metrics {
       for (const result of ['sent', 'failed', 'dropped'] as const) this.#notifications.inc({ sink, result }, 0);
     }
     this.#auditWriteErrors.inc(0);
+    this.#auditWritable.set(1);
     this.#unclassified.inc(0);
   }
 
@@ -165,6 +171,7 @@ export class Metrics {
       bus.subscribe('probe', (p) => this.#onProbe(p)),
       bus.subscribe('upstream-state', (s) => this.#breaker.set({ upstream: s.upstream }, BREAKER_VALUE[s.state])),
       bus.subscribe('audit-write-error', () => this.#auditWriteErrors.inc()),
+      bus.subscribe('audit-state', (s) => this.#auditWritable.set(s.writable ? 1 : 0)),
       bus.subscribe('alert', (a) => this.#alerts.inc({ rule: a.rule, state: a.state })),
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
     );

@@ -37,8 +37,8 @@ export interface ReadinessReport {
 }
 
 /**
- * Ready = the SMTP listeners are accepting and at least one probed upstream passed its last probe
- * (with no upstream probed, the listeners alone decide). The circuit breaker state is shown, not
+ * Ready = the SMTP listeners are accepting, the audit trail takes records, and at least one probed
+ * upstream passed its last probe (with no upstream probed, the listeners and the trail decide). The circuit breaker state is shown, not
  * counted: a probe that passes is what says an upstream can take mail. Fed by `probe` and
  * `upstream-state` events.
  */
@@ -46,6 +46,8 @@ export class Readiness {
   #sources: ReadinessSources;
   #probes = new Map<string, ProbeResult>();
   #breakers = new Map<string, BreakerState>();
+  /** Why the trail takes no records now, or null. */
+  #auditRefusal: 'write-failed' | 'low-space' | null = null;
   #unsubscribe: (() => void)[];
 
   constructor(bus: EventBus, sources: ReadinessSources) {
@@ -53,6 +55,7 @@ export class Readiness {
     this.#unsubscribe = [
       bus.subscribe('probe', (p) => this.#probes.set(p.upstream, p)),
       bus.subscribe('upstream-state', (s) => this.#breakers.set(s.upstream, s.state)),
+      bus.subscribe('audit-state', (s) => (this.#auditRefusal = s.reason)),
     ];
   }
 
@@ -62,6 +65,9 @@ export class Readiness {
     const upstreams = this.#sources.upstreams.map((name) => this.#upstream(name, probed.has(name)));
     const reasons: string[] = [];
     if (listeners.length === 0) reasons.push('SMTP listeners are not accepting');
+    // Every message is answered 451 while the trail takes no records: not ready for traffic.
+    if (this.#auditRefusal === 'write-failed') reasons.push('the audit trail cannot be written');
+    if (this.#auditRefusal === 'low-space') reasons.push('the audit trail filesystem is below audit.minFreeSpace');
     if (probed.size > 0 && !upstreams.some((u) => u.probe.ok === true)) {
       reasons.push(upstreams.some((u) => u.probe.ok === false) ? 'no upstream passed its last probe' : 'no upstream probe has finished yet');
     }

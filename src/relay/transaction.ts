@@ -97,10 +97,12 @@ export class TransactionProcessor {
         const failure = localFailure('too_large', false, null, `message exceeds limits.maxMessageSize (${config.limits.maxMessageSize} bytes)`);
         return this.#finish(unrelayedRecord(input(facts, reply, receiveMs), 'rejected', failure), state);
       }
-      if (this.#deps.recorder.failing) {
-        // The trail cannot be written (disk full...): refuse before relaying. Relaying first would
+      const refusal = this.#deps.recorder.refusal();
+      if (refusal !== null) {
+        // The trail cannot be written, or is nearly full: refuse before relaying. Relaying first would
         // deliver the message and still answer 451, so every retry of the client would deliver again.
-        const failure = localFailure('internal', true, 'EAUDITWRITE', 'the audit trail cannot be written: not relayed');
+        const why = refusal === 'low-space' ? 'the audit trail filesystem is below audit.minFreeSpace' : 'the audit trail cannot be written';
+        const failure = localFailure('internal', true, 'EAUDITWRITE', `${why}: not relayed`);
         return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs), 'deferred', failure), state);
       }
       const decision = await this.#deps.engine.relay(
@@ -146,7 +148,11 @@ export class TransactionProcessor {
       this.#deps.recorder.relay(record);
     } catch {
       state.rejected += 1;
-      return { id: record.id, reply: withId(CLIENT_REPLIES.audit_failed, record.id) };
+      // Never 250 without a record. When the upstream may already have the message, say so: the
+      // client's retry may deliver it twice (a duplicate beats a loss), and the operational log
+      // holds the record (recorder.ts).
+      const mayHaveIt = record.outcome === 'delivered' || record.outcome === 'partial' || record.outcome === 'unknown';
+      return { id: record.id, reply: withId(mayHaveIt ? CLIENT_REPLIES.audit_failed_after_relay : CLIENT_REPLIES.audit_failed, record.id) };
     }
     this.#deps.duplicates?.written(record);
     if (record.clientReply.code >= 200 && record.clientReply.code < 300) state.accepted += 1;

@@ -18,6 +18,11 @@ export const CLIENT_REPLIES = {
   rate_limited: { code: 451, enhanced: '4.7.1', text: 'Rate limit reached, try again later' },
   internal: { code: 451, enhanced: '4.3.0', text: 'Local problem: message not accepted, try again later' },
   audit_failed: { code: 451, enhanced: '4.3.0', text: 'Cannot record the transaction; message not accepted, try again later' },
+  audit_failed_after_relay: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
+  },
   shutting_down: { code: 421, enhanced: '4.3.2', text: 'Service shutting down, try again later' },
 } as const satisfies Record<string, SmtpReply>;
 

@@ -138,6 +138,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       checkpoint: { every: 1000, interval: 60_000, signingKey: null, file: null },
       rotate: null,
       onWriteFailure: 'refuse',
+      minFreeSpace: 0,
       privacy: 'clear',
       hmacKey: null,
       duplicateWindow: 24 * 3_600_000,

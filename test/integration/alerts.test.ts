@@ -269,6 +269,23 @@ describe('alerts with the default rules', () => {
     expect(hook.received[1]!.json.alert.message).toContain('a health probe passed');
   });
 
+  it('pages once when the audit trail stops taking records, whatever the rules, naming no upstream', async () => {
+    upstream = await startFakeUpstream();
+    const relay = await startRelay({
+      upstreams: [{ name: 'provider', port: upstream.port }],
+      alerts: alertsWith(hook, defaultAlertRules(['hook'])),
+      // More free space than any disk here has: below the reserve from the start.
+      audit: { minFreeSpace: 2 ** 60 },
+    });
+    running.push(relay);
+    await sendMany(relay, 5, 1);
+    await hook.waitFor((r) => r.length >= 1, 10_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(hook.received).toHaveLength(1);
+    expect(hook.received[0]!.json.alert).toMatchObject({ state: 'fired', rule: 'audit-trail', upstream: null, class: 'internal' });
+    expect(hook.received[0]!.json.alert.message).toMatch(/^audit-trail: the audit trail's filesystem is below audit\.minFreeSpace; every message is refused/);
+  });
+
   it('resolves an alert left open by a previous run once the restarted relay works', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-alert-restart-'));
     try {

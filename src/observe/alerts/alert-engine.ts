@@ -42,6 +42,11 @@ const ACTION: Readonly<Record<string, string>> = {
   dns: 'the upstream host name does not resolve',
 };
 
+/** The incident key's upstream for alerts about the relay itself, not one upstream. */
+const RELAY_ITSELF = '';
+/** The built-in rule that pages when the audit trail stops taking records (every message gets 451). */
+const AUDIT_TRAIL_RULE = 'audit-trail';
+
 /** Events waiting for evaluation; past this, new ones are dropped (evaluation is far cheaper than relaying). */
 const MAX_INBOX = 10_000;
 
@@ -91,6 +96,8 @@ export class AlertEngine {
     this.#unsubscribe.push(
       bus.subscribe('relay', (record) => this.#receive({ kind: 'relay', record })),
       bus.subscribe('probe', (result) => this.#receive({ kind: 'probe', result })),
+      // Built in, whatever the rules: a trail that takes no records stops all relaying.
+      bus.subscribe('audit-state', (s) => this.#onAuditState(s.reason, Date.now())),
     );
     this.#timer = setInterval(() => this.#tick(Date.now()), this.#deps.tickMs ?? 5_000);
     this.#timer.unref();
@@ -123,6 +130,20 @@ export class AlertEngine {
       if (event.kind === 'relay') this.#onRelay(event.record, now);
       else this.#onProbe(event.result, now);
     }
+  }
+
+  #onAuditState(reason: 'write-failed' | 'low-space' | null, now: number): void {
+    const key: IncidentKey = { rule: AUDIT_TRAIL_RULE, upstream: RELAY_ITSELF, class: 'internal' };
+    if (reason === null) {
+      this.#incidents.clear(key, 'the audit trail takes records again', now);
+      return;
+    }
+    const why =
+      reason === 'low-space'
+        ? "the audit trail's filesystem is below audit.minFreeSpace"
+        : 'the audit trail cannot be written (disk full, permissions: see the log)';
+    const summary = `${why}; every message is refused with 451 before relaying until it is fixed`;
+    this.#incidents.raise(key, { summary, shownClass: 'internal', sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
   }
 
   #onRelay(record: RelayRecord, now: number): void {
@@ -251,6 +272,7 @@ export class AlertEngine {
     const rules = new Set(this.#deps.config.rules.map((r) => r.name));
     const upstreams = new Set(this.#deps.upstreams.map((u) => u.name));
     for (const incident of saved) {
+      if (incident.rule === AUDIT_TRAIL_RULE) continue;
       if (!rules.has(incident.rule) || !upstreams.has(incident.upstream)) {
         this.#incidents.clear(incident, 'no longer evaluated: the rule or upstream was removed from the configuration', now);
       }
@@ -261,10 +283,9 @@ export class AlertEngine {
   #announce(state: 'fired' | 'resolved', incident: Incident, text: string, now: number): void {
     const { recorder, ids, delivery, log, hostname } = this.#deps;
     const sinks = incident.sinks.filter((name) => this.#maySend(name, incident.upstream));
-    const message =
-      state === 'fired'
-        ? `${incident.rule} on upstream ${incident.upstream}: ${text}`
-        : `${incident.rule} on upstream ${incident.upstream}: ${text}; open for ${formatDuration(now - incident.openedAt)}`;
+    const about = incident.upstream === RELAY_ITSELF ? incident.rule : `${incident.rule} on upstream ${incident.upstream}`;
+    const message = state === 'fired' ? `${about}: ${text}` : `${about}: ${text}; open for ${formatDuration(now - incident.openedAt)}`;
+    const upstream = incident.upstream === RELAY_ITSELF ? null : incident.upstream;
     const time = new Date(now).toISOString();
     const record: AlertRecord = {
       v: AUDIT_SCHEMA_VERSION,
@@ -273,7 +294,7 @@ export class AlertEngine {
       id: ids.next(now),
       state,
       rule: incident.rule,
-      upstream: incident.upstream,
+      upstream,
       class: incident.shownClass as FailureClass | null,
       message,
       sinks,
@@ -285,7 +306,7 @@ export class AlertEngine {
       id: record.id,
       state,
       rule: incident.rule,
-      upstream: incident.upstream,
+      upstream,
       class: record.class,
       message,
       time,

@@ -4,7 +4,8 @@ export interface AlertNotification {
   readonly id: string;
   readonly state: 'fired' | 'resolved';
   readonly rule: string;
-  readonly upstream: string;
+  /** The upstream it is about; null for the relay itself (rule `audit-trail`). */
+  readonly upstream: string | null;
   readonly class: string | null;
   /** One line: what happened, the evidence, and for a resolve how long it lasted. */
   readonly message: string;
@@ -30,7 +31,7 @@ export function webhookBody(n: AlertNotification): { text: string; alert: AlertN
 }
 
 export function emailSubject(n: AlertNotification): string {
-  return `[mailtrail] ${n.state === 'fired' ? 'FIRING' : 'RESOLVED'} ${n.rule} on ${n.upstream}`;
+  return `[mailtrail] ${n.state === 'fired' ? 'FIRING' : 'RESOLVED'} ${n.rule}${n.upstream === null ? '' : ` on ${n.upstream}`}`;
 }
 
 export function emailText(n: AlertNotification): string {
@@ -38,7 +39,7 @@ export function emailText(n: AlertNotification): string {
     headline(n),
     '',
     `rule:      ${n.rule}`,
-    `upstream:  ${n.upstream}`,
+    `upstream:  ${n.upstream ?? '-'}`,
     `class:     ${n.class ?? '-'}`,
     `state:     ${n.state}`,
     `since:     ${n.since}`,
