@@ -250,6 +250,7 @@ unknownOutcomeReply: 250
         checkpoint: { every: 1000, interval: 60_000, signingKey: null, file: null },
         rotate: null,
         onWriteFailure: 'refuse',
+        minFreeSpace: 8 * 1024 * 1024,
         privacy: 'clear',
         hmacKey: null,
         duplicateWindow: 86_400_000,
