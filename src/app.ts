@@ -106,18 +106,19 @@ export class App {
     this.#router?.channel(upstream)?.breaker.recordProbe(ok, why);
   }
 
+  /** Throws StartError naming the part of the configuration that could not be brought up. */
   async start(): Promise<RunningInfo> {
     const { config } = this;
-    mkdirSync(config.dataDir, { recursive: true });
-    const upstreams = await this.#startSink(config.upstreams);
+    await stage('dataDir', () => mkdirSync(config.dataDir, { recursive: true }));
+    const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
     this.#router = this.#buildRouter(upstreams, ids);
     const engine = new RelayEngine(this.#router, config.timeouts.relay);
-    this.#writer = await AuditWriter.open({ ...config.audit, log: this.#log });
+    this.#writer = await stage('audit.file', () => AuditWriter.open({ ...config.audit, log: this.#log }));
     this.#recorder = this.#buildRecorder(this.#writer, ids);
     // Observers subscribe before the first client can connect, so they see every record.
     this.#observers = this.#buildObservers(upstreams, this.#recorder, ids);
-    const http = (await this.#observers.http?.start()) ?? null;
+    const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -127,7 +128,7 @@ export class App {
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
     });
-    const tls = await listenerTls(config, this.#log);
+    const tls = await stage('tls', () => listenerTls(config, this.#log));
     this.#listeners = new SmtpListeners({
       config,
       admission: new Admission(config.clients),
@@ -138,7 +139,7 @@ export class App {
       log: this.#log,
       tls,
     });
-    await this.#listeners.start();
+    await stage('listen', () => this.#listeners!.start());
     this.#accepting = true;
     this.#observers.probes.start();
     return {
@@ -338,5 +339,27 @@ export class App {
     await this.#sink.start();
     const port = this.#sink.port;
     return upstreams.map((u) => (u.name === 'local-sink' ? { ...u, host: '127.0.0.1', port } : u));
+  }
+}
+
+/**
+ * A part of the configuration that could not be brought up at start-up (a port in use, an audit
+ * folder that cannot be written, an unreadable certificate), named by its key, with the system error.
+ */
+export class StartError extends Error {
+  readonly code = 'ESTART';
+  readonly part: string;
+
+  constructor(part: string, cause: Error) {
+    super(`${part}: ${cause.message}`, { cause });
+    this.part = part;
+  }
+}
+
+async function stage<T>(part: string, run: () => T | Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    throw err instanceof StartError ? err : new StartError(part, err as Error);
   }
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { App, type RunningInfo } from './app.js';
+import { App, StartError, type RunningInfo } from './app.js';
 import { hashPassword } from './auth/password.js';
 import { ConfigError } from './config/config-error.js';
 import { loadConfig } from './config/load.js';
@@ -98,7 +98,16 @@ async function serve(file: string | undefined): Promise<number> {
   }
   const log = createLogger(config.log.level);
   const app = new App(config, log);
-  const info = await app.start();
+  let info: RunningInfo;
+  try {
+    info = await app.start();
+  } catch (err) {
+    if (!(err instanceof StartError)) throw err;
+    // What could not start is named by its key; no stack trace for a port in use or a full disk.
+    process.stderr.write(`mailtrail: cannot start: ${err.message}\n`);
+    await app.stop().catch(() => undefined);
+    return 1;
+  }
   process.stdout.write(startupBanner(info, config));
   log.info({ listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile }, 'mailtrail started');
   return new Promise<number>((resolve) => {

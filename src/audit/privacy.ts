@@ -84,7 +84,7 @@ export class RecordPrivacy {
     return Object.assign({}, r, {
       from: this.#address(r.from),
       rcpt: r.rcpt.map((x) => ({ ...x, to: this.#address(x.to), reply: x.reply && this.#reply(x.reply) })),
-      message: { ...r.message, headerFrom: maskHeaderFrom(r.message.headerFrom, this.mode, this.#key) },
+      message: { ...r.message, subject: this.#text(r.message.subject), headerFrom: maskHeaderFrom(r.message.headerFrom, this.mode, this.#key) },
       attempts: r.attempts.map((a) => ({
         ...a,
         reply: a.reply && this.#reply(a.reply),

@@ -17,9 +17,7 @@ export interface ErrorFingerprint {
  */
 export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
   if (!record.failure) return null;
-  // On a partial delivery the deciding reply is the final 250; the error is the refused recipient's.
-  const refused = record.outcome === 'partial' ? record.rcpt.find((r) => r.status !== 'accepted' && r.reply)?.reply : undefined;
-  const reply = refused ?? record.upstreamReply;
+  const reply = errorReply(record);
   // Reply code and enhanced code are kept as they are: they are part of what makes two errors the same.
   const normalized = reply
     ? `${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${normalizeReplyText(reply.text)}`
@@ -27,6 +25,16 @@ export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
   const upstream = record.upstream?.name ?? null;
   const key = createHash('sha256').update(`${record.failure.class}\u0000${upstream ?? ''}\u0000${normalized}`).digest('hex').slice(0, 16);
   return { key, class: record.failure.class, upstream, normalized };
+}
+
+/**
+ * The reply that says what went wrong: the deciding reply, except on a partial delivery, where that
+ * is the final 250 and the error is the first refused recipient's reply. Fingerprints and the
+ * samples shown beside them both use it, so a group's sample always shows its own error.
+ */
+export function errorReply(record: RelayRecord): RelayRecord['rcpt'][number]['reply'] {
+  const refused = record.outcome === 'partial' ? record.rcpt.find((r) => r.status !== 'accepted' && r.reply)?.reply : undefined;
+  return refused ?? record.upstreamReply;
 }
 
 /** Masks what varies per message: addresses, bracketed ids, hex/base32 ids, IPs, numbers. */

@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { RelayRecord } from '../audit/records.js';
-import { errorFingerprint } from './error-fingerprint.js';
+import { errorFingerprint, errorReply } from './error-fingerprint.js';
 import type { EventBus } from './event-bus.js';
 
 /** One group of "the same error", as GET /api/errors shows it. */
@@ -17,7 +17,7 @@ export interface ErrorGroup {
   /** The latest occurrence: its transaction id and the upstream's reply (or error when none came). */
   readonly sample: {
     readonly id: string;
-    readonly reply: RelayRecord['upstreamReply'];
+    readonly reply: RelayRecord['rcpt'][number]['reply'];
     readonly error: { readonly code: string | null; readonly cause: string | null } | null;
   };
 }
@@ -49,6 +49,7 @@ export class ErrorGroups {
     if (!fp) return;
     const before = this.#groups.get(fp.key);
     const detail = record.failure?.detail;
+    const reply = errorReply(record);
     this.#groups.set(fp.key, {
       fingerprint: fp.key,
       class: fp.class,
@@ -59,8 +60,8 @@ export class ErrorGroups {
       lastSeen: record.time,
       sample: {
         id: record.id,
-        reply: record.upstreamReply,
-        error: record.upstreamReply ? null : { code: detail?.code ?? null, cause: detail?.cause ?? null },
+        reply,
+        error: reply ? null : { code: detail?.code ?? null, cause: detail?.cause ?? null },
       },
     });
   }

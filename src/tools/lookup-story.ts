@@ -27,7 +27,7 @@ export function renderStory(story: Story, style: Style): string[] {
   out.push(paint(style, 'bold', `lookup ${story.key} (${story.kind}): ${entries.length} record(s), ${formatTime(first)} → ${formatTime(last)}`));
   if (story.privacyNote) out.push(paint(style, 'dim', `  note: ${story.privacyNote}`));
   const relays = entries.map((e) => e.record).filter((r): r is RelayRecord => r.type === 'relay');
-  const verdict = verdictLine(relays, style);
+  const verdict = verdictLine(relays, story.dropped, style);
   if (verdict) out.push(verdict);
   if (story.dropped > 0) out.push(paint(style, 'yellow', `  ${story.dropped} earlier record(s) not shown (--limit)`));
   if (!story.expanded && story.direct > 1 && relays.length > 0 && story.direct > 100) {
@@ -42,11 +42,13 @@ export function renderStory(story: Story, style: Style): string[] {
 }
 
 /** "latest outcome: delivered ... after 2 earlier tries" from the relay records of the story. */
-function verdictLine(relays: readonly RelayRecord[], style: Style): string | null {
+function verdictLine(relays: readonly RelayRecord[], dropped: number, style: Style): string | null {
   const latest = relays[relays.length - 1];
   if (!latest) return null;
   const where = latest.upstream ? ` via ${latest.upstream.name}${latest.upstream.queueId ? ` (queue ${latest.upstream.queueId})` : ''}` : '';
-  const earlier = relays.length > 1 ? `, after ${relays.length - 1} earlier transaction(s): ${outcomeList(relays.slice(0, -1))}` : '';
+  // With --limit cutting the story, say that the count is of what is shown, not of all there is.
+  const shown = dropped > 0 ? ' shown here' : '';
+  const earlier = relays.length > 1 ? `, after ${relays.length - 1} earlier transaction(s)${shown}: ${outcomeList(relays.slice(0, -1))}` : '';
   return `  latest outcome: ${paint(style, outcomeColor(latest.outcome), latest.outcome)} at ${formatTime(latest.time)}${where}${earlier}`;
 }
 

@@ -84,6 +84,10 @@ export async function lookupCommand(args: readonly string[], io: ToolIo): Promis
   if (summary) io.stderr.write(`mailtrail lookup: ${summary}\n`);
   if (story.entries.length === 0) {
     io.stderr.write(`mailtrail lookup: no record mentions ${key} (in ${files.join(', ')})\n`);
+    // A pseudonymized trail holds no clear address: without its key, the address cannot match.
+    if (isFullAddress(stripBrackets(key)) && privacy?.mode !== 'pseudonymize') {
+      io.stderr.write('mailtrail lookup: if the trail is pseudonymized (audit.privacy), give --config with its audit.hmacKey to look up an address\n');
+    }
     return EXIT.notFound;
   }
   return EXIT.ok;

@@ -20,7 +20,7 @@
  */
 import type { AlertRecord, AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
 import type { Outcome } from '../relay/failure-class.js';
-import { errorFingerprint } from '../observe/error-fingerprint.js';
+import { errorFingerprint, errorReply } from '../observe/error-fingerprint.js';
 import { LogHistogram, QUANTILE_RELATIVE_ERROR, type QuantileSummary } from './quantiles.js';
 import { SpaceSaving, type TopEntry } from './top-k.js';
 import { inRange, type TimeRange } from './time-range.js';
@@ -430,7 +430,7 @@ function domainList(s: SpaceSaving, n: number): DomainList {
 
 /** The upstream's reply as it came, or the error that stood in for one (ECONNREFUSED...). */
 function sampleOf(r: RelayRecord): { id: string; reply: string } {
-  const reply = r.upstreamReply;
+  const reply = errorReply(r);
   if (reply) return { id: r.id, reply: `${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${reply.text}`.trim() };
   const d = r.failure?.detail;
   return { id: r.id, reply: [d?.code, d?.cause, d?.timeoutType, d?.message].filter(Boolean).join(' ') || '(no reply)' };

@@ -268,6 +268,20 @@ describe('the command line', () => {
       expect(res.stderr).toMatch(/^\s*listen: /m);
       expect(res.stderr).toMatch(/^\s*upstreams: /m);
     });
+
+    it('exits 1 with one line naming the key when a valid config cannot be brought up (no stack trace)', async () => {
+      const dir = await folder();
+      // A file where the audit folder should be: the trail cannot be opened.
+      await writeFile(join(dir, 'not-a-folder'), '');
+      await writeFile(
+        join(dir, 'mailtrail.yaml'),
+        'listen: [{ host: 127.0.0.1, port: 0 }]\nupstreams: [{ name: u, url: "smtp://127.0.0.1:2", tls: { mode: none } }]\naudit: { file: not-a-folder/audit.log }\n',
+      );
+      const res = await runCli(['serve', '--config', 'mailtrail.yaml'], { cwd: dir, env: cleanEnv(dir) });
+      expect(res.code).toBe(1);
+      expect(res.stderr).toMatch(/^mailtrail: cannot start: audit\.file: ENOTDIR: not a directory/m);
+      expect(res.stderr).not.toMatch(/\n\s+at /);
+    });
   });
 
   describe('the embedded default', () => {

@@ -141,13 +141,15 @@ describe('metrics after a scripted run against the fake upstream', () => {
 
   it('groups failures by fingerprint with count, first and last seen and a sample', async () => {
     const { groups } = (await (await get(`${relay.httpUrl}/api/errors`)).json()) as {
-      groups: { class: string; upstream: string; count: number; firstSeen: string; lastSeen: string; sample: { error: { cause: string } | null } }[];
+      groups: { class: string; upstream: string; count: number; firstSeen: string; lastSeen: string; sample: { reply: { code: number } | null; error: { cause: string } | null } }[];
     };
     // Three refusals of every recipient plus two partial deliveries refusing one recipient with the
     // same reply: one error.
     const unknown = groups.find((g) => g.class === 'recipient_rejected' && g.count === 5);
     expect(unknown).toBeDefined();
     expect(unknown!.firstSeen <= unknown!.lastSeen).toBe(true);
+    // The latest is a partial delivery: its sample shows the recipient's 550, not the final 250.
+    expect(unknown!.sample.reply?.code).toBe(550);
     const down = groups.find((g) => g.class === 'connect')!;
     expect(down).toMatchObject({ upstream: 'primary', count: 3, sample: { error: { cause: 'ECONNREFUSED' } } });
   });

@@ -139,8 +139,10 @@ describe('mailtrail lookup', () => {
     expect(found.code).toBe(0);
     expect(found.out).toContain(masked.id);
     expect(found.out).toContain('the trail is pseudonymized: the address was masked with the configured key');
-    // Without the key, the pseudonym cannot be made: nothing matches.
-    expect((await lookup(['ana@example.org', trail])).code).toBe(1);
+    // Without the key, the pseudonym cannot be made: nothing matches, and lookup says what to give.
+    const without = await lookup(['ana@example.org', trail]);
+    expect(without.code).toBe(1);
+    expect(without.err).toContain('if the trail is pseudonymized (audit.privacy), give --config with its audit.hmacKey');
   });
 
   it('exits 1 and says so when no record mentions the key', async () => {
@@ -153,6 +155,9 @@ describe('mailtrail lookup', () => {
   it('keeps the most recent records with --limit and says how many were left out', async () => {
     const { out } = await lookup([MID, ...files, '--limit', '3']);
     expect(out).toContain('4 earlier record(s) not shown (--limit)');
+    // The count of earlier transactions is of those shown, not of all there are.
+    const wider = await lookup([MID, ...files, '--limit', '6']);
+    expect(wider.out).toMatch(/after \d+ earlier transaction\(s\) shown here:/);
     const json = await lookup([MID, ...files, '--limit', '3', '--json']);
     expect(ids(json.out)).toEqual(inTimeOrder(story).slice(-3));
   });

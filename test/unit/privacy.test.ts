@@ -114,6 +114,12 @@ describe('masking a relay record', () => {
     expect(Object.keys(masked)).toEqual(Object.keys(record));
   });
 
+  it('masks addresses in a recorded Subject too (audit.subject: true)', () => {
+    const withSubject = { ...record, message: { ...record.message, subject: 'Invoice for ana.smith@example.org' } } as RelayRecord;
+    expect(new RecordPrivacy('pseudonymize', KEY).relay(withSubject).message.subject).toBe(`Invoice for ${pseudonym('ana.smith')}@example.org`);
+    expect(new RecordPrivacy('domain-only', null).relay(withSubject).message.subject).toBe('Invoice for @example.org');
+  });
+
   it('returns the very same record in clear mode (no cost on the relay path)', () => {
     expect(new RecordPrivacy('clear', null).relay(record)).toBe(record);
   });

@@ -289,6 +289,21 @@ describe('mailtrail report', () => {
     else expect(relays).toBe(report.records.relay);
   });
 
+  it('shows the refused recipient’s reply as the sample of a group whose first record is a partial delivery', async () => {
+    const partial = relay({
+      outcome: 'partial',
+      rcpt: [
+        { to: 'ana@example.org', status: 'accepted', reply: null },
+        { to: 'gone@example.org', status: 'rejected', reply: { code: 550, enhanced: '5.1.1', text: '<gone@example.org>: User unknown' } },
+      ],
+      upstreamReply: { code: 250, enhanced: null, text: 'Ok: queued as Q1', phase: 'data' },
+      failure: { class: 'recipient_rejected', retryable: false, actor: 'recipient', scope: 'recipient', detail: { rule: 'some-recipients-refused', code: null, cause: null, timeoutType: null, message: null } },
+    });
+    const file = await writeTrail(dir, 'partial.log', [partial]);
+    const { report } = await runReport([file]);
+    expect(report.errorGroups.groups.map((g) => g.sample.reply)).toEqual(['550 5.1.1 <gone@example.org>: User unknown']);
+  });
+
   it('counts only the records inside --since and --until (until exclusive)', async () => {
     const since = '2026-11-25T08:00:00.000Z';
     const until = '2026-11-25T10:30:00.000Z';
