@@ -101,7 +101,7 @@ export class App {
     return this.#router?.health() ?? [];
   }
 
-  /** Tells an upstream's breaker what a readiness probe found (half-open: it decides). */
+  /** Tells an upstream's breaker what a health probe found (half-open: it decides). */
   recordProbe(upstream: string, ok: boolean, why = ''): void {
     this.#router?.channel(upstream)?.breaker.recordProbe(ok, why);
   }

@@ -109,7 +109,14 @@ function readYaml(fullPath: string): unknown {
     throw new ConfigError([{ path: '', message: `cannot read the file (${code})` }], fullPath);
   }
   const doc = YAML.parseDocument(text);
-  if (doc.errors.length > 0) throw new ConfigError(doc.errors.map(yamlProblem), fullPath);
+  if (doc.errors.length > 0) {
+    // One syntax mistake makes the parser report dozens of follow-on errors: the first is the one
+    // to fix, the rest usually vanish with it.
+    const rest = doc.errors.length - 1;
+    const problems = [yamlProblem(doc.errors[0]!)];
+    if (rest > 0) problems.push({ path: '', message: `YAML: ${rest} more syntax error(s) after this one, most likely caused by it` });
+    throw new ConfigError(problems, fullPath);
+  }
   if (doc.contents === null) throw new ConfigError([{ path: '', message: 'the file is empty' }], fullPath);
   try {
     return doc.toJS();

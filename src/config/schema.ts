@@ -290,7 +290,7 @@ const upstream = z
       })
       .prefault({}),
     pool: z
-      .strictObject({ maxConnections: count(5), maxMessages: count(100), idleTimeout: duration(60_000) })
+      .strictObject({ maxConnections: count(5), maxMessages: count(100), idleTimeout: duration(60_000), maxWait: duration(5_000) })
       .prefault({}),
     timeouts: z
       .strictObject({

@@ -129,7 +129,17 @@ export interface UpstreamConfig {
     /** SNI / certificate name to check when host is an IP. */
     readonly servername: string | null;
   };
-  readonly pool: { readonly maxConnections: number; readonly maxMessages: number; readonly idleTimeout: number };
+  readonly pool: {
+    readonly maxConnections: number;
+    readonly maxMessages: number;
+    readonly idleTimeout: number;
+    /**
+     * How long a message waits for a free connection before it moves on to the next upstream of
+     * its route (ms). Only when there is a next one: the last upstream is waited for up to the
+     * relay deadline.
+     */
+    readonly maxWait: number;
+  };
   readonly timeouts: {
     readonly connect: number;
     readonly greeting: number;

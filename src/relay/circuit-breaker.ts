@@ -37,7 +37,7 @@ interface Bucket {
  * One upstream's circuit breaker. Closed: every message may try it. After `failures` consecutive
  * infrastructure failures (or, with a `window`, a failure rate of `failureRate` over it) it opens:
  * the upstream is skipped without a connection attempt, so a dead provider costs no timeouts. After
- * `cooldown` it is half-open: exactly one attempt (a real message, or the readiness probe through
+ * `cooldown` it is half-open: exactly one attempt (a real message, or the health probe through
  * `recordProbe`) decides between closed and open again. A null config never skips.
  *
  * Every state change is reported through `onChange` (metrics, readiness, alert records subscribe).
@@ -97,13 +97,13 @@ export class CircuitBreaker {
   }
 
   /**
-   * The readiness probe's verdict on this upstream. Half-open: it decides, like a real message would.
+   * The health probe's verdict on this upstream. Half-open: it decides, like a real message would.
    * Closed: it counts like any attempt. Open during the cooldown: ignored (the cooldown is the point).
    */
   recordProbe(ok: boolean, why = ''): void {
     if (this.#config === null || this.#closed) return;
-    if (this.#state === 'half-open') return this.#decide(ok, why ? `readiness probe: ${why}` : 'readiness probe');
-    if (this.#state === 'closed') this.record(ok ? 'success' : 'failure', false, why ? `readiness probe: ${why}` : 'readiness probe');
+    if (this.#state === 'half-open') return this.#decide(ok, why ? `health probe: ${why}` : 'health probe');
+    if (this.#state === 'closed') this.record(ok ? 'success' : 'failure', false, why ? `health probe: ${why}` : 'health probe');
   }
 
   /** Stops the cooldown timer (shutdown). */
@@ -113,7 +113,7 @@ export class CircuitBreaker {
   }
 
   #probeResult(evidence: BreakerEvidence, why: string): void {
-    // The readiness probe may already have decided while this message was on its way.
+    // The health probe may already have decided while this message was on its way.
     if (this.#state !== 'half-open' || !this.#probeInFlight) return;
     this.#probeInFlight = false;
     if (evidence !== 'neutral') this.#decide(evidence === 'success', why);
@@ -123,9 +123,9 @@ export class CircuitBreaker {
     this.#probeInFlight = false;
     if (ok) {
       this.#reset();
-      this.#transition('closed', why ? `probe succeeded (${why})` : 'probe succeeded');
+      this.#transition('closed', why ? `half-open trial succeeded (${why})` : 'half-open trial succeeded');
     } else {
-      this.#open(why ? `probe failed: ${why}` : 'probe failed');
+      this.#open(why ? `half-open trial failed: ${why}` : 'half-open trial failed');
     }
   }
 
@@ -199,9 +199,14 @@ export class CircuitBreaker {
 export function breakerEvidence(verdict: Verdict, endedLocally: boolean): BreakerEvidence {
   if (verdict.failure === null || verdict.outcome === 'partial') return 'success';
   if (endedLocally || verdict.outcome === 'aborted') return 'neutral';
+  // A full pool says the upstream is busy (or hung: its own timeouts will tell), not that it is down.
+  if (verdict.failure.rule === 'pool-busy') return 'neutral';
   const klass = verdict.failure.class;
   if (isInfrastructureClass(klass)) return 'failure';
-  if (klass === 'throttled' || klass === 'quota' || klass === 'upstream_auth' || klass === 'unknown_outcome' || klass === 'internal') {
+  // The connection dropped after the final dot: each such message costs a possible duplicate. After
+  // N of them in a row, sending the next messages elsewhere is safe (they are new) and saves those.
+  if (klass === 'unknown_outcome') return 'failure';
+  if (klass === 'throttled' || klass === 'quota' || klass === 'upstream_auth' || klass === 'internal') {
     return 'neutral';
   }
   return 'success';

@@ -102,6 +102,7 @@ const CAUSE_WORDS: Readonly<Record<string, string>> = {
 const ERROR_WORDS: Readonly<Record<string, string>> = {
   ECONNECTION: 'connection closed',
   EDEADLINE: 'relay deadline reached',
+  EPOOLWAIT: 'every connection busy',
   ESHUTDOWN: 'shutting down',
   ETLS: 'STARTTLS failed',
   EREQUIRETLS: 'REQUIRETLS not possible',

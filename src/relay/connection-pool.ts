@@ -3,6 +3,9 @@ import type { UpstreamConfig } from '../config/types.js';
 import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
 import type { StopSignal } from './deadline.js';
 
+/** Error code of a message that found every connection of the pool busy for `pool.maxWait`. */
+export const POOL_WAIT = 'EPOOLWAIT';
+
 /** A connection handed out by the pool, with the facts the audit record needs. */
 export interface Lease {
   readonly connection: UpstreamConnection;
@@ -45,12 +48,16 @@ export class ConnectionPool {
     return this.#busy + this.#waiters.length;
   }
 
-  async acquire(signal: StopSignal): Promise<Lease> {
+  /**
+   * A connection, reused or new. Waits for a free slot while the pool is full, at most `maxWaitMs`
+   * (then rejects with EPOOLWAIT, so the message can move to the next upstream of its route).
+   */
+  async acquire(signal: StopSignal, maxWaitMs = Number.POSITIVE_INFINITY): Promise<Lease> {
     const started = performance.now();
     if (this.#closed) throw Object.assign(new Error('Upstream pool is closed'), { code: 'ESHUTDOWN' });
     // A freed slot is handed straight to the first waiter (busy count unchanged), so a caller arriving
     // in between cannot overtake it and push the pool past maxConnections.
-    if (this.#busy >= this.upstream.pool.maxConnections) await this.#waitForSlot(signal);
+    if (this.#busy >= this.upstream.pool.maxConnections) await this.#waitForSlot(signal, maxWaitMs);
     else this.#busy += 1;
     const waitMs = performance.now() - started;
     const idle = this.#takeIdle();
@@ -108,20 +115,32 @@ export class ConnectionPool {
     else this.#busy -= 1;
   }
 
-  #waitForSlot(signal: StopSignal): Promise<void> {
+  #waitForSlot(signal: StopSignal, maxWaitMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal.stopped) return reject(abortError(signal));
+      const giveUp = (err: Error): void => {
+        detach();
+        if (timer) clearTimeout(timer);
+        this.#waiters = this.#waiters.filter((w) => w !== waiter);
+        reject(err);
+      };
       const waiter: Waiter = {
         resolve: () => {
           detach();
+          if (timer) clearTimeout(timer);
           resolve();
         },
-        reject,
+        // The pool closed (shutdown): close() has taken the waiter off the list already.
+        reject: (err) => {
+          detach();
+          if (timer) clearTimeout(timer);
+          reject(err);
+        },
       };
-      const detach = signal.onStop(() => {
-        this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        reject(abortError(signal));
-      });
+      const detach = signal.onStop(() => giveUp(abortError(signal)));
+      const timer = Number.isFinite(maxWaitMs)
+        ? setTimeout(() => giveUp(Object.assign(new Error(`No free connection to ${this.upstream.name} within ${Math.round(maxWaitMs)} ms`), { code: POOL_WAIT })), maxWaitMs)
+        : null;
       this.#waiters.push(waiter);
     });
   }

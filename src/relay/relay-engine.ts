@@ -48,8 +48,8 @@ export class RelayEngine {
     const overall = deadline(this.#deadlineMs, outer);
     const attempts: ClassifiedAttempt[] = [];
     try {
-      for (const channel of route.channels) {
-        const classified = await this.#try(channel, envelope, body, overall, endsAt);
+      for (const [i, channel] of route.channels.entries()) {
+        const classified = await this.#try(channel, envelope, body, overall, endsAt, i < route.channels.length - 1);
         attempts.push(classified);
         if (!classified.verdict.mayFailOver || overall.stopped) break;
       }
@@ -59,14 +59,25 @@ export class RelayEngine {
     return { route: route.name, attempts, deciding: decidingAttempt(attempts, route) };
   }
 
-  /** One upstream of the route: breaker, pacing, then the attempt itself; the breaker hears the outcome. */
-  async #try(channel: UpstreamChannel, envelope: UpstreamEnvelope, body: ReplayableBody, overall: StopSignal, endsAt: number): Promise<ClassifiedAttempt> {
+  /**
+   * One upstream of the route: breaker, pacing, then the attempt itself; the breaker hears the
+   * outcome. With another upstream after this one, a message waits for a free connection at most
+   * `pool.maxWait` (a hung or saturated upstream then hands its traffic on instead of holding it).
+   */
+  async #try(
+    channel: UpstreamChannel,
+    envelope: UpstreamEnvelope,
+    body: ReplayableBody,
+    overall: StopSignal,
+    endsAt: number,
+    another: boolean,
+  ): Promise<ClassifiedAttempt> {
     const { upstream, breaker, limiter, throttle } = channel;
     const admission: BreakerAdmission = breaker.admit();
     if (admission === 'skip') return breakerSkip(upstream, breaker.retryInMs);
     const probe = admission === 'probe';
     const startedAt = new Date();
-    const ticket = await limiter.take(Math.max(0, endsAt - performance.now()), overall);
+    const ticket = await limiter.take(pacingBudget(endsAt - performance.now()), overall);
     if (!ticket.ok) {
       breaker.record('neutral', probe);
       // Stopped while waiting (deadline, shutdown, client gone): classified like any stopped attempt.
@@ -78,7 +89,7 @@ export class RelayEngine {
       const attemptSignal = deadline(upstream.timeouts.total, overall);
       let result: AttemptResult;
       try {
-        result = await runAttempt(channel.pool, envelope, body, attemptSignal);
+        result = await runAttempt(channel.pool, envelope, body, attemptSignal, another ? upstream.pool.maxWait : Number.POSITIVE_INFINITY);
       } finally {
         attemptSignal.dispose();
       }
@@ -93,6 +104,16 @@ export class RelayEngine {
       else if (evidence === 'success') throttle.succeeded();
     }
   }
+}
+
+/**
+ * How long a message may wait for its sending slot: half of what is left of its deadline, so the
+ * send itself keeps the other half. A slot taken just before the deadline would start a message the
+ * deadline then cuts off after the final dot (unknown outcome, and a duplicate when the client
+ * retries), and leave no time for the route's next upstream.
+ */
+function pacingBudget(remainingMs: number): number {
+  return Math.max(0, remainingMs) / 2;
 }
 
 /** The attempt that decides the record and the reply: the last real try, else the most telling skip. */

@@ -582,6 +582,14 @@ export const ERROR_RULES: readonly ErrorRule[] = [
     match: { errorCode: /^EDEADLINE$/ },
     example: { errorCode: 'EDEADLINE', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
   },
+  // Every connection of the pool stayed busy for pool.maxWait (a hung or saturated upstream) while
+  // the route had another upstream to try: nothing was sent, so moving on is safe.
+  {
+    name: 'pool-busy',
+    class: 'timeout',
+    match: { errorCode: /^EPOOLWAIT$/ },
+    example: { errorCode: 'EPOOLWAIT', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
+  },
   // nodemailer's greeting, upgrade and idle-socket timers (the after-dot case is unknown_outcome).
   {
     name: 'upstream-timeout',

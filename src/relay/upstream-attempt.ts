@@ -31,12 +31,13 @@ export async function runAttempt(
   envelope: UpstreamEnvelope,
   body: ReplayableBody,
   signal: StopSignal,
+  poolWaitMs = Number.POSITIVE_INFINITY,
 ): Promise<AttemptResult> {
   const startedAt = new Date();
   const t0 = performance.now();
   let lease: Lease;
   try {
-    lease = await pool.acquire(signal);
+    lease = await pool.acquire(signal, poolWaitMs);
   } catch (err) {
     const facts = failureFacts(err as NodemailerError, 'connecting');
     return result(pool, facts, startedAt, t0, null, { waitMs: 0, connectMs: performance.now() - t0, envelopeMs: 0, dataMs: 0 });

@@ -80,7 +80,7 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
     implicitTls: spec.implicitTls ?? false,
     auth: spec.auth ?? null,
     tls: { mode: 'none', ca: null, verify: true, servername: null, ...spec.tls },
-    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, ...spec.pool },
+    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, ...spec.pool },
     timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },
     ehloName: null,
     breaker: spec.breaker === null ? null : { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000, ...spec.breaker },

@@ -68,6 +68,15 @@ describe('the circuit breaker per upstream', () => {
     ]);
   });
 
+  it('opens after N connections dropped after the final dot, sparing the next messages a possible duplicate', async () => {
+    await primary.setFaults({ data: 'drop-after-dot' });
+    for (let i = 0; i < 3; i++) expect(await send(`dropped-${i}`)).toMatchObject({ ok: false, code: 451 });
+    expect(states.at(-1)).toMatchObject({ upstream: 'primary', state: 'open' });
+    expect(await send('after-drops')).toMatchObject({ ok: true, code: 250 });
+    expect(secondary.messages).toHaveLength(1);
+    expect((await recordOf('after-drops')).attempts.map((a) => a.error?.code ?? null)).toEqual(['EBREAKEROPEN', null]);
+  });
+
   it('writes an alert record to the trail when the breaker opens', async () => {
     await openPrimary();
     expect(await alerts()).toEqual([
@@ -81,7 +90,7 @@ describe('the circuit breaker per upstream', () => {
     expect(await send('probe-fails')).toMatchObject({ ok: true, code: 250 });
     expect(primary.connections).toBe(4);
     expect(states.map((s) => s.state)).toEqual(['open', 'half-open', 'open']);
-    expect(states.at(-1)?.reason).toMatch(/^probe failed: upstream_unavailable 421/);
+    expect(states.at(-1)?.reason).toMatch(/^half-open trial failed: upstream_unavailable 421/);
     // Open again for a fresh cooldown: skipped without a connection.
     await send('after-probe');
     expect(primary.connections).toBe(4);

@@ -73,6 +73,22 @@ describe('egress rate limits per upstream', () => {
     ]);
   });
 
+  it('never starts a message so late that the deadline cuts it off after the final dot', async () => {
+    // Each message takes the upstream 300 ms after the dot; slots are 100 ms apart; the deadline is 2 s.
+    const upstream = await startFakeUpstream({ faults: { delayMs: { data: 300 } } });
+    upstreams.push(upstream);
+    relay = await startRelay({ upstreams: [{ name: 'ses', port: upstream.port, rateLimit: { messagesPerSecond: 10 }, pool: { maxConnections: 50 } }], relayTimeout: 2_000 });
+    const r = relay;
+    const results = await Promise.all(Array.from({ length: 40 }, (_, i) => send(r, `budget-${i}`)));
+    const records = await r.relayRecords();
+    // Half the deadline is left for the send: a message over the rate is refused cleanly, never
+    // cut off after its final dot (unknown outcome, and a duplicate when the client retries).
+    expect(records.filter((x) => x.outcome === 'unknown')).toEqual([]);
+    for (const x of results.filter((y) => !y.ok)) expect(x.ok ? '' : x.response).toMatch(/^451 4\.7\.0 /);
+    expect(upstream.messages).toHaveLength(results.filter((x) => x.ok).length);
+    expect(results.filter((x) => x.ok).length).toBeGreaterThanOrEqual(5);
+  });
+
   it('sends to the next upstream of the route when the first one\'s rate would make the message too late', async () => {
     const [slow, other] = await Promise.all([startFakeUpstream(), startFakeUpstream()]);
     upstreams.push(slow, other);

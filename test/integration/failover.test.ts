@@ -57,6 +57,30 @@ describe('failover between upstreams', () => {
     expect(res.ok && res.response).toContain(rec.id);
   });
 
+  it('moves a message on to the secondary when every connection to a hung primary stays busy for pool.maxWait', async () => {
+    // The primary takes 3 s to answer the final dot; it has one connection; messages wait 300 ms for it.
+    await primary.setFaults({ delayMs: { data: 3_000 } });
+    const r = await start({ upstreams: [
+      { name: 'primary', port: primary.port, pool: { maxConnections: 1, maxWait: 300 } },
+      { name: 'secondary', port: secondary.port },
+    ] });
+    const first = send(r, '<holds-primary@x>');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const t0 = performance.now();
+    expect(await send(r, '<moves-on@x>')).toMatchObject({ ok: true, code: 250 });
+    expect(performance.now() - t0).toBeLessThan(2_500);
+    expect(secondary.messages).toHaveLength(1);
+    const moved = await recordOf(r, '<moves-on@x>');
+    expect(moved.attempts.map((a) => [a.upstream, a.class, a.error?.code ?? null])).toEqual([
+      ['primary', 'timeout', 'EPOOLWAIT'],
+      ['secondary', null, null],
+    ]);
+    expect(await first).toMatchObject({ ok: true, code: 250 });
+    expect(primary.messages).toHaveLength(1);
+    // A full pool is not a dead upstream: the breaker stays closed.
+    expect(r.app.upstreamHealth().find((h) => h.upstream === 'primary')?.state).toBe('closed');
+  });
+
   it('fails over after a 421 at MAIL FROM (the upstream is not accepting mail now)', async () => {
     const r = await start();
     await primary.setFaults({ mailFrom: { code: 421, text: '4.3.2 Service not available, closing transmission channel' } });

@@ -61,14 +61,14 @@ describe('upstream statistics', () => {
         attempt('backup', 'throttled', null, { code: 'ERATELIMIT', cause: null, message: null }),
       ]),
     );
-    expect(facts.map((f) => f.skip)).toEqual(['breaker', 'rate']);
+    expect(facts.map((f) => f.skip)).toEqual(['breaker', 'local']);
   });
 
   it('keeps the real failure behind an open breaker as the last failure, and ignores our own pacing', () => {
     const s = new UpstreamStats();
     s.addAttempt(fact('failure', 'connect', null, 'ESOCKET ECONNREFUSED'), 1_000);
     s.addAttempt(fact('failure', 'upstream_unavailable', 'breaker', 'EBREAKEROPEN'), 1_000);
-    s.addAttempt(fact('failure', 'throttled', 'rate', 'ERATELIMIT'), 1_000);
+    s.addAttempt(fact('failure', 'throttled', 'local', 'ERATELIMIT'), 1_000);
     expect(s.consecutiveFailures).toBe(2);
     expect(s.lastFailure).toEqual({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED' });
     expect(s.failureRate(5_000, 1_000)).toEqual({ failed: 2, total: 2 });

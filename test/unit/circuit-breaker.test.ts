@@ -94,7 +94,7 @@ describe('the circuit breaker', () => {
     breaker.admit();
     breaker.record('failure', true, 'connect ECONNREFUSED');
     expect(breaker.state).toBe('open');
-    expect(changes.at(-1)).toEqual({ from: 'half-open', state: 'open', reason: 'probe failed: connect ECONNREFUSED' });
+    expect(changes.at(-1)).toEqual({ from: 'half-open', state: 'open', reason: 'half-open trial failed: connect ECONNREFUSED' });
     advance(999);
     expect(breaker.state).toBe('open');
     advance(1);
@@ -111,7 +111,7 @@ describe('the circuit breaker', () => {
     expect(breaker.admit()).toBe('probe');
   });
 
-  it('lets the readiness probe decide a half-open breaker, and the late message probe then changes nothing', () => {
+  it('lets the health probe decide a half-open breaker, and the late message probe then changes nothing', () => {
     const { breaker, advance } = setup();
     fail(breaker, 3);
     advance(1_000);
@@ -122,14 +122,14 @@ describe('the circuit breaker', () => {
     expect(breaker.state).toBe('closed');
   });
 
-  it('ignores a readiness probe during the cooldown', () => {
+  it('ignores a health probe during the cooldown', () => {
     const { breaker } = setup();
     fail(breaker, 3);
     breaker.recordProbe(true);
     expect(breaker.state).toBe('open');
   });
 
-  it('counts failed readiness probes while closed', () => {
+  it('counts failed health probes while closed', () => {
     const { breaker } = setup();
     for (let i = 0; i < 3; i++) breaker.recordProbe(false, 'connect');
     expect(breaker.state).toBe('open');

@@ -219,7 +219,7 @@ unknownOutcomeReply: 250
           implicitTls: false,
           auth: { user: 'AKIAEXAMPLE', pass: 'pa/ss' },
           tls: { mode: 'required', ca: null, verify: true, servername: null },
-          pool: { maxConnections: 10, maxMessages: 100, idleTimeout: 60_000 },
+          pool: { maxConnections: 10, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000 },
           timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
           ehloName: null,
           breaker: { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000 },
@@ -233,7 +233,7 @@ unknownOutcomeReply: 250
           implicitTls: true,
           auth: { user: 'relay', pass: 'backup-pass' },
           tls: { mode: 'required', ca: '/etc/certs/ca.pem', verify: false, servername: 'smtp.backup.example' },
-          pool: { maxConnections: 2, maxMessages: 20, idleTimeout: 30_000 },
+          pool: { maxConnections: 2, maxMessages: 20, idleTimeout: 30_000, maxWait: 5_000 },
           timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
           ehloName: 'relay.example.com',
           breaker: { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000 },
@@ -293,7 +293,7 @@ unknownOutcomeReply: 250
       port: 587,
       auth: null,
       tls: { mode: 'required', ca: null, verify: true, servername: null },
-      pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000 },
+      pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000 },
       timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
       ehloName: null,
       breaker: { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000 },
@@ -392,6 +392,13 @@ upstreams:
     expect(err.problems.length).toBeGreaterThan(0);
     expect(err.problems[0]?.message).toMatch(/^YAML: .*line \d+/);
     expect(err.message).not.toContain(secret);
+  });
+
+  it('reports the first YAML syntax error and only counts the follow-on ones', () => {
+    const err = configError(() => load('http: { host: 127.0.0.1, port: 8025, token: ${TOKEN} }\nlisten: [{ port: 2525 }]\n'));
+    expect(err.problems).toHaveLength(2);
+    expect(err.problems[0]?.message).toMatch(/^YAML: .*line 1/);
+    expect(err.problems[1]?.message).toMatch(/^YAML: \d+ more syntax error\(s\) after this one/);
   });
 
   it('rejects unknown keys at every level, naming each', () => {

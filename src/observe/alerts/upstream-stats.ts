@@ -2,6 +2,7 @@ import type { AttemptEntry, RelayRecord } from '../../audit/records.js';
 import { normalizeReplyText } from '../error-fingerprint.js';
 import { isProviderSideClass } from '../../relay/failure-class.js';
 import { BREAKER_OPEN, RATE_LIMITED } from '../../relay/skipped-attempt.js';
+import { POOL_WAIT } from '../../relay/connection-pool.js';
 
 /**
  * How one try at an upstream counts for alert rules:
@@ -20,10 +21,11 @@ export interface AttemptFact {
   /** The reply or error that decided the attempt, for alert texts. */
   readonly evidence: string | null;
   /**
-   * Not a try but a skip: `breaker` (open circuit breaker, no connection made) or `rate` (our own
-   * egress pacing). Neither says anything new about the upstream.
+   * Not a try but a skip: `breaker` (open circuit breaker, no connection made) or `local` (our own
+   * limits: egress pacing, or every pooled connection busy). Neither says anything new about the
+   * upstream.
    */
-  readonly skip: 'breaker' | 'rate' | null;
+  readonly skip: 'breaker' | 'local' | null;
 }
 
 /**
@@ -37,8 +39,13 @@ export function attemptFacts(record: RelayRecord): AttemptFact[] {
     kind: attemptKind(record, a, i === last),
     class: a.class,
     evidence: evidenceOf(a),
-    skip: a.error?.code === BREAKER_OPEN ? 'breaker' : a.error?.code === RATE_LIMITED ? 'rate' : null,
+    skip: skipOf(a.error?.code),
   }));
+}
+
+function skipOf(code: string | null | undefined): AttemptFact['skip'] {
+  if (code === BREAKER_OPEN) return 'breaker';
+  return code === RATE_LIMITED || code === POOL_WAIT ? 'local' : null;
 }
 
 function attemptKind(record: RelayRecord, attempt: AttemptEntry, deciding: boolean): AttemptKind {
@@ -108,12 +115,12 @@ export class UpstreamStats {
   #latency = new Series<{ at: number; ms: number }>();
 
   /**
-   * One try in a relay record. A rate-limit skip is our own pacing: ignored. A breaker skip still
+   * One try in a relay record. A `local` skip is our own pacing or a full pool: ignored. A breaker skip still
    * counts as a failure (the upstream cannot take mail), but the last failure shown stays the real
    * one that opened the breaker (`connect ECONNREFUSED`, not `EBREAKEROPEN`).
    */
   addAttempt(fact: AttemptFact, at: number): void {
-    if (fact.skip === 'rate') return;
+    if (fact.skip === 'local') return;
     this.#attempts.push({ at, failed: fact.kind === 'failure' });
     if (fact.kind === 'failure') {
       this.consecutiveFailures += 1;
