@@ -23,11 +23,11 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
   out.push(row('relayed (reached DATA)', relay));
   for (const o of OUTCOMES) out.push(row(`  ${o}`, r.outcomes[o], share(r.outcomes[o], relay)));
   out.push(row('success rate', null, `${formatPercent(r.successRate)} (delivered ÷ relayed)`));
-  out.push(row('deferrals', r.deferrals, 'client told to retry (4xx)'));
+  out.push(row('deferrals', r.deferrals, 'client told to retry (4xx); unknown outcomes counted apart'));
   out.push(row('rejected by upstream', r.rejections.upstream));
   out.push(row('refused by mailtrail', r.rejections.mailtrail, 'reject records'));
   out.push(row('recipients', r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown, `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`));
-  out.push(row('failovers', r.failovers, 'relayed after trying more than one upstream'));
+  out.push(row('failovers', r.failovers, 'more than one upstream tried or skipped (failure, open breaker, pacing)'));
   out.push(row('duplicate risk', r.duplicateRisk, `unknown outcome: the upstream may have it; ${formatCount(r.duplicateOf)} later linked as duplicates`));
   out.push(row('bytes', null, `${formatBytes(r.bytes.received)} received, ${formatBytes(r.bytes.delivered)} delivered`));
   out.push(row('sessions', r.sessions.count));

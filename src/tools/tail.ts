@@ -13,7 +13,7 @@ import { missedRecords } from './rotation-gap.js';
 import { colorWanted, recordLine, type Style } from './format.js';
 import { matchesFilter, listValue, type RecordFilter } from './record-filter.js';
 import { addressNeedles, privacyFrom, type LookupPrivacy } from './address-forms.js';
-import { configuredTrail, toolConfig } from './trail-files.js';
+import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { isGzipFile, lastLines, parseRecord, ReadProblems, readTrail, STDIN } from './trail-reader.js';
 import { LineOutput, UsageError, parseToolArgs, type ToolIo } from './tool-io.js';
 
@@ -58,6 +58,11 @@ interface TailPlan {
   readonly count: number | null;
   /** The line to print for a raw trail line, or null when it does not match the filters. */
   readonly show: (raw: string, record?: AuditRecord | null) => string | null;
+  /**
+   * The configured trail (no FILE named): when its current file holds fewer than N matching
+   * records (it was just rotated), the rest come from its rotated files, newest first.
+   */
+  readonly withRotated: boolean;
 }
 
 export async function tailCommand(args: readonly string[], io: ToolIo): Promise<number> {
@@ -90,7 +95,7 @@ function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
   const style: Style = { color: !values.json && colorWanted(io.env, io.isTty) };
   const show = (raw: string, record: AuditRecord | null = parseRecord(raw)): string | null =>
     record && matchesFilter(record, filter) ? (values.json ? raw : recordLine(record, style)) : null;
-  return { file, follow: values.follow ?? false, count, show };
+  return { file, follow: values.follow ?? false, count, show, withRotated: named === undefined };
 }
 
 /** Where following starts: a byte offset, and the seq of the record just before it (when known). */
@@ -126,7 +131,38 @@ async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProbl
     if (!follow) await forwards(file, null, show, out, problems, io);
     return FROM_START;
   }
-  return lastMatching(file, count, show, out);
+  const last = lastMatching(file, count, show);
+  const earlier = plan.withRotated && last.lines.length < count ? await lastOfRotated(file, count - last.lines.length, show, problems) : [];
+  for (const line of [...earlier, ...last.lines]) await out.line(line);
+  return last.start;
+}
+
+/**
+ * The last `count` matching lines of the files rotated away from `file`, oldest first: read newest
+ * file first, each forwards through a ring (rotated files may be gzip, which cannot be read backwards).
+ */
+async function lastOfRotated(file: string, count: number, show: TailPlan['show'], problems: ReadProblems): Promise<string[]> {
+  const found: string[] = [];
+  const rotated = withRotated(file).filter((f) => f !== file);
+  for (let i = rotated.length - 1; i >= 0 && found.length < count; i--) {
+    const want = count - found.length;
+    const ring: string[] = [];
+    let seen = 0;
+    try {
+      for await (const entry of readTrail([rotated[i]!], { problems })) {
+        const line = show(entry.raw, entry.record);
+        if (line === null) continue;
+        ring[seen % want] = line;
+        seen += 1;
+      }
+    } catch (err) {
+      // Pruned or compressed away meanwhile: what is left is still worth showing.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
+    const cut = seen % want;
+    found.unshift(...(seen <= want ? ring : [...ring.slice(cut), ...ring.slice(0, cut)]));
+  }
+  return found;
 }
 
 /** New records as they are written, across rotation, until the signal (Ctrl-C) or the reader goes. */
@@ -229,8 +265,8 @@ async function forwards(
   for (const line of ordered) await out.line(line);
 }
 
-/** The last `count` matching lines of a plain file, read backwards; returns where following starts. */
-async function lastMatching(file: string, count: number, show: (raw: string) => string | null, out: LineOutput): Promise<FollowStart> {
+/** The last `count` matching lines of a plain file, read backwards (oldest first), and where following starts. */
+function lastMatching(file: string, count: number, show: (raw: string) => string | null): { lines: string[]; start: FollowStart } {
   const reader = lastLines(file);
   const found: string[] = [];
   let lastSeq: number | null | undefined;
@@ -244,6 +280,5 @@ async function lastMatching(file: string, count: number, show: (raw: string) => 
     const line = show(raw);
     if (line !== null) found.push(line);
   }
-  for (let i = found.length - 1; i >= 0; i--) await out.line(found[i]!);
-  return { offset: reader.completeEnd, lastSeq: lastSeq ?? null };
+  return { lines: found.reverse(), start: { offset: reader.completeEnd, lastSeq: lastSeq ?? null } };
 }

@@ -46,7 +46,10 @@ export interface VerifyResult {
   /** Checkpoints of the copy older than the first record given (their files were not given). */
   readonly copiesNotCovered: number;
   /** Signatures verified with the public key (null without one). */
+  /** Checkpoint signatures verified in the trail (null without a public key)... */
   readonly signaturesOk: number | null;
+  /** ...and in the checkpoint copies file. */
+  readonly copySignaturesOk: number | null;
   /** Torn lines tolerated (a crash mid-write), as readable sentences. */
   readonly warnings: readonly string[];
 }
@@ -267,7 +270,8 @@ function result(walk: ChainWalk, files: number, damage: Damage | null, extraSign
     checkpoints: walk.checkpoints,
     copiesMatched: walk.copiesMatched,
     copiesNotCovered: walk.copiesNotCovered(),
-    signaturesOk: keyGiven ? walk.signaturesOk + extraSignatures : null,
+    signaturesOk: keyGiven ? walk.signaturesOk : null,
+    copySignaturesOk: keyGiven ? extraSignatures : null,
     warnings: walk.warnings,
   };
 }
@@ -366,7 +370,9 @@ export function summary(r: VerifyResult): string {
     `intact: ${r.records} record(s) in ${r.files} file(s), ${range}`,
     `last hash ${r.lastHash ?? '-'}`,
     `${r.checkpoints} checkpoint(s)` + (r.copiesMatched + r.copiesNotCovered > 0 ? `, ${r.copiesMatched} matched in the checkpoints file` : ''),
-    r.signaturesOk === null ? 'signatures not checked (no --public-key)' : `${r.signaturesOk} signature(s) ok`,
+    r.signaturesOk === null
+      ? 'signatures not checked (no --public-key)'
+      : `${r.signaturesOk} signature(s) ok` + (r.copySignaturesOk ? ` (and ${r.copySignaturesOk} in the checkpoints file)` : ''),
   ];
   if (r.firstSeq !== null && r.firstSeq > 1) parts.push(`starts at seq ${r.firstSeq}: earlier files not given`);
   if (r.copiesNotCovered > 0) parts.push(`${r.copiesNotCovered} checkpoint(s) older than the files given`);

@@ -113,6 +113,20 @@ describe('mailtrail tail', () => {
     expect(lines[0]).toMatch(/refused +auth_failed .* AUTH 535 5\.7\.8 {2}10\.0\.4\.99 \(tried billing\) /);
   });
 
+  it('without a FILE, reaches back into the rotated files when the current one holds fewer than N matches', async () => {
+    const sub = join(dir, 'rotated-trail');
+    await mkdir(sub, { recursive: true });
+    const at = (n: number): string => `2026-11-25T12:00:${String(n).padStart(2, '0')}.000Z`;
+    await writeFile(join(sub, 'audit.log.2026-11-25T115900.000Z.gz'), gzipSync(toLines([0, 1, 2, 3].map((n) => relay({ time: at(n) })))));
+    await writeTrail(sub, 'audit.log.2026-11-25T120030.000Z', [4, 5].map((n) => relay({ time: at(n) })));
+    await writeTrail(sub, 'audit.log', [relay({ time: at(6) })]);
+    await writeFile(join(sub, 'c.yaml'), 'audit: { file: audit.log }\n');
+    const { lines } = await tail(['-n', '5', '--config', join(sub, 'c.yaml')]);
+    expect(lines.map((l) => l.slice(17, 19))).toEqual(['02', '03', '04', '05', '06']);
+    // A file named on the command line is that file alone, like tail(1).
+    expect((await tail(['-n', '5', join(sub, 'audit.log')])).lines).toHaveLength(1);
+  });
+
   it('shows the last 10 records by default and -n N of them', async () => {
     const many = Array.from({ length: 25 }, (_, i) => relay({ time: `2026-11-25T11:00:${String(i).padStart(2, '0')}.000Z` }));
     const f = await writeTrail(dir, 'many.log', many);
