@@ -3,6 +3,7 @@ import type { ConnectionPool, Lease } from './connection-pool.js';
 import type { StopSignal } from './deadline.js';
 import { parseResponseLine } from './reply-text.js';
 import { TrackedBody, type ReplayableBody } from './tracked-body.js';
+import { DirectBody, passesUnchanged } from './direct-body.js';
 import type { AttemptPhase, RecipientFact, ReplyPhase, UpstreamFacts } from './upstream-facts.js';
 import type { SendInfo, UpstreamEnvelope, UpstreamTls, NodemailerError } from './upstream-connection.js';
 
@@ -70,7 +71,7 @@ export async function runAttempt(
 }
 
 interface SendOutcome {
-  readonly tracked: TrackedBody;
+  readonly tracked: TrackedBody | DirectBody;
   readonly info: SendInfo | null;
   readonly error: NodemailerError | null;
   readonly envelopeMs: number;
@@ -83,7 +84,8 @@ async function sendOnce(
   body: ReplayableBody,
   signal: StopSignal,
 ): Promise<SendOutcome> {
-  const tracked = new TrackedBody(body);
+  // Most bodies need no dot-stuffing: they go to the socket as they are (direct-body.ts).
+  const tracked = Buffer.isBuffer(body) && passesUnchanged(body) ? new DirectBody(body) : new TrackedBody(body);
   const start = performance.now();
   let info: SendInfo | null = null;
   let error: NodemailerError | null = null;

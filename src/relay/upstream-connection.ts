@@ -4,6 +4,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
 import type { StopSignal } from './deadline.js';
 import type { TrackedBody } from './tracked-body.js';
+import { DirectBody } from './direct-body.js';
 
 /** TLS facts of an upstream connection, for the audit record. */
 export interface UpstreamTls {
@@ -95,8 +96,8 @@ export class UpstreamConnection {
     };
   }
 
-  /** Sends one message; `body` must be a fresh stream (we observe its end to know the body went out). */
-  send(envelope: UpstreamEnvelope, body: TrackedBody, signal: StopSignal): Promise<SendInfo> {
+  /** Sends one message; `body` must be fresh (it tracks how far the body was handed over). */
+  send(envelope: UpstreamEnvelope, body: TrackedBody | DirectBody, signal: StopSignal): Promise<SendInfo> {
     this.#messages += 1;
     return new Promise<SendInfo>((resolve, reject) => {
       if (signal.stopped) {
@@ -111,10 +112,13 @@ export class UpstreamConnection {
       // socket turns those writes into one writev, a syscall and a TCP segment instead of several.
       const socket = this.#conn._socket || null;
       socket?.cork();
-      // Likewise a small body: one chunk plus the final ".\r\n", corked from the first read until the
-      // source is done (ended or destroyed, so a failed send never leaves the socket corked). Large
+      // A body in memory that needs no dot-stuffing writes itself, corked (direct-body.ts). A small
+      // streamed one: one chunk plus the final ".\r\n", corked from the first read until the source
+      // is done (ended or destroyed, so a failed send never leaves the socket corked). Large streamed
       // bodies are not corked: that would buffer the whole message in memory.
-      if (socket && body.small) {
+      if (body instanceof DirectBody) {
+        if (socket) body.attach(socket);
+      } else if (socket && body.small) {
         let corked = false;
         body.once('started', () => {
           socket.cork();
@@ -126,7 +130,8 @@ export class UpstreamConnection {
       }
       this.#conn.send(
         { from: envelope.from, to: [...envelope.to], use8BitMime: envelope.use8BitMime, size: envelope.size },
-        body,
+        // nodemailer pipes any source with a pipe() into its DataStream (DirectBody is one).
+        body as TrackedBody,
         (err, info) => {
           detach();
           if (err) reject(err);
