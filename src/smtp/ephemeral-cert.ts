@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { generate } from 'selfsigned';
+import { selfSignedCertificate } from './self-signed.js';
 import type { Config } from '../config/types.js';
 import type { Logger } from '../observe/logger.js';
 
@@ -15,20 +15,11 @@ export interface ListenerTls {
  * throw-away self-signed one (EC P-256, fast) and say so: clients must then skip verification, which
  * is fine on loopback and wrong anywhere else.
  */
-export async function listenerTls(config: Config, log: Logger): Promise<ListenerTls> {
+export function listenerTls(config: Config, log: Logger): ListenerTls {
   if (config.tls) {
     return { key: readFileSync(config.tls.key), cert: readFileSync(config.tls.cert), ephemeral: false };
   }
-  const pems = await generate([{ name: 'commonName', value: config.hostname }], {
-    keyType: 'ec',
-    curve: 'P-256',
-    algorithm: 'sha256',
-    notAfterDate: new Date(Date.now() + 30 * 24 * 3600 * 1000),
-    extensions: [
-      { name: 'basicConstraints', cA: false },
-      { name: 'subjectAltName', altNames: [{ type: 2, value: config.hostname }, { type: 2, value: 'localhost' }, { type: 7, ip: '127.0.0.1' }] },
-    ],
-  });
+  const pems = selfSignedCertificate(config.hostname, [config.hostname, 'localhost', '127.0.0.1'], 30);
   log.warn({ hostname: config.hostname }, 'no tls.cert/tls.key configured: using an ephemeral self-signed certificate for STARTTLS');
-  return { key: pems.private, cert: pems.cert, ephemeral: true };
+  return { key: pems.key, cert: pems.cert, ephemeral: true };
 }
