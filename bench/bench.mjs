@@ -12,8 +12,9 @@
  *   npm run bench -- --only="1 KiB c=20"   only the throughput scenarios whose label matches
  *   BENCH_SECONDS=1 npm run bench      shorter runs per scenario (default 2.5 s)
  *   BENCH_TOOLS=node npm run bench     the bench's own sink and load generator instead of Postfix's
- *   BENCH_NODE_ARGS= npm run bench     Node.js options for mailtrail (default: the shipped heap cap,
- *                                      --max-old-space-size=192; empty: none)
+ *   BENCH_NODE_ARGS= npm run bench     Node.js options for mailtrail (default: the shipped heap
+ *                                      settings, --max-old-space-size=192 --max-semi-space-size=2;
+ *                                      empty: none)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
@@ -36,7 +37,7 @@ const profile = process.argv.includes('--profile');
  * Node.js options for the mailtrail process. Default: the heap cap the Dockerfile and the systemd unit
  * ship with; BENCH_NODE_ARGS= (empty) runs without it.
  */
-const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '--max-old-space-size=192').split(' ').filter(Boolean);
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '--max-old-space-size=192 --max-semi-space-size=2').split(' ').filter(Boolean);
 /** `--only=PATTERN`: run only the throughput scenarios whose label contains PATTERN (for profiling). */
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? null;
 
