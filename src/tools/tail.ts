@@ -145,24 +145,32 @@ async function lastOfRotated(file: string, count: number, show: TailPlan['show']
   const found: string[] = [];
   const rotated = withRotated(file).filter((f) => f !== file);
   for (let i = rotated.length - 1; i >= 0 && found.length < count; i--) {
-    const want = count - found.length;
-    const ring: string[] = [];
-    let seen = 0;
     try {
-      for await (const entry of readTrail([rotated[i]!], { problems })) {
-        const line = show(entry.raw, entry.record);
-        if (line === null) continue;
-        ring[seen % want] = line;
-        seen += 1;
-      }
+      found.unshift(...(await lastForwards(rotated[i]!, count - found.length, show, problems)));
     } catch (err) {
-      // Pruned or compressed away meanwhile: what is left is still worth showing.
+      // Pruned or compressed away meanwhile (the open fails, nothing was read): the others still count.
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     }
-    const cut = seen % want;
-    found.unshift(...(seen <= want ? ring : [...ring.slice(cut), ...ring.slice(0, cut)]));
   }
   return found;
+}
+
+/**
+ * The last `keep` matching lines of a source read forwards, oldest first: a ring of `keep` lines,
+ * whatever the size of the source (gzip and standard input cannot be read backwards).
+ */
+async function lastForwards(source: string, keep: number, show: TailPlan['show'], problems: ReadProblems, stdin?: NodeJS.ReadableStream): Promise<string[]> {
+  const ring: string[] = [];
+  let seen = 0;
+  for await (const entry of readTrail([source], { problems, stdin })) {
+    const line = show(entry.raw, entry.record);
+    if (line === null || keep === 0) continue;
+    ring[seen % keep] = line;
+    seen += 1;
+  }
+  if (seen <= keep) return ring;
+  const cut = seen % keep;
+  return [...ring.slice(cut), ...ring.slice(0, cut)];
 }
 
 /** New records as they are written, across rotation, until the signal (Ctrl-C) or the reader goes. */
@@ -245,24 +253,16 @@ async function forwards(
   problems: ReadProblems,
   io: ToolIo,
 ): Promise<void> {
-  const ring: string[] = [];
-  let next = 0;
+  if (keep !== null) {
+    for (const line of await lastForwards(file, keep, show, problems, io.stdin)) await out.line(line);
+    return;
+  }
   for await (const entry of readTrail([file], { problems, stdin: io.stdin })) {
     const line = show(entry.raw, entry.record);
     if (line === null) continue;
-    if (keep === null) {
-      await out.line(line);
-      if (out.closed) return;
-      continue;
-    }
-    if (keep === 0) continue;
-    if (ring.length < keep) ring.push(line);
-    else ring[next] = line;
-    next = (next + 1) % keep;
+    await out.line(line);
+    if (out.closed) return;
   }
-  if (keep === null) return;
-  const ordered = ring.length < (keep || 1) ? ring : [...ring.slice(next), ...ring.slice(0, next)];
-  for (const line of ordered) await out.line(line);
 }
 
 /** The last `count` matching lines of a plain file, read backwards (oldest first), and where following starts. */
