@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { App, StartError, type RunningInfo } from './app.js';
 import { hashPassword } from './auth/password.js';
 import { ConfigError } from './config/config-error.js';
-import { loadConfig } from './config/load.js';
+import { configFile, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './observe/logger.js';
 import { keygenCommand } from './tools/keygen.js';
@@ -67,16 +67,12 @@ function load(file: string | undefined): Config {
 function checkConfig(file: string | undefined): number {
   try {
     const config = load(file);
-    const source = file ?? nonEmpty(process.env.MAILTRAIL_CONFIG) ?? 'the embedded default (no config file)';
+    const source = configFile({ file, env: process.env }) ?? 'the embedded default (no config file)';
     process.stdout.write(`config ok: ${source}: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
     return 0;
   } catch (err) {
     return reportConfigError(err);
   }
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value === '' ? undefined : value;
 }
 
 function reportConfigError(err: unknown): number {

@@ -33,10 +33,15 @@ const REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
 
 /** Loads, validates and freezes the configuration. Throws ConfigError listing every problem. */
 export function loadConfig(opts: LoadConfigOptions): Config {
-  const file = opts.file ?? nonEmpty(opts.env.MAILTRAIL_CONFIG);
-  if (file === undefined) return embeddedDefault(opts.env, opts.cwd);
+  const file = configFile(opts);
+  if (file === null) return embeddedDefault(opts.env, opts.cwd);
   const fullPath = resolve(opts.cwd, file);
   return parseConfig(readYaml(fullPath), { env: opts.env, baseDir: dirname(fullPath), source: fullPath });
+}
+
+/** The config file to read: the one given, else MAILTRAIL_CONFIG; null = the embedded default. */
+export function configFile(opts: Pick<LoadConfigOptions, 'file' | 'env'>): string | null {
+  return opts.file ?? nonEmpty(opts.env.MAILTRAIL_CONFIG) ?? null;
 }
 
 /**
@@ -45,28 +50,34 @@ export function loadConfig(opts: LoadConfigOptions): Config {
  * Without a file, the embedded default's.
  */
 export function loadTrailConfig(opts: LoadConfigOptions): TrailConfig {
-  const file = opts.file ?? nonEmpty(opts.env.MAILTRAIL_CONFIG);
-  if (file === undefined) {
+  const file = configFile(opts);
+  if (file === null) {
     const config = embeddedDefault(opts.env, opts.cwd);
     return { audit: config.audit, dataDir: config.dataDir };
   }
   const fullPath = resolve(opts.cwd, file);
   const raw = readYaml(fullPath);
   const doc = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as { audit?: unknown; dataDir?: unknown }) : {};
-  const interpolated = interpolateEnv({ audit: doc.audit, dataDir: doc.dataDir }, opts.env);
-  const result = validateTrailSection(interpolated.value as { audit?: unknown; dataDir?: unknown }, dirname(fullPath));
-  const schemaProblems = result.ok ? [] : result.problems.filter((p) => !coveredBy(p, interpolated.problems));
-  const problems = [...interpolated.problems, ...schemaProblems];
-  if (problems.length > 0 || !result.ok) throw new ConfigError(problems, fullPath);
-  return result.config;
+  return checked({ audit: doc.audit, dataDir: doc.dataDir }, opts.env, fullPath, (value) => validateTrailSection(value, dirname(fullPath)));
 }
 
 /** Validates an already-parsed config object (as from YAML), resolving `${ENV}` references first. */
 export function parseConfig(raw: unknown, opts: ParseConfigOptions): Config {
-  const source = opts.source ?? null;
-  const interpolated = interpolateEnv(raw, opts.env);
-  const result = validateConfig(interpolated.value, opts.baseDir);
-  // A value whose variable is unset was replaced by "": the schema's complaint about it would be noise.
+  return checked(raw, opts.env, opts.source ?? null, (value) => validateConfig(value, opts.baseDir));
+}
+
+/**
+ * `${ENV}` references resolved, then `validate`d; every problem of both steps in one ConfigError.
+ * A value whose variable is unset was replaced by "": the schema's complaint about it would be noise.
+ */
+function checked<T>(
+  raw: unknown,
+  env: NodeJS.ProcessEnv,
+  source: string | null,
+  validate: (value: unknown) => { readonly ok: true; readonly config: T } | { readonly ok: false; readonly problems: ConfigProblem[] },
+): T {
+  const interpolated = interpolateEnv(raw, env);
+  const result = validate(interpolated.value);
   const schemaProblems = result.ok ? [] : result.problems.filter((p) => !coveredBy(p, interpolated.problems));
   const problems = [...interpolated.problems, ...schemaProblems];
   if (problems.length > 0 || !result.ok) throw new ConfigError(problems, source);

@@ -597,15 +597,12 @@ export type TrailConfig = Pick<Config, 'audit' | 'dataDir'>;
 const trailSection = z.strictObject({ audit, dataDir: path().default('./data') });
 
 /**
- * Only `audit` and `dataDir` of `raw` (already env-interpolated), checked like the full file. The
- * trail's readers use it, so a copy of the operator's file whose other keys need secrets (upstream
- * passwords, webhook secrets) still tells them where the trail is.
+ * `{ audit, dataDir }` (already env-interpolated; either may be undefined), checked like the same keys
+ * of the full file. The trail's readers use it, so a copy of the operator's file whose other keys
+ * need secrets (upstream passwords, webhook secrets) still tells them where the trail is.
  */
-export function validateTrailSection(raw: { audit?: unknown; dataDir?: unknown }, baseDir: string): { readonly ok: true; readonly config: TrailConfig } | { readonly ok: false; readonly problems: ConfigProblem[] } {
-  const picked: Record<string, unknown> = {};
-  if (raw.audit !== undefined) picked.audit = raw.audit;
-  if (raw.dataDir !== undefined) picked.dataDir = raw.dataDir;
-  const result = trailSection.safeParse(picked, { error: issueMessage });
+export function validateTrailSection(raw: unknown, baseDir: string): { readonly ok: true; readonly config: TrailConfig } | { readonly ok: false; readonly problems: ConfigProblem[] } {
+  const result = trailSection.safeParse(raw, { error: issueMessage });
   if (!result.success) return { ok: false, problems: problemsFromIssues(result.error.issues) };
   const dataDir = resolve(baseDir, result.data.dataDir);
   return { ok: true, config: deepFreeze({ audit: toAudit(result.data.audit, baseDir, dataDir), dataDir }) };
