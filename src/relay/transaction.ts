@@ -8,7 +8,7 @@ import type { Recorder } from '../audit/recorder.js';
 import type { MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
-import { CLIENT_REPLIES } from '../smtp/replies.js';
+import { CLIENT_REPLIES, withId } from '../smtp/replies.js';
 import type { SessionState } from '../smtp/session-state.js';
 import type { StopSignal } from './deadline.js';
 import type { RelayEngine } from './relay-engine.js';
@@ -159,10 +159,6 @@ export class TransactionProcessor {
     else state.rejected += 1;
     return { id: record.id, reply: record.clientReply };
   }
-}
-
-function withId(reply: SmtpReply, id: string): SmtpReply {
-  return reply.code === 0 ? reply : { ...reply, text: `${reply.text} (id ${id})` };
 }
 
 function messageFacts(message: BufferedMessage, withSubject: boolean): MessageFacts {

@@ -14,7 +14,7 @@ import type { Admission } from './admission.js';
 import { describeLimit, type ClientRateLimits } from './client-rate-limits.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
 import { classifyProtocolRefusal, observeProtocol } from './protocol-refusals.js';
-import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText } from './replies.js';
+import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText, withId } from './replies.js';
 import { SessionState } from './session-state.js';
 
 export interface ListenerDeps {
@@ -341,7 +341,7 @@ export class SmtpListeners {
       class: cls,
       // What the client saw: mailtrail's own refusals carry the record's id (wireText), smtp-server's
       // protocol refusals went out before any record existed.
-      clientReply: source === 'policy' ? { code: reply.code, enhanced: reply.enhanced, text: `${reply.text} (id ${id})` } : reply,
+      clientReply: source === 'policy' ? withId(reply, id) : reply,
       source,
     });
     return id;

@@ -40,6 +40,14 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   rate_limited: 'rate_limited',
 };
 
+/**
+ * The reply as the client sees it, with mailtrail's transaction id at the end of its text, so the
+ * app's own log joins the trail. A code 0 (no reply: the client was gone) stays as it is.
+ */
+export function withId(reply: SmtpReply, id: string): SmtpReply {
+  return reply.code === 0 ? reply : { ...reply, text: `${reply.text} (id ${id})` };
+}
+
 /** The text smtp-server should send: enhanced code first (smtp-server's own are hidden), then the id. */
 export function wireText(reply: SmtpReply, id: string | null): string {
   const text = reply.text.replace(/[\r\n]+/g, ' ');
