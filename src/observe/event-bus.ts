@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { AuditRefusal } from '../audit/recorder.js';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
 import type { AlertDelivery } from './alerts/delivery-queue.js';
 import type { ProbeResult } from './upstream-probe.js';
@@ -17,7 +18,7 @@ export interface RelayEvents {
   /** A record could not be written to the trail. */
   'audit-write-error': [{ readonly id: string }];
   /** The trail stopped or started taking records (`reason`: why not; null when writable). */
-  'audit-state': [{ readonly writable: boolean; readonly reason: 'write-failed' | 'low-space' | null }];
+  'audit-state': [{ readonly writable: boolean; readonly reason: AuditRefusal | null }];
   /** An upstream's circuit breaker changed state (a failed half-open probe re-reports `open`). */
   'upstream-state': [{ readonly upstream: string; readonly state: 'closed' | 'open' | 'half-open'; readonly reason: string }];
   /** The adaptive slow-down towards an upstream changed; 0 = back to its configured pace. */

@@ -1,3 +1,4 @@
+import { auditRefusalText, type AuditRefusal } from '../audit/recorder.js';
 import type { EventBus } from './event-bus.js';
 import type { ProbeResult } from './upstream-probe.js';
 
@@ -47,7 +48,7 @@ export class Readiness {
   #probes = new Map<string, ProbeResult>();
   #breakers = new Map<string, BreakerState>();
   /** Why the trail takes no records now, or null. */
-  #auditRefusal: 'write-failed' | 'low-space' | null = null;
+  #auditRefusal: AuditRefusal | null = null;
   #unsubscribe: (() => void)[];
 
   constructor(bus: EventBus, sources: ReadinessSources) {
@@ -66,8 +67,7 @@ export class Readiness {
     const reasons: string[] = [];
     if (listeners.length === 0) reasons.push('SMTP listeners are not accepting');
     // Every message is answered 451 while the trail takes no records: not ready for traffic.
-    if (this.#auditRefusal === 'write-failed') reasons.push('the audit trail cannot be written');
-    if (this.#auditRefusal === 'low-space') reasons.push('the audit trail filesystem is below audit.minFreeSpace');
+    if (this.#auditRefusal !== null) reasons.push(auditRefusalText(this.#auditRefusal));
     if (probed.size > 0 && !upstreams.some((u) => u.probe.ok === true)) {
       reasons.push(upstreams.some((u) => u.probe.ok === false) ? 'no upstream passed its last probe' : 'no upstream probe has finished yet');
     }

@@ -4,7 +4,7 @@ import type { Config } from '../config/types.js';
 import type { IdGenerator } from '../ids.js';
 import type { Logger } from '../observe/logger.js';
 import type { DuplicateTracker } from '../audit/duplicate-tracker.js';
-import type { Recorder } from '../audit/recorder.js';
+import { auditRefusalText, type Recorder } from '../audit/recorder.js';
 import type { MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
@@ -101,8 +101,7 @@ export class TransactionProcessor {
       if (refusal !== null) {
         // The trail cannot be written, or is nearly full: refuse before relaying. Relaying first would
         // deliver the message and still answer 451, so every retry of the client would deliver again.
-        const why = refusal === 'low-space' ? 'the audit trail filesystem is below audit.minFreeSpace' : 'the audit trail cannot be written';
-        const failure = localFailure('internal', true, 'EAUDITWRITE', `${why}: not relayed`);
+        const failure = localFailure('internal', true, 'EAUDITWRITE', `${auditRefusalText(refusal)}: not relayed`);
         return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs), 'deferred', failure), state);
       }
       const decision = await this.#deps.engine.relay(

@@ -1,5 +1,5 @@
 import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../audit/records.js';
-import type { Recorder } from '../../audit/recorder.js';
+import type { AuditRefusal, Recorder } from '../../audit/recorder.js';
 import type { AlertCondition, AlertRuleConfig, AlertsConfig, UpstreamConfig } from '../../config/types.js';
 import type { IdGenerator } from '../../ids.js';
 import { isInfrastructureClass, type FailureClass } from '../../relay/failure-class.js';
@@ -132,7 +132,7 @@ export class AlertEngine {
     }
   }
 
-  #onAuditState(reason: 'write-failed' | 'low-space' | null, now: number): void {
+  #onAuditState(reason: AuditRefusal | null, now: number): void {
     const key: IncidentKey = { rule: AUDIT_TRAIL_RULE, upstream: RELAY_ITSELF, class: 'internal' };
     if (reason === null) {
       this.#incidents.clear(key, 'the audit trail takes records again', now);
