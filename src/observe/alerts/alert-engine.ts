@@ -71,10 +71,13 @@ export class AlertEngine {
   #startedAt = Date.now();
   #longestWindow: number;
   #classRules: ReadonlySet<string>;
+  /** The rules with `class` rules first: while one has announced a class, the streak rule stays quiet about it. */
+  #probeOrder: readonly AlertRuleConfig[];
 
   constructor(deps: AlertEngineDeps) {
     this.#deps = deps;
     this.#classRules = new Set(deps.config.rules.filter((r) => r.condition.kind === 'class').map((r) => r.name));
+    this.#probeOrder = [...deps.config.rules].sort((x, y) => Number(y.condition.kind === 'class') - Number(x.condition.kind === 'class'));
     this.#incidents = new Incidents(deps.config.cooldown, {
       fire: (incident, now) => this.#announce('fired', incident, incident.summary, now),
       resolve: (incident, reason, now) => this.#announce('resolved', incident, reason, now),
@@ -165,11 +168,7 @@ export class AlertEngine {
         this.#incidents.clearWhere(rule.name, fact.upstream, () => true, 'a message was delivered', now);
       }
     } else if (c.kind === 'consecutiveFailures') {
-      if (stats.consecutiveFailures >= c.count) {
-        this.#raise(rule, key, `${stats.consecutiveFailures} failures in a row, the last ${lastFailure(stats)}`, stats.lastFailure?.class ?? null, now);
-      } else if (stats.consecutiveFailures === 0) {
-        this.#incidents.clear(key, fact.kind === 'success' ? 'a message was delivered' : 'the upstream answered again', now);
-      }
+      this.#judgeStreak(rule, c.count, fact.upstream, stats, '', fact.kind === 'success' ? 'a message was delivered' : 'the upstream answered again', now);
     } else if (c.kind === 'noSuccess') {
       if (fact.kind === 'success') this.#incidents.clear(key, 'a message was delivered', now);
       else this.#checkNoSuccess(rule, c.for, fact.upstream, stats, now);
@@ -180,11 +179,9 @@ export class AlertEngine {
     const stats = this.#statsOf(result.upstream);
     const failure = result.ok ? null : { class: result.class ?? 'internal', evidence: evidence(result.reply, result.error) };
     stats.addProbe(failure, probeClears);
-    // Class rules first: while one has announced this class, the streak rule stays quiet about it.
-    const rules = [...this.#deps.config.rules].sort((x, y) => Number(y.condition.kind === 'class') - Number(x.condition.kind === 'class'));
-    for (const rule of rules) {
+    for (const rule of this.#probeOrder) {
       const c = rule.condition;
-      if (c.kind === 'consecutiveFailures') this.#afterProbeStreak(rule, c.count, result.upstream, stats, now);
+      if (c.kind === 'consecutiveFailures') this.#judgeStreak(rule, c.count, result.upstream, stats, ' (messages and health probes)', 'a health probe passed', now);
       if (c.kind !== 'class') continue;
       if (!result.ok && result.class !== null && c.classes.includes(result.class)) {
         const summary = classSummary('the health probe', result.class, evidence(result.reply, result.error));
@@ -195,13 +192,16 @@ export class AlertEngine {
     }
   }
 
-  /** `consecutiveFailures` after a probe: failed probes extend the streak, a passing one may end it. */
-  #afterProbeStreak(rule: AlertRuleConfig, count: number, upstream: string, stats: UpstreamStats, now: number): void {
+  /**
+   * `consecutiveFailures` after a try or a probe: at `count` failures in a row the incident opens
+   * (`counted` says what the streak is made of), and a streak back at 0 resolves it with `cleared`.
+   */
+  #judgeStreak(rule: AlertRuleConfig, count: number, upstream: string, stats: UpstreamStats, counted: string, cleared: string, now: number): void {
     const key: IncidentKey = { rule: rule.name, upstream, class: null };
     if (stats.consecutiveFailures >= count) {
-      this.#raise(rule, key, `${stats.consecutiveFailures} failures in a row (messages and health probes), the last ${lastFailure(stats)}`, stats.lastFailure?.class ?? null, now);
+      this.#raise(rule, key, `${stats.consecutiveFailures} failures in a row${counted}, the last ${lastFailure(stats)}`, stats.lastFailure?.class ?? null, now);
     } else if (stats.consecutiveFailures === 0) {
-      this.#incidents.clear(key, 'a health probe passed', now);
+      this.#incidents.clear(key, cleared, now);
     }
   }
 
