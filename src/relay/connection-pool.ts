@@ -118,24 +118,21 @@ export class ConnectionPool {
   #waitForSlot(signal: StopSignal, maxWaitMs: number): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       if (signal.stopped) return reject(abortError(signal));
-      const giveUp = (err: Error): void => {
+      // However the wait ends, the stop listener and the timer go with it.
+      const settle = (done: () => void): void => {
         detach();
         if (timer) clearTimeout(timer);
-        this.#waiters = this.#waiters.filter((w) => w !== waiter);
-        reject(err);
+        done();
       };
-      const waiter: Waiter = {
-        resolve: () => {
-          detach();
-          if (timer) clearTimeout(timer);
-          resolve();
-        },
-        // The pool closed (shutdown): close() has taken the waiter off the list already.
-        reject: (err) => {
-          detach();
-          if (timer) clearTimeout(timer);
+      const giveUp = (err: Error): void =>
+        settle(() => {
+          this.#waiters = this.#waiters.filter((w) => w !== waiter);
           reject(err);
-        },
+        });
+      const waiter: Waiter = {
+        resolve: () => settle(resolve),
+        // The pool closed (shutdown): close() has taken the waiter off the list already.
+        reject: (err) => settle(() => reject(err)),
       };
       const detach = signal.onStop(() => giveUp(abortError(signal)));
       const timer = Number.isFinite(maxWaitMs)
