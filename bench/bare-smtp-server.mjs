@@ -7,7 +7,7 @@
  *   node bench/bare-smtp-server.mjs PORT     (prints "listening PORT" when ready)
  */
 import { SMTPServer } from 'smtp-server';
-import { removeGreetingDelay } from '../dist/smtp/fast-greeting.js';
+import { removeGreetingDelay } from '../dist/listener/fast-greeting.js';
 
 const port = Number(process.argv[2] ?? 0);
 const server = new SMTPServer({

@@ -5,7 +5,7 @@ import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
 import { Checkpointer } from './audit/checkpoint.js';
 import { loadSigner } from './audit/checkpoint-signer.js';
-import { DuplicateTracker } from './audit/duplicate-tracker.js';
+import { DuplicateTracker } from './transaction/duplicate-tracker.js';
 import { RecordPrivacy } from './audit/privacy.js';
 import { Recorder } from './audit/recorder.js';
 import { AUDIT_SCHEMA_VERSION } from './audit/records.js';
@@ -16,28 +16,29 @@ import { EmailSink } from './observe/alerts/email-sink.js';
 import { IncidentStore } from './observe/alerts/incident-store.js';
 import { WebhookSink } from './observe/alerts/webhook-sink.js';
 import { ErrorGroups } from './observe/error-groups.js';
-import { EventBus } from './observe/event-bus.js';
+import { EventBus } from './event-bus.js';
+import type { RelayBus, RelayEvents } from './observe/relay-events.js';
 import { ObservabilityServer } from './observe/http-server.js';
-import type { Logger } from './observe/logger.js';
+import type { Logger } from './logger.js';
 import { Metrics } from './observe/metrics.js';
 import { Readiness } from './observe/readiness.js';
 import { RecentTransactions } from './observe/recent-transactions.js';
-import { UpstreamProbes } from './observe/upstream-probe.js';
-import { AdaptiveThrottle } from './relay/adaptive-throttle.js';
-import { CircuitBreaker, type BreakerTransition } from './relay/circuit-breaker.js';
-import { Deadline } from './relay/deadline.js';
-import { isInfrastructureClass } from './relay/failure-class.js';
-import { ConnectionPool } from './relay/connection-pool.js';
-import { EgressRateLimiter } from './relay/rate-limiter.js';
-import { RelayEngine } from './relay/relay-engine.js';
-import { RouteTable } from './relay/route-table.js';
-import { Router, type UpstreamHealth } from './relay/router.js';
-import { TransactionProcessor } from './relay/transaction.js';
+import { UpstreamProbes } from './routing/upstream-probe.js';
+import { AdaptiveThrottle } from './routing/adaptive-throttle.js';
+import { CircuitBreaker, type BreakerTransition } from './routing/circuit-breaker.js';
+import { Deadline } from './upstream/deadline.js';
+import { isInfrastructureClass } from './classify/failure-class.js';
+import { ConnectionPool } from './upstream/connection-pool.js';
+import { EgressRateLimiter } from './routing/rate-limiter.js';
+import { RelayEngine } from './routing/relay-engine.js';
+import { RouteTable } from './routing/route-table.js';
+import { Router, type UpstreamHealth } from './routing/router.js';
+import { TransactionProcessor } from './transaction/transaction.js';
 import { LocalSink } from './sink/local-sink.js';
-import { Admission } from './smtp/admission.js';
-import { ClientRateLimits } from './smtp/client-rate-limits.js';
-import { listenerTls } from './smtp/ephemeral-cert.js';
-import { SmtpListeners } from './smtp/listener.js';
+import { Admission } from './admission/admission.js';
+import { ClientRateLimits } from './admission/client-rate-limits.js';
+import { listenerTls } from './listener/ephemeral-cert.js';
+import { SmtpListeners } from './listener/listener.js';
 
 export interface RunningInfo {
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
@@ -71,7 +72,7 @@ const ALERT_DELIVERY_GRACE_MS = 2_000;
  */
 export class App {
   readonly config: Config;
-  readonly bus: EventBus;
+  readonly bus: RelayBus;
   #log: Logger;
   #shutdown = new AbortController();
   #sink: LocalSink | null = null;
@@ -87,7 +88,7 @@ export class App {
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.#log = log;
-    this.bus = new EventBus((err, event) => log.error({ err, event }, 'event subscriber failed'));
+    this.bus = new EventBus<RelayEvents>((err, event) => log.error({ err, event }, 'event subscriber failed'));
     // Every transaction in flight listens on the shutdown signal; that is by design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
   }

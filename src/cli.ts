@@ -6,7 +6,7 @@ import { hashPassword } from './auth/password.js';
 import { ConfigError } from './config/config-error.js';
 import { configFile, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
-import { createLogger } from './observe/logger.js';
+import { createLogger } from './logger.js';
 import { keygenCommand } from './tools/keygen.js';
 import { verifyCommand } from './tools/verify.js';
 import { isTrailCommand, processIo, runTrailCommand } from './tools/trail-commands.js';

@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { Logger } from '../observe/logger.js';
+import type { Logger } from '../logger.js';
 import { HashChain, type ChainFields, type ChainHead } from './chain.js';
 import { gzipFileTail, plainFileTail, type FileTail } from './chain-resume.js';
 import { RotatedFiles, utcDay, type RotateConfig } from './rotation.js';

@@ -1,7 +1,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { IdGenerator } from '../ids.js';
-import type { Logger } from '../observe/logger.js';
+import type { Logger } from '../logger.js';
 import type { AuditWriter } from './audit-writer.js';
 import type { CheckpointSigner } from './checkpoint-signer.js';
 import { AUDIT_SCHEMA_VERSION, type CheckpointRecord } from './records.js';

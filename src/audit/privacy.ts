@@ -1,6 +1,6 @@
 import { createHmac } from 'node:crypto';
 import type { AlertRecord, RejectRecord, RelayRecord } from './records.js';
-import type { SmtpReply } from '../relay/upstream-facts.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 /**
  * `audit.privacy`: how e-mail addresses appear in the trail (AUDIT-SCHEMA.md, "Privacy").

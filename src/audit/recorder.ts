@@ -1,17 +1,11 @@
-import type { Logger } from '../observe/logger.js';
-import type { EventBus } from '../observe/event-bus.js';
+import type { Logger } from '../logger.js';
+import type { EventPublisher } from '../event-bus.js';
+import type { AuditEvents } from './audit-events.js';
+import type { AuditRefusal } from './audit-refusal.js';
 import type { AuditWriter } from './audit-writer.js';
 import type { Checkpointer } from './checkpoint.js';
 import { RecordPrivacy } from './privacy.js';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from './records.js';
-
-/** Why relaying stops before it starts: the trail could not take the last record, or is nearly full. */
-export type AuditRefusal = 'write-failed' | 'low-space';
-
-/** The refusal in words, for the record of a refused transaction and for /readyz. */
-export function auditRefusalText(refusal: AuditRefusal): string {
-  return refusal === 'low-space' ? 'the audit trail filesystem is below audit.minFreeSpace' : 'the audit trail cannot be written';
-}
 
 export interface RecorderOptions {
   /**
@@ -33,7 +27,7 @@ export interface RecorderOptions {
  */
 export class Recorder {
   #writer: AuditWriter;
-  #bus: EventBus;
+  #bus: EventPublisher<AuditEvents>;
   #log: Logger;
   #opts: RecorderOptions;
   writeErrors = 0;
@@ -41,7 +35,7 @@ export class Recorder {
   /** What observers were last told (`audit-state`): null = writable. */
   #refusal: AuditRefusal | null = null;
 
-  constructor(writer: AuditWriter, bus: EventBus, log: Logger, opts: Partial<RecorderOptions> = {}) {
+  constructor(writer: AuditWriter, bus: EventPublisher<AuditEvents>, log: Logger, opts: Partial<RecorderOptions> = {}) {
     this.#writer = writer;
     this.#bus = bus;
     this.#log = log;

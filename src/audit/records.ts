@@ -1,5 +1,6 @@
-import type { Actor, ClientRejectClass, FailureClass, Outcome, Scope } from '../relay/failure-class.js';
-import type { AttemptPhase, ReplyPhase, SmtpReply } from '../relay/upstream-facts.js';
+import type { Actor, ClientRejectClass, FailureClass, Outcome, Scope } from '../classify/failure-class.js';
+import type { AttemptPhase, ReplyPhase } from '../classify/upstream-facts.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 /** Audit schema version (AUDIT-SCHEMA.md). Fields are only ever added, never renamed. */
 export const AUDIT_SCHEMA_VERSION = 1;

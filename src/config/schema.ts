@@ -12,8 +12,8 @@ import { resolve } from 'node:path';
 import { z } from 'zod';
 import { isPasswordHash } from '../auth/password.js';
 import { issueMessage, problemsFromIssues, type ConfigProblem } from './config-error.js';
-import { UPSTREAM_FAILURE_CLASSES } from '../relay/failure-class.js';
-import { defaultAlertRules } from '../observe/alerts/default-rules.js';
+import { UPSTREAM_FAILURE_CLASSES } from '../classify/failure-class.js';
+import { defaultAlertRules } from './default-alert-rules.js';
 import type { AlertRuleConfig, AlertSinkConfig, AlertsConfig, Config, HttpConfig, UpstreamConfig } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 

@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { RelayRecord } from '../audit/records.js';
 import { errorFingerprint, errorReply } from './error-fingerprint.js';
-import type { EventBus } from './event-bus.js';
+import type { RelayBus } from './relay-events.js';
 
 /** One group of "the same error", as GET /api/errors shows it. */
 export interface ErrorGroup {
@@ -30,7 +30,7 @@ export class ErrorGroups {
   #groups: LRUCache<string, ErrorGroup>;
   #unsubscribe: () => void;
 
-  constructor(bus: EventBus, max = 500) {
+  constructor(bus: RelayBus, max = 500) {
     this.#groups = new LRUCache({ max });
     this.#unsubscribe = bus.subscribe('relay', (r) => this.#add(r));
   }

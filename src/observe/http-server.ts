@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { HttpConfig } from '../config/types.js';
 import type { ErrorGroup } from './error-groups.js';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 import type { ReadinessReport } from './readiness.js';
 import type { RecentRecord } from './recent-transactions.js';
 

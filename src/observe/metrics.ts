@@ -1,8 +1,8 @@
-import { UPSTREAM_FAILURE_CLASSES } from '../relay/failure-class.js';
+import { UPSTREAM_FAILURE_CLASSES } from '../classify/failure-class.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RelayRecord } from '../audit/records.js';
-import type { EventBus } from './event-bus.js';
-import type { ProbeResult } from './upstream-probe.js';
+import type { RelayBus } from './relay-events.js';
+import type { ProbeResult } from '../routing/routing-events.js';
 
 export interface MetricsOptions {
   /** Upstream names, so their series exist (at 0) before the first message. */
@@ -147,7 +147,7 @@ export class Metrics {
     this.#unclassified.inc(0);
   }
 
-  constructor(bus: EventBus, options: MetricsOptions) {
+  constructor(bus: RelayBus, options: MetricsOptions) {
     new Gauge({
       name: 'mailtrail_sessions_active',
       help: 'Client SMTP sessions open now.',

@@ -1,6 +1,6 @@
-import { auditRefusalText, type AuditRefusal } from '../audit/recorder.js';
-import type { EventBus } from './event-bus.js';
-import type { ProbeResult } from './upstream-probe.js';
+import { auditRefusalText, type AuditRefusal } from '../audit/audit-refusal.js';
+import type { RelayBus } from './relay-events.js';
+import type { ProbeResult } from '../routing/routing-events.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
@@ -51,7 +51,7 @@ export class Readiness {
   #auditRefusal: AuditRefusal | null = null;
   #unsubscribe: (() => void)[];
 
-  constructor(bus: EventBus, sources: ReadinessSources) {
+  constructor(bus: RelayBus, sources: ReadinessSources) {
     this.#sources = sources;
     this.#unsubscribe = [
       bus.subscribe('probe', (p) => this.#probes.set(p.upstream, p)),

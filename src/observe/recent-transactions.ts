@@ -1,6 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { RejectRecord, RelayRecord } from '../audit/records.js';
-import type { EventBus } from './event-bus.js';
+import type { RelayBus } from './relay-events.js';
 
 export type RecentRecord = RelayRecord | RejectRecord;
 
@@ -24,7 +24,7 @@ export class RecentTransactions {
   #byMessageId: LRUCache<string, string[]>;
   #unsubscribe: (() => void)[];
 
-  constructor(bus: EventBus, options: RecentTransactionsOptions = { max: 5_000, ttl: 3_600_000 }) {
+  constructor(bus: RelayBus, options: RecentTransactionsOptions = { max: 5_000, ttl: 3_600_000 }) {
     this.#byId = new LRUCache({ max: options.max, ttl: options.ttl });
     this.#byMessageId = new LRUCache({ max: options.max, ttl: options.ttl });
     this.#unsubscribe = [bus.subscribe('relay', (r) => this.#add(r)), bus.subscribe('reject', (r) => this.#add(r))];

@@ -3,8 +3,8 @@ import { mkdir, readdir, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import type { Readable } from 'node:stream';
-import type { Logger } from '../observe/logger.js';
-import { removeGreetingDelay } from '../smtp/fast-greeting.js';
+import type { Logger } from '../logger.js';
+import { removeGreetingDelay } from '../listener/fast-greeting.js';
 
 /**
  * The embedded default's upstream: an in-process SMTP server on loopback that accepts everything

@@ -16,7 +16,22 @@ import {
   recordLine,
   type Style,
 } from './format.js';
-import type { Story } from './lookup.js';
+import type { TrailEntry } from './trail-reader.js';
+
+export type KeyKind = 'id' | 'message-id' | 'address' | 'queue or connection id';
+
+export interface Story {
+  readonly key: string;
+  readonly kind: KeyKind;
+  /** Records in time order. */
+  readonly entries: readonly TrailEntry[];
+  /** Direct matches (before expansion), and records left out by --limit. */
+  readonly direct: number;
+  readonly dropped: number;
+  /** Related records were looked for (a second pass). */
+  readonly expanded: boolean;
+  readonly privacyNote: string | null;
+}
 
 export function renderStory(story: Story, style: Style): string[] {
   const out: string[] = [];

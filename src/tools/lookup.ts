@@ -15,7 +15,7 @@
 import { addressNeedles, isFullAddress, privacyFrom, type LookupPrivacy } from './address-forms.js';
 import { colorWanted } from './format.js';
 import { containsAny, containsExact, memberValueIn } from './line-prefilter.js';
-import { renderStory } from './lookup-story.js';
+import { renderStory, type KeyKind, type Story } from './lookup-story.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { ReadProblems, readTrail, STDIN, type BytePrefilter, type TrailEntry } from './trail-reader.js';
 import { EXIT, LineOutput, UsageError, parseToolArgs, type ToolIo } from './tool-io.js';
@@ -43,21 +43,6 @@ const OPTIONS = {
 /** Beyond this many direct matches (a busy address), related records are not looked for. */
 export const EXPAND_LIMIT = 100;
 const DEFAULT_LIMIT = 1000;
-
-export type KeyKind = 'id' | 'message-id' | 'address' | 'queue or connection id';
-
-export interface Story {
-  readonly key: string;
-  readonly kind: KeyKind;
-  /** Records in time order. */
-  readonly entries: readonly TrailEntry[];
-  /** Direct matches (before expansion), and records left out by --limit. */
-  readonly direct: number;
-  readonly dropped: number;
-  /** Related records were looked for (a second pass). */
-  readonly expanded: boolean;
-  readonly privacyNote: string | null;
-}
 
 export async function lookupCommand(args: readonly string[], io: ToolIo): Promise<number> {
   const { values, positionals } = parseToolArgs(args, OPTIONS);

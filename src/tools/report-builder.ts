@@ -19,7 +19,7 @@
  *   connection (its circuit breaker open, or its sending rate: EBREAKEROPEN / ERATELIMIT, 0 ms).
  */
 import type { AlertRecord, AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
-import type { Outcome } from '../relay/failure-class.js';
+import type { Outcome } from '../classify/failure-class.js';
 import { errorFingerprint, errorReply } from '../observe/error-fingerprint.js';
 import { LogHistogram, QUANTILE_RELATIVE_ERROR, type QuantileSummary } from './quantiles.js';
 import { SpaceSaving, type TopEntry } from './top-k.js';

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { App } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
-import { createLogger, type Logger } from '../../src/observe/logger.js';
+import { createLogger, type Logger } from '../../src/logger.js';
 import { makeTestPki, type TestPki } from './pki.js';
 import { sendMessage, type SendMessageOptions, type SendResult } from './smtp-client.js';
 

@@ -1,6 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AlertRecord } from '../../src/audit/records.js';
-import type { RelayEvents } from '../../src/observe/event-bus.js';
+import type { RelayEvents } from '../../src/observe/relay-events.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { RelayEvents } from '../../src/observe/event-bus.js';
+import type { RelayEvents } from '../../src/observe/relay-events.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 

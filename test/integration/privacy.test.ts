@@ -2,7 +2,7 @@ import { createHmac } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RelayRecord } from '../../src/audit/records.js';
-import { createLogger } from '../../src/observe/logger.js';
+import { createLogger } from '../../src/logger.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 

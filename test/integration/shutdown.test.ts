@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App } from '../../src/app.js';
 import type { AuditRecord, RelayRecord } from '../../src/audit/records.js';
-import { createLogger } from '../../src/observe/logger.js';
+import { createLogger } from '../../src/logger.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { relayConfig, simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 import { sendMessage, smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';

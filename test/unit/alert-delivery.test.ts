@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { DeliveryQueue, PermanentSinkError, type AlertDelivery, type AlertSink } from '../../src/observe/alerts/delivery-queue.js';
 import type { AlertNotification } from '../../src/observe/alerts/notification.js';
-import { EventBus } from '../../src/observe/event-bus.js';
-import { createLogger } from '../../src/observe/logger.js';
+import { EventBus } from '../../src/event-bus.js';
+import type { RelayEvents } from '../../src/observe/relay-events.js';
+import { createLogger } from '../../src/logger.js';
 
 function notice(id: string): AlertNotification {
   const time = new Date().toISOString();
@@ -10,7 +11,7 @@ function notice(id: string): AlertNotification {
 }
 
 function setup(sinks: AlertSink[], limits: Partial<ConstructorParameters<typeof DeliveryQueue>[1]> = {}) {
-  const bus = new EventBus(() => undefined);
+  const bus = new EventBus<RelayEvents>(() => undefined);
   const deliveries: AlertDelivery[] = [];
   bus.subscribe('alert-delivery', (d) => deliveries.push(d));
   const queue = new DeliveryQueue(sinks, { queueSize: 10, retries: 2, timeout: 1_000, backoff: 20, ...limits }, bus, createLogger('silent'));

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RECORD_FIELDS, type AuditRecord } from '../../src/audit/records.js';
-import { CLIENT_REJECT_CLASSES, UPSTREAM_FAILURE_CLASSES } from '../../src/relay/failure-class.js';
+import { CLIENT_REJECT_CLASSES, UPSTREAM_FAILURE_CLASSES } from '../../src/classify/failure-class.js';
 import { trailRecords } from '../../bench/make-trail.mjs';
 import { makeRealTrail } from '../helpers/real-trail.js';
 import { alert, removeDir, tempDir } from '../helpers/trail-fixtures.js';

@@ -6,7 +6,7 @@ import { AuditWriter, type AuditWriterOptions } from '../../src/audit/audit-writ
 import { GENESIS } from '../../src/audit/chain.js';
 import { Checkpointer } from '../../src/audit/checkpoint.js';
 import { IdGenerator } from '../../src/ids.js';
-import { createLogger } from '../../src/observe/logger.js';
+import { createLogger } from '../../src/logger.js';
 import { verifyTrail } from '../../src/tools/verify.js';
 
 const silent = createLogger('silent');

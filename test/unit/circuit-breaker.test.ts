@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { breakerEvidence, CircuitBreaker, type BreakerTransition } from '../../src/relay/circuit-breaker.js';
-import { classify } from '../../src/relay/classify.js';
+import { breakerEvidence, CircuitBreaker, type BreakerTransition } from '../../src/routing/circuit-breaker.js';
+import { classify } from '../../src/classify/classify.js';
 import type { UpstreamBreakerConfig } from '../../src/config/types.js';
-import type { UpstreamFacts } from '../../src/relay/upstream-facts.js';
+import type { UpstreamFacts } from '../../src/classify/upstream-facts.js';
 
 const CONFIG: UpstreamBreakerConfig = { failures: 3, window: null, failureRate: 0.5, cooldown: 1_000 };
 

@@ -1,8 +1,8 @@
 import { describe, it, expect } from 'vitest';
-import { classify } from '../../src/relay/classify.js';
-import { parseReply } from '../../src/relay/reply-text.js';
-import { ERROR_RULES, REPLY_RULES, type ErrorExample, type ReplyExample } from '../../src/relay/rules.js';
-import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from '../../src/relay/upstream-facts.js';
+import { classify } from '../../src/classify/classify.js';
+import { parseReply } from '../../src/smtp/reply-text.js';
+import { ERROR_RULES, REPLY_RULES, type ErrorExample, type ReplyExample } from '../../src/classify/rules.js';
+import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from '../../src/classify/upstream-facts.js';
 
 const NO_FACTS: UpstreamFacts = {
   ok: false,

@@ -6,7 +6,7 @@ import { PassThrough, Readable } from 'node:stream';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { receiveMessage, type BufferedMessage, type ReceiveOptions } from '../../src/message/data-buffer.js';
+import { receiveMessage, type BufferedMessage, type ReceiveOptions } from '../../src/buffer/data-buffer.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;

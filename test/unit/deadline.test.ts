@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Deadline, stopReason } from '../../src/relay/deadline.js';
+import { Deadline, stopReason } from '../../src/upstream/deadline.js';
 
 const timeout = (): ReturnType<typeof stopReason> => stopReason('too slow', 'EDEADLINE');
 

@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
-import { EventBus } from '../../src/observe/event-bus.js';
+import { EventBus } from '../../src/event-bus.js';
+import type { RelayEvents } from '../../src/observe/relay-events.js';
 import { Metrics } from '../../src/observe/metrics.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -31,7 +32,7 @@ function promtool(args: string[]): Promise<{ code: number; output: string } | nu
 
 /** Metric names mailtrail exports (histograms also as _bucket, _sum, _count). */
 async function exportedNames(): Promise<Set<string>> {
-  const metrics = new Metrics(new EventBus(() => undefined), { upstreams: ['x'], sessionsActive: () => 0, processMetrics: false });
+  const metrics = new Metrics(new EventBus<RelayEvents>(() => undefined), { upstreams: ['x'], sessionsActive: () => 0, processMetrics: false });
   const names = new Set<string>();
   for (const m of await metrics.registry.getMetricsAsJSON()) {
     names.add(m.name);

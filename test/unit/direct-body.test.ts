@@ -1,7 +1,7 @@
 import { PassThrough } from 'node:stream';
 import DataStream from 'nodemailer/lib/smtp-connection/data-stream';
 import { describe, expect, it } from 'vitest';
-import { DirectBody, passesUnchanged } from '../../src/relay/direct-body.js';
+import { DirectBody, passesUnchanged } from '../../src/upstream/direct-body.js';
 
 /** What nodemailer's DataStream makes of `body`: the bytes that go on the wire after the 354. */
 function viaDataStream(body: Buffer): Promise<Buffer> {

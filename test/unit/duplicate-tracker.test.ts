@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { DuplicateTracker } from '../../src/audit/duplicate-tracker.js';
+import { DuplicateTracker } from '../../src/transaction/duplicate-tracker.js';
 import type { RelayRecord } from '../../src/audit/records.js';
 
 const HOUR = 3_600_000;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isInfrastructureClass, isProviderSideClass, mayFailOverClass, UPSTREAM_FAILURE_CLASSES } from '../../src/relay/failure-class.js';
+import { isInfrastructureClass, isProviderSideClass, mayFailOverClass, UPSTREAM_FAILURE_CLASSES } from '../../src/classify/failure-class.js';
 
 const where = (test: (cls: string) => boolean): string[] => UPSTREAM_FAILURE_CLASSES.filter(test);
 

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { describe, it, expect } from 'vitest';
-import { classify } from '../../src/relay/classify.js';
-import { CLIENT_REJECT_CLASSES, UPSTREAM_FAILURE_CLASSES } from '../../src/relay/failure-class.js';
-import { parseReply } from '../../src/relay/reply-text.js';
-import { ERROR_RULES, REPLY_RULES } from '../../src/relay/rules.js';
-import type { UpstreamFacts } from '../../src/relay/upstream-facts.js';
+import { classify } from '../../src/classify/classify.js';
+import { CLIENT_REJECT_CLASSES, UPSTREAM_FAILURE_CLASSES } from '../../src/classify/failure-class.js';
+import { parseReply } from '../../src/smtp/reply-text.js';
+import { ERROR_RULES, REPLY_RULES } from '../../src/classify/rules.js';
+import type { UpstreamFacts } from '../../src/classify/upstream-facts.js';
 
 const DOC = readFileSync(new URL('../../docs/failures.md', import.meta.url), 'utf8');
 

@@ -2,7 +2,7 @@ import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
-import { missingInternals, removeGreetingDelay } from '../../src/smtp/fast-greeting.js';
+import { missingInternals, removeGreetingDelay } from '../../src/listener/fast-greeting.js';
 import { smtpTalk } from '../helpers/smtp-client.js';
 
 /** A plain smtp-server on 127.0.0.1:0, optionally with the greeting delay removed. */

@@ -1,6 +1,6 @@
 import { MailParser, type AddressObject } from 'mailparser';
 import { describe, expect, it } from 'vitest';
-import { decodeEncodedWords, HeaderCollector, sniffHeaders } from '../../src/message/header-sniffer.js';
+import { decodeEncodedWords, HeaderCollector, sniffHeaders } from '../../src/buffer/header-sniffer.js';
 
 const crlf = (...lines: string[]): Buffer => Buffer.from(lines.join('\r\n') + '\r\n\r\n');
 

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { AdaptiveThrottle } from '../../src/relay/adaptive-throttle.js';
-import { Deadline, stopReason } from '../../src/relay/deadline.js';
-import { EgressRateLimiter } from '../../src/relay/rate-limiter.js';
-import { ClientRateLimits, describeLimit } from '../../src/smtp/client-rate-limits.js';
+import { AdaptiveThrottle } from '../../src/routing/adaptive-throttle.js';
+import { Deadline, stopReason } from '../../src/upstream/deadline.js';
+import { EgressRateLimiter } from '../../src/routing/rate-limiter.js';
+import { ClientRateLimits, describeLimit } from '../../src/admission/client-rate-limits.js';
 import type { ClientRateLimit } from '../../src/config/types.js';
 
 function fakeClock() {

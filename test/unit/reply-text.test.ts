@@ -1,5 +1,5 @@
 import { describe, it, expect } from 'vitest';
-import { extractQueueId, parseReply, parseResponseLine } from '../../src/relay/reply-text.js';
+import { extractQueueId, parseReply, parseResponseLine } from '../../src/smtp/reply-text.js';
 
 describe('parseReply', () => {
   it('takes the enhanced code off the front of the text', () => {

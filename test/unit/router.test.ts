@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/config/schema.js';
 import type { RouteConfig, UpstreamConfig } from '../../src/config/types.js';
-import { RouteTable, type RouteKey } from '../../src/relay/route-table.js';
+import { RouteTable, type RouteKey } from '../../src/routing/route-table.js';
 
 const UPSTREAMS = [{ name: 'ses' }, { name: 'postmark' }, { name: 'smarthost' }] as unknown as UpstreamConfig[];
 

@@ -2,7 +2,7 @@ import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { connect } from 'node:tls';
 import { createServer } from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { selfSignedCertificate } from '../../src/smtp/self-signed.js';
+import { selfSignedCertificate } from '../../src/listener/self-signed.js';
 
 describe('the ephemeral self-signed certificate', () => {
   const { key, cert } = selfSignedCertificate('relay.example.com', ['relay.example.com', 'localhost', '127.0.0.1'], 30);

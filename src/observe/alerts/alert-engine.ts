@@ -1,11 +1,12 @@
 import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../audit/records.js';
-import type { AuditRefusal, Recorder } from '../../audit/recorder.js';
+import type { AuditRefusal } from '../../audit/audit-refusal.js';
+import type { Recorder } from '../../audit/recorder.js';
 import type { AlertCondition, AlertRuleConfig, AlertsConfig, UpstreamConfig } from '../../config/types.js';
 import type { IdGenerator } from '../../ids.js';
-import { isInfrastructureClass, type FailureClass } from '../../relay/failure-class.js';
-import type { EventBus } from '../event-bus.js';
-import type { Logger } from '../logger.js';
-import type { ProbeResult } from '../upstream-probe.js';
+import { isInfrastructureClass, type FailureClass } from '../../classify/failure-class.js';
+import type { RelayBus } from '../relay-events.js';
+import type { Logger } from '../../logger.js';
+import type { ProbeResult } from '../../routing/routing-events.js';
 import type { DeliveryQueue } from './delivery-queue.js';
 import type { IncidentStore } from './incident-store.js';
 import { Incidents, type Incident, type IncidentKey } from './incidents.js';
@@ -15,7 +16,7 @@ import { attemptFacts, evidence, UpstreamStats, type AttemptFact } from './upstr
 export interface AlertEngineDeps {
   readonly config: AlertsConfig;
   readonly upstreams: readonly UpstreamConfig[];
-  readonly bus: EventBus;
+  readonly bus: RelayBus;
   readonly recorder: Recorder;
   readonly ids: IdGenerator;
   readonly delivery: DeliveryQueue;

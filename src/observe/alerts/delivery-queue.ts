@@ -1,6 +1,6 @@
 import type { AlertDeliveryConfig } from '../../config/types.js';
-import type { EventBus } from '../event-bus.js';
-import type { Logger } from '../logger.js';
+import type { EventPublisher } from '../../event-bus.js';
+import type { Logger } from '../../logger.js';
 import type { AlertNotification } from './notification.js';
 
 /** How one notification to one sink ended; published on the bus as `alert-delivery`. */
@@ -12,6 +12,11 @@ export interface AlertDelivery {
   /** The alert record the notification belongs to. */
   readonly id: string;
   readonly error: string | null;
+}
+
+/** What the delivery queue publishes: one notification to one sink ended (sent, failed, dropped). */
+export interface AlertDeliveryEvents {
+  'alert-delivery': [AlertDelivery];
 }
 
 /** A way to deliver a notification; rejects on failure. `signal` fires on timeout or shutdown. */
@@ -43,11 +48,11 @@ interface SinkLane {
 export class DeliveryQueue {
   #lanes = new Map<string, SinkLane>();
   #limits: AlertDeliveryConfig;
-  #bus: EventBus;
+  #bus: EventPublisher<AlertDeliveryEvents>;
   #log: Logger;
   #stop = new AbortController();
 
-  constructor(sinks: readonly AlertSink[], limits: AlertDeliveryConfig, bus: EventBus, log: Logger) {
+  constructor(sinks: readonly AlertSink[], limits: AlertDeliveryConfig, bus: EventPublisher<AlertDeliveryEvents>, log: Logger) {
     for (const sink of sinks) this.#lanes.set(sink.name, { sink, queue: [], working: null });
     this.#limits = limits;
     this.#bus = bus;

@@ -1,5 +1,5 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../logger.js';
 import { incidentKey, type Incident } from './incidents.js';
 
 const VERSION = 1;

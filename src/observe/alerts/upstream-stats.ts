@@ -1,8 +1,8 @@
 import type { AttemptEntry, RelayRecord } from '../../audit/records.js';
 import { normalizeReplyText } from '../error-fingerprint.js';
-import { isProviderSideClass } from '../../relay/failure-class.js';
-import { BREAKER_OPEN, RATE_LIMITED } from '../../relay/skipped-attempt.js';
-import { POOL_WAIT } from '../../relay/connection-pool.js';
+import { isProviderSideClass } from '../../classify/failure-class.js';
+import { BREAKER_OPEN, RATE_LIMITED } from '../../routing/skipped-attempt.js';
+import { POOL_WAIT } from '../../upstream/connection-pool.js';
 
 /**
  * How one try at an upstream counts for alert rules:

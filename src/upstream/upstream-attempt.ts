@@ -1,10 +1,10 @@
 import type { UpstreamConfig } from '../config/types.js';
 import type { ConnectionPool, Lease } from './connection-pool.js';
 import type { StopSignal } from './deadline.js';
-import { parseResponseLine } from './reply-text.js';
+import { parseResponseLine } from '../smtp/reply-text.js';
 import { TrackedBody, type ReplayableBody } from './tracked-body.js';
 import { DirectBody, passesUnchanged } from './direct-body.js';
-import type { AttemptPhase, RecipientFact, ReplyPhase, UpstreamFacts } from './upstream-facts.js';
+import type { AttemptPhase, RecipientFact, ReplyPhase, UpstreamFacts } from '../classify/upstream-facts.js';
 import type { SendInfo, UpstreamEnvelope, UpstreamTls, NodemailerError } from './upstream-connection.js';
 
 /** Everything one try at one upstream produced: facts for the classifier, and what the record shows. */

@@ -4,7 +4,7 @@
  * enhanced status code, so the classifier and the audit record get their `{code, enhanced, text}`
  * from here. Pure functions, no state.
  */
-import type { SmtpReply } from './upstream-facts.js';
+import type { SmtpReply } from './smtp-reply.js';
 
 /**
  * RFC 5321 §4.2: a reply line is a three-digit code, then a space on the last line or a hyphen on

@@ -1,27 +1,13 @@
 import { breakerEvidence, type BreakerAdmission } from './circuit-breaker.js';
-import { classify } from './classify.js';
+import { classify } from '../classify/classify.js';
 import type { RouteKey } from './route-table.js';
 import type { Route, Router, UpstreamChannel } from './router.js';
 import { breakerSkip, rateLimitSkip, skipKind } from './skipped-attempt.js';
-import type { ReplayableBody } from './tracked-body.js';
-import { failureFacts, runAttempt, type AttemptResult } from './upstream-attempt.js';
-import { abortError, type UpstreamEnvelope } from './upstream-connection.js';
-import { Deadline, stopReason, type StopSignal } from './deadline.js';
-import type { Verdict } from './upstream-facts.js';
-
-export interface ClassifiedAttempt {
-  readonly result: AttemptResult;
-  readonly verdict: Verdict;
-}
-
-export interface RelayDecision {
-  /** The route the message took (`default` when no configured route matched). */
-  readonly route: string;
-  /** Every try, in order, including upstreams skipped without a connection. Never empty. */
-  readonly attempts: readonly ClassifiedAttempt[];
-  /** The last real try; only when every upstream was skipped, the last skip (a rate skip before a breaker skip). */
-  readonly deciding: ClassifiedAttempt;
-}
+import type { ReplayableBody } from '../upstream/tracked-body.js';
+import { failureFacts, runAttempt, type AttemptResult } from '../upstream/upstream-attempt.js';
+import { abortError, type UpstreamEnvelope } from '../upstream/upstream-connection.js';
+import { Deadline, stopReason, type StopSignal } from '../upstream/deadline.js';
+import type { ClassifiedAttempt, RelayDecision } from './relay-decision.js';
 
 /**
  * Relays one buffered message along its route's ordered upstreams. It moves on to the next upstream

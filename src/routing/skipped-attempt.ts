@@ -1,6 +1,6 @@
 import type { UpstreamConfig } from '../config/types.js';
-import type { ClassifiedAttempt } from './relay-engine.js';
-import type { UpstreamFacts, Verdict } from './upstream-facts.js';
+import type { ClassifiedAttempt } from './relay-decision.js';
+import type { UpstreamFacts, Verdict } from '../classify/upstream-facts.js';
 
 /** Error code of an upstream skipped because its circuit breaker is open (no connection attempted). */
 export const BREAKER_OPEN = 'EBREAKEROPEN';

@@ -1,3 +1,4 @@
+import type { SmtpReply } from '../smtp/smtp-reply.js';
 import type { Actor, Outcome, Scope, UpstreamFailureClass } from './failure-class.js';
 
 /** Which command an upstream reply answered. `data` is the reply to the final dot (after the body). */
@@ -5,14 +6,6 @@ export type ReplyPhase = 'greeting' | 'ehlo' | 'starttls' | 'auth' | 'mail' | 'r
 
 /** How far an attempt got, by our own tracking (nodemailer cannot tell "before body" from "after dot"). */
 export type AttemptPhase = 'connecting' | 'envelope' | 'body' | 'sent' | 'done';
-
-/** An SMTP reply with the enhanced status code (RFC 3463) parsed out of the text. */
-export interface SmtpReply {
-  readonly code: number;
-  readonly enhanced: string | null;
-  /** The reply text without the code and the enhanced code; multi-line replies joined with "\n". */
-  readonly text: string;
-}
 
 export interface RecipientFact {
   readonly recipient: string;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { RelayRecord } from './records.js';
+import type { RelayRecord } from '../audit/records.js';
 
 /**
  * The `duplicateOf` link (AUDIT-SCHEMA.md): after a transaction whose outcome was `unknown` (the

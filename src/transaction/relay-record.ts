@@ -1,7 +1,8 @@
-import type { RelayDecision, ClassifiedAttempt } from '../relay/relay-engine.js';
-import type { FailureClass, Outcome } from '../relay/failure-class.js';
-import type { SmtpReply, Verdict } from '../relay/upstream-facts.js';
-import { extractQueueId } from '../relay/reply-text.js';
+import type { RelayDecision, ClassifiedAttempt } from '../routing/relay-decision.js';
+import type { FailureClass, Outcome } from '../classify/failure-class.js';
+import type { Verdict } from '../classify/upstream-facts.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
+import { extractQueueId } from '../smtp/reply-text.js';
 import {
   AUDIT_SCHEMA_VERSION,
   type AttemptEntry,
@@ -10,7 +11,7 @@ import {
   type MessageFacts,
   type RecipientEntry,
   type RelayRecord,
-} from './records.js';
+} from '../audit/records.js';
 
 export interface RelayRecordInput {
   readonly id: string;

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-import type { AttemptPhase } from './upstream-facts.js';
+import type { AttemptPhase } from '../classify/upstream-facts.js';
 
 const CR = 0x0d;
 const LF = 0x0a;

@@ -2,17 +2,19 @@ import type { Readable } from 'node:stream';
 import type { SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/types.js';
 import type { IdGenerator } from '../ids.js';
-import type { Logger } from '../observe/logger.js';
-import type { DuplicateTracker } from '../audit/duplicate-tracker.js';
-import { auditRefusalText, type Recorder } from '../audit/recorder.js';
+import type { Logger } from '../logger.js';
+import type { DuplicateTracker } from './duplicate-tracker.js';
+import { auditRefusalText } from '../audit/audit-refusal.js';
+import type { Recorder } from '../audit/recorder.js';
 import type { MessageFacts, RelayRecord } from '../audit/records.js';
-import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
-import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
-import { CLIENT_REPLIES, withId } from '../smtp/replies.js';
-import type { SessionState } from '../smtp/session-state.js';
-import type { StopSignal } from './deadline.js';
-import type { RelayEngine } from './relay-engine.js';
-import type { SmtpReply, Verdict } from './upstream-facts.js';
+import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from './relay-record.js';
+import { receiveMessage, type BufferedMessage } from '../buffer/data-buffer.js';
+import { CLIENT_REPLIES, withId } from '../reply/client-replies.js';
+import type { ClientSession } from './client-session.js';
+import type { StopSignal } from '../upstream/deadline.js';
+import type { RelayEngine } from '../routing/relay-engine.js';
+import type { Verdict } from '../classify/upstream-facts.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 export interface TransactionReply {
   readonly id: string;
@@ -47,7 +49,7 @@ export class TransactionProcessor {
     return this.#inFlight;
   }
 
-  async process(stream: Readable, session: SMTPServerSession, state: SessionState): Promise<TransactionReply> {
+  async process(stream: Readable, session: SMTPServerSession, state: ClientSession): Promise<TransactionReply> {
     this.#inFlight += 1;
     try {
       return await this.#process(stream, session, state);
@@ -56,7 +58,7 @@ export class TransactionProcessor {
     }
   }
 
-  async #process(stream: Readable, session: SMTPServerSession, state: SessionState): Promise<TransactionReply> {
+  async #process(stream: Readable, session: SMTPServerSession, state: ClientSession): Promise<TransactionReply> {
     const { config, ids } = this.#deps;
     const t0 = performance.now();
     const id = ids.next();
@@ -127,7 +129,7 @@ export class TransactionProcessor {
     return verdict.clientReply;
   }
 
-  #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: SessionState): TransactionReply {
+  #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: ClientSession): TransactionReply {
     const receiveMs = performance.now() - t0;
     const empty: MessageFacts = { size: 0, sha256: '', messageId: null, subject: null, headerFrom: null };
     if (err.code === 'ECLIENTABORT') {
@@ -142,7 +144,7 @@ export class TransactionProcessor {
     return this.#finish(unrelayedRecord(input(empty, reply, receiveMs), 'deferred', failure), state);
   }
 
-  #finish(record: RelayRecord, state: SessionState): TransactionReply {
+  #finish(record: RelayRecord, state: ClientSession): TransactionReply {
     try {
       this.#deps.recorder.relay(record);
     } catch {

@@ -1,5 +1,5 @@
-import type { ClientRejectClass } from '../relay/failure-class.js';
-import type { SmtpReply } from '../relay/upstream-facts.js';
+import type { ClientRejectClass } from '../classify/failure-class.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 /**
  * smtp-server refuses some things itself (syntax errors, bad sequence, declared SIZE too large, too

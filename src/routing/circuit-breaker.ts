@@ -1,6 +1,6 @@
 import type { UpstreamBreakerConfig } from '../config/types.js';
-import { isInfrastructureClass } from './failure-class.js';
-import type { Verdict } from './upstream-facts.js';
+import { isInfrastructureClass } from '../classify/failure-class.js';
+import type { Verdict } from '../classify/upstream-facts.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 

@@ -1,6 +1,6 @@
 import type { UpstreamRateLimitConfig } from '../config/types.js';
 import type { AdaptiveThrottle } from './adaptive-throttle.js';
-import type { StopSignal } from './deadline.js';
+import type { StopSignal } from '../upstream/deadline.js';
 
 export interface RateClock {
   now(): number;

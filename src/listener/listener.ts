@@ -6,15 +6,15 @@ import type { Recorder } from '../audit/recorder.js';
 import { AUDIT_SCHEMA_VERSION, type RejectRecord } from '../audit/records.js';
 import { verifyPassword } from '../auth/password.js';
 import type { IdGenerator } from '../ids.js';
-import type { Logger } from '../observe/logger.js';
-import type { TransactionProcessor } from '../relay/transaction.js';
-import type { ClientRejectClass } from '../relay/failure-class.js';
-import type { SmtpReply } from '../relay/upstream-facts.js';
-import type { Admission } from './admission.js';
-import { describeLimit, type ClientRateLimits } from './client-rate-limits.js';
+import type { Logger } from '../logger.js';
+import type { TransactionProcessor } from '../transaction/transaction.js';
+import type { ClientRejectClass } from '../classify/failure-class.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
+import type { Admission } from '../admission/admission.js';
+import { describeLimit, type ClientRateLimits } from '../admission/client-rate-limits.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
 import { classifyProtocolRefusal, observeProtocol } from './protocol-refusals.js';
-import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText, withId } from './replies.js';
+import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText, withId } from '../reply/client-replies.js';
 import { SessionState } from './session-state.js';
 
 export interface ListenerDeps {

@@ -1,28 +1,11 @@
 import type { UpstreamConfig } from '../config/types.js';
-import { classify } from '../relay/classify.js';
-import { Deadline, stopReason } from '../relay/deadline.js';
-import type { UpstreamFailureClass } from '../relay/failure-class.js';
-import { failureFacts } from '../relay/upstream-attempt.js';
-import { UpstreamConnection, connectionOptions, type NodemailerError, type UpstreamTls } from '../relay/upstream-connection.js';
-import type { SmtpReply } from '../relay/upstream-facts.js';
-import type { EventBus } from './event-bus.js';
-import type { Logger } from './logger.js';
-
-/** The outcome of one health probe, published on the bus as `probe`. */
-export interface ProbeResult {
-  readonly upstream: string;
-  readonly ok: boolean;
-  /** The relay classifier's verdict on the failure; null when the probe passed. */
-  readonly class: UpstreamFailureClass | null;
-  /** When the probe finished (RFC 3339). */
-  readonly time: string;
-  readonly ms: number;
-  /** The upstream reply that failed the probe (e.g. 535 to AUTH), or null. */
-  readonly reply: SmtpReply | null;
-  /** nodemailer's error code and the system cause when no reply explains the failure. */
-  readonly error: { readonly code: string | null; readonly cause: string | null } | null;
-  readonly tls: UpstreamTls | null;
-}
+import { classify } from '../classify/classify.js';
+import { Deadline, stopReason } from '../upstream/deadline.js';
+import { failureFacts } from '../upstream/upstream-attempt.js';
+import { UpstreamConnection, connectionOptions, type NodemailerError } from '../upstream/upstream-connection.js';
+import type { EventPublisher } from '../event-bus.js';
+import type { ProbeResult, RoutingEvents } from './routing-events.js';
+import type { Logger } from '../logger.js';
 
 /**
  * One probe: connect, greet, EHLO, STARTTLS and AUTH exactly as the relay's pool does (same
@@ -75,14 +58,14 @@ function elapsed(since: number): number {
 export class UpstreamProbes {
   #upstreams: readonly UpstreamConfig[];
   #ehloName: string;
-  #bus: EventBus;
+  #bus: EventPublisher<RoutingEvents>;
   #log: Logger;
   #timers = new Set<NodeJS.Timeout>();
   #running = new Set<Promise<void>>();
   #stop = new AbortController();
   #lastOk = new Map<string, boolean>();
 
-  constructor(upstreams: readonly UpstreamConfig[], ehloName: string, bus: EventBus, log: Logger) {
+  constructor(upstreams: readonly UpstreamConfig[], ehloName: string, bus: EventPublisher<RoutingEvents>, log: Logger) {
     this.#upstreams = upstreams.filter((u) => u.probe.enabled);
     this.#ehloName = ehloName;
     this.#bus = bus;

@@ -1,6 +1,6 @@
 import { close, open, read } from 'node:fs';
 import { Readable } from 'node:stream';
-import type { AttemptPhase } from './upstream-facts.js';
+import type { AttemptPhase } from '../classify/upstream-facts.js';
 
 /** A replayable message body: in memory, or a spill file. */
 export type ReplayableBody = Buffer | { readonly path: string };

@@ -14,9 +14,10 @@
  * blame its own login).
  */
 import { classTraits, mayFailOverClass, type Outcome, type UpstreamFailureClass } from './failure-class.js';
-import { extractQueueId } from './reply-text.js';
+import { extractQueueId } from '../smtp/reply-text.js';
 import { ERROR_RULES, REPLY_RULES, type ErrorMatch, type ReplyMatch } from './rules.js';
-import type { AttemptPhase, ReplyPhase, SmtpReply, UpstreamFacts, Verdict } from './upstream-facts.js';
+import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from './upstream-facts.js';
+import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 /** Our own error code for "the client went away, so we stopped". */
 const CLIENT_ABORT = 'ECLIENTABORT';

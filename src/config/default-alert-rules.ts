@@ -1,4 +1,4 @@
-import type { AlertRuleConfig } from '../../config/types.js';
+import type { AlertRuleConfig } from './types.js';
 
 /**
  * The rules used when `alerts.sinks` is configured and `alerts.rules` is not (docs/observability.md

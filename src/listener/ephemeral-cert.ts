@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { selfSignedCertificate } from './self-signed.js';
 import type { Config } from '../config/types.js';
-import type { Logger } from '../observe/logger.js';
+import type { Logger } from '../logger.js';
 
 export interface ListenerTls {
   readonly key: string | Buffer;

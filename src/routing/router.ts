@@ -1,7 +1,7 @@
 import type { UpstreamConfig } from '../config/types.js';
 import type { AdaptiveThrottle } from './adaptive-throttle.js';
 import type { BreakerState, CircuitBreaker } from './circuit-breaker.js';
-import type { ConnectionPool } from './connection-pool.js';
+import type { ConnectionPool } from '../upstream/connection-pool.js';
 import type { EgressRateLimiter } from './rate-limiter.js';
 import { DEFAULT_ROUTE, type RouteKey, type RouteTable } from './route-table.js';
 

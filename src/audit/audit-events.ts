@@ -1,0 +1,15 @@
+import type { AuditRefusal } from './audit-refusal.js';
+import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from './records.js';
+
+/** What the recorder publishes once a record is written (or could not be). */
+export interface AuditEvents {
+  relay: [RelayRecord];
+  reject: [RejectRecord];
+  session: [SessionRecord];
+  /** An alert fired or resolved (after its record was written). */
+  alert: [AlertRecord];
+  /** A record could not be written to the trail. */
+  'audit-write-error': [{ readonly id: string }];
+  /** The trail stopped or started taking records (`reason`: why not; null when writable). */
+  'audit-state': [{ readonly writable: boolean; readonly reason: AuditRefusal | null }];
+}
