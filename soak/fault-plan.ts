@@ -1,6 +1,6 @@
 /**
  * Random faults for the fake upstream, drawn afresh for every connection, command and message, so
- * one soak run meets every failure of FAILURES.md many times, mixed with healthy traffic:
+ * one soak run meets every failure of docs/failures.md many times, mixed with healthy traffic:
  * refused connections, greetings that hang or refuse, throttling and 4xx/5xx at MAIL, RCPT and
  * after the body, resets mid-DATA, drops before the 354 and after the final dot, hangs after the
  * final dot, slow replies, partial recipient rejects, and pooled connections dropped under the relay.

@@ -1,6 +1,6 @@
 /**
  * The fault soak: many clients send through mailtrail (a child process) for a fixed time while the
- * fake upstream injects every fault of FAILURES.md at random, and mailtrail is stopped once with
+ * fake upstream injects every fault of docs/failures.md at random, and mailtrail is stopped once with
  * SIGTERM and once killed with SIGKILL, each time started again on the same port and trail. Then
  * the ledger (soak/accounting.ts) must balance.
  *

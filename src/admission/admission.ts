@@ -3,7 +3,7 @@ import { LRUCache } from 'lru-cache';
 import type { ClientsConfig, UserConfig } from '../config/types.js';
 
 /**
- * Who may relay (ARCHITECTURE.md step 2). Pure decisions over config; the listener turns a refusal
+ * Who may relay (docs/design.md, "Who may relay"). Pure decisions over config; the listener turns a refusal
  * into a named reply and a `reject` record. The rule that keeps mailtrail from being an open relay:
  * MAIL is accepted only from an authenticated user or from a listed network, under every
  * combination of options.

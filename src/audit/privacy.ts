@@ -3,7 +3,7 @@ import type { AlertRecord, RejectRecord, RelayRecord } from './records.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 /**
- * `audit.privacy`: how e-mail addresses appear in the trail (AUDIT-SCHEMA.md, "Privacy").
+ * `audit.privacy`: how e-mail addresses appear in the trail (docs/audit-record.md, "Privacy").
  *
  * - `clear` (default): as the client sent them. Operators must be able to answer "did the mail to
  *   ana@ go out?".

@@ -2,7 +2,7 @@ import type { Actor, ClientRejectClass, FailureClass, Outcome, Scope } from '../
 import type { AttemptPhase, ReplyPhase } from '../classify/upstream-facts.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 
-/** Audit schema version (AUDIT-SCHEMA.md). Fields are only ever added, never renamed. */
+/** Audit schema version (docs/audit-record.md). Fields are only ever added, never renamed. */
 export const AUDIT_SCHEMA_VERSION = 1;
 
 export interface TlsFacts {
@@ -109,7 +109,7 @@ export interface RelayRecord extends ChainLinks {
   readonly duplicateOf: string | null;
 }
 
-/** mailtrail refused the client before relaying (FAILURES.md, client-side table). */
+/** mailtrail refused the client before relaying (docs/failures.md, client-side table). */
 export interface RejectRecord extends ChainLinks {
   readonly v: number;
   readonly type: 'reject';

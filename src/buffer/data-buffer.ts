@@ -6,9 +6,9 @@ import { removeQuietly, SpillFile } from './temp-files.js';
 export type { HeaderFacts };
 
 /**
- * A DATA body read to its end (ARCHITECTURE.md step 3). The body can be handed to nodemailer as
+ * A DATA body read to its end (docs/design.md, "One message"). The body can be handed to nodemailer as
  * `raw` any number of times, which is what makes failover and pool requeues safe: a consumed stream
- * cannot be sent twice (PITFALLS.md §0.4).
+ * cannot be sent twice (a stream is used up by its first reader).
  */
 export interface BufferedMessage {
   /** Bytes received, after smtp-server's dot-unstuffing. */

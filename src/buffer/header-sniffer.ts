@@ -1,7 +1,7 @@
 import addressparser, { type Address } from 'nodemailer/lib/addressparser';
 
 /**
- * The three header facts the audit record carries (AUDIT-SCHEMA.md `message`). Every value is
+ * The three header facts the audit record carries (docs/audit-record.md, `message`). Every value is
  * decoded (RFC 2047 encoded words, folding) and `null` when the header is absent, empty or unreadable.
  */
 export interface HeaderFacts {

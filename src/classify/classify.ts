@@ -1,14 +1,14 @@
 /**
  * The failure classifier: turns the facts of one upstream attempt into a verdict (outcome, failure
  * class, the reply the client gets, whether another upstream may be tried). Pure: no I/O, no clock,
- * no state. The detection order is FAILURES.md's, first match wins:
+ * no state. The detection order is docs/failures.md's, first match wins:
  *
  * 1. the final dot was sent and no final reply came → `unknown_outcome`;
  * 2. an upstream refusal exists → REPLY_RULES (provider texts, then code + enhanced code + phase);
  * 3. no reply → ERROR_RULES (nodemailer code, cause, timeout kind, syscall);
  * 4. anything else → `internal` with rule `unclassified`, so a metric can count the gaps.
  *
- * Reply principle (FAILURES.md): verdicts about this message or these recipients pass through;
+ * Reply principle (docs/failures.md): verdicts about this message or these recipients pass through;
  * infrastructure, credential and quota failures become 451 so the client's queue keeps the mail.
  * Never 421 (RFC 5321 §3.8: it closes the client's session) and never 535 (RFC 4954 §6: the app would
  * blame its own login).
@@ -34,7 +34,7 @@ type ClientAnswer =
   | { readonly kind: 'deferral-keeping-enhanced'; readonly enhanced: string; readonly text: string };
 
 /**
- * FAILURES.md's client reply per class. Enhanced codes are RFC 3463's: x.4.1 no answer from host,
+ * docs/failures.md's client reply per class. Enhanced codes are RFC 3463's: x.4.1 no answer from host,
  * x.4.2 bad connection, x.4.3 directory (DNS) failure, x.7.5 cryptographic failure, x.5.0 protocol,
  * x.3.0 mail system, x.7.0 security or policy.
  */

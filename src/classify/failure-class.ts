@@ -1,5 +1,5 @@
 /**
- * The closed list of failure classes (FAILURES.md). Alerts, reports and metrics key on these names, so
+ * The closed list of failure classes (docs/failures.md). Alerts, reports and metrics key on these names, so
  * they never change meaning; docs/failures.md lists the same set and a test keeps the two in step.
  */
 export const UPSTREAM_FAILURE_CLASSES = [
@@ -59,7 +59,7 @@ interface ClassTraits {
 }
 
 /**
- * FAILURES.md's table: the three axes recorded next to each class. The class groups the relay acts
+ * docs/failures.md's table: the three axes recorded next to each class. The class groups the relay acts
  * on (failover, circuit breaker, alert streaks) are read off these axes, so a class cannot be in one
  * list and missing from another.
  */

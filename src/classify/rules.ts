@@ -1,5 +1,5 @@
 /**
- * The classification rules as data (FAILURES.md, "Detection order"). Two ordered tables; in each the
+ * The classification rules as data (docs/failures.md, "How a class is chosen"). Two ordered tables; in each the
  * first matching rule wins:
  *
  * - REPLY_RULES, for attempts that ended with an upstream reply: provider text rules first (quota,

@@ -54,7 +54,7 @@ export interface Verdict {
   /** null only on `delivered`. On `partial`, the class of the refused recipients. */
   readonly failure: FailureVerdict | null;
   /**
-   * What mailtrail answers the client, without the transaction id (the engine appends it). Never 421
+   * What mailtrail answers the client, without the transaction id (the transaction adds it with withId). Never 421
    * (it would close the client's session) and never 535 (the app would blame its own login).
    */
   readonly clientReply: SmtpReply;

@@ -28,7 +28,7 @@ export interface Config {
   readonly dataDir: string;
   /** The built-in local sink; non-null only in the embedded default (no upstream configured). */
   readonly localSink: { readonly dir: string; readonly keep: number } | null;
-  /** Reply given when the upstream connection is lost after the final dot (FAILURES.md, unknown_outcome). */
+  /** Reply given when the upstream connection is lost after the final dot (docs/failures.md, unknown_outcome). */
   readonly unknownOutcomeReply: { readonly code: 451 | 250 };
 }
 

@@ -11,7 +11,7 @@ export interface ListenerTls {
 
 /**
  * The listeners' certificate. smtp-server would otherwise fall back to its built-in test certificate,
- * whose private key is public (PITFALLS.md §1). With no certificate configured we generate a
+ * whose private key is public. With no certificate configured we generate a
  * throw-away self-signed one (EC P-256, fast) and say so: clients must then skip verification, which
  * is fine on loopback and wrong anywhere else.
  */

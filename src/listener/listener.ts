@@ -29,13 +29,13 @@ export interface ListenerDeps {
   readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer };
 }
 
-/** Delay before answering a failed AUTH: slows password guessing without holding much (FAILURES.md). */
+/** Delay before answering a failed AUTH: slows password guessing without holding much (docs/failures.md, auth_failed). */
 const AUTH_FAILURE_DELAY_MS = 500;
 
 /**
  * The SMTP side of mailtrail: one smtp-server per configured listener, sharing the session table,
  * the admission rules and the connection limits. Each refusal is a named reply plus a `reject`
- * record; smtp-server's own refusals are captured through its logger.
+ * record; smtp-server's own refusals are captured per connection by protocol-refusals.ts.
  */
 export class SmtpListeners {
   #deps: ListenerDeps;
@@ -134,7 +134,7 @@ export class SmtpListeners {
         refusal: (cid, reply) => this.#onProtocolRefusal(cid, reply),
       });
     });
-    // Without a listener, one client's TLS garbage would crash the process (PITFALLS.md §0.1).
+    // Without a listener, one client's TLS garbage would crash the process (smtp-server re-emits client socket and TLS errors on the server; an unheard 'error' event throws).
     server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
     return server;
   }
@@ -348,7 +348,7 @@ export class SmtpListeners {
   }
 }
 
-/** 451 4.7.1 naming the limit, so the app's log says which one and when to retry (FAILURES.md `rate_limited`). */
+/** 451 4.7.1 naming the limit, so the app's log says which one and when to retry (docs/failures.md `rate_limited`). */
 function rateLimitedReply(detail: string): SmtpReply {
   return { ...CLIENT_REPLIES.rate_limited, text: `Rate limit reached: ${detail}` };
 }

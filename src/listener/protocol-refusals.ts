@@ -5,7 +5,7 @@ import type { SmtpReply } from '../smtp/smtp-reply.js';
  * smtp-server refuses some things itself (syntax errors, bad sequence, declared SIZE too large, too
  * many recipients, idle timeout) and offers no hook for them; the connection's own reply writer is
  * the only place they show. observeProtocol() below watches each connection's replies and the client's commands, so each
- * such refusal becomes a `reject` record too (AUDIT-SCHEMA.md: none go unrecorded).
+ * such refusal becomes a `reject` record too (docs/audit-record.md: none go unrecorded).
  */
 export interface ProtocolObserver {
   /** The client sent a command (the verb only, so AUTH credentials never reach us). */

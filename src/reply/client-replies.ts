@@ -2,7 +2,7 @@ import type { ClientRejectClass } from '../classify/failure-class.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 
 /**
- * mailtrail's own refusals, named by meaning (FAILURES.md, client-side table). The wire text is
+ * mailtrail's own refusals, named by meaning (docs/failures.md, client-side table). The wire text is
  * derived from these, so a test can check every refusal against the table.
  */
 export const CLIENT_REPLIES = {

@@ -3,14 +3,14 @@ import { LRUCache } from 'lru-cache';
 import type { RelayRecord } from '../audit/records.js';
 
 /**
- * The `duplicateOf` link (AUDIT-SCHEMA.md): after a transaction whose outcome was `unknown` (the
+ * The `duplicateOf` link (docs/audit-record.md): after a transaction whose outcome was `unknown` (the
  * upstream may have the message) or `deferred` (the app will retry), a later message with the same
  * SHA-256 and the same envelope (MAIL FROM and the set of RCPT TO, compared case-insensitively)
  * within `audit.duplicateWindow` names the earlier record's id. Retries of a retry all name the
  * first record, so `mailtrail lookup <that id>` shows the whole story.
  *
  * Bounded: an LRU of at most `max` envelopes, each forgotten `window` ms after it was remembered.
- * A lookup does not extend the window (no updateAgeOnGet: PITFALLS.md §5). Keys are SHA-256
+ * A lookup does not extend the window (lru-cache's updateAgeOnGet stays off). Keys are SHA-256
  * digests, so the cache holds no addresses. Costs nothing while nothing is remembered.
  */
 export class DuplicateTracker {

@@ -2,7 +2,7 @@
  * A scriptable fake upstream provider for integration tests, built on smtp-server.
  *
  * It listens on 127.0.0.1, port 0, records every message it receives, and has fault knobs for
- * each failure class in FAILURES.md: connection refused, greeting hang/421/554, AUTH failure,
+ * each failure class in docs/failures.md: connection refused, greeting hang/421/554, AUTH failure,
  * MAIL FROM/RCPT/DATA replies, slow replies, and the four ways a DATA phase can die (before the
  * 354, mid-body, after the final dot without a reply, no reply at all). Knobs are read when each
  * command arrives, so they can be changed while a relay keeps a pooled connection open.

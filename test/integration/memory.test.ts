@@ -1,5 +1,5 @@
 /**
- * Memory stays bounded for big messages (ARCHITECTURE.md step 3): past `memoryBufferSize` (1 MiB in
+ * Memory stays bounded for big messages (docs/design.md, "One message"): past `memoryBufferSize` (1 MiB in
  * the harness) the body goes to a temp file, and it goes out from that file, so a 50 MiB message
  * must not grow the process by anything near 50 MiB.
  *

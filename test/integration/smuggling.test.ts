@@ -5,7 +5,7 @@
  * message. mailtrail sits between two receivers: smtp-server on its side (which ends DATA only on
  * `\r\n.\r\n`) and whatever upstream it relays to, possibly a lenient one.
  *
- * What mailtrail actually sends (nodemailer's DataStream, PITFALLS.md §0.5): a bare LF or bare CR
+ * What mailtrail actually sends (nodemailer's DataStream): a bare LF or bare CR
  * becomes CRLF, and the dot that now starts a line is stuffed. Each of the four sequences reaches
  * the upstream as `\r\n..\r\n`, which every receiver reads as a content line holding one dot. The
  * audit record keeps the hash of what the client sent; the upstream stores the normalised bytes.

@@ -1,6 +1,6 @@
 /**
  * The fault soak (soak/run-soak.ts) in its short form: SOAK_SECONDS (default 15) of traffic through a
- * mailtrail child process while the upstream fails at random in every way FAILURES.md lists, with
+ * mailtrail child process while the upstream fails at random in every way docs/failures.md lists, with
  * one SIGTERM restart and one SIGKILL in the middle. `npm run soak` runs the long form.
  */
 import { beforeAll, describe, expect, it } from 'vitest';

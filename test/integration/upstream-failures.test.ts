@@ -22,7 +22,7 @@ interface Case {
 
 const reply = (code: number, text: string) => ({ code, text });
 
-// Every upstream-side class of FAILURES.md, reproduced end to end against a real SMTP server.
+// Every upstream-side class of docs/failures.md, reproduced end to end against a real SMTP server.
 const CASES: Case[] = [
   { name: 'a refused connection is class connect, answered 451 4.4.1', refuse: true, expectCode: 451, expectEnhanced: '4.4.1', outcome: 'deferred', cls: 'connect' },
   {
