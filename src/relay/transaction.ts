@@ -8,6 +8,7 @@ import { auditRefusalText, type Recorder } from '../audit/recorder.js';
 import type { MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
+import { spillDir } from '../message/temp-files.js';
 import { CLIENT_REPLIES, withId } from '../smtp/replies.js';
 import type { SessionState } from '../smtp/session-state.js';
 import type { StopSignal } from './deadline.js';
@@ -83,7 +84,7 @@ export class TransactionProcessor {
       message = await receiveMessage(stream, {
         memoryLimit: config.limits.memoryBufferSize,
         maxSize: config.limits.maxMessageSize,
-        tempDir: config.dataDir,
+        tempDir: spillDir(config.dataDir),
       });
     } catch (err) {
       return this.#receiveFailed(err as Error & { code?: string }, input, t0, state);

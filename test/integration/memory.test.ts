@@ -287,7 +287,7 @@ describe('memory and temp files for big messages', () => {
         let last = -1;
         for (let i = 0; i < 200; i++) {
           const [file] = await relay.tempFiles();
-          const now = file ? (await stat(join(relay.dataDir, file))).size : 0;
+          const now = file ? (await stat(join(relay.spillDir, file))).size : 0;
           if (now === last && now > 0) break;
           last = now;
           await sleep(25);
