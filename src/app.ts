@@ -203,10 +203,10 @@ export class App {
     }
     const sweep = await prepareSpillDir(dataDir);
     if (sweep.removed > 0) {
-      this.#log.info({ dir: sweep.dir, count: sweep.removed, bytes: sweep.bytes }, 'removed spill files left by an earlier run');
+      this.#log.info({ dataDir, count: sweep.removed, bytes: sweep.bytes }, 'removed spill files left by an earlier run');
     }
     if (sweep.failed > 0) {
-      this.#log.warn({ dir: sweep.dir, count: sweep.failed }, 'could not remove spill files left by an earlier run');
+      this.#log.warn({ dataDir, count: sweep.failed }, 'could not remove spill files left by an earlier run');
     }
   }
 

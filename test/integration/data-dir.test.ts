@@ -14,7 +14,7 @@ import { createLogger } from '../../src/observe/logger.js';
 import { ensureBuilt, startMailtrail, type MailtrailChild } from '../../soak/mailtrail-child.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { relayConfig, simpleMessage, startRelay } from '../helpers/relay-harness.js';
-import { smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';
+import { openData, type SmtpTalk } from '../helpers/smtp-client.js';
 
 const MiB = 1024 * 1024;
 const SPILL_NAME = /^mailtrail-[0-9a-f]{24}\.eml$/;
@@ -42,18 +42,9 @@ function payroll(bytes: number): Buffer {
   return Buffer.concat([Buffer.from('Subject: payroll\r\n\r\n'), ...Array.from({ length: Math.ceil(bytes / line.length) }, () => line)]);
 }
 
-/** EHLO, MAIL, RCPT, DATA, then `body` and no final dot yet: a message still arriving. */
+/** A message still arriving: envelope, DATA, then `body` and no final dot yet. */
 async function sendingMessage(port: number, body: Buffer): Promise<SmtpTalk> {
-  const c = await smtpTalk(port, '127.0.0.1', { timeoutMs: 20_000 });
-  await c.expect(220);
-  c.send('EHLO crash.test');
-  await c.expect(250);
-  c.send('MAIL FROM:<app@example.com>');
-  await c.expect(250);
-  c.send('RCPT TO:<ana@example.org>');
-  await c.expect(250);
-  c.send('DATA');
-  await c.expect(354);
+  const c = await openData(port, { from: 'app@example.com', to: 'ana@example.org', timeoutMs: 20_000 });
   await new Promise<void>((resolve, reject) => c.socket.write(body, (err) => (err ? reject(err) : resolve())));
   return c;
 }
@@ -133,7 +124,7 @@ describe('spill files left by a crash', () => {
     expect((await stat(join(spill, `mailtrail-${'ef'.repeat(12)}.eml`))).isDirectory()).toBe(true);
     const removed = logLines(second, 'removed spill files left by an earlier run');
     expect(removed).toEqual([
-      expect.objectContaining({ level: 'info', dir: spill, count: 2, bytes: left[0]!.size + legacy.size }),
+      expect.objectContaining({ level: 'info', dataDir, count: 2, bytes: left[0]!.size + legacy.size }),
     ]);
     console.info(`a restart after SIGKILL mid-DATA removed ${String(removed[0]!.count)} spill files, ${String(removed[0]!.bytes)} bytes`);
 
