@@ -51,9 +51,10 @@ interface Health {
  * probed, the latest word on its health is good: its last probe passed, or its breaker closed after a
  * successful trial since. A breaker change counts the moment it happens (`upstream-state`), so an
  * instance whose every upstream is cut off stops being ready before the next probe, and one whose
- * upstream came back through a trial is ready again without waiting for it. A half-open breaker does
- * not make its upstream unusable: the relay tries it with the next message; for a probed upstream the
- * word that opened the breaker still stands until a probe or a trial says otherwise.
+ * upstream came back through a trial is ready again without waiting for it. Half-open: an unprobed
+ * upstream counts (only a message can try it, and an instance its load balancer sends nothing to
+ * would never get one); for a probed one, the failures that opened the breaker still stand until a
+ * probe or a trial says otherwise.
  */
 export class Readiness {
   #sources: ReadinessSources;
