@@ -37,6 +37,9 @@ export interface MailtrailChild {
   /** Which start this is (1, 2, ...): connections are attributed to the instance that greeted them. */
   readonly generation: number;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The start-up banner and anything else printed on stdout. */
+  stdout(): string;
+  /** The operational log (JSON lines). */
   stderr(): string;
   /** SIGTERM, then the exit (SIGKILL after `graceMs`). */
   stop(graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
@@ -105,6 +108,7 @@ export function startMailtrail(configFile: string, generation: number, timeoutMs
     pid: child.pid!,
     generation,
     exited,
+    stdout: () => stdout,
     stderr: () => stderr,
     async stop(graceMs = 30_000) {
       if (!ended()) child.kill('SIGTERM');

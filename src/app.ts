@@ -9,7 +9,9 @@ import { DuplicateTracker } from './transaction/duplicate-tracker.js';
 import { RecordPrivacy } from './audit/privacy.js';
 import { Recorder } from './audit/recorder.js';
 import { AUDIT_SCHEMA_VERSION } from './audit/records.js';
+import { DataDirLock } from './data-dir-lock.js';
 import { IdGenerator } from './ids.js';
+import { prepareSpillDir } from './buffer/temp-files.js';
 import { AlertEngine } from './observe/alerts/alert-engine.js';
 import { DeliveryQueue } from './observe/alerts/delivery-queue.js';
 import { EmailSink } from './observe/alerts/email-sink.js';
@@ -75,6 +77,7 @@ export class App {
   readonly bus: RelayBus;
   #log: Logger;
   #shutdown = new AbortController();
+  #lock: DataDirLock | null = null;
   #sink: LocalSink | null = null;
   #router: Router | null = null;
   #writer: AuditWriter | null = null;
@@ -110,7 +113,7 @@ export class App {
   /** Throws StartError naming the part of the configuration that could not be brought up. */
   async start(): Promise<RunningInfo> {
     const { config } = this;
-    await stage('dataDir', () => mkdirSync(config.dataDir, { recursive: true }));
+    await stage('dataDir', () => this.#openDataDir());
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
     this.#router = this.#buildRouter(upstreams, ids);
@@ -184,6 +187,28 @@ export class App {
     this.#recorder?.close();
     await this.#writer?.idle();
     await this.#stopObservers();
+    await this.#lock?.release();
+  }
+
+  /**
+   * The data folder: created if missing, locked against a second process, and cleared of the spill
+   * files a crash left behind (whole messages; nothing else would ever remove them).
+   */
+  async #openDataDir(): Promise<void> {
+    const { dataDir } = this.config;
+    mkdirSync(dataDir, { recursive: true });
+    const attempt = await DataDirLock.acquire(dataDir);
+    this.#lock = attempt.lock;
+    if (attempt.lock === null) {
+      this.#log.warn({ dataDir, reason: attempt.why }, 'dataDir is not locked: a second mailtrail process on it would go unnoticed');
+    }
+    const sweep = await prepareSpillDir(dataDir);
+    if (sweep.removed > 0) {
+      this.#log.info({ dataDir, count: sweep.removed, bytes: sweep.bytes }, 'removed spill files left by an earlier run');
+    }
+    if (sweep.failed > 0) {
+      this.#log.warn({ dataDir, count: sweep.failed }, 'could not remove spill files left by an earlier run');
+    }
   }
 
   /**

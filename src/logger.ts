@@ -1,4 +1,5 @@
 import pino, { type Logger } from 'pino';
+import { REDACTED, secretLogPaths } from './config/secrets.js';
 
 export type { Logger };
 
@@ -13,7 +14,7 @@ export function createLogger(level: string, destination: pino.DestinationStream 
       base: { service: 'mailtrail' },
       timestamp: pino.stdTimeFunctions.isoTime,
       formatters: { level: (label) => ({ level: label }) },
-      redact: { paths: ['*.pass', '*.password', 'auth.pass', '*.auth.pass', 'config.upstreams[*].auth.pass'], censor: '[redacted]' },
+      redact: { paths: [...secretLogPaths(), 'auth.pass', '*.auth.pass', 'config.upstreams[*].auth.pass'], censor: REDACTED },
     },
     typeof destination === 'number' ? pino.destination({ dest: destination, sync: true }) : destination,
   );

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -10,9 +10,61 @@ import { join } from 'node:path';
  */
 const SPILL_HIGH_WATER_MARK = 256 * 1024;
 
+/** What `tempFilePath` names a spill file: nothing else in the data folder looks like this. */
+const SPILL_FILE_NAME = /^mailtrail-[0-9a-f]{24}\.eml$/;
+
 /** A fresh, unguessable name in `dir`: concurrent messages and processes never collide. */
 export function tempFilePath(dir: string): string {
   return join(dir, `mailtrail-${randomBytes(12).toString('hex')}.eml`);
+}
+
+/** The folder of spill files: a folder of their own, so that clearing it can touch nothing else. */
+export function spillDir(dataDir: string): string {
+  return join(dataDir, 'spill');
+}
+
+export interface SpillSweep {
+  /** The spill folder. */
+  readonly dir: string;
+  /** Spill files removed, and their bytes. */
+  readonly removed: number;
+  readonly bytes: number;
+  /** Spill files that could not be removed (permissions), left where they are. */
+  readonly failed: number;
+}
+
+/**
+ * Creates the spill folder (0700: the files are whole messages) and removes the spill files an earlier
+ * run left in it. A process that is killed (SIGKILL, the OOM killer, a power cut) never gets to remove
+ * the file of a message it was receiving or relaying, and nothing else ever would. Only regular files
+ * named like a spill file are touched; spill files in `dataDir` itself, where versions before the
+ * folder wrote them, are removed too. A live process's spill files look exactly like a dead one's:
+ * call this only while holding the data folder's lock (docs/design.md, "Spill files").
+ */
+export async function prepareSpillDir(dataDir: string): Promise<SpillSweep> {
+  const dir = spillDir(dataDir);
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  // mkdir's mode is narrowed by the umask, and ignored for a folder that is already there.
+  await chmod(dir, 0o700);
+  let removed = 0;
+  let bytes = 0;
+  let failed = 0;
+  for (const folder of [dir, dataDir]) {
+    for (const name of await readdir(folder)) {
+      if (!SPILL_FILE_NAME.test(name)) continue;
+      const path = join(folder, name);
+      try {
+        const stat = await lstat(path);
+        if (!stat.isFile()) continue;
+        await unlink(path);
+        removed += 1;
+        bytes += stat.size;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') failed += 1;
+      }
+    }
+  }
+  return { dir, removed, bytes, failed };
 }
 
 /** Remove a file if it is there. Never throws: cleanup must not turn a result into a failure. */

@@ -9,6 +9,7 @@ import YAML from 'yaml';
 import { ConfigError, formatPath, type ConfigProblem } from './config-error.js';
 import { embeddedDefault } from './embedded-default.js';
 import { validateConfig, validateTrailSection, type TrailConfig } from './schema.js';
+import { withoutSecrets } from './secrets.js';
 import type { Config } from './types.js';
 
 export interface LoadConfigOptions {
@@ -25,8 +26,6 @@ export interface ParseConfigOptions {
   /** Named in the error message; null when the object did not come from a file. */
   readonly source?: string | null;
 }
-
-const REDACTED = '[redacted]';
 
 /** `$${` is a literal `${`; otherwise `${NAME}` or `${NAME:-fallback}` (fallback when unset or empty, as in sh). */
 const REFERENCE = /\$\$\{|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g;
@@ -85,23 +84,13 @@ function checked<T>(
 }
 
 /**
- * A copy of `config` that is safe to print or log: user passwords and hashes and upstream passwords
- * are replaced by "[redacted]". The config holds no URLs (they are split at load), so no userinfo remains.
+ * A copy of `config` that is safe to print or log: every secret the configuration can hold (user
+ * passwords and hashes, upstream and alert-mail passwords, the HTTP token, the HMAC key, webhook
+ * secrets, header values and URL paths) replaced by "[redacted]", by the one list in secrets.ts.
+ * File paths (certificate keys, the checkpoint signing key) are shown: they are not the keys.
  */
 export function describeConfig(config: Config): object {
-  const copy = structuredClone(config);
-  return {
-    ...copy,
-    clients: {
-      ...copy.clients,
-      users: copy.clients.users.map((u) => ({
-        ...u,
-        password: u.password === null ? null : REDACTED,
-        passwordHash: u.passwordHash === null ? null : REDACTED,
-      })),
-    },
-    upstreams: copy.upstreams.map((u) => ({ ...u, auth: u.auth === null ? null : { user: u.auth.user, pass: REDACTED } })),
-  };
+  return withoutSecrets(config) as object;
 }
 
 function nonEmpty(value: string | undefined): string | undefined {

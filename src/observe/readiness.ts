@@ -27,6 +27,8 @@ export interface UpstreamReadiness {
   };
   /** Circuit breaker state once the relay reported a change, else null (closed, or no breaker). */
   readonly breaker: BreakerState | null;
+  /** Counts towards readiness: its breaker is not open and, when probed, the latest word on it is good. */
+  readonly usable: boolean;
 }
 
 export interface ReadinessReport {
@@ -37,16 +39,28 @@ export interface ReadinessReport {
   readonly upstreams: readonly UpstreamReadiness[];
 }
 
+/** The latest word on a probed upstream's health: its last probe, or its breaker opening or closing since. */
+interface Health {
+  readonly ok: boolean;
+  readonly from: 'probe' | 'breaker';
+}
+
 /**
- * Ready = the SMTP listeners are accepting, the audit trail takes records, and at least one probed
- * upstream passed its last probe (with no upstream probed, the listeners and the trail decide). The circuit breaker state is shown, not
- * counted: a probe that passes is what says an upstream can take mail. Fed by `probe` and
- * `upstream-state` events.
+ * Ready = the SMTP listeners are accepting, the audit trail takes records, and at least one upstream
+ * is usable (docs/observability.md, "Readiness"): its circuit breaker is not open, and, when it is
+ * probed, the latest word on its health is good: its last probe passed, or its breaker closed after a
+ * successful trial since. A breaker change counts the moment it happens (`upstream-state`), so an
+ * instance whose every upstream is cut off stops being ready before the next probe, and one whose
+ * upstream came back through a trial is ready again without waiting for it. Half-open: an unprobed
+ * upstream counts (only a message can try it, and an instance its load balancer sends nothing to
+ * would never get one); for a probed one, the failures that opened the breaker still stand until a
+ * probe or a trial says otherwise.
  */
 export class Readiness {
   #sources: ReadinessSources;
   #probes = new Map<string, ProbeResult>();
   #breakers = new Map<string, BreakerState>();
+  #health = new Map<string, Health>();
   /** Why the trail takes no records now, or null. */
   #auditRefusal: AuditRefusal | null = null;
   #unsubscribe: (() => void)[];
@@ -54,8 +68,15 @@ export class Readiness {
   constructor(bus: RelayBus, sources: ReadinessSources) {
     this.#sources = sources;
     this.#unsubscribe = [
-      bus.subscribe('probe', (p) => this.#probes.set(p.upstream, p)),
-      bus.subscribe('upstream-state', (s) => this.#breakers.set(s.upstream, s.state)),
+      bus.subscribe('probe', (p) => {
+        this.#probes.set(p.upstream, p);
+        this.#health.set(p.upstream, { ok: p.ok, from: 'probe' });
+      }),
+      bus.subscribe('upstream-state', (s) => {
+        this.#breakers.set(s.upstream, s.state);
+        // Opening says attempts failed, closing that a trial went through; half-open says nothing new.
+        if (s.state !== 'half-open') this.#health.set(s.upstream, { ok: s.state === 'closed', from: 'breaker' });
+      }),
       bus.subscribe('audit-state', (s) => (this.#auditRefusal = s.reason)),
     ];
   }
@@ -63,22 +84,33 @@ export class Readiness {
   report(): ReadinessReport {
     const listeners = this.#sources.listeners();
     const probed = new Set(this.#sources.probed);
-    const upstreams = this.#sources.upstreams.map((name) => this.#upstream(name, probed.has(name)));
+    const unusable = new Map(this.#sources.upstreams.map((name) => [name, this.#unusable(name, probed.has(name))]));
+    const upstreams = this.#sources.upstreams.map((name) => this.#upstream(name, probed.has(name), unusable.get(name) === null));
     const reasons: string[] = [];
     if (listeners.length === 0) reasons.push('SMTP listeners are not accepting');
     // Every message is answered 451 while the trail takes no records: not ready for traffic.
     if (this.#auditRefusal !== null) reasons.push(auditRefusalText(this.#auditRefusal));
-    if (probed.size > 0 && !upstreams.some((u) => u.probe.ok === true)) {
-      reasons.push(upstreams.some((u) => u.probe.ok === false) ? 'no upstream passed its last probe' : 'no upstream probe has finished yet');
+    if (!upstreams.some((u) => u.usable)) {
+      reasons.push(`no usable upstream (${[...unusable].map(([name, why]) => `${name}: ${why}`).join('; ')})`);
     }
     return { ready: reasons.length === 0, reasons, listeners, upstreams };
+  }
+
+  /** Why the upstream does not count towards readiness, or null when it does. */
+  #unusable(name: string, probed: boolean): string | null {
+    if (this.#breakers.get(name) === 'open') return 'circuit breaker open';
+    if (!probed) return null;
+    const health = this.#health.get(name);
+    if (health === undefined) return 'no probe finished yet';
+    if (health.ok) return null;
+    return health.from === 'probe' ? 'last probe failed' : 'circuit breaker half-open, not yet tried again';
   }
 
   close(): void {
     for (const off of this.#unsubscribe.splice(0)) off();
   }
 
-  #upstream(name: string, enabled: boolean): UpstreamReadiness {
+  #upstream(name: string, enabled: boolean, usable: boolean): UpstreamReadiness {
     const p = this.#probes.get(name);
     return {
       name,
@@ -92,6 +124,7 @@ export class Readiness {
         error: p?.error ?? null,
       },
       breaker: this.#breakers.get(name) ?? null,
+      usable,
     };
   }
 }

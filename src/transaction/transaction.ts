@@ -15,6 +15,7 @@ import type { StopSignal } from '../upstream/deadline.js';
 import type { RelayEngine } from '../routing/relay-engine.js';
 import type { Verdict } from '../classify/upstream-facts.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
+import { spillDir } from '../buffer/temp-files.js';
 
 export interface TransactionReply {
   readonly id: string;
@@ -85,7 +86,7 @@ export class TransactionProcessor {
       message = await receiveMessage(stream, {
         memoryLimit: config.limits.memoryBufferSize,
         maxSize: config.limits.maxMessageSize,
-        tempDir: config.dataDir,
+        tempDir: spillDir(config.dataDir),
       });
     } catch (err) {
       return this.#receiveFailed(err as Error & { code?: string }, input, t0, state);

@@ -5,6 +5,7 @@ import { App } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
 import { createLogger, type Logger } from '../../src/logger.js';
+import { spillDir } from '../../src/buffer/temp-files.js';
 import { makeTestPki, type TestPki } from './pki.js';
 import { sendMessage, type SendMessageOptions, type SendResult } from './smtp-client.js';
 
@@ -56,6 +57,8 @@ export interface RunningRelay {
   /** `http://127.0.0.1:PORT` of the HTTP endpoint, when asked for. */
   readonly httpUrl: string | null;
   readonly dataDir: string;
+  /** Where the relay keeps the bodies of large messages while it has them. */
+  readonly spillDir: string;
   readonly auditFile: string;
   /** The test CA that signed the relay's certificate (when the harness made it). */
   readonly pki: TestPki | null;
@@ -65,7 +68,7 @@ export interface RunningRelay {
   relayRecords(): Promise<RelayRecord[]>;
   rejectRecords(): Promise<RejectRecord[]>;
   sessionRecords(): Promise<SessionRecord[]>;
-  /** Temp files left in the data folder (spill files must always be removed). */
+  /** Files in the spill folder (spill files must always be removed). */
   tempFiles(): Promise<string[]>;
   stop(): Promise<void>;
 }
@@ -173,6 +176,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     tlsPort: info.listeners.find((l) => l.implicitTls)?.port ?? null,
     httpUrl: info.http ? `http://${info.http.host}:${info.http.port}` : null,
     dataDir,
+    spillDir: spillDir(dataDir),
     auditFile: config.audit.file,
     pki,
     send: (opts) => sendMessage({ port: info.listeners[0]!.port, ...(pki ? { ca: pki.ca } : {}), ...opts }),
@@ -180,7 +184,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     relayRecords: async () => (await read()).filter((r): r is RelayRecord => r.type === 'relay'),
     rejectRecords: async () => (await read()).filter((r): r is RejectRecord => r.type === 'reject'),
     sessionRecords: async () => (await read()).filter((r): r is SessionRecord => r.type === 'session'),
-    tempFiles: async () => (await readdir(dataDir)).filter((f) => f !== 'audit.log'),
+    tempFiles: () => readdir(spillDir(dataDir)),
     stop: async () => {
       await app.stop();
       if (spec.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });

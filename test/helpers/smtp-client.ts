@@ -207,6 +207,21 @@ export async function smtpTalk(port: number, host = '127.0.0.1', opts: SmtpTalkO
   return talk;
 }
 
+/** Connects, says EHLO, gives one envelope and DATA, and returns at the 354: the caller writes the body. */
+export async function openData(port: number, opts: { from: string; to?: string; helo?: string; timeoutMs?: number }): Promise<SmtpTalk> {
+  const c = await smtpTalk(port, '127.0.0.1', opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+  await c.expect(220);
+  c.send(`EHLO ${opts.helo ?? 'client.test'}`);
+  await c.expect(250);
+  c.send(`MAIL FROM:<${opts.from}>`);
+  await c.expect(250);
+  c.send(`RCPT TO:<${opts.to ?? 'rcpt@upstream.test'}>`);
+  await c.expect(250);
+  c.send('DATA');
+  await c.expect(354);
+  return c;
+}
+
 export interface SendMessageOptions {
   port: number;
   host?: string;

@@ -17,7 +17,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
-import { smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';
+import { openData, type SmtpTalk } from '../helpers/smtp-client.js';
 import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
 const MiB = 1024 * 1024;
@@ -130,21 +130,6 @@ function* lazyMessage(size: number, tag: string): Generator<Buffer> {
   }
 }
 
-/** EHLO, envelope, DATA; the caller streams the body. */
-async function openData(port: number, from: string): Promise<SmtpTalk> {
-  const c = await smtpTalk(port, '127.0.0.1', { timeoutMs: 20_000 });
-  await c.expect(220);
-  c.send('EHLO lazy-client.test');
-  await c.expect(250);
-  c.send(`MAIL FROM:<${from}>`);
-  await c.expect(250);
-  c.send('RCPT TO:<rcpt@upstream.test>');
-  await c.expect(250);
-  c.send('DATA');
-  await c.expect(354);
-  return c;
-}
-
 /**
  * Writes chunks to the socket, one at a time: the next chunk is made only once the previous write
  * completed (its callback), which is backpressure at its strictest and lets lazyMessage reuse its
@@ -170,7 +155,7 @@ async function sendLazy(
   tag: string,
   pause?: { after: number; during: () => Promise<void> },
 ): Promise<{ reply: string; sha256: string; bytes: number }> {
-  const c = await openData(port, `${tag}@client.test`);
+  const c = await openData(port, { from: `${tag}@client.test`, helo: 'lazy-client.test', timeoutMs: 20_000 });
   try {
     const hash = createHash('sha256');
     const chunks = lazyMessage(size, tag);
@@ -287,7 +272,7 @@ describe('memory and temp files for big messages', () => {
         let last = -1;
         for (let i = 0; i < 200; i++) {
           const [file] = await relay.tempFiles();
-          const now = file ? (await stat(join(relay.dataDir, file))).size : 0;
+          const now = file ? (await stat(join(relay.spillDir, file))).size : 0;
           if (now === last && now > 0) break;
           last = now;
           await sleep(25);
@@ -318,7 +303,7 @@ describe('memory and temp files for big messages', () => {
 
   it('removes the spill file and records outcome aborted when the client disconnects mid-DATA', async () => {
     const before = sink.transactions;
-    const c = await openData(relay.port, 'quitter@client.test');
+    const c = await openData(relay.port, { from: 'quitter@client.test', helo: 'lazy-client.test', timeoutMs: 20_000 });
     // half of a 5 MiB body: well past the 1 MiB memory buffer, so it is in a spill file by now
     await stream(c, lazyMessage(5 * MiB, 'quitter'), createHash('sha256'), 2.5 * MiB);
     let spilled: string[] = [];

@@ -1,8 +1,9 @@
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { RelayEvents } from '../../src/event-bus.js';
 import type { ReadinessReport } from '../../src/observe/readiness.js';
 import { parseExposition } from '../helpers/exposition.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
+import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
 const INTERVAL_MS = 300;
 /** Slack for a loaded two-core machine; the measured figure is printed. */
@@ -21,6 +22,15 @@ async function untilStatus(relay: RunningRelay, status: number, timeoutMs: numbe
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`/readyz did not answer ${status} within ${timeoutMs} ms`);
+}
+
+/** Polls /readyz until the first upstream's last probe says `ok`. */
+async function untilProbed(relay: RunningRelay, ok: boolean, timeoutMs: number): Promise<void> {
+  const start = Date.now();
+  while ((await readyz(relay)).body.upstreams[0]?.probe.ok !== ok) {
+    if (Date.now() - start > timeoutMs) throw new Error(`no probe with ok ${String(ok)} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
 }
 
 describe('readiness', () => {
@@ -57,7 +67,7 @@ describe('readiness', () => {
     const down = await untilStatus(relay, 503, INTERVAL_MS + SLACK_MS);
     const { body } = await readyz(relay);
     expect(body.ready).toBe(false);
-    expect(body.reasons).toEqual(['no upstream passed its last probe']);
+    expect(body.reasons).toEqual(['no usable upstream (primary: last probe failed)']);
     expect(body.upstreams[0]!.probe).toMatchObject({ ok: false, class: 'connect', error: { cause: 'ECONNREFUSED' } });
     const metrics = parseExposition(await (await fetch(`${relay.httpUrl}/metrics`)).text());
     expect(metrics.value('mailtrail_upstream_up', { upstream: 'primary' })).toBe(0);
@@ -94,8 +104,7 @@ describe('readiness with wrong upstream credentials', () => {
   });
 
   it('is not ready and shows class upstream_auth with the upstream reply', async () => {
-    await waitFor(() => upstream.connections >= 1, 5_000);
-    await untilStatus(relay, 503, 5_000);
+    await untilProbed(relay, false, 5_000);
     const start = Date.now();
     let body: ReadinessReport | null = null;
     while (Date.now() - start < 5_000) {
@@ -104,5 +113,71 @@ describe('readiness with wrong upstream credentials', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     expect(body!.upstreams[0]!.probe).toMatchObject({ ok: false, class: 'upstream_auth', reply: { code: 535 } });
+  });
+});
+
+describe('readiness and the circuit breaker', () => {
+  /** Long enough that no probe runs after the first one while a test lasts. */
+  const PROBE_INTERVAL = 60_000;
+  const COOLDOWN = 1_000;
+  let upstream: FakeUpstream;
+  let relay: RunningRelay;
+  let states: RelayEvents['upstream-state'][0][];
+
+  beforeEach(async () => {
+    upstream = await startFakeUpstream();
+  });
+  afterEach(async () => {
+    await relay.stop();
+    await upstream.close();
+  });
+
+  async function start(): Promise<void> {
+    relay = await startRelay({
+      upstreams: [{ name: 'primary', port: upstream.port, probe: { enabled: true, interval: PROBE_INTERVAL, timeout: 2_000 }, breaker: { failures: 2, cooldown: COOLDOWN } }],
+      http: { port: 0 },
+    });
+    states = [];
+    relay.app.bus.subscribe('upstream-state', (e) => states.push(e));
+  }
+  const send = (id: string) => relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage({ messageId: `<${id}@x>` }), timeoutMs: 15_000 });
+
+  it('turns not ready the moment the breaker of the last usable upstream opens, though its last probe passed', async () => {
+    await start();
+    await untilStatus(relay, 200, 5_000);
+    await upstream.setFaults({ greeting: '421' });
+    expect(await send('fail-1')).toMatchObject({ code: 451 });
+    expect(await readyz(relay)).toMatchObject({ status: 200 });
+    expect(await send('fail-2')).toMatchObject({ code: 451 });
+    expect(states.map((s) => s.state)).toEqual(['open']);
+
+    // No probe ran in between: the breaker alone turned it.
+    const { status, body } = await readyz(relay);
+    expect(status).toBe(503);
+    expect(body.reasons).toEqual(['no usable upstream (primary: circuit breaker open)']);
+    expect(body.upstreams[0]).toMatchObject({ probe: { ok: true }, breaker: 'open', usable: false });
+  });
+
+  it('turns ready the moment a trial closes the breaker, without waiting for the next probe', async () => {
+    await upstream.setFaults({ greeting: '421' });
+    await start();
+    // The first probe fails and counts for the breaker; a message makes it two, and it opens.
+    await untilProbed(relay, false, 5_000);
+    for (let i = 0; i < 2 && states.at(-1)?.state !== 'open'; i++) expect(await send(`down-${i}`)).toMatchObject({ code: 451 });
+    expect(states.at(-1)?.state).toBe('open');
+
+    await upstream.resetFaults();
+    await waitFor(() => states.at(-1)?.state === 'half-open', COOLDOWN + 5_000);
+    // Half-open says nothing new about the upstream: the failures that opened the breaker still stand.
+    const halfOpen = await readyz(relay);
+    expect(halfOpen.status).toBe(503);
+    expect(halfOpen.body.reasons).toEqual(['no usable upstream (primary: circuit breaker half-open, not yet tried again)']);
+
+    expect(await send('trial')).toMatchObject({ ok: true, code: 250 });
+    expect(states.at(-1)?.state).toBe('closed');
+    const { status, body } = await readyz(relay);
+    expect(status).toBe(200);
+    // The last probe still says it failed; the trial since says otherwise, and it is the newer word.
+    expect(body.upstreams[0]).toMatchObject({ probe: { ok: false }, breaker: 'closed', usable: true });
   });
 });

@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRawUpstream, type RawUpstream } from '../helpers/raw-upstream.js';
-import { smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';
+import { openData, smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';
 import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
 const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).digest('hex');
@@ -62,18 +62,8 @@ function normalised(body: Buffer, seq: string): Buffer {
 }
 
 /** EHLO, one envelope, DATA and 354. The attack bytes go out with sendRaw, undotted and unnormalised. */
-async function openData(port: number, tag: string): Promise<SmtpTalk> {
-  const c = await smtpTalk(port);
-  await c.expect(220);
-  c.send('EHLO attacker.test');
-  await c.expect(250);
-  c.send(`MAIL FROM:<app-${tag}@client.test>`);
-  await c.expect(250);
-  c.send('RCPT TO:<rcpt@upstream.test>');
-  await c.expect(250);
-  c.send('DATA');
-  await c.expect(354);
-  return c;
+function openAttack(port: number, tag: string): Promise<SmtpTalk> {
+  return openData(port, { from: `app-${tag}@client.test`, helo: 'attacker.test' });
 }
 
 /**
@@ -82,7 +72,7 @@ async function openData(port: number, tag: string): Promise<SmtpTalk> {
  * produced replies of their own, queued ahead of it.
  */
 async function smuggle(port: number, tag: string, body: Buffer, pieces: Buffer[] = [body]): Promise<string> {
-  const c = await openData(port, tag);
+  const c = await openAttack(port, tag);
   try {
     for (const [i, piece] of pieces.entries()) {
       if (i > 0) await sleep(15); // separate TCP segments on loopback
@@ -162,7 +152,7 @@ describe('SMTP smuggling through mailtrail to a lenient upstream (ends DATA on b
   // assertions below would see a second transaction if mailtrail passed the bytes on unchanged.
   it.each(SEQUENCES)('(control) $name sent straight to the lenient upstream does smuggle a second transaction', async ({ seq }) => {
     const before = { tx: upstream.transactions.length, mail: upstream.mailFromCount };
-    const c = await openData(upstream.port, 'control');
+    const c = await openAttack(upstream.port, 'control');
     try {
       c.sendRaw(Buffer.concat([smugglingBody(seq, 'control'), bytes('.\r\n')]));
       await c.expect(250); // the cut-off first message
