@@ -22,6 +22,7 @@ import type { Logger } from './observe/logger.js';
 import { Metrics } from './observe/metrics.js';
 import { Readiness } from './observe/readiness.js';
 import { RecentTransactions } from './observe/recent-transactions.js';
+import { startupWarnings, type StartupWarning } from './observe/startup-warnings.js';
 import { UpstreamProbes } from './observe/upstream-probe.js';
 import { AdaptiveThrottle } from './relay/adaptive-throttle.js';
 import { CircuitBreaker, type BreakerTransition } from './relay/circuit-breaker.js';
@@ -44,9 +45,10 @@ export interface RunningInfo {
   readonly auditFile: string;
   readonly upstreams: readonly { name: string; host: string; port: number; tls: string }[];
   readonly sinkDir: string | null;
-  readonly ephemeralCert: boolean;
   /** The HTTP endpoint (metrics, health, API), or null when off or its best-effort bind failed. */
   readonly http: { readonly host: string; readonly port: number } | null;
+  /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
+  readonly warnings: readonly StartupWarning[];
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -128,7 +130,7 @@ export class App {
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
     });
-    const tls = await stage('tls', () => listenerTls(config, this.#log));
+    const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
       config,
       admission: new Admission(config.clients),
@@ -147,8 +149,14 @@ export class App {
       auditFile: config.audit.file,
       upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port, tls: u.implicitTls ? 'implicit TLS' : `TLS ${u.tls.mode}` })),
       sinkDir: this.#sink?.dir ?? null,
-      ephemeralCert: tls.ephemeral,
-      http,
+      http: http?.address ?? null,
+      warnings: startupWarnings(config, {
+        ephemeralCert: tls.ephemeral,
+        upstreams,
+        httpNotStarted: http?.error ?? null,
+        auditTornTail: this.#writer.atOpen.tornTail,
+        auditUnchained: this.#writer.atOpen.unchainedFile,
+      }),
     };
   }
 

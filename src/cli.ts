@@ -7,6 +7,8 @@ import { ConfigError } from './config/config-error.js';
 import { configFile, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './observe/logger.js';
+import { configWarnings } from './observe/startup-warnings.js';
+import { announceStart } from './startup-output.js';
 import { keygenCommand } from './tools/keygen.js';
 import { verifyCommand } from './tools/verify.js';
 import { isTrailCommand, processIo, runTrailCommand } from './tools/trail-commands.js';
@@ -69,6 +71,7 @@ function checkConfig(file: string | undefined): number {
     const config = load(file);
     const source = configFile({ file, env: process.env }) ?? 'the embedded default (no config file)';
     process.stdout.write(`config ok: ${source}: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
+    for (const w of configWarnings(config)) process.stdout.write(`  warning   ${w.message}\n`);
     return 0;
   } catch (err) {
     return reportConfigError(err);
@@ -104,8 +107,7 @@ async function serve(file: string | undefined): Promise<number> {
     await app.stop().catch(() => undefined);
     return 1;
   }
-  process.stdout.write(startupBanner(info, config));
-  log.info({ listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile }, 'mailtrail started');
+  announceStart(info, config, process, log);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {
@@ -130,21 +132,6 @@ async function serve(file: string | undefined): Promise<number> {
       log.info({ file: info.auditFile }, 'audit file reopened');
     });
   });
-}
-
-function startupBanner(info: RunningInfo, config: Config): string {
-  const lines = ['mailtrail is running'];
-  for (const l of info.listeners) {
-    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
-  }
-  for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port} (${u.tls})`);
-  if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
-  lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
-  if (info.http) lines.push(`  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`);
-  lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
-  if (info.ephemeralCert) lines.push('  tls       ephemeral self-signed certificate (set tls.cert / tls.key for production)');
-  if (info.sinkDir) lines.push('  try       swaks --server ' + `${info.listeners[0]?.host}:${info.listeners[0]?.port}` + ' --from app@example.com --to you@example.org');
-  return lines.join('\n') + '\n';
 }
 
 async function printHash(): Promise<number> {
