@@ -36,6 +36,7 @@ import { RelayEngine } from './routing/relay-engine.js';
 import { RouteTable } from './routing/route-table.js';
 import { Router, type UpstreamHealth } from './routing/router.js';
 import { TransactionProcessor } from './transaction/transaction.js';
+import { startupWarnings, type StartupWarning } from './observe/startup-warnings.js';
 import { LocalSink } from './sink/local-sink.js';
 import { Admission } from './admission/admission.js';
 import { ClientRateLimits } from './admission/client-rate-limits.js';
@@ -47,9 +48,10 @@ export interface RunningInfo {
   readonly auditFile: string;
   readonly upstreams: readonly { name: string; host: string; port: number; tls: string }[];
   readonly sinkDir: string | null;
-  readonly ephemeralCert: boolean;
   /** The HTTP endpoint (metrics, health, API), or null when off or its best-effort bind failed. */
   readonly http: { readonly host: string; readonly port: number } | null;
+  /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
+  readonly warnings: readonly StartupWarning[];
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -78,6 +80,7 @@ export class App {
   #log: Logger;
   #shutdown = new AbortController();
   #lock: DataDirLock | null = null;
+  #dataDirUnlocked: string | null = null;
   #sink: LocalSink | null = null;
   #router: Router | null = null;
   #writer: AuditWriter | null = null;
@@ -132,7 +135,7 @@ export class App {
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
     });
-    const tls = await stage('tls', () => listenerTls(config, this.#log));
+    const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
       config,
       admission: new Admission(config.clients),
@@ -151,8 +154,15 @@ export class App {
       auditFile: config.audit.file,
       upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port, tls: u.implicitTls ? 'implicit TLS' : `TLS ${u.tls.mode}` })),
       sinkDir: this.#sink?.dir ?? null,
-      ephemeralCert: tls.ephemeral,
-      http,
+      http: http?.address ?? null,
+      warnings: startupWarnings(config, {
+        ephemeralCert: tls.ephemeral,
+        upstreams,
+        httpNotStarted: http?.error ?? null,
+        auditTornTail: this.#writer.atOpen.tornTail,
+        auditUnchained: this.#writer.atOpen.unchainedFile,
+        dataDirUnlocked: this.#dataDirUnlocked,
+      }),
     };
   }
 
@@ -199,9 +209,8 @@ export class App {
     mkdirSync(dataDir, { recursive: true });
     const attempt = await DataDirLock.acquire(dataDir);
     this.#lock = attempt.lock;
-    if (attempt.lock === null) {
-      this.#log.warn({ dataDir, reason: attempt.why }, 'dataDir is not locked: a second mailtrail process on it would go unnoticed');
-    }
+    // Not locked: a start-up warning (start() returns it; the banner and the log show it).
+    this.#dataDirUnlocked = attempt.lock === null ? attempt.why : null;
     const sweep = await prepareSpillDir(dataDir);
     if (sweep.removed > 0) {
       this.#log.info({ dataDir, count: sweep.removed, bytes: sweep.bytes }, 'removed spill files left by an earlier run');

@@ -1,63 +1,136 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { App, StartError, type RunningInfo } from './app.js';
 import { hashPassword } from './auth/password.js';
 import { ConfigError } from './config/config-error.js';
 import { configFile, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './logger.js';
+import { configWarnings } from './observe/startup-warnings.js';
+import { announceStart } from './startup-output.js';
+import { closest, explainUsage, parseCommandArgs, readCommandLine, shellWord, type CommandSpec, type OptionSpecs } from './tools/command-args.js';
 import { keygenCommand } from './tools/keygen.js';
+import { EXIT, UsageError } from './tools/tool-io.js';
+import { processIo, runTrailCommand } from './tools/trail-commands.js';
 import { verifyCommand } from './tools/verify.js';
-import { isTrailCommand, processIo, runTrailCommand } from './tools/trail-commands.js';
 
 const USAGE = `mailtrail: SMTP relay proxy with an audit trail
 
 Usage:
   mailtrail serve [--config FILE]          run the relay (no config: the embedded default)
-  mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem
+  mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem with its key path
   mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
   mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]
                                            check the trail's hash chain; exit 1 naming the first bad record
   mailtrail keygen [--out PREFIX]          an Ed25519 key pair for signing checkpoints
-  mailtrail tail [FILE] [-f] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
+  mailtrail tail [FILE] [-f] [-n N] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
                                            the last records, one line each; -f follows across rotation
-  mailtrail report [FILE...] [--since 1h] [--until T] [--by KEY] [--json]
+  mailtrail report [FILE...] [--since 1h] [--until T] [--by KEY] [--top N] [--json]
                                            totals, success rate, error groups, latency, traffic, top domains
-  mailtrail lookup KEY [FILE...] [--json]  the whole story of a message (Message-ID, id, queue id or address)
+  mailtrail lookup KEY [FILE...] [--limit N] [--json]
+                                           the whole story of a message (Message-ID, id, queue id or address)
+  mailtrail COMMAND --help                 the options of a command (also: mailtrail help COMMAND)
   mailtrail --version | --help
 
 The config file can also be named by MAILTRAIL_CONFIG.`;
 
-async function main(argv: string[]): Promise<number> {
-  // Commands with options of their own parse their own arguments.
-  if (argv[0] === 'verify') return verifyCommand(argv.slice(1), process.stdout, process.stderr);
-  if (argv[0] === 'keygen') return keygenCommand(argv.slice(1), process.stdout, process.stderr);
-  if (isTrailCommand(argv[0])) return runTrailCommand(argv[0], argv.slice(1), processIo());
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      config: { type: 'string', short: 'c' },
-      help: { type: 'boolean', short: 'h' },
-      version: { type: 'boolean' },
-    },
-  });
-  if (values.version) return print(version());
-  const command = positionals[0] ?? (values.help ? 'help' : 'serve');
-  switch (command) {
-    case 'serve':
-      return serve(values.config);
-    case 'check-config':
-      return checkConfig(values.config);
-    case 'hash-password':
-      return printHash();
-    case 'help':
-      return print(USAGE);
-    default:
-      process.stderr.write(`mailtrail: unknown command "${command}"\n\n${USAGE}\n`);
-      return 2;
+/** serve and check-config read one config file, named by --config (or MAILTRAIL_CONFIG), and nothing else. */
+function configCommand<N extends string>(name: N, what: string) {
+  return {
+    name,
+    usage: `usage: mailtrail ${name} [--config FILE]   ${what}`,
+    options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } },
+    args: { max: 0, meant: 'config' },
+  } as const;
+}
+
+const SERVE = configCommand('serve', 'run the relay (no config: the embedded default; MAILTRAIL_CONFIG names a file too)');
+const CHECK_CONFIG = configCommand('check-config', 'validate a config; exit 1 listing every problem with its key path');
+
+const HASH_PASSWORD = {
+  name: 'hash-password',
+  usage: "usage: mailtrail hash-password   reads a password on standard input (printf '%s' \"$PW\" | mailtrail hash-password), prints a passwordHash for clients.users",
+  options: { help: { type: 'boolean', short: 'h' } },
+  // Never echo it back: a stray argument here is most likely the password itself.
+  args: { max: 0, instead: 'the password is read from standard input, not from the command line (where the shell history and the process list would keep it)' },
+} as const;
+
+const TOP_LEVEL = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } } as const;
+
+const COMMANDS: Readonly<Record<string, (args: readonly string[]) => number | Promise<number>>> = {
+  serve: (args) => withArgs(SERVE, args, (values) => serve(values.config)),
+  'check-config': (args) => withArgs(CHECK_CONFIG, args, (values) => checkConfig(values.config)),
+  'hash-password': (args) => withArgs(HASH_PASSWORD, args, () => printHash()),
+  verify: (args) => verifyCommand(args, process.stdout, process.stderr),
+  keygen: (args) => keygenCommand(args, process.stdout, process.stderr),
+  tail: (args) => runTrailCommand('tail', args, processIo()),
+  report: (args) => runTrailCommand('report', args, processIo()),
+  lookup: (args) => runTrailCommand('lookup', args, processIo()),
+  help: (args) => help(args),
+};
+
+/**
+ * Nothing happens that was not asked for: no command prints the list of commands (exit 2), an
+ * unknown one is named, and each command rejects what it does not take (command-args.ts).
+ */
+async function main(argv: readonly string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined) {
+    process.stderr.write(`${USAGE}\n`);
+    return EXIT.usage;
   }
+  if (name.startsWith('-')) return topLevel(argv);
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (command) return command(rest);
+  const guess = closest(name, Object.keys(COMMANDS));
+  return usageProblem(`unknown command "${name}"` + (guess ? `; did you mean mailtrail ${guess}?` : ''));
+}
+
+/** `mailtrail --version`, `mailtrail --help`; a command's options without the command are named as such. */
+function topLevel(argv: readonly string[]): number {
+  let values: { help?: boolean | undefined; version?: boolean | undefined };
+  try {
+    values = parseCommandArgs(argv, TOP_LEVEL, { max: 0 }).values;
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    // `mailtrail --config x.yaml`: serve's options, without serve.
+    return usageProblem(parses(argv, SERVE) ? `no command given; did you mean mailtrail serve ${argv.map(shellWord).join(' ')}?` : err.message);
+  }
+  return values.version ? print(version()) : print(USAGE);
+}
+
+/** `mailtrail help` lists the commands; `mailtrail help serve` is `mailtrail serve --help`. */
+function help(args: readonly string[]): number | Promise<number> {
+  const [name, ...rest] = args;
+  if (name === undefined) return print(USAGE);
+  if (rest.length > 0) return usageProblem(`unexpected argument ${shellWord(rest[0]!)}`);
+  if (name !== 'help' && Object.hasOwn(COMMANDS, name)) return COMMANDS[name]!(['--help']);
+  return usageProblem(`unknown command "${name}"`);
+}
+
+function parses<T extends OptionSpecs>(argv: readonly string[], spec: CommandSpec<T>): boolean {
+  try {
+    parseCommandArgs(argv, spec.options, spec.args);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs `run` with the command's parsed options, or answers --help / bad usage (readCommandLine). */
+async function withArgs<T extends OptionSpecs>(
+  spec: CommandSpec<T>,
+  args: readonly string[],
+  run: (values: ReturnType<typeof parseCommandArgs<T>>['values']) => number | Promise<number>,
+): Promise<number> {
+  const parsed = readCommandLine(spec, args, process.stdout, process.stderr);
+  return typeof parsed === 'number' ? parsed : run(parsed.values);
+}
+
+/** A problem with no command to blame: the problem, then the list of commands; exit 2. */
+function usageProblem(problem: string): number {
+  process.stderr.write(`mailtrail: ${problem}\n\n${USAGE}\n`);
+  return EXIT.usage;
 }
 
 function load(file: string | undefined): Config {
@@ -69,6 +142,7 @@ function checkConfig(file: string | undefined): number {
     const config = load(file);
     const source = configFile({ file, env: process.env }) ?? 'the embedded default (no config file)';
     process.stdout.write(`config ok: ${source}: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
+    for (const w of configWarnings(config)) process.stdout.write(`  warning   ${w.message}\n`);
     return 0;
   } catch (err) {
     return reportConfigError(err);
@@ -104,8 +178,7 @@ async function serve(file: string | undefined): Promise<number> {
     await app.stop().catch(() => undefined);
     return 1;
   }
-  process.stdout.write(startupBanner(info, config));
-  log.info({ listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile }, 'mailtrail started');
+  announceStart(info, config, process, log);
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {
@@ -132,27 +205,9 @@ async function serve(file: string | undefined): Promise<number> {
   });
 }
 
-function startupBanner(info: RunningInfo, config: Config): string {
-  const lines = ['mailtrail is running'];
-  for (const l of info.listeners) {
-    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
-  }
-  for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port} (${u.tls})`);
-  if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
-  lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
-  if (info.http) lines.push(`  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`);
-  lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
-  if (info.ephemeralCert) lines.push('  tls       ephemeral self-signed certificate (set tls.cert / tls.key for production)');
-  if (info.sinkDir) lines.push('  try       swaks --server ' + `${info.listeners[0]?.host}:${info.listeners[0]?.port}` + ' --from app@example.com --to you@example.org');
-  return lines.join('\n') + '\n';
-}
-
 async function printHash(): Promise<number> {
   const input = readFileSync(0, 'utf8').replace(/\r?\n$/, '');
-  if (!input) {
-    process.stderr.write('mailtrail: give the password on standard input\n');
-    return 2;
-  }
+  if (!input) return explainUsage(process.stderr, HASH_PASSWORD.name, 'give the password on standard input', HASH_PASSWORD.usage);
   return print(await hashPassword(input));
 }
 

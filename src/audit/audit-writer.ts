@@ -7,6 +7,14 @@ import { RotatedFiles, utcDay, type RotateConfig } from './rotation.js';
 import { RotationCompressor } from './rotation-compressor.js';
 import { FreeSpaceGuard } from './free-space.js';
 
+/** What AuditWriter.open() found in the trail it continues. */
+export interface AuditOpenState {
+  /** The file ended in the middle of a record (a crash mid-write): the next starts on a new line. */
+  readonly tornTail: boolean;
+  /** The file whose last record has no seq/prev/hash (audit.chain was off): a new chain starts. */
+  readonly unchainedFile: string | null;
+}
+
 export interface AuditWriterOptions {
   /** Path of the trail; "-" = standard output. */
   readonly file: string;
@@ -36,6 +44,7 @@ export interface AuditWriterOptions {
  */
 export class AuditWriter {
   readonly file: string;
+  #atOpen: AuditOpenState = { tornTail: false, unchainedFile: null };
   #fd = -1;
   #fsync: boolean;
   #chain: HashChain | null;
@@ -77,11 +86,17 @@ export class AuditWriter {
    * beside it (built-in rotation's names, or logrotate's `audit.log.1`, `audit.log-20261125.gz`).
    */
   static async open(opts: AuditWriterOptions): Promise<AuditWriter> {
-    const head = opts.chain && opts.file !== '-' ? await resumeHead(opts.file, opts.log) : null;
-    const writer = new AuditWriter(opts, head);
+    const resumed = opts.chain && opts.file !== '-' ? await resumeHead(opts.file) : { head: null, unchainedFile: null };
+    const writer = new AuditWriter(opts, resumed.head);
     writer.#openFile();
+    writer.#atOpen = { tornTail: writer.#needsNewline, unchainedFile: resumed.unchainedFile };
     writer.#compressor?.recover();
     return writer;
+  }
+
+  /** What open() found in the trail (App.start() reports it as start-up warnings). */
+  get atOpen(): AuditOpenState {
+    return this.#atOpen;
   }
 
   /** False when the trail's filesystem is below `minFreeSpace` (checked cheaply; see free-space.ts). */
@@ -127,6 +142,9 @@ export class AuditWriter {
     const old = this.#fd;
     this.#openFile();
     closeSync(old);
+    if (this.#needsNewline) {
+      this.#log.warn({ file: this.file }, 'audit file ends with a torn record (a crash mid-write); continuing on a new line');
+    }
   }
 
   /** Flushes and closes the file. Background compression may still run: await `idle()`. */
@@ -159,9 +177,6 @@ export class AuditWriter {
     this.#size = this.#regular ? stat.size : 0;
     this.#fileDay = this.#size > 0 ? utcDay(stat.mtimeMs) : null;
     this.#needsNewline = this.#regular && this.#size > 0 && !endsWithNewline(fd, this.#size);
-    if (this.#needsNewline) {
-      this.#log.warn({ file: this.file }, 'audit file ends with a torn record (a crash mid-write); continuing on a new line');
-    }
   }
 
   #rotationDue(bytes: number, now: number): boolean {
@@ -231,21 +246,21 @@ function endsWithNewline(fd: number, size: number): boolean {
   return readSync(fd, last, 0, 1, size - 1) === 1 && last[0] === 0x0a;
 }
 
-/** The chain head to continue from (null = start a new chain at seq 1). */
-async function resumeHead(file: string, log: Logger): Promise<ChainHead | null> {
+/**
+ * The chain head to continue from (null = start a new chain at seq 1), and the file whose last record
+ * has no chain fields (written with the chain off), if that is why a new chain starts.
+ */
+async function resumeHead(file: string): Promise<{ head: ChainHead | null; unchainedFile: string | null }> {
   const current = plainFileTail(file);
-  if (current.head || current.unchained) return fromTail(current, file, log);
+  if (current.head || current.unchained) return fromTail(current, file);
   // Built-in rotation's names sort by time; otherwise (logrotate) the most recently written file.
   const previous = new RotatedFiles(file).newest() ?? newestSibling(file);
-  if (!previous) return null;
-  return fromTail(isGzip(previous) ? await gzipFileTail(previous) : plainFileTail(previous), previous, log);
+  if (!previous) return { head: null, unchainedFile: null };
+  return fromTail(isGzip(previous) ? await gzipFileTail(previous) : plainFileTail(previous), previous);
 }
 
-function fromTail(tail: FileTail, file: string, log: Logger): ChainHead | null {
-  if (tail.unchained) {
-    log.warn({ file }, 'the last audit record has no seq/prev/hash (written with audit.chain off): starting a new chain at seq 1');
-  }
-  return tail.head;
+function fromTail(tail: FileTail, file: string): { head: ChainHead | null; unchainedFile: string | null } {
+  return { head: tail.head, unchainedFile: tail.unchained ? file : null };
 }
 
 /**

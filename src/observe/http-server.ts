@@ -25,6 +25,11 @@ interface Reply {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+/** The endpoint's address, or why a best-effort endpoint did not start. */
+export type HttpStart =
+  | { readonly address: { readonly host: string; readonly port: number }; readonly error: null }
+  | { readonly address: null; readonly error: string };
+
 /**
  * The HTTP side of observability (node:http, no framework): `/metrics`, `/healthz`, `/readyz`,
  * `/api/transactions/:id`, `/api/transactions?messageId=`, `/api/errors`. Read-only: GET and HEAD.
@@ -45,8 +50,11 @@ export class ObservabilityServer {
     this.#tokenDigest = config.token === null ? null : digest(config.token);
   }
 
-  /** Binds; resolves with the address, or null when a best-effort bind failed (logged). */
-  async start(): Promise<{ host: string; port: number } | null> {
+  /**
+   * Binds; resolves with the address, or with the bind error's code when a best-effort bind failed
+   * (App.start() turns that into a start-up warning).
+   */
+  async start(): Promise<HttpStart> {
     const server = createServer((req, res) => this.#handle(req, res));
     server.requestTimeout = 10_000;
     server.headersTimeout = 5_000;
@@ -61,17 +69,12 @@ export class ObservabilityServer {
       });
     } catch (err) {
       if (!this.#config.bestEffort) throw err;
-      const code = (err as NodeJS.ErrnoException).code;
-      this.#log.warn({ host: this.#config.host, port: this.#config.port, code }, 'HTTP endpoint not started (metrics, health and API are off); set MAILTRAIL_HTTP=host:port');
-      return null;
+      return { address: null, error: (err as NodeJS.ErrnoException).code ?? String(err) };
     }
     server.on('error', (err) => this.#log.error({ err }, 'HTTP endpoint error'));
     this.#server = server;
-    if (!isLoopback(this.#config.host) && this.#config.token === null) {
-      this.#log.warn({ host: this.#config.host }, 'HTTP endpoint reachable beyond loopback without a token: anyone who can connect can read recent transactions');
-    }
     const address = server.address() as AddressInfo;
-    return { host: this.#config.host, port: address.port };
+    return { address: { host: this.#config.host, port: address.port }, error: null };
   }
 
   /** Stops at once: idle keep-alive connections (a Prometheus scraper) would otherwise hold close(). */
@@ -160,6 +163,3 @@ function pathOf(req: IncomingMessage): string {
   return (req.url ?? '').split('?', 1)[0] ?? '';
 }
 
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}

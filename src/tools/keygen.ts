@@ -6,24 +6,22 @@
  * `openssl pkey -in PREFIX.key -pubout -out PREFIX.pub`.
  */
 import { writeFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import { generateCheckpointKeys } from '../audit/checkpoint-signer.js';
+import { readCommandLine } from './command-args.js';
 
 const USAGE = 'usage: mailtrail keygen [--out PREFIX]   writes PREFIX.key and PREFIX.pub (default PREFIX: checkpoint)';
 
+const COMMAND = {
+  name: 'keygen',
+  usage: USAGE,
+  options: { out: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+  args: { max: 0, meant: 'out' },
+} as const;
+
 export function keygenCommand(argv: readonly string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): number {
-  let prefix: string;
-  try {
-    const { values } = parseArgs({ args: [...argv], options: { out: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } } });
-    if (values.help) {
-      out.write(`${USAGE}\n`);
-      return 0;
-    }
-    prefix = values.out ?? 'checkpoint';
-  } catch (e) {
-    err.write(`mailtrail keygen: ${(e as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
+  const args = readCommandLine(COMMAND, argv, out, err);
+  if (typeof args === 'number') return args;
+  const prefix = args.values.out ?? 'checkpoint';
   const keys = generateCheckpointKeys();
   try {
     // `wx`: never overwrite a key that may already sign a trail.

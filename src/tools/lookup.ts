@@ -18,7 +18,8 @@ import { containsAny, containsExact, memberValueIn } from './line-prefilter.js';
 import { renderStory, type KeyKind, type Story } from './lookup-story.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { ReadProblems, readTrail, STDIN, type BytePrefilter, type TrailEntry } from './trail-reader.js';
-import { EXIT, LineOutput, UsageError, parseToolArgs, type ToolIo } from './tool-io.js';
+import { EXIT, LineOutput, UsageError, type ToolIo } from './tool-io.js';
+import { parseCommandArgs } from './command-args.js';
 import type { AuditRecord, RelayRecord } from '../audit/records.js';
 
 export const LOOKUP_USAGE = `Usage: mailtrail lookup KEY [FILE...] [options]
@@ -45,7 +46,7 @@ export const EXPAND_LIMIT = 100;
 const DEFAULT_LIMIT = 1000;
 
 export async function lookupCommand(args: readonly string[], io: ToolIo): Promise<number> {
-  const { values, positionals } = parseToolArgs(args, OPTIONS);
+  const { values, positionals } = parseCommandArgs(args, OPTIONS);
   if (values.help) {
     io.stdout.write(LOOKUP_USAGE + '\n');
     return 0;

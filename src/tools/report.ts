@@ -10,7 +10,8 @@ import { renderReport } from './report-render.js';
 import { timeRange, type TimeRange } from './time-range.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { ReadProblems, readTrail, STDIN } from './trail-reader.js';
-import { LineOutput, UsageError, parseToolArgs, type ToolIo } from './tool-io.js';
+import { LineOutput, UsageError, type ToolIo } from './tool-io.js';
+import { parseCommandArgs } from './command-args.js';
 
 export const REPORT_USAGE = `Usage: mailtrail report [FILE...] [options]
 
@@ -37,7 +38,7 @@ const OPTIONS = {
 } as const;
 
 export async function reportCommand(args: readonly string[], io: ToolIo, now: number = Date.now()): Promise<number> {
-  const { values, positionals } = parseToolArgs(args, OPTIONS);
+  const { values, positionals } = parseCommandArgs(args, OPTIONS);
   if (values.help) {
     io.stdout.write(REPORT_USAGE + '\n');
     return 0;

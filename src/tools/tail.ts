@@ -15,7 +15,8 @@ import { matchesFilter, listValue, type RecordFilter } from './record-filter.js'
 import { addressNeedles, privacyFrom, type LookupPrivacy } from './address-forms.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { isGzipFile, lastLines, parseRecord, ReadProblems, readTrail, STDIN } from './trail-reader.js';
-import { LineOutput, UsageError, parseToolArgs, type ToolIo } from './tool-io.js';
+import { LineOutput, UsageError, type ToolIo } from './tool-io.js';
+import { parseCommandArgs } from './command-args.js';
 
 export const TAIL_USAGE = `Usage: mailtrail tail [FILE] [options]
 
@@ -83,7 +84,7 @@ export async function tailCommand(args: readonly string[], io: ToolIo): Promise<
 
 /** What to read and how to show it; null for --help. */
 function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
-  const { values, positionals } = parseToolArgs(args, OPTIONS);
+  const { values, positionals } = parseCommandArgs(args, OPTIONS);
   if (values.help) return null;
   if (positionals.length > 1) throw new UsageError('tail reads one file (use report or lookup for several)');
   const count = parseCount(values.lines);

@@ -3,8 +3,6 @@
  * the same from the CLI and from tests: streams, environment, working folder, whether stdout is a
  * terminal. Plus the buffered output every tool writes through.
  */
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-
 export interface ToolIo {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
@@ -63,15 +61,6 @@ export class LineOutput {
     this.#size = 0;
     const ok = this.#stream.write(text);
     if (!ok && !this.#closed) await new Promise<void>((resolve) => this.#stream.once('drain', resolve));
-  }
-}
-
-/** parseArgs with the tool's options; a bad option becomes a UsageError. */
-export function parseToolArgs<T extends NonNullable<ParseArgsConfig['options']>>(args: readonly string[], options: T) {
-  try {
-    return parseArgs({ args: [...args], options, allowPositionals: true, strict: true });
-  } catch (err) {
-    throw new UsageError(err instanceof Error ? err.message : String(err));
   }
 }
 

@@ -3,6 +3,7 @@
  * the process (streams, environment, terminal, signals) and turns their errors into exit codes:
  * 0 done, 1 nothing found / unreadable file, 2 usage.
  */
+import { explainUsage } from './command-args.js';
 import { lookupCommand, LOOKUP_USAGE } from './lookup.js';
 import { reportCommand, REPORT_USAGE } from './report.js';
 import { tailCommand, TAIL_USAGE } from './tail.js';
@@ -16,20 +17,13 @@ const COMMANDS = {
 
 export type TrailCommand = keyof typeof COMMANDS;
 
-export function isTrailCommand(name: string | undefined): name is TrailCommand {
-  return name !== undefined && Object.hasOwn(COMMANDS, name);
-}
-
 /** Runs a tool with `io` (tests pass their own streams); never throws for usage or file errors. */
 export async function runTrailCommand(name: TrailCommand, args: readonly string[], io: ToolIo): Promise<number> {
   const command = COMMANDS[name];
   try {
     return await command.run(args, io);
   } catch (err) {
-    if (err instanceof UsageError) {
-      io.stderr.write(`mailtrail ${name}: ${err.message}\n\n${command.usage}\n`);
-      return EXIT.usage;
-    }
+    if (err instanceof UsageError) return explainUsage(io.stderr, name, err.message, command.usage);
     if (isFileError(err)) {
       io.stderr.write(`mailtrail ${name}: ${describeFileError(err)}\n`);
       return EXIT.failed;

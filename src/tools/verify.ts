@@ -12,10 +12,10 @@
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { KeyObject } from 'node:crypto';
-import { parseArgs } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { GENESIS, expectedHash, isChained, sha256Hex } from '../audit/chain.js';
 import { keyIdOf, loadPublicKey, signatureValid } from '../audit/checkpoint-signer.js';
+import { explainUsage, readCommandLine } from './command-args.js';
 
 export type DamageKind = 'altered' | 'gap' | 'inserted' | 'reordered' | 'truncated' | 'bad-signature';
 
@@ -385,30 +385,18 @@ export function damageLine(d: Damage): string {
 
 const USAGE = 'usage: mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]\n' + '  files in chain order, oldest first (e.g. audit.log.* audit.log); .gz files are read as they are';
 
+const COMMAND = {
+  name: 'verify',
+  usage: USAGE,
+  options: { checkpoints: { type: 'string' }, 'public-key': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+} as const;
+
 /** The `verify` command. Returns the exit code. */
 export async function verifyCommand(argv: readonly string[], out: NodeJS.WritableStream, err: NodeJS.WritableStream): Promise<number> {
-  let values: { checkpoints?: string | undefined; 'public-key'?: string | undefined; help?: boolean | undefined };
-  let files: string[];
-  try {
-    const parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: { checkpoints: { type: 'string' }, 'public-key': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
-    });
-    values = parsed.values;
-    files = parsed.positionals;
-  } catch (e) {
-    err.write(`mailtrail verify: ${(e as Error).message}\n${USAGE}\n`);
-    return 2;
-  }
-  if (values.help) {
-    out.write(`${USAGE}\n`);
-    return 0;
-  }
-  if (files.length === 0) {
-    err.write(`${USAGE}\n`);
-    return 2;
-  }
+  const args = readCommandLine(COMMAND, argv, out, err);
+  if (typeof args === 'number') return args;
+  const { values, positionals: files } = args;
+  if (files.length === 0) return explainUsage(err, COMMAND.name, 'give the trail file(s) to check', USAGE);
   let result: VerifyResult;
   try {
     const publicKey = values['public-key'] ? loadPublicKey(values['public-key']) : null;

@@ -1,39 +1,19 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord, RelayRecord } from '../../src/audit/records.js';
+import { CLI, ensureBuilt, ROOT } from '../../soak/mailtrail-child.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage } from '../helpers/relay-harness.js';
 import { sendMessage } from '../helpers/smtp-client.js';
 
 const run = promisify(execFile);
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const CLI = join(ROOT, 'dist', 'cli.js');
 const ID_IN_REPLY = /\(id ([0-9A-HJKMNP-TV-Z]{26})\)/;
-
-/** Newest modification time under `dir` (files ending in .ts). */
-async function newestSource(dir: string): Promise<number> {
-  let newest = 0;
-  for (const entry of await readdir(dir, { withFileTypes: true })) {
-    const full = join(dir, entry.name);
-    if (entry.isDirectory()) newest = Math.max(newest, await newestSource(full));
-    else if (entry.name.endsWith('.ts')) newest = Math.max(newest, statSync(full).mtimeMs);
-  }
-  return newest;
-}
-
-/** Builds dist/ when cli.js is missing or older than any source file. */
-async function ensureBuilt(): Promise<void> {
-  const built = existsSync(CLI) ? statSync(CLI).mtimeMs : 0;
-  if (built >= (await newestSource(join(ROOT, 'src')))) return;
-  await run(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(ROOT, 'tsconfig.json')], { cwd: ROOT });
-}
 
 /** A port that was free a moment ago (listen on 0, read it, close). */
 async function freePort(): Promise<number> {
@@ -67,9 +47,10 @@ interface RunningCli {
 
 const children = new Set<ChildProcess>();
 
-function startCli(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): RunningCli {
-  const proc = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, env: opts.env, stdio: ['ignore', 'pipe', 'pipe'] });
+function startCli(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; stdin?: string }): RunningCli {
+  const proc = spawn(process.execPath, [CLI, ...args], { cwd: opts.cwd, env: opts.env, stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
   children.add(proc);
+  if (opts.stdin !== undefined) proc.stdin!.end(opts.stdin);
   let stdout = '';
   let stderr = '';
   proc.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
@@ -99,8 +80,18 @@ function startCli(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv })
   };
 }
 
-async function runCli(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv }): Promise<CliRun> {
-  return startCli(args, opts).exited;
+/**
+ * Runs a command to its end. One still running after `withinMs` started something it should not
+ * have: it is killed (the result then has signal SIGKILL and no exit code).
+ */
+async function runCli(args: string[], opts: { cwd: string; env: NodeJS.ProcessEnv; stdin?: string }, withinMs = 15_000): Promise<CliRun> {
+  const cli = startCli(args, opts);
+  const timer = setTimeout(() => cli.proc.kill('SIGKILL'), withinMs);
+  try {
+    return await cli.exited;
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** SIGTERM, then the exit. */
@@ -326,6 +317,173 @@ describe('the command line', () => {
       }).catch((err: Error & { stdout?: string; stderr?: string }) => ({ stdout: err.stdout ?? '', stderr: `${err.message}\n${err.stderr ?? ''}` }));
       expect(res.stdout).toMatch(/^<- {2}250 .*\(id [0-9A-HJKMNP-TV-Z]{26}\)/m);
       expect((await terminate(cli)).code).toBe(0);
+    });
+  });
+
+  describe('bad usage', () => {
+    /** Where a regression that starts the embedded default would listen: a free port, never 2525 / 8025. */
+    async function guardedEnv(dir: string): Promise<NodeJS.ProcessEnv> {
+      return cleanEnv(dir, { MAILTRAIL_LISTEN: `127.0.0.1:${await freePort()}`, MAILTRAIL_HTTP: 'off' });
+    }
+
+    const COMMANDS = ['serve', 'check-config', 'hash-password', 'verify', 'keygen', 'tail', 'report', 'lookup'];
+
+    it('serve given a file without --config exits 2 suggesting --config, and starts nothing', async () => {
+      const dir = await folder();
+      await writeFile(join(dir, 'my.yaml'), 'listen: []\n');
+      const res = await runCli(['serve', 'my.yaml'], { cwd: dir, env: await guardedEnv(dir) });
+      expect({ code: res.code, stdout: res.stdout }).toEqual({ code: 2, stdout: '' });
+      expect(res.stderr.split('\n')[0]).toBe('mailtrail serve: unexpected argument my.yaml; did you mean --config my.yaml?');
+      expect(existsSync(join(dir, 'data')), 'the embedded default was started').toBe(false);
+    });
+
+    it('check-config given a file without --config exits 2 instead of checking the embedded default', async () => {
+      const dir = await folder();
+      await writeFile(join(dir, 'my.yaml'), 'listen: []\nupstreams: []\n');
+      const res = await runCli(['check-config', 'my.yaml'], { cwd: dir, env: cleanEnv(dir) });
+      expect({ code: res.code, stdout: res.stdout }).toEqual({ code: 2, stdout: '' });
+      expect(res.stderr.split('\n')[0]).toBe('mailtrail check-config: unexpected argument my.yaml; did you mean --config my.yaml?');
+    });
+
+    it.each(COMMANDS)('%s answers an unknown option with one line naming it, its usage and exit 2 (no stack trace)', async (command) => {
+      const dir = await folder();
+      const res = await runCli([command, '--bogus-option', 'x'], { cwd: dir, env: await guardedEnv(dir), stdin: '' });
+      expect(res.code).toBe(2);
+      const [first, blank, usage] = res.stderr.split('\n');
+      expect(first).toBe(`mailtrail ${command}: unknown option --bogus-option`);
+      expect(blank).toBe('');
+      expect(usage).toMatch(new RegExp(`^usage: mailtrail ${command}( |$)`, 'i'));
+      expect(res.stderr).not.toMatch(/\n\s+at /);
+      expect(res.stdout).toBe('');
+    });
+
+    it('serve names the option a misspelt one probably was', async () => {
+      const dir = await folder();
+      const res = await runCli(['serve', '--confg', 'mailtrail.yaml'], { cwd: dir, env: await guardedEnv(dir) });
+      expect(res.code).toBe(2);
+      expect(res.stderr.split('\n')[0]).toBe('mailtrail serve: unknown option --confg; did you mean --config?');
+    });
+
+    it('keygen given a prefix without --out exits 2 suggesting --out, and writes no key', async () => {
+      const dir = await folder();
+      const res = await runCli(['keygen', 'signing'], { cwd: dir, env: cleanEnv(dir) });
+      expect(res.code).toBe(2);
+      expect(res.stderr.split('\n')[0]).toBe('mailtrail keygen: unexpected argument signing; did you mean --out signing?');
+      expect(await readdir(dir)).toEqual([]);
+    });
+
+    it('hash-password refuses a password on the command line without printing it back', async () => {
+      const dir = await folder();
+      const secret = 'Cmdline-Secret-77gg';
+      const res = await runCli(['hash-password', secret], { cwd: dir, env: cleanEnv(dir), stdin: 'from-stdin\n' });
+      expect(res.code).toBe(2);
+      expect(res.stderr.split('\n')[0]).toMatch(/^mailtrail hash-password: the password is read from standard input/);
+      expect(res.stdout + res.stderr).not.toContain(secret);
+    });
+
+    it('without a command, lists the commands on stderr and exits 2, starting nothing', async () => {
+      const dir = await folder();
+      const res = await runCli([], { cwd: dir, env: await guardedEnv(dir) });
+      expect({ code: res.code, stdout: res.stdout }).toEqual({ code: 2, stdout: '' });
+      for (const command of COMMANDS) expect(res.stderr).toMatch(new RegExp(`^  mailtrail ${command} `, 'm'));
+      expect(existsSync(join(dir, 'data')), 'the embedded default was started').toBe(false);
+    });
+
+    it("names the command that a command's options were given without", async () => {
+      const dir = await folder();
+      const res = await runCli(['--config', 'my.yaml'], { cwd: dir, env: await guardedEnv(dir) });
+      expect(res.code).toBe(2);
+      expect(res.stderr.split('\n')[0]).toBe('mailtrail: no command given; did you mean mailtrail serve --config my.yaml?');
+    });
+
+    it('names an unknown command and the one it probably was', async () => {
+      const dir = await folder();
+      const res = await runCli(['serv'], { cwd: dir, env: await guardedEnv(dir) });
+      expect(res.code).toBe(2);
+      expect(res.stderr.split('\n')[0]).toBe('mailtrail: unknown command "serv"; did you mean mailtrail serve?');
+    });
+
+    it('serve --help prints the usage of serve and exits 0 without starting the relay', async () => {
+      const dir = await folder();
+      const res = await runCli(['serve', '--help'], { cwd: dir, env: await guardedEnv(dir) });
+      expect({ code: res.code, stderr: res.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(res.stdout).toMatch(/^usage: mailtrail serve \[--config FILE\]/);
+      expect(existsSync(join(dir, 'data')), 'the relay was started').toBe(false);
+    });
+  });
+
+  describe('help and version', () => {
+    it('--version prints the version in package.json, from any folder', async () => {
+      const dir = await folder();
+      const res = await runCli(['--version'], { cwd: dir, env: cleanEnv(dir) });
+      const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+      expect(res).toMatchObject({ code: 0, stdout: `mailtrail ${pkg.version}\n`, stderr: '' });
+    });
+
+    it("the README's usage block is the command list mailtrail --help prints", async () => {
+      const dir = await folder();
+      const res = await runCli(['--help'], { cwd: dir, env: cleanEnv(dir) });
+      expect(res.code).toBe(0);
+      const listed = /\nUsage:\n((?: {2}.*\n)+)/.exec(res.stdout)?.[1];
+      expect(listed, 'no command list in --help').toBeDefined();
+      const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+      const block = /\n## Running it\n\n```\n([\s\S]*?)```\n/.exec(readme)?.[1];
+      expect(block).toBe(listed!.replace(/^ {2}/gm, ''));
+    });
+  });
+
+  describe('start-up output', () => {
+    it('shows each start-up warning in the banner, before any log line, and logs each once as JSON (not a terminal)', async () => {
+      const dir = await folder();
+      const port = await freePort();
+      await mkdir(join(dir, 'trail'));
+      // A trail torn by a crash mid-write: one more start-up warning.
+      await writeFile(join(dir, 'trail', 'audit.log'), '{"type":"session","id":"cut short by a cra');
+      await writeFile(
+        join(dir, 'mailtrail.yaml'),
+        [
+          'listen:',
+          `  - { host: 127.0.0.1, port: ${port} }`,
+          'clients: { networks: [127.0.0.0/8] }',
+          'upstreams:',
+          // Never contacted: no message is sent and the probe is off.
+          '  - { name: far, url: "smtp://192.0.2.10:25", tls: { mode: none }, probe: { enabled: false } }',
+          'audit: { file: trail/audit.log }',
+          'log: { level: info }',
+          'hostname: mailtrail.test',
+          '',
+        ].join('\n'),
+      );
+      // stdout and stderr into one file, as a terminal (or a journal) shows them: in write order.
+      const output = join(dir, 'output.txt');
+      const fd = openSync(output, 'w');
+      const proc = spawn(process.execPath, [CLI, 'serve', '--config', 'mailtrail.yaml'], { cwd: dir, env: cleanEnv(dir), stdio: ['ignore', fd, fd] });
+      children.add(proc);
+      closeSync(fd);
+      const exited = new Promise<number | null>((r) => proc.once('close', (code) => (children.delete(proc), r(code))));
+      const deadline = Date.now() + 15_000;
+      while (!/"code":"audit_torn_tail"/.test(readFileSync(output, 'utf8'))) {
+        if (Date.now() > deadline) throw new Error(`no start-up warnings logged within 15 s:\n${readFileSync(output, 'utf8')}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      proc.kill('SIGTERM');
+      expect(await exited).toBe(0);
+
+      const lines = readFileSync(output, 'utf8').split('\n');
+      expect(lines[0], 'something came before the banner').toBe('mailtrail is running');
+      const firstJson = lines.findIndex((l) => l.startsWith('{'));
+      const shown = lines
+        .slice(0, firstJson)
+        .filter((l) => l.startsWith('  warning   '))
+        .map((l) => l.slice('  warning   '.length));
+      const logged = lines
+        .slice(firstJson)
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { level: string; code?: string; msg: string })
+        .filter((l) => l.level === 'warn');
+      expect(logged.map((l) => l.code).sort()).toEqual(['audit_torn_tail', 'tls_ephemeral', 'upstream_plaintext']);
+      expect(shown.sort()).toEqual(logged.map((l) => l.msg).sort());
+      expect(shown.find((w) => w.includes('far (192.0.2.10:25)'))).toMatch(/without TLS/);
     });
   });
 });

@@ -89,6 +89,25 @@ describe('the audit writer', () => {
     expect(result.warnings).toHaveLength(1);
   });
 
+  it('reports what it found on opening (a torn last line, an unchained last record) instead of logging it', async () => {
+    const clean = await open();
+    expect(clean.atOpen).toEqual({ tornTail: false, unchainedFile: null });
+    clean.close();
+    await appendFile(file, '{"type":"relay","n":2,"se');
+    const torn = await open();
+    expect(torn.atOpen).toEqual({ tornTail: true, unchainedFile: null });
+    torn.close();
+
+    const unchainedFile = join(dir, 'unchained.log');
+    await writeFile(unchainedFile, '{"type":"relay","n":1}\n');
+    const lines: string[] = [];
+    const log = createLogger('info', { write: (line: string) => void lines.push(line) });
+    const unchained = await open({ file: unchainedFile, log });
+    expect(unchained.atOpen).toEqual({ tornTail: false, unchainedFile });
+    unchained.close();
+    expect(lines).toEqual([]);
+  });
+
   it('writes no chain fields with the chain off', async () => {
     const w = await open({ chain: false });
     expect(w.write({ type: 'relay', n: 1 })).toBeNull();
