@@ -181,6 +181,21 @@ describe('the recorder', () => {
       ]);
     });
 
+    it.each([
+      { kind: 'a reject', write: (r: Recorder) => r.reject(reject()) },
+      { kind: 'a session', write: (r: Recorder) => r.session(session()) },
+      { kind: 'an alert', write: (r: Recorder) => r.alert(alert()) },
+    ])('says write-failed after $kind record could not be written too: it is the same trail', ({ write }) => {
+      const r = recorder();
+      writer.failing = true;
+      write(r);
+      expect(r.refusal()).toBe('write-failed');
+      expect(published.filter((p) => p.event === 'audit-state').map((p) => p.arg)).toEqual([{ writable: false, reason: 'write-failed' }]);
+      writer.failing = false;
+      r.relay(relay());
+      expect(r.refusal()).toBeNull();
+    });
+
     it('says low-space while the trail’s filesystem is below the reserve, and tells observers of each change once', () => {
       const r = recorder();
       writer.noRoom = true;
