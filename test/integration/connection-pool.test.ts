@@ -1,15 +1,11 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConnectionPool, POOL_WAIT, type Lease } from '../../src/upstream/connection-pool.js';
-import { Deadline, stopReason, type StopSignal } from '../../src/upstream/deadline.js';
+import { POOL_WAIT, type ConnectionPool, type Lease } from '../../src/upstream/connection-pool.js';
+import { stopReason, type StopSignal } from '../../src/upstream/deadline.js';
 import { TrackedBody } from '../../src/upstream/tracked-body.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRawUpstream, type RawUpstream } from '../helpers/raw-upstream.js';
 import { simpleMessage, upstreamConfig, type UpstreamSpec } from '../helpers/relay-harness.js';
-
-/** A signal that never stops on its own; `stop()` it to end a wait. */
-function signal(): Deadline {
-  return Deadline.after(60_000, () => stopReason('test deadline', 'EDEADLINE'));
-}
+import { RelayParts } from '../helpers/relay-parts.js';
 
 const ENVELOPE = { from: 'app@example.com', to: ['ana@example.org'], use8BitMime: false, size: 0 };
 
@@ -28,26 +24,15 @@ async function stateOf(p: Promise<unknown>): Promise<'resolved' | 'rejected' | '
 
 describe('the upstream connection pool', () => {
   let upstream: FakeUpstream;
-  const pools: ConnectionPool[] = [];
-  const signals: Deadline[] = [];
-
-  const poolFor = (port: number, pool: UpstreamSpec['pool'] = {}): ConnectionPool => {
-    const p = new ConnectionPool(upstreamConfig({ port, pool, breaker: null }), 'mailtrail.test');
-    pools.push(p);
-    return p;
-  };
-  const live = (): Deadline => {
-    const s = signal();
-    signals.push(s);
-    return s;
-  };
+  const parts = new RelayParts();
+  const poolFor = (port: number, pool: UpstreamSpec['pool'] = {}): ConnectionPool => parts.pool(upstreamConfig({ port, pool, breaker: null }));
+  const live = () => parts.signal();
 
   beforeEach(async () => {
     upstream = await startFakeUpstream();
   });
   afterEach(async () => {
-    for (const p of pools.splice(0)) p.close();
-    for (const s of signals.splice(0)) s.dispose();
+    parts.close();
     await upstream.close();
   });
 
@@ -225,23 +210,18 @@ describe('the upstream connection pool', () => {
 
 describe('the upstream connection pool recycling connections', () => {
   let raw: RawUpstream;
-  const pools: ConnectionPool[] = [];
-  let s: Deadline;
+  let s: StopSignal;
+  const parts = new RelayParts();
+  const poolFor = (pool: UpstreamSpec['pool']): ConnectionPool => parts.pool(upstreamConfig({ port: raw.port, pool, breaker: null }));
 
   beforeEach(async () => {
     raw = await startRawUpstream();
-    s = signal();
+    s = parts.signal();
   });
   afterEach(async () => {
-    for (const p of pools.splice(0)) p.close();
-    s.dispose();
+    parts.close();
     await raw.close();
   });
-  const poolFor = (pool: UpstreamSpec['pool']): ConnectionPool => {
-    const p = new ConnectionPool(upstreamConfig({ port: raw.port, pool, breaker: null }), 'mailtrail.test');
-    pools.push(p);
-    return p;
-  };
   const quits = (): number => raw.commands.filter((c) => c === 'QUIT').length;
 
   it('retires a connection after pool.maxMessages messages with QUIT and opens a new one', async () => {

@@ -1,31 +1,16 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { RouteConfig } from '../../src/config/types.js';
-import { AdaptiveThrottle } from '../../src/routing/adaptive-throttle.js';
-import { CircuitBreaker, type BreakerTransition } from '../../src/routing/circuit-breaker.js';
-import { EgressRateLimiter } from '../../src/routing/rate-limiter.js';
+import type { BreakerTransition } from '../../src/routing/circuit-breaker.js';
 import type { RelayDecision } from '../../src/routing/relay-decision.js';
 import { RelayEngine } from '../../src/routing/relay-engine.js';
 import { RouteTable } from '../../src/routing/route-table.js';
-import { Router, type UpstreamChannel } from '../../src/routing/router.js';
-import { ConnectionPool } from '../../src/upstream/connection-pool.js';
-import { Deadline, stopReason } from '../../src/upstream/deadline.js';
+import { Router } from '../../src/routing/router.js';
+import { stopReason, type StopSignal } from '../../src/upstream/deadline.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, upstreamConfig, type UpstreamSpec } from '../helpers/relay-harness.js';
+import { RelayParts } from '../helpers/relay-parts.js';
 
 const ENVELOPE = { from: 'app@example.com', to: ['ana@example.org'], use8BitMime: false, size: 0 };
-
-/** An upstream entry as the composition root builds it: its own pool, breaker, pacing and slow-down. */
-function channelFor(spec: UpstreamSpec, transitions: BreakerTransition[], maxWaiters = 100): UpstreamChannel {
-  const upstream = upstreamConfig({ breaker: null, ...spec });
-  const throttle = new AdaptiveThrottle(upstream.name, upstream.rateLimit.backoff, () => undefined);
-  return {
-    upstream,
-    pool: new ConnectionPool(upstream, 'mailtrail.test'),
-    breaker: new CircuitBreaker(upstream.name, upstream.breaker, (t) => transitions.push(t)),
-    limiter: new EgressRateLimiter(upstream.name, upstream.rateLimit, maxWaiters, throttle),
-    throttle,
-  };
-}
 
 const codes = (d: RelayDecision) => d.attempts.map((a) => a.result.facts.errorCode);
 const names = (d: RelayDecision) => d.attempts.map((a) => a.result.upstream.name);
@@ -33,7 +18,7 @@ const names = (d: RelayDecision) => d.attempts.map((a) => a.result.upstream.name
 describe('the relay engine', () => {
   let primary: FakeUpstream;
   let secondary: FakeUpstream;
-  let router: Router | null = null;
+  const parts = new RelayParts();
   let transitions: BreakerTransition[] = [];
 
   beforeEach(async () => {
@@ -41,23 +26,24 @@ describe('the relay engine', () => {
     transitions = [];
   });
   afterEach(async () => {
-    router?.close();
-    router = null;
+    parts.close();
     await Promise.all([primary.close(), secondary.close()]);
   });
 
   /** An engine over primary then secondary (each spec may override), with `deadlineMs` overall. */
   function engine(opts: { primary?: Partial<UpstreamSpec>; secondary?: Partial<UpstreamSpec>; deadlineMs?: number; routes?: RouteConfig[]; maxWaiters?: number } = {}) {
+    const channel = (spec: UpstreamSpec) =>
+      parts.channel(upstreamConfig({ breaker: null, ...spec }), { onBreakerChange: (t) => transitions.push(t), maxWaiters: opts.maxWaiters });
     const channels = [
-      channelFor({ name: 'primary', port: primary.port, ...opts.primary }, transitions, opts.maxWaiters),
-      channelFor({ name: 'secondary', port: secondary.port, ...opts.secondary }, transitions, opts.maxWaiters),
+      channel({ name: 'primary', port: primary.port, ...opts.primary }),
+      channel({ name: 'secondary', port: secondary.port, ...opts.secondary }),
     ];
-    router = new Router(new RouteTable(opts.routes ?? [], channels.map((c) => c.upstream)), channels);
+    const router = new Router(new RouteTable(opts.routes ?? [], channels.map((c) => c.upstream)), channels);
     const relayEngine = new RelayEngine(router, opts.deadlineMs ?? 20_000);
     const body = simpleMessage();
     return {
       channels: { primary: channels[0]!, secondary: channels[1]! },
-      relay: (outer?: Deadline, key?: Parameters<RelayEngine['relay']>[3]) => relayEngine.relay({ ...ENVELOPE, size: body.length }, body, outer, key),
+      relay: (outer?: StopSignal, key?: Parameters<RelayEngine['relay']>[3]) => relayEngine.relay({ ...ENVELOPE, size: body.length }, body, outer, key),
     };
   }
 
@@ -259,29 +245,22 @@ describe('the relay engine', () => {
   describe('waits for a pooled connection', () => {
     it('at most pool.maxWait when another upstream follows, then moves on with EPOOLWAIT', async () => {
       const e = engine({ primary: { pool: { maxConnections: 1, maxWait: 30 } } });
-      const held = Deadline.after(20_000, () => stopReason('x', 'EDEADLINE'));
-      const lease = await e.channels.primary.pool.acquire(held);
-      try {
-        const d = await e.relay();
-        expect(codes(d)).toEqual(['EPOOLWAIT', null]);
-        expect(d.deciding.verdict.outcome).toBe('delivered');
-      } finally {
-        e.channels.primary.pool.release(lease.connection, true);
-        held.dispose();
-      }
+      const lease = await e.channels.primary.pool.acquire(parts.signal());
+      const d = await e.relay();
+      expect(codes(d)).toEqual(['EPOOLWAIT', null]);
+      expect(d.deciding.verdict.outcome).toBe('delivered');
+      e.channels.primary.pool.release(lease.connection, true);
     });
 
     it('on the last upstream of the route, past pool.maxWait for as long as the deadline allows', async () => {
       const routes: RouteConfig[] = [{ name: 'only-primary', match: { users: null, senders: ['@example.com'], networks: null }, upstreams: ['primary'] }];
       const e = engine({ primary: { pool: { maxConnections: 1, maxWait: 30 } }, routes });
-      const held = Deadline.after(20_000, () => stopReason('x', 'EDEADLINE'));
-      const lease = await e.channels.primary.pool.acquire(held);
+      const lease = await e.channels.primary.pool.acquire(parts.signal());
       const relayed = e.relay(undefined, { user: null, from: 'app@example.com', ip: '127.0.0.1' });
       await waitFor(() => e.channels.primary.pool.pending === 2, 5_000);
       // Well past pool.maxWait, the message is still waiting for the busy connection.
       await new Promise((r) => setTimeout(r, 150));
       e.channels.primary.pool.release(lease.connection, true);
-      held.dispose();
       const d = await relayed;
       expect(names(d)).toEqual(['primary']);
       expect(d.deciding.verdict.outcome).toBe('delivered');
@@ -305,7 +284,7 @@ describe('the relay engine', () => {
     it('stops when the signal above it stops (shutdown), with that signal’s reason', async () => {
       const e = engine();
       await primary.setFaults({ delayMs: { mailFrom: 10_000 } });
-      const outer = Deadline.after(60_000, () => stopReason('x', 'EDEADLINE'));
+      const outer = parts.signal();
       const relayed = e.relay(outer);
       await primary.waitFor(() => primary.transactions === 1, 5_000);
       outer.stop(stopReason('mailtrail is shutting down', 'ESHUTDOWN'));
@@ -317,7 +296,7 @@ describe('the relay engine', () => {
     it('records a message stopped while waiting for its sending slot as a stopped try, not a rate skip', async () => {
       const e = engine({ primary: { rateLimit: { messagesPerSecond: 0.2 } } });
       e.channels.primary.limiter.reserve(Number.POSITIVE_INFINITY);
-      const outer = Deadline.after(60_000, () => stopReason('x', 'EDEADLINE'));
+      const outer = parts.signal();
       const relayed = e.relay(outer);
       await waitFor(() => e.channels.primary.limiter.waiting === 1, 5_000);
       outer.stop(stopReason('mailtrail is shutting down', 'ESHUTDOWN'));

@@ -10,19 +10,15 @@ import type { RelayRecord } from '../../src/audit/records.js';
 import type { Config } from '../../src/config/types.js';
 import { IdGenerator } from '../../src/ids.js';
 import { createLogger } from '../../src/logger.js';
-import { AdaptiveThrottle } from '../../src/routing/adaptive-throttle.js';
-import { CircuitBreaker } from '../../src/routing/circuit-breaker.js';
-import { EgressRateLimiter } from '../../src/routing/rate-limiter.js';
 import { RelayEngine } from '../../src/routing/relay-engine.js';
 import { RouteTable } from '../../src/routing/route-table.js';
 import { Router } from '../../src/routing/router.js';
 import type { ClientSession } from '../../src/transaction/client-session.js';
 import { DuplicateTracker } from '../../src/transaction/duplicate-tracker.js';
 import { TransactionProcessor, type TransactionReply } from '../../src/transaction/transaction.js';
-import { ConnectionPool } from '../../src/upstream/connection-pool.js';
-import { Deadline, stopReason } from '../../src/upstream/deadline.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { relayConfig, simpleMessage, type RelaySpec } from '../helpers/relay-harness.js';
+import { RelayParts } from '../helpers/relay-parts.js';
 
 const ID = /\(id ([0-9A-Z]{26})\)$/;
 
@@ -79,37 +75,23 @@ function dataStream(body: Buffer): PassThrough {
 describe('one SMTP transaction from DATA to the reply', () => {
   let upstreams: FakeUpstream[];
   let dataDir: string;
-  let router: Router | null = null;
-  let shutdown: Deadline;
+  const parts = new RelayParts();
   let trail: TrailStub;
 
   beforeEach(async () => {
     upstreams = await Promise.all([startFakeUpstream(), startFakeUpstream()]);
     dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-transaction-'));
-    shutdown = Deadline.after(60_000, () => stopReason('x', 'ESHUTDOWN'));
     trail = new TrailStub();
   });
   afterEach(async () => {
-    router?.close();
-    router = null;
-    shutdown.dispose();
+    parts.close();
     await Promise.all(upstreams.map((u) => u.close()));
     await rm(dataDir, { recursive: true, force: true });
   });
 
   function processor(spec: Partial<RelaySpec> = {}, overrides: Partial<Config> = {}) {
     const config: Config = { ...relayConfig({ upstreams: [{ port: upstreams[0]!.port, breaker: null }, { port: upstreams[1]!.port, breaker: null }], ...spec }, dataDir), ...overrides };
-    const channels = config.upstreams.map((upstream) => {
-      const throttle = new AdaptiveThrottle(upstream.name, upstream.rateLimit.backoff, () => undefined);
-      return {
-        upstream,
-        pool: new ConnectionPool(upstream, config.hostname),
-        breaker: new CircuitBreaker(upstream.name, upstream.breaker, () => undefined),
-        limiter: new EgressRateLimiter(upstream.name, upstream.rateLimit, 100, throttle),
-        throttle,
-      };
-    });
-    router = new Router(new RouteTable(config.routes, config.upstreams), channels);
+    const router = new Router(new RouteTable(config.routes, config.upstreams), config.upstreams.map((u) => parts.channel(u)));
     const duplicates = new DuplicateTracker({ window: 60_000 });
     const p = new TransactionProcessor({
       config,
@@ -118,7 +100,7 @@ describe('one SMTP transaction from DATA to the reply', () => {
       duplicates,
       ids: new IdGenerator(),
       log: createLogger('silent'),
-      shutdownSignal: shutdown,
+      shutdownSignal: parts.signal(),
     });
     return { p, duplicates };
   }

@@ -2,13 +2,13 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConnectionPool } from '../../src/upstream/connection-pool.js';
-import { Deadline, stopReason } from '../../src/upstream/deadline.js';
+import type { ConnectionPool } from '../../src/upstream/connection-pool.js';
 import { runAttempt } from '../../src/upstream/upstream-attempt.js';
 import type { ReplayableBody } from '../../src/upstream/tracked-body.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRawUpstream, type RawUpstream, type RawUpstreamOptions } from '../helpers/raw-upstream.js';
 import { simpleMessage, upstreamConfig, type UpstreamSpec } from '../helpers/relay-harness.js';
+import { RelayParts } from '../helpers/relay-parts.js';
 
 const ENVELOPE = { from: 'app@example.com', to: ['ana@example.org'], use8BitMime: false, size: 0 };
 
@@ -19,19 +19,10 @@ function bigMessage(): Buffer {
 
 describe('one attempt at one upstream', () => {
   let upstream: FakeUpstream;
-  const pools: ConnectionPool[] = [];
-  const signals: Deadline[] = [];
-
-  const poolFor = (port: number, pool: UpstreamSpec['pool'] = {}, timeouts: UpstreamSpec['timeouts'] = {}): ConnectionPool => {
-    const p = new ConnectionPool(upstreamConfig({ name: 'up', port, pool, timeouts, breaker: null }), 'mailtrail.test');
-    pools.push(p);
-    return p;
-  };
-  const signal = (ms = 20_000): Deadline => {
-    const s = Deadline.after(ms, () => stopReason(`Relay deadline of ${ms} ms reached`, 'EDEADLINE'));
-    signals.push(s);
-    return s;
-  };
+  const parts = new RelayParts();
+  const poolFor = (port: number, pool: UpstreamSpec['pool'] = {}, timeouts: UpstreamSpec['timeouts'] = {}): ConnectionPool =>
+    parts.pool(upstreamConfig({ name: 'up', port, pool, timeouts, breaker: null }));
+  const signal = (ms = 20_000) => parts.signal(ms);
   const attempt = (pool: ConnectionPool, body: ReplayableBody = simpleMessage(), opts: { to?: string[]; ms?: number; poolWaitMs?: number } = {}) =>
     runAttempt(pool, { ...ENVELOPE, to: opts.to ?? ENVELOPE.to, size: Buffer.isBuffer(body) ? body.length : 0 }, body, signal(opts.ms), opts.poolWaitMs);
 
@@ -39,8 +30,7 @@ describe('one attempt at one upstream', () => {
     upstream = await startFakeUpstream();
   });
   afterEach(async () => {
-    for (const p of pools.splice(0)) p.close();
-    for (const s of signals.splice(0)) s.dispose();
+    parts.close();
     await upstream.close();
   });
 
@@ -254,20 +244,15 @@ describe('one attempt at one upstream', () => {
 /** Byte-level upstreams: to see RSET on the wire, and a pooled connection that dies at the next command. */
 describe('one attempt at a scripted upstream', () => {
   let raw: RawUpstream | null = null;
-  const pools: ConnectionPool[] = [];
-  const signals: Deadline[] = [];
+  const parts = new RelayParts();
 
   async function start(opts: RawUpstreamOptions): Promise<{ raw: RawUpstream; pool: ConnectionPool }> {
     raw = await startRawUpstream(opts);
-    const pool = new ConnectionPool(upstreamConfig({ name: 'raw', port: raw.port, breaker: null }), 'mailtrail.test');
-    pools.push(pool);
-    return { raw, pool };
+    return { raw, pool: parts.pool(upstreamConfig({ name: 'raw', port: raw.port, breaker: null })) };
   }
   const attempt = (pool: ConnectionPool) => {
-    const s = Deadline.after(20_000, () => stopReason('deadline', 'EDEADLINE'));
-    signals.push(s);
     const body = simpleMessage();
-    return runAttempt(pool, { ...ENVELOPE, size: body.length }, body, s);
+    return runAttempt(pool, { ...ENVELOPE, size: body.length }, body, parts.signal(20_000));
   };
   /** Answers `first` to the first command of this verb, the default after that. */
   const firstOnly = (first: string, then: string) => {
@@ -276,8 +261,7 @@ describe('one attempt at a scripted upstream', () => {
   };
 
   afterEach(async () => {
-    for (const p of pools.splice(0)) p.close();
-    for (const s of signals.splice(0)) s.dispose();
+    parts.close();
     await raw?.close();
     raw = null;
   });

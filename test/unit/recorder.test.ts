@@ -98,10 +98,10 @@ describe('the recorder', () => {
 
     it('writes and publishes reject, session and alert records the same way', () => {
       const r = recorder();
-      const records = [reject(), session(), alert()];
-      r.reject(records[0]!);
-      r.session(records[1]!);
-      r.alert(records[2]!);
+      const records = [reject(), session(), alert()] as const;
+      r.reject(records[0]);
+      r.session(records[1]);
+      r.alert(records[2]);
       expect(lines().map((l) => [l.type, l.id, l.seq])).toEqual(records.map((x, i) => [x.type, x.id, i + 1]));
       expect(published.map((p) => [p.event, (p.arg as { id: string; seq: number }).id, (p.arg as { seq: number }).seq])).toEqual(
         records.map((x, i) => [x.type, x.id, i + 1]),
@@ -146,10 +146,10 @@ describe('the recorder', () => {
     it('never throws when one cannot be written, counts it, and still publishes it', () => {
       const r = recorder({ onWriteFailure: 'refuse' });
       writer.failing = true;
-      const records = [reject(), session(), alert()];
-      r.reject(records[0]!);
-      r.session(records[1]!);
-      r.alert(records[2]!);
+      const records = [reject(), session(), alert()] as const;
+      r.reject(records[0]);
+      r.session(records[1]);
+      r.alert(records[2]);
       expect(r.writeErrors).toBe(3);
       const heard = published.filter((p) => p.event !== 'audit-state');
       expect(heard.map((p) => p.event)).toEqual(['audit-write-error', 'reject', 'audit-write-error', 'session', 'audit-write-error', 'alert']);
