@@ -106,11 +106,11 @@ describe('the relay engine', () => {
     });
 
     it('moves on when one upstream’s own time limit (timeouts.total) ends its try', async () => {
-      const e = engine({ primary: { timeouts: { total: 200 } } });
-      await primary.setFaults({ delayMs: { mailFrom: 5_000 } });
+      const e = engine({ primary: { timeouts: { total: 500 } } });
+      await primary.setFaults({ delayMs: { mailFrom: 8_000 } });
       const d = await e.relay();
       expect(names(d)).toEqual(['primary', 'secondary']);
-      expect(d.attempts[0]!.result.facts).toMatchObject({ errorCode: 'EDEADLINE', phase: 'envelope' });
+      expect(d.attempts[0]!.result.facts).toMatchObject({ errorCode: 'EDEADLINE', reply: null });
       expect(d.deciding.verdict.outcome).toBe('delivered');
     });
 
@@ -270,13 +270,11 @@ describe('the relay engine', () => {
 
   describe('works within one overall deadline', () => {
     it('stops at the deadline: the try running then ends with EDEADLINE and the next upstream is not tried', async () => {
-      const e = engine({ deadlineMs: 300 });
-      await primary.setFaults({ delayMs: { mailFrom: 10_000 } });
-      const started = performance.now();
+      const e = engine({ deadlineMs: 500 });
+      await primary.setFaults({ delayMs: { mailFrom: 8_000 } });
       const d = await e.relay();
-      expect(performance.now() - started).toBeLessThan(5_000);
       expect(names(d)).toEqual(['primary']);
-      expect(d.deciding.result.facts).toMatchObject({ errorCode: 'EDEADLINE', phase: 'envelope' });
+      expect(d.deciding.result.facts).toMatchObject({ errorCode: 'EDEADLINE', reply: null });
       expect(d.deciding.verdict).toMatchObject({ outcome: 'deferred', failure: { class: 'timeout' } });
       expect(secondary.connections).toBe(0);
     });

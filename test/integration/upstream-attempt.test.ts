@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ConnectionPool } from '../../src/upstream/connection-pool.js';
+import { stopReason } from '../../src/upstream/deadline.js';
 import { runAttempt } from '../../src/upstream/upstream-attempt.js';
 import type { ReplayableBody } from '../../src/upstream/tracked-body.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
@@ -12,9 +13,9 @@ import { RelayParts } from '../helpers/relay-parts.js';
 
 const ENVELOPE = { from: 'app@example.com', to: ['ana@example.org'], use8BitMime: false, size: 0 };
 
-/** A message well past the socket buffers, so a reset mid-body lands before the final dot. */
+/** A message well past the socket buffers (4 MiB send buffer at most here), so a reset mid-body lands before the final dot. */
 function bigMessage(): Buffer {
-  return Buffer.concat([simpleMessage(), Buffer.from('abcdefghij\r\n'.repeat(350_000))]);
+  return Buffer.concat([simpleMessage(), Buffer.alloc(12 * 1024 * 1024, 'abcdefghij\r\n')]);
 }
 
 describe('one attempt at one upstream', () => {
@@ -22,9 +23,9 @@ describe('one attempt at one upstream', () => {
   const parts = new RelayParts();
   const poolFor = (port: number, pool: UpstreamSpec['pool'] = {}, timeouts: UpstreamSpec['timeouts'] = {}): ConnectionPool =>
     parts.pool(upstreamConfig({ name: 'up', port, pool, timeouts, breaker: null }));
-  const signal = (ms = 20_000) => parts.signal(ms);
-  const attempt = (pool: ConnectionPool, body: ReplayableBody = simpleMessage(), opts: { to?: string[]; ms?: number; poolWaitMs?: number } = {}) =>
-    runAttempt(pool, { ...ENVELOPE, to: opts.to ?? ENVELOPE.to, size: Buffer.isBuffer(body) ? body.length : 0 }, body, signal(opts.ms), opts.poolWaitMs);
+  const signal = () => parts.signal();
+  const attempt = (pool: ConnectionPool, body: ReplayableBody = simpleMessage(), opts: { to?: string[]; poolWaitMs?: number } = {}) =>
+    runAttempt(pool, { ...ENVELOPE, to: opts.to ?? ENVELOPE.to, size: Buffer.isBuffer(body) ? body.length : 0 }, body, signal(), opts.poolWaitMs);
 
   beforeEach(async () => {
     upstream = await startFakeUpstream();
@@ -127,7 +128,12 @@ describe('one attempt at one upstream', () => {
     it('a stop while waiting for the reply to the final dot: phase sent, the stop’s code', async () => {
       await upstream.setFaults({ data: 'hang-after-dot' });
       const pool = poolFor(upstream.port);
-      const r = await attempt(pool, simpleMessage(), { ms: 300 });
+      const stop = signal();
+      const body = simpleMessage();
+      const attempted = runAttempt(pool, { ...ENVELOPE, size: body.length }, body, stop);
+      await upstream.waitFor(() => upstream.allData.length === 1, 5_000);
+      stop.stop(stopReason('Relay deadline reached', 'EDEADLINE'));
+      const r = await attempted;
       expect(r.facts).toMatchObject({ ok: false, phase: 'sent', reply: null, errorCode: 'EDEADLINE' });
       expect(pool.pending).toBe(0);
     });
