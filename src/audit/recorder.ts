@@ -67,8 +67,6 @@ export class Recorder {
       written = this.#write(masked);
     } catch (err) {
       this.#failed(err, record.id);
-      this.#failing = true;
-      this.#report('write-failed');
       // The operational log keeps what the trail could not: the upstream may have the message.
       this.#log.error({ record: masked }, 'relay record not written to the audit trail; it follows here');
       if (this.#opts.onWriteFailure === 'refuse') throw err;
@@ -129,9 +127,15 @@ export class Recorder {
     this.#bus.publish('audit-state', { writable: refusal === null, reason: refusal });
   }
 
+  /**
+   * Any record that could not be written, best-effort ones included: they go to the same trail, so
+   * the next transaction is refused before relaying instead of relayed and then answered 451.
+   */
   #failed(err: unknown, id: string): void {
     this.writeErrors += 1;
     this.#log.error({ err, recordId: id, file: this.#writer.file }, 'audit write failed');
     this.#bus.publish('audit-write-error', { id });
+    this.#failing = true;
+    this.#report('write-failed');
   }
 }
