@@ -199,9 +199,18 @@ function matchesReply(match: ReplyMatch, reply: SmtpReply, phase: ReplyPhase | n
     (match.codes === undefined || match.codes.includes(reply.code)) &&
     (match.codeClass === undefined || codeClass(reply.code) === match.codeClass) &&
     matchesEnhanced(match.enhanced, reply.enhanced) &&
-    (match.text === undefined || match.text.test(reply.text)) &&
+    (match.text === undefined || match.text.test(asOneLine(reply.text))) &&
     (match.phase === undefined || (phase !== null && match.phase.includes(phase)))
   );
+}
+
+/**
+ * A multi-line reply is one sentence broken over continuation lines ("550-5.4.5 Daily user sending
+ * limit exceeded. For more information on Gmail\n550-5.4.5 sending limits go to ..."), so text rules
+ * read the lines joined by a space: words split across two lines still match.
+ */
+function asOneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ');
 }
 
 function matchesEnhanced(pattern: RegExp | null | undefined, enhanced: string | null): boolean {

@@ -56,6 +56,11 @@ export function parseResponseLine(response: string): SmtpReply | null {
  * enhanced code. First match wins; the first capture group is the id.
  */
 const QUEUE_ID_PATTERNS: readonly RegExp[] = [
+  // Exchange Online's submission and transport replies echo the client's own Message-ID in angle
+  // brackets; Exchange's own handle for the message is InternalId:
+  // "250 2.6.0 <id@host> [InternalId=130184753713403, Hostname=DBXPR04MB317.eurprd04.prod.outlook.com]
+  //  8273 bytes in 0.296, 27.285 KB/sec Queued mail for delivery"
+  /\[InternalId=(\d+)\b/,
   // Microsoft 365 / Outlook.com put the Message-ID they assigned in angle brackets:
   // "250 2.0.0 OK <DM6PR11MB4107A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6@DM6PR11MB4107.namprd11.prod.outlook.com>
   //  [Hostname=DM6PR11MB4107.namprd11.prod.outlook.com]"

@@ -121,13 +121,19 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codeClass: 5, text: /^Transaction failed:/i },
     example: { code: 554, text: "Transaction failed: Duplicate header 'DKIM-Signature'.", phase: 'data' },
   },
-  // Gmail / Google Workspace daily cap, sent as a permanent 550 although it clears the next day
-  // (support.google.com/a/answer/3726730). RFC 3463 x.4.5 is "mail system congestion".
+  // A daily cap stated in words: Gmail "550-5.4.5 Daily user sending limit exceeded", the Google
+  // Workspace relay's "550 5.4.5 Daily SMTP relay limit exceeded for user" and "550 5.7.1 Daily SMTP
+  // relay limit exceeded for customer" (support.google.com/a/answer/3726730, /a/answer/6140680). Sent
+  // as permanent 5xx, with 5.4.5 or 5.7.1, although they clear the next day; the words decide.
   {
-    name: 'gmail-daily-limit',
+    name: 'daily-limit',
     class: 'quota',
-    match: { codes: [550], enhanced: /^5\.4\.5$/, text: /Daily .*(?:quota|limit) exceeded/i },
-    example: { code: 550, text: '5.4.5 Daily user sending quota exceeded.', phase: 'data' },
+    match: { text: /\bDaily\b.*\b(?:quota|limit)\s+exceeded/i },
+    example: {
+      code: 550,
+      text: '5.4.5 Daily user sending limit exceeded. For more information on Gmail\n550-5.4.5 sending limits go to\n550 5.4.5  https://support.google.com/a/answer/166852 d2e1a72fcca58-76e7d551493sm9728466b3a.112 - gsmtp',
+      phase: 'data',
+    },
   },
   // Google Workspace SMTP relay, short-term volume limit (same page).
   {
@@ -136,11 +142,11 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { text: /Peak SMTP relay limit exceeded/i },
     example: { code: 450, text: '4.2.1 Peak SMTP relay limit exceeded for customer.', phase: 'mail' },
   },
-  // Gmail, per-recipient receiving rate. Generic rules would call a 450 at RCPT a recipient deferral;
-  // the text says it is a rate limit that clears by itself (same page).
+  // Gmail, per-recipient receiving rate: a limit on that one mailbox, not on our account, so it must
+  // not slow every message down (as `throttled` would) and is not an outage either (same page).
   {
     name: 'gmail-recipient-rate',
-    class: 'throttled',
+    class: 'recipient_deferred',
     match: { text: /receiving mail (?:too quickly|at a rate)/i },
     example: {
       code: 450,
@@ -155,12 +161,13 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codes: [421], text: /Try again later, closing connection/i },
     example: { code: 421, text: '4.7.0 Try again later, closing connection.', phase: 'ehlo' },
   },
-  // Gmail: the recipient domain requires TLS and we did not use it (same page). Not a rate limit,
-  // whatever 4.7.0 suggests: the operator must turn TLS on.
+  // Gmail: the recipient domain requires TLS and we did not use it (same page); Microsoft 365: "421
+  // 4.7.66 TLS 1.0 and 1.1 are not supported" (aka.ms/smtp_auth_tls). Not a rate limit or an outage,
+  // whatever 4.7.0 or 421 suggest: the operator must fix TLS.
   {
     name: 'gmail-tls-required',
     class: 'tls',
-    match: { text: /TLS required for RCPT domain/i },
+    match: { text: /TLS required for RCPT domain|TLS 1\.0 and 1\.1 are not supported/i },
     example: { code: 421, text: '4.7.0 TLS required for RCPT domain, closing connection.', phase: 'rcpt' },
   },
   // Google Workspace SMTP relay accepts only allow-listed IPs: our address is not on the list, which the
@@ -211,17 +218,23 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
   {
     name: 'microsoft-send-as-denied',
     class: 'sender_rejected',
-    match: { text: /does not have permissions to send as this sender/i },
+    match: { text: /does not have permissions to send as this sender|\bSendAsDenied\b/i },
     example: { code: 550, text: '5.7.60 SMTP; Client does not have permissions to send as this sender', phase: 'data' },
   },
-  // Microsoft 365: SMTP AUTH switched off for the tenant or mailbox; an operator setting.
+  // Password (basic) authentication switched off: Microsoft 365 "535 5.7.139 Authentication
+  // unsuccessful, SmtpClientAuthentication is disabled for the Tenant" / "... basic authentication is
+  // disabled" / "550 5.7.30 Basic authentication is not supported for Client Submission"
+  // (aka.ms/smtp_auth_disabled), Google "534-5.7.9 Application-specific password required". Its own
+  // rule name so the record and the alert say what the operator must do: move the account to OAuth2.
   {
-    name: 'microsoft-smtp-auth-disabled',
+    name: 'password-auth-disabled',
     class: 'upstream_auth',
-    match: { text: /SmtpClientAuthentication is disabled/i },
+    match: {
+      text: /SmtpClientAuthentication is disabled|basic authentication is (?:disabled|not supported)|Application-specific password required/i,
+    },
     example: {
       code: 535,
-      text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.',
+      text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [MN2PR05CA0004.namprd05.prod.outlook.com 2023-09-12T20:59:57.214Z 08DBB276B7E699C4]',
       phase: 'auth',
     },
   },
@@ -253,13 +266,93 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codes: [403] },
     example: { code: 403, text: 'You are not authorized to send from that email address', phase: 'mail' },
   },
-  // Postfix smtpd (and Exchange's "Unable to relay"): the upstream does not treat us as a client allowed
-  // to relay, the same situation as never having logged in. Not the recipient's fault.
+  // The upstream does not let us relay: Postfix "554 5.7.1 <x>: Relay access denied" (and its soft
+  // "454 4.7.1" form, which is no rate limit), Exchange "Unable to relay", Exim "550 relay not
+  // permitted", Mailgun and Haraka "550 5.7.1 Relaying denied", Haraka "550 I cannot deliver mail for
+  // <x>", Google's relay "550 5.7.0 Mail relay denied" / "550 5.7.1 Invalid credentials for relay".
+  // Whatever the code and the command, the same situation as never having logged in: not the
+  // recipient's fault.
   {
     name: 'relay-access-denied',
     class: 'upstream_auth',
-    match: { codeClass: 5, text: /Relay access denied|Unable to relay/i },
+    match: {
+      text: /Relay access denied|Unable to relay|Relaying denied|relay not permitted|Mail relay denied|Invalid credentials for relay|I cannot deliver mail for/i,
+    },
     example: { code: 554, text: '5.7.1 <x@example.org>: Relay access denied', phase: 'rcpt' },
+  },
+  // The account may not send at all: SES "554 Access denied: User `arn:...' is not authorized to
+  // perform `ses:SendRawEmail'" (an IAM policy, docs.aws.amazon.com/ses/latest/dg/troubleshoot-smtp.html),
+  // SendGrid "550 Unauthenticated senders not allowed", Mailgun "421 Domain <d> is not allowed to send:
+  // ..." (sandbox or unactivated account). Arriving after the final dot or as a 421 they still say
+  // nothing about the message: the operator fixes the account.
+  {
+    name: 'account-not-permitted',
+    class: 'upstream_auth',
+    match: { text: /is not authorized to perform|Unauthenticated senders not allowed|is not allowed to send:/i },
+    example: {
+      code: 554,
+      text: "Access denied: User `arn:aws:iam::381491960855:user/mwaa-ses' is not authorized to perform `ses:SendRawEmail' on resource `arn:aws:ses:eu-west-2:381491960855:identity/jacob.woffenden@justice.gov.uk'",
+      phase: 'data',
+    },
+  },
+  // Postfix smtpd's sender restrictions (reject_sender_login_mismatch, reject_unknown_sender_domain,
+  // check_sender_access) answer at RCPT by default (smtpd_delay_reject) but judge the MAIL FROM
+  // address: a sender verdict, whatever command it answers.
+  {
+    name: 'sender-address-rejected',
+    class: 'sender_rejected',
+    match: { text: /Sender address rejected/i },
+    example: { code: 553, text: '5.7.1 <user@domain.de>: Sender address rejected: not owned by user user@domain.de', phase: 'rcpt' },
+  },
+  // Postfix smtpd's client restrictions (reject_unknown_client_hostname, ...): the upstream refuses our
+  // host itself, so a 450 4.7.x at RCPT is neither the recipient's problem nor a rate limit.
+  {
+    name: 'client-host-rejected',
+    class: 'upstream_auth',
+    match: { text: /Client host rejected/i },
+    example: { code: 450, text: '4.7.25 Client host rejected: cannot find your hostname, [192.0.2.22]', phase: 'rcpt' },
+  },
+  // Provider words for a temporary problem on their side, sent with policy codes (Gmail "421 4.7.0
+  // Temporary System Problem", "421 4.7.0 Connection expired"; SES "454 Temporary authentication
+  // failure"; Gmail "454 4.7.0 Cannot authenticate due to a temporary system problem", RFC 4954 §6:
+  // the password is not known to be wrong). Not a limit on us, not bad credentials.
+  {
+    name: 'temporary-system-problem',
+    class: 'upstream_unavailable',
+    match: { codeClass: 4, text: /temporary system problem|Temporary (?:authentication|service) failure|Connection expired/i },
+    example: { code: 421, text: '4.7.0 Temporary System Problem. Try again later.', phase: 'mail' },
+  },
+  // A limit on our sending rate or connections stated in words, whatever the code: Gmail "421 4.7.28
+  // ... mail has been temporarily rate limited", "454 4.7.0 Too many login attempts".
+  {
+    name: 'rate-limited-in-words',
+    class: 'throttled',
+    match: { codeClass: 4, text: /\brate limited\b|Too many login attempts|quota for sending messages with the same Message-ID/i },
+    example: {
+      code: 421,
+      text: '4.7.28 Gmail has detected an unusual rate of mail originating from your IP address. To protect our users from spam, mail has been temporarily rate limited.',
+      phase: 'data',
+    },
+  },
+  // Gmail blocks a message for its content with a transient code (421 4.7.0 "... the message has been
+  // blocked"): a verdict on this message, not a limit on us.
+  {
+    name: 'message-blocked',
+    class: 'content_rejected',
+    match: { text: /the message has been blocked/i },
+    example: {
+      code: 421,
+      text: '4.7.0 This message is suspicious due to the nature of the content or the links within. To best protect our users from spam, the message has been blocked.',
+      phase: 'data',
+    },
+  },
+  // The rest of the recipients belong in another transaction: Gmail "451 4.3.0 Multiple destination
+  // domains per transaction is unsupported" (RFC 5321 §4.5.3.1.10's case, said in words).
+  {
+    name: 'split-transaction',
+    class: 'too_many_recipients',
+    match: { text: /per transaction is unsupported|in a separate transaction/i },
+    example: { code: 451, text: '4.3.0 Multiple destination domains per transaction is unsupported. Please try again.', phase: 'rcpt' },
   },
   // Postfix smtpd with a DNS blocklist: our sending IP is listed. A policy refusal of the whole
   // connection, so a RCPT-phase 554 here says nothing about the recipient.
@@ -272,11 +365,11 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
 ];
 
 /** RFC 3463 enhanced-code families used below. */
-const THROTTLING = /^4\.(?:7\.[01]|3\.2)$/; // x.7.0 other security, x.7.1 not authorised, x.3.2 not accepting
+const THROTTLING = /^4\.7\.[01]$/; // x.7.0 other security, x.7.1 not authorised
 /**
- * A 421 is a throttle only with a policy code. "421 4.3.2 Service not available, closing transmission
- * channel" is RFC 5321's own wording for a server going away (§3.8, §4.2.2), i.e. unavailability; with
- * 450/451/454, x.3.2 does signal a rate or concurrency limit (Microsoft 432/452 4.3.2).
+ * A 421 is a throttle only with a policy code. x.3.2 is RFC 3463's "system not accepting network
+ * messages" (shutdown, load, maintenance): unavailability with any code. Microsoft's concurrency limit
+ * under 4.3.2 is told by its words (rule `microsoft-concurrency`).
  */
 const CLOSING_THROTTLED = /^4\.7\.[01]$/;
 const MAIL_SYSTEM_OR_NETWORK = /^4\.[34]\.\d{1,3}$/; // x.3.x mail system, x.4.x network and routing
@@ -304,6 +397,14 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     match: { codes: [421] },
     example: { code: 421, text: '4.4.5 Server busy, try again later.', phase: 'mail' }, // Gmail
   },
+  // RFC 5321 §4.1.4: 503 bad sequence is about the session, not the message; nodemailer too treats it
+  // as transient.
+  {
+    name: 'bad-sequence',
+    class: 'protocol',
+    match: { codes: [503] },
+    example: { code: 503, text: '5.5.1 Error: need RCPT command', phase: 'data-command' },
+  },
   // RFC 4954 §6: any refusal of AUTH (535 5.7.8, 534 5.7.9, 454 4.7.0, 538 5.7.11) is our credentials or
   // setup. Never passed through: the client would blame its own login.
   {
@@ -319,6 +420,14 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     match: { codes: [530, 534, 535, 538] },
     example: { code: 530, text: '5.7.0 Authentication required', phase: 'mail' }, // generic wording
   },
+  // A protocol status (RFC 3463 x.5.x) in answer to STARTTLS is our sequence, not TLS: Gmail "454 5.5.1
+  // STARTTLS may not be repeated".
+  {
+    name: 'starttls-sequence',
+    class: 'protocol',
+    match: { phase: ['starttls'], enhanced: /^[45]\.5\.\d{1,3}$/ },
+    example: { code: 454, text: '5.5.1 STARTTLS may not be repeated.', phase: 'starttls' },
+  },
   // RFC 3207 §4: STARTTLS refused ("454 TLS not available due to temporary reason").
   {
     name: 'starttls-refused',
@@ -331,7 +440,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
   {
     name: 'greeting-refused',
     class: 'protocol',
-    match: { phase: ['greeting'] },
+    match: { codeClass: 5, phase: ['greeting'] },
     example: { code: 554, text: 'No SMTP service here', phase: 'greeting' }, // RFC 5321 §4.2.3 wording
   },
   // EHLO and the HELO fallback both refused (RFC 5321 §4.1.1.1).
@@ -340,14 +449,6 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     class: 'protocol',
     match: { phase: ['ehlo'] },
     example: { code: 502, text: '5.5.2 Error: command not recognized', phase: 'ehlo' },
-  },
-  // RFC 5321 §4.1.4: 503 bad sequence is about the session, not the message; nodemailer too treats it
-  // as transient.
-  {
-    name: 'bad-sequence',
-    class: 'protocol',
-    match: { codes: [503] },
-    example: { code: 503, text: '5.5.1 Error: need RCPT command', phase: 'data-command' },
   },
   // RFC 5321 §4.2.2: 500 syntax error / command unrecognised, 502 not implemented.
   {
@@ -416,6 +517,13 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     match: { codes: [504] },
     example: { code: 504, text: '5.5.4 Command parameter not implemented', phase: 'mail' }, // RFC 5321 wording
   },
+  // RFC 3463 x.5.x in a transient reply: Gmail "451 4.5.0 SMTP protocol violation, see RFC 2821".
+  {
+    name: 'transient-protocol',
+    class: 'protocol',
+    match: { codeClass: 4, enhanced: /^4\.5\.[0-24-9]\d{0,2}$/ },
+    example: { code: 451, text: '4.5.0 SMTP protocol violation, see RFC 2821.', phase: 'mail' },
+  },
   // Transient refusals for rate or policy reasons, in any phase (greylisting too: retrying later is
   // exactly what helps).
   {
@@ -455,7 +563,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     name: 'sender-refused',
     class: 'sender_rejected',
     match: { codeClass: 5, phase: ['mail'] },
-    example: { code: 553, text: '5.7.1 <x@example.com>: Sender address rejected: not owned by user x', phase: 'mail' },
+    example: { code: 553, text: '5.1.7 The sender address address is not a valid RFC 5321 address.', phase: 'mail' }, // Gmail
   },
   // The DATA command itself refused: nothing of the message was judged yet (RFC 5321 §4.1.1.4).
   {
