@@ -68,8 +68,12 @@ const QUEUE_ID_PATTERNS: readonly RegExp[] = [
   // Gmail: a Unix timestamp, then Google's own id, then "- gsmtp":
   // "250 2.0.0 OK  1732530000 a1b2c3-xyz.123 - gsmtp"
   /^OK\s+\d{9,11}\s+(\S+)\s+-\s+gsmtp\b/i,
-  // Exim acknowledges with its message id: "250 OK id=1tX2bC-0004Yz-5Q"
+  // Exim acknowledges with its message id: "250 OK id=1TkhHl-0006EV-R3" (subethasmtp#55)
   /^OK id=([A-Za-z0-9][\w-]*)/i,
+  // Haraka names its transaction: "250 Message Queued (51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1)"
+  // (Haraka#408; connection.js appends the transaction uuid). Older Haraka says "250 Message Queued"
+  // alone, which names nothing.
+  /^Message Queued \(([0-9A-F]{8}(?:-[0-9A-F]{4}){3}-[0-9A-F]{12}(?:\.\d+)*)\)/i,
   // Postfix "250 2.0.0 Ok: queued as 4XyZ12", SendGrid "250 Ok: queued as KKSBgGoYTYeaKDsNU8TEHA", and
   // the same wording with the id in angle brackets ("250 Ok: queued as <id>") from other services.
   /\bqueued as <?([^\s<>]+)>?/i,

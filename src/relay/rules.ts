@@ -95,8 +95,21 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { text: /Maximum sending rate exceeded/i },
     example: { code: 454, text: 'Throttling failure: Maximum sending rate exceeded.', phase: 'data' },
   },
-  // Amazon SES, connection limit, listed in "SMTP response codes returned by Amazon SES". A bare 421
-  // would read as "upstream unavailable"; it is a limit on us.
+  // A server at its capacity for everyone says so in words: Exim "421 Too many concurrent SMTP
+  // connections; please try again later." (smtp_accept_max: every slot taken, by all clients together,
+  // src/daemon.c) and "421 Too much load; please try again later." (smtp_load_reserve), Haraka's toobusy
+  // plugin "421 Too busy; please try again later". The server is busy, it does not limit us; it must
+  // come before the SES connection limit below, whose words Exim's begin with.
+  {
+    name: 'server-at-capacity',
+    class: 'upstream_unavailable',
+    match: { codeClass: 4, text: /Too many concurrent SMTP connections;|\bToo much load\b|\bToo busy\b/i },
+    example: { code: 421, text: 'Too many concurrent SMTP connections; please try again later.', phase: 'greeting' },
+  },
+  // Amazon SES, connection limit, listed in "SMTP response codes returned by Amazon SES"; Exim's limit on
+  // one client address says the same: "421 Too many concurrent SMTP connections from this IP address;
+  // please try again later." (smtp_accept_max_per_host). A bare 421 would read as "upstream
+  // unavailable"; it is a limit on us.
   {
     name: 'ses-concurrent-connections',
     class: 'throttled',
@@ -186,6 +199,32 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codes: [530], text: /STARTTLS/i },
     example: { code: 530, text: '5.7.0 Must issue a STARTTLS command first.', phase: 'mail' },
   },
+  // Microsoft's outbound spam controls answer after the body with the verdict on the *account*:
+  // "554 5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; ... Actual verdict is RefuseQuota,
+  // ShowTierUpgrade" (the account's sending cap for its tier is used up, nodejs-nodemailer-outlook#11).
+  // Not this message's content, whatever 5.2.0 after the dot suggests.
+  {
+    name: 'microsoft-outbound-quota',
+    class: 'quota',
+    match: { text: /OutboundSpamException.*\bverdict is RefuseQuota\b/i },
+    example: {
+      code: 554,
+      text: '5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; Failed to process message due to a permanent exception with message WASCL UserAction verdict is not None. Actual verdict is RefuseQuota, ShowTierUpgrade. OutboundSpamException: WASCL UserAction verdict is not None. Actual verdict is RefuseQuota, ShowTierUpgrade. [Hostname=VI1PR05MB5405.eurprd05.prod.outlook.com]',
+      phase: 'data',
+    },
+  },
+  // Any other outbound-spam verdict holds the account itself ("Actual verdict is HipNotify": a person must
+  // prove the account is not a spammer, Valine-Admin#26; "Suspend"): the account may not send.
+  {
+    name: 'microsoft-account-held',
+    class: 'upstream_auth',
+    match: { text: /OutboundSpamException/i },
+    example: {
+      code: 554,
+      text: '5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; Failed to process message due to a permanent exception with message WASCL UserAction verdict is not None. Actual verdict is HipNotify, ShowTierUpgrade. OutboundSpamException: WASCL UserAction verdict is not None. Actual verdict is HipNotify, ShowTierUpgrade. [Hostname=TY2PR06MB3117.apcprd06.prod.outlook.com]',
+      phase: 'data',
+    },
+  },
   // Microsoft 365, recipient rate limit (10,000 a day) reached
   // (learn.microsoft.com/exchange/troubleshoot/send-emails/smtp-submission-improvements).
   {
@@ -224,13 +263,16 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
   // Password (basic) authentication switched off: Microsoft 365 "535 5.7.139 Authentication
   // unsuccessful, SmtpClientAuthentication is disabled for the Tenant" / "... basic authentication is
   // disabled" / "550 5.7.30 Basic authentication is not supported for Client Submission"
-  // (aka.ms/smtp_auth_disabled), Google "534-5.7.9 Application-specific password required". Its own
-  // rule name so the record and the alert say what the operator must do: move the account to OAuth2.
+  // (aka.ms/smtp_auth_disabled) / "... user is locked by your organization's security defaults policy"
+  // (security defaults turn basic authentication off, discourse#27914), Google "534-5.7.9
+  // Application-specific password required". The password may well be right: the provider wants OAuth2
+  // for this account. Its own rule name so the record and the alert can say so instead of "check the
+  // credentials".
   {
     name: 'password-auth-disabled',
     class: 'upstream_auth',
     match: {
-      text: /SmtpClientAuthentication is disabled|basic authentication is (?:disabled|not supported)|Application-specific password required/i,
+      text: /SmtpClientAuthentication is disabled|basic authentication is (?:disabled|not supported)|security defaults policy|Application-specific password required/i,
     },
     example: {
       code: 535,
@@ -268,27 +310,44 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
   },
   // The upstream does not let us relay: Postfix "554 5.7.1 <x>: Relay access denied" (and its soft
   // "454 4.7.1" form, which is no rate limit), Exchange "Unable to relay", Exim "550 relay not
-  // permitted", Mailgun and Haraka "550 5.7.1 Relaying denied", Haraka "550 I cannot deliver mail for
-  // <x>", Google's relay "550 5.7.0 Mail relay denied" / "550 5.7.1 Invalid credentials for relay".
+  // permitted", cPanel's Exim "550-Please turn on SMTP Authentication ... is not permitted to relay
+  // through this server without authentication.", Mailgun and Haraka "550 5.7.1 Relaying denied", Haraka
+  // "550 I cannot deliver mail for <x>", Google's relay "550 5.7.0 Mail relay denied" / "550 5.7.1
+  // Invalid credentials for relay". Exim repeats the refusal at DATA ("503-All RCPT commands were
+  // rejected with this error:\n503-relay not permitted"), and the words decide there too.
   // Whatever the code and the command, the same situation as never having logged in: not the
   // recipient's fault.
   {
     name: 'relay-access-denied',
     class: 'upstream_auth',
     match: {
-      text: /Relay access denied|Unable to relay|Relaying denied|relay not permitted|Mail relay denied|Invalid credentials for relay|I cannot deliver mail for/i,
+      text: /Relay access denied|Unable to relay|Relaying denied|relay not permitted|not permitted to relay|Mail relay denied|Invalid credentials for relay|I cannot deliver mail for/i,
     },
     example: { code: 554, text: '5.7.1 <x@example.org>: Relay access denied', phase: 'rcpt' },
+  },
+  // Exim's default text when an ACL denies a command without a message of its own (Exim spec,
+  // smtp_return_error_details: "bland messages such as Administrative prohibition"): on a smarthost the
+  // MAIL and RCPT ACLs deny our session's right to send or relay, as in "550 Administrative prohibition"
+  // to a client that had not logged in (express-couchUser#46). The greeting form is the greeting rule's.
+  {
+    name: 'administrative-prohibition',
+    class: 'upstream_auth',
+    match: { codeClass: 5, text: /^Administrative prohibition\b/i, phase: ['mail', 'rcpt'] },
+    example: { code: 550, text: 'Administrative prohibition', phase: 'rcpt' },
   },
   // The account may not send at all: SES "554 Access denied: User `arn:...' is not authorized to
   // perform `ses:SendRawEmail'" (an IAM policy, docs.aws.amazon.com/ses/latest/dg/troubleshoot-smtp.html),
   // SendGrid "550 Unauthenticated senders not allowed", Mailgun "421 Domain <d> is not allowed to send:
-  // ..." (sandbox or unactivated account). Arriving after the final dot or as a 421 they still say
-  // nothing about the message: the operator fixes the account.
+  // ..." (sandbox or unactivated account) and, after the final dot, "554 Sandbox subdomains are for test
+  // purposes only. Please add your own domain or add the address to authorized recipients in Account
+  // Settings." Arriving after the final dot or as a 421 they still say nothing about the message: the
+  // operator fixes the account.
   {
     name: 'account-not-permitted',
     class: 'upstream_auth',
-    match: { text: /is not authorized to perform|Unauthenticated senders not allowed|is not allowed to send:/i },
+    match: {
+      text: /is not authorized to perform|Unauthenticated senders not allowed|is not allowed to send:|Sandbox subdomains are for test purposes/i,
+    },
     example: {
       code: 554,
       text: "Access denied: User `arn:aws:iam::381491960855:user/mwaa-ses' is not authorized to perform `ses:SendRawEmail' on resource `arn:aws:ses:eu-west-2:381491960855:identity/jacob.woffenden@justice.gov.uk'",
@@ -304,22 +363,47 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { text: /Sender address rejected/i },
     example: { code: 553, text: '5.7.1 <user@domain.de>: Sender address rejected: not owned by user user@domain.de', phase: 'rcpt' },
   },
-  // Postfix smtpd's client restrictions (reject_unknown_client_hostname, ...): the upstream refuses our
-  // host itself, so a 450 4.7.x at RCPT is neither the recipient's problem nor a rate limit.
+  // Exim's sender verification could not confirm our MAIL FROM address (it does not exist at its own
+  // domain, or the domain does not route): "550-Verification failed for <x>\n550-Unrouteable
+  // address\n550 Sender verify failed" (acl.c; the spec's example says "Sender verification failed"),
+  // answered in the RCPT ACL. A sender verdict; the nested "550 Unknown local part" some hosts quote is
+  // the sender's own MX talking about the sender.
+  {
+    name: 'sender-verify-failed',
+    class: 'sender_rejected',
+    match: { codeClass: 5, text: /\bSender verif(?:y|ication) failed\b/i },
+    example: {
+      code: 550,
+      text: 'Verification failed for <user@example.com>\n550-The mail server does not recognize user@example.com as a valid sender.\n550 Sender verify failed',
+      phase: 'rcpt',
+    },
+  },
+  // Postfix smtpd's client and HELO restrictions (reject_unknown_client_hostname,
+  // reject_non_fqdn_helo_hostname, ...) and Google's "550-5.7.1 [ip] The IP you're using to send mail is
+  // not authorized to send email directly to our servers" (support.google.com/mail/answer/10336): the
+  // upstream refuses our host itself, so a 450 4.7.x or a 504 at RCPT is neither the recipient's problem,
+  // a rate limit nor a missing extension. The operator fixes the host's name, its DNS, or routes through
+  // a smarthost.
   {
     name: 'client-host-rejected',
     class: 'upstream_auth',
-    match: { text: /Client host rejected/i },
+    match: { text: /Client host rejected|Helo command rejected|The IP you're using to send mail is not authorized/i },
     example: { code: 450, text: '4.7.25 Client host rejected: cannot find your hostname, [192.0.2.22]', phase: 'rcpt' },
   },
   // Provider words for a temporary problem on their side, sent with policy codes (Gmail "421 4.7.0
   // Temporary System Problem", "421 4.7.0 Connection expired"; SES "454 Temporary authentication
   // failure"; Gmail "454 4.7.0 Cannot authenticate due to a temporary system problem", RFC 4954 §6:
-  // the password is not known to be wrong). Not a limit on us, not bad credentials.
+  // the password is not known to be wrong; Exim "435 Unable to authenticate at present" when its
+  // authenticator defers, "451 Temporary local problem - please try later" for any deferred lookup or
+  // ACL, even in answer to a RCPT, and "451 Could not complete sender verify callout" when its check of
+  // our sender could not finish). Not a limit on us, not bad credentials, not the recipient.
   {
     name: 'temporary-system-problem',
     class: 'upstream_unavailable',
-    match: { codeClass: 4, text: /temporary system problem|Temporary (?:authentication|service) failure|Connection expired/i },
+    match: {
+      codeClass: 4,
+      text: /temporary system problem|Temporary (?:authentication|service) failure|Connection expired|Unable to authenticate at present|Temporary local problem|Could not complete sender verify/i,
+    },
     example: { code: 421, text: '4.7.0 Temporary System Problem. Try again later.', phase: 'mail' },
   },
   // A limit on our sending rate or connections stated in words, whatever the code: Gmail "421 4.7.28
@@ -347,19 +431,24 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     },
   },
   // The rest of the recipients belong in another transaction: Gmail "451 4.3.0 Multiple destination
-  // domains per transaction is unsupported" (RFC 5321 §4.5.3.1.10's case, said in words).
+  // domains per transaction is unsupported" (RFC 5321 §4.5.3.1.10's case, said in words), Haraka's
+  // smtp_forward "450 Split transaction, retry soon" for a recipient bound to another forward host.
   {
     name: 'split-transaction',
     class: 'too_many_recipients',
-    match: { text: /per transaction is unsupported|in a separate transaction/i },
+    match: { text: /per transaction is unsupported|in a separate transaction|\bSplit transaction\b/i },
     example: { code: 451, text: '4.3.0 Multiple destination domains per transaction is unsupported. Please try again.', phase: 'rcpt' },
   },
-  // Postfix smtpd with a DNS blocklist: our sending IP is listed. A policy refusal of the whole
-  // connection, so a RCPT-phase 554 here says nothing about the recipient.
+  // Our sending IP is on a blocklist: Postfix smtpd "554 5.7.1 Service unavailable; Client host [x]
+  // blocked using zen.spamhaus.org" (postscreen: "550 5.7.1 Service unavailable; client [x] blocked using
+  // b.barracudacentral.org"), Microsoft "550 5.7.606 Access denied, banned sending IP [x]" and "550 5.7.1
+  // Unfortunately, messages from [x] weren't sent. ... on our block list" (also without an enhanced code,
+  // "550 SC-001"). A policy refusal of the whole connection, so a RCPT- or MAIL-phase 5xx here says
+  // nothing about the recipient or the sender address.
   {
     name: 'sending-ip-blocklisted',
     class: 'content_rejected',
-    match: { codeClass: 5, text: /Client host \[[^\]]*\] blocked using/i },
+    match: { codeClass: 5, text: /\bclient(?: host)? \[[^\]]*\] blocked using|banned sending IP|\bon our block ?list\b/i },
     example: { code: 554, text: '5.7.1 Service unavailable; Client host [x] blocked using zen.spamhaus.org', phase: 'rcpt' },
   },
 ];
@@ -397,6 +486,20 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     match: { codes: [421] },
     example: { code: 421, text: '4.4.5 Server busy, try again later.', phase: 'mail' }, // Gmail
   },
+  // Exim answers DATA after refused recipients by repeating the RCPT refusal (src/smtp_in.c): "503-All
+  // RCPT commands were rejected with this error:\n503-No Such User Here\n503 Valid RCPT command must
+  // precede DATA". The repeated words decide (a relay or sender refusal is caught by its text rule
+  // earlier); what is left is about the recipients, not a sequence error of ours.
+  {
+    name: 'all-recipients-refused',
+    class: 'recipient_rejected',
+    match: { codes: [503], text: /^All RCPT commands were rejected/i },
+    example: {
+      code: 503,
+      text: 'All RCPT commands were rejected with this error:\n503-No Such User Here\n503 Valid RCPT command must precede DATA',
+      phase: 'data-command',
+    },
+  },
   // RFC 5321 §4.1.4: 503 bad sequence is about the session, not the message; nodemailer too treats it
   // as transient.
   {
@@ -419,6 +522,14 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     class: 'upstream_auth',
     match: { codes: [530, 534, 535, 538] },
     example: { code: 530, text: '5.7.0 Authentication required', phase: 'mail' }, // generic wording
+  },
+  // A login demanded in words with a plain 550 at MAIL or RCPT: Haraka "550 Authentication required"
+  // (connection.js, a submission port without AUTH). Not a verdict on the sender or the recipient.
+  {
+    name: 'login-required-in-words',
+    class: 'upstream_auth',
+    match: { codeClass: 5, text: /\bauthentication (?:is )?required\b/i, phase: ['mail', 'rcpt'] },
+    example: { code: 550, text: 'Authentication required', phase: 'mail' },
   },
   // A protocol status (RFC 3463 x.5.x) in answer to STARTTLS is our sequence, not TLS: Gmail "454 5.5.1
   // STARTTLS may not be repeated".
@@ -472,6 +583,15 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     // No provider text at hand: the RFC 5321 §4.5.3.1.10 case of an older server.
     example: { code: 552, text: 'Too many recipients', phase: 'rcpt' },
   },
+  // Too many recipients said in words, without x.5.3: Exim "452 too many recipients" to each RCPT past
+  // recipients_max (its spec: the client sends the rest later), and with recipients_max_reject "552 too
+  // many recipients" and "554 Too many recipients" to DATA (src/smtp_in.c).
+  {
+    name: 'too-many-recipients-in-words',
+    class: 'too_many_recipients',
+    match: { text: /\btoo many recipients\b/i },
+    example: { code: 452, text: 'too many recipients', phase: 'rcpt' },
+  },
   // RFC 3463 x.3.4 "message too big for system" (Postfix's message_size_limit).
   {
     name: 'message-too-big',
@@ -493,6 +613,14 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     class: 'too_large',
     match: { codes: [552], enhanced: null, phase: ['mail', 'data'] },
     example: { code: 552, text: 'Message size exceeds maximum permitted', phase: 'data' }, // Exim
+  },
+  // The size said in words with a plain 550: Haraka "550 Message too big!" at MAIL (SIZE= over databytes,
+  // connection.js).
+  {
+    name: 'message-too-big-in-words',
+    class: 'too_large',
+    match: { codeClass: 5, text: /\bmessage (?:is )?too (?:big|large)\b/i },
+    example: { code: 550, text: 'Message too big!', phase: 'mail' },
   },
   // RFC 5321 §4.2.3: 555 "MAIL FROM/RCPT TO parameters not recognized or not implemented" (SMTPUTF8,
   // BODY=8BITMIME, DSN parameters).
@@ -584,7 +712,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     name: 'transient-reply',
     class: 'upstream_unavailable',
     match: { codeClass: 4 },
-    example: { code: 451, text: 'Temporary local problem - please try later', phase: 'data' }, // SendGrid
+    example: { code: 451, text: 'Queuing declined or disabled, try later', phase: 'data' }, // Haraka, Haraka#68
   },
 ];
 
