@@ -21,6 +21,8 @@ export interface ProbeResult {
   readonly reply: SmtpReply | null;
   /** nodemailer's error code and the system cause when no reply explains the failure. */
   readonly error: { readonly code: string | null; readonly cause: string | null } | null;
+  /** The deciding rule's advice to the operator where the class alone would mislead (rules.ts `hint`), or null. */
+  readonly hint: string | null;
   readonly tls: UpstreamTls | null;
 }
 
@@ -43,7 +45,7 @@ export async function probeUpstream(
     const connection = await UpstreamConnection.open(options, upstream.auth, limit);
     const tls = connection.tls();
     connection.quit();
-    return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, tls };
+    return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, hint: null, tls };
   } catch (err) {
     const facts = failureFacts(err as NodemailerError, 'connecting');
     const verdict = classify(facts);
@@ -55,6 +57,7 @@ export async function probeUpstream(
       ms: elapsed(started),
       reply: facts.reply,
       error: facts.reply ? null : { code: facts.errorCode, cause: facts.cause },
+      hint: verdict.failure?.hint ?? null,
       tls: null,
     };
   } finally {

@@ -115,6 +115,7 @@ const ERROR_WORDS: Readonly<Record<string, string>> = {
 interface Decision {
   readonly class: UpstreamFailureClass;
   readonly rule: string;
+  readonly hint?: string;
 }
 
 const UNKNOWN_OUTCOME: Decision = { class: 'unknown_outcome', rule: 'no-reply-after-dot' };
@@ -191,7 +192,8 @@ function decideFromReply(facts: UpstreamFacts): Decision | null {
   const reply = facts.reply;
   if (reply === null || reply.code < 400) return null;
   const rule = REPLY_RULES.find((candidate) => matchesReply(candidate.match, reply, facts.replyPhase));
-  return rule === undefined ? UNCLASSIFIED : { class: rule.class, rule: rule.name };
+  if (rule === undefined) return UNCLASSIFIED;
+  return rule.hint === undefined ? { class: rule.class, rule: rule.name } : { class: rule.class, rule: rule.name, hint: rule.hint };
 }
 
 function matchesReply(match: ReplyMatch, reply: SmtpReply, phase: ReplyPhase | null): boolean {
@@ -243,10 +245,14 @@ function failed(facts: UpstreamFacts, decision: Decision): Verdict {
   const clientReply = clientReplyFor(CLIENT_ANSWERS[decision.class], facts);
   return {
     outcome: outcomeOf(decision.class, clientReply),
-    failure: { class: decision.class, ...classTraits(decision.class), rule: decision.rule },
+    failure: { class: decision.class, ...classTraits(decision.class), rule: decision.rule, ...hintOf(decision) },
     clientReply,
     mayFailOver: mayFailOver(facts.phase, decision.class),
   };
+}
+
+function hintOf(decision: Decision): { hint?: string } {
+  return decision.hint === undefined ? {} : { hint: decision.hint };
 }
 
 /** The outcome follows what the client was told: a 5xx ends the mail, a 4xx keeps it queued. */

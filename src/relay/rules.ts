@@ -43,6 +43,11 @@ export interface ReplyRule {
   readonly class: UpstreamFailureClass;
   readonly match: ReplyMatch;
   readonly example: ReplyExample;
+  /**
+   * What the operator must do, where the class's usual remedy would send them the wrong way (a refused
+   * password is not a wrong password). It goes into the record's failure detail and the alert text.
+   */
+  readonly hint?: string;
 }
 
 /** What an error rule looks at (facts of an attempt that got no reply). Every field given must match. */
@@ -73,6 +78,18 @@ export interface ErrorRule {
   readonly match: ErrorMatch;
   readonly example: ErrorExample;
 }
+
+/**
+ * The provider takes no password for this account any more and wants OAuth2 (XOAUTH2). mailtrail's
+ * upstream login (`upstreams[].auth`) is a password, so the ways out are the provider's relay that
+ * knows mailtrail by its address (examples/microsoft-365.yaml, examples/google-workspace.yaml) or,
+ * while the provider still allows it, password login switched back on for this one account.
+ */
+export const PASSWORD_AUTH_DISABLED_HINT =
+  'move this account to OAuth2 (XOAUTH2): the provider no longer accepts a password for it. ' +
+  'mailtrail logs in upstream with a password only, so send through the provider\'s connector or SMTP relay that accepts ' +
+  'mailtrail by its IP address instead, or, while the provider allows it, enable SMTP AUTH for this mailbox (Microsoft) ' +
+  'or use an app password (Google)';
 
 /**
  * Provider texts. They come first because the code alone misleads: SES signals a daily quota with the
@@ -266,7 +283,7 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
   // (aka.ms/smtp_auth_disabled) / "... user is locked by your organization's security defaults policy"
   // (security defaults turn basic authentication off, discourse#27914), Google "534-5.7.9
   // Application-specific password required". The password may well be right: the provider wants OAuth2
-  // for this account. Its own rule name so the record and the alert can say so instead of "check the
+  // for this account. Its own rule and hint, so the record and the alert say so instead of "check the
   // credentials".
   {
     name: 'password-auth-disabled',
@@ -279,6 +296,7 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
       text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [MN2PR05CA0004.namprd05.prod.outlook.com 2023-09-12T20:59:57.214Z 08DBB276B7E699C4]',
       phase: 'auth',
     },
+    hint: PASSWORD_AUTH_DISABLED_HINT,
   },
   // SendGrid: plan credits used up. It arrives as an AUTH failure (Postfix logs show "SASL
   // authentication failed; ... said: 451 Authentication failed: Maximum credits exceeded"), so it must
