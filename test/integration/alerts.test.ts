@@ -229,13 +229,19 @@ describe('alerts with the default rules', () => {
     console.log(`default rules, broken credentials: alert ${fireMs} ms after start, resolve ${resolveMs} ms after the fix (probe interval 500 ms)`);
   });
 
-  it('tells the operator to move the account to OAuth2, in the record and the alert, when the provider refuses password login', async () => {
+  /** A relay whose one upstream refuses password login the way Exchange Online does. */
+  async function relayFacingPasswordAuthOff(probe?: { enabled: boolean; interval: number; timeout: number }): Promise<RunningRelay> {
     upstream = await startFakeUpstream({ auth: { user: 'relay', pass: 'secret' }, faults: { authReply: PASSWORD_AUTH_OFF } });
     const relay = await startRelay({
-      upstreams: [{ name: 'm365', port: upstream.port, auth: { user: 'relay', pass: 'secret' } }],
+      upstreams: [{ name: 'm365', port: upstream.port, auth: { user: 'relay', pass: 'secret' }, ...(probe ? { probe } : {}) }],
       alerts: alertsWith(hook, defaultAlertRules(['hook'])),
     });
     running.push(relay);
+    return relay;
+  }
+
+  it('tells the operator to move the account to OAuth2, in the record and the alert, when the provider refuses password login', async () => {
+    const relay = await relayFacingPasswordAuthOff();
     await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage() });
     await hook.waitFor((r) => r.length >= 1);
 
@@ -252,12 +258,7 @@ describe('alerts with the default rules', () => {
   });
 
   it('gives the same advice when the health probe meets the refusal before any mail', async () => {
-    upstream = await startFakeUpstream({ auth: { user: 'relay', pass: 'secret' }, faults: { authReply: PASSWORD_AUTH_OFF } });
-    const relay = await startRelay({
-      upstreams: [{ name: 'm365', port: upstream.port, auth: { user: 'relay', pass: 'secret' }, probe: { enabled: true, interval: 500, timeout: 2_000 } }],
-      alerts: alertsWith(hook, defaultAlertRules(['hook'])),
-    });
-    running.push(relay);
+    await relayFacingPasswordAuthOff({ enabled: true, interval: 500, timeout: 2_000 });
     await hook.waitFor((r) => r.length >= 1, 30_000);
     expect(hook.received[0]!.json.alert.message).toMatch(/: the health probe failed with upstream_auth \(535 5\.7\.139 .*\); move this account to OAuth2/);
   });

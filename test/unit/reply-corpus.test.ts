@@ -11,8 +11,9 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { SMTPError } from 'nodemailer';
 import { classify } from '../../src/relay/classify.js';
-import { extractQueueId, parseResponseLine } from '../../src/relay/reply-text.js';
-import { failureFacts } from '../../src/relay/upstream-attempt.js';
+import { extractQueueId } from '../../src/relay/reply-text.js';
+import { failureFacts, successFacts } from '../../src/relay/upstream-attempt.js';
+import type { SendInfo } from '../../src/relay/upstream-connection.js';
 import type { AttemptPhase, UpstreamFacts } from '../../src/relay/upstream-facts.js';
 
 type CorpusPhase = 'greeting' | 'EHLO' | 'STARTTLS' | 'AUTH' | 'MAIL' | 'RCPT' | 'DATA' | 'message';
@@ -52,25 +53,13 @@ const AT_STEP: Readonly<Record<CorpusPhase, { code: string; command: string; pha
   message: { code: 'EMESSAGE', command: 'DATA', phase: 'sent' },
 };
 
-/** The facts the relay builds for this reply (the 250 case mirrors a resolved sendMail). */
+/** The facts the relay builds for this reply (a 250 goes through the relay's own `successFacts`, as a resolved send). */
 function factsFor(entry: CorpusEntry): UpstreamFacts {
   const wire = entry.reply.replace(/\n/g, '\r\n');
   // nodemailer splits on CRLF and joins the lines of one reply with "\n".
   const response = wire.split('\r\n').join('\n');
   if (entry.class === 'delivered') {
-    return {
-      ok: true,
-      phase: 'done',
-      reply: parseResponseLine(response),
-      replyPhase: 'data',
-      errorCode: null,
-      cause: null,
-      timeoutType: null,
-      syscall: null,
-      message: null,
-      accepted: ['rcpt@example.org'],
-      rejected: [],
-    };
+    return successFacts({ response, accepted: ['rcpt@example.org'], rejected: [], rejectedErrors: [] } as unknown as SendInfo);
   }
   const step = AT_STEP[entry.phase];
   const code = Number(response.slice(0, 3));
