@@ -62,6 +62,8 @@ export interface FailureEntry {
     readonly cause: string | null;
     readonly timeoutType: string | null;
     readonly message: string | null;
+    /** What the operator must do, from the deciding rule, where the class alone would mislead; else absent. */
+    readonly hint?: string;
   };
 }
 

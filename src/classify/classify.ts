@@ -116,6 +116,7 @@ const ERROR_WORDS: Readonly<Record<string, string>> = {
 interface Decision {
   readonly class: UpstreamFailureClass;
   readonly rule: string;
+  readonly hint?: string;
 }
 
 const UNKNOWN_OUTCOME: Decision = { class: 'unknown_outcome', rule: 'no-reply-after-dot' };
@@ -192,7 +193,8 @@ function decideFromReply(facts: UpstreamFacts): Decision | null {
   const reply = facts.reply;
   if (reply === null || reply.code < 400) return null;
   const rule = REPLY_RULES.find((candidate) => matchesReply(candidate.match, reply, facts.replyPhase));
-  return rule === undefined ? UNCLASSIFIED : { class: rule.class, rule: rule.name };
+  if (rule === undefined) return UNCLASSIFIED;
+  return rule.hint === undefined ? { class: rule.class, rule: rule.name } : { class: rule.class, rule: rule.name, hint: rule.hint };
 }
 
 function matchesReply(match: ReplyMatch, reply: SmtpReply, phase: ReplyPhase | null): boolean {
@@ -200,9 +202,18 @@ function matchesReply(match: ReplyMatch, reply: SmtpReply, phase: ReplyPhase | n
     (match.codes === undefined || match.codes.includes(reply.code)) &&
     (match.codeClass === undefined || codeClass(reply.code) === match.codeClass) &&
     matchesEnhanced(match.enhanced, reply.enhanced) &&
-    (match.text === undefined || match.text.test(reply.text)) &&
+    (match.text === undefined || match.text.test(asOneLine(reply.text))) &&
     (match.phase === undefined || (phase !== null && match.phase.includes(phase)))
   );
+}
+
+/**
+ * A multi-line reply is one sentence broken over continuation lines ("550-5.4.5 Daily user sending
+ * limit exceeded. For more information on Gmail\n550-5.4.5 sending limits go to ..."), so text rules
+ * read the lines joined by a space: words split across two lines still match.
+ */
+function asOneLine(text: string): string {
+  return text.replace(/\s*\n\s*/g, ' ');
 }
 
 function matchesEnhanced(pattern: RegExp | null | undefined, enhanced: string | null): boolean {
@@ -235,10 +246,14 @@ function failed(facts: UpstreamFacts, decision: Decision): Verdict {
   const clientReply = clientReplyFor(CLIENT_ANSWERS[decision.class], facts);
   return {
     outcome: outcomeOf(decision.class, clientReply),
-    failure: { class: decision.class, ...classTraits(decision.class), rule: decision.rule },
+    failure: { class: decision.class, ...classTraits(decision.class), rule: decision.rule, ...hintOf(decision) },
     clientReply,
     mayFailOver: mayFailOver(facts.phase, decision.class),
   };
+}
+
+function hintOf(decision: Decision): { hint?: string } {
+  return decision.hint === undefined ? {} : { hint: decision.hint };
 }
 
 /** The outcome follows what the client was told: a 5xx ends the mail, a 4xx keeps it queued. */

@@ -43,6 +43,11 @@ export interface ReplyRule {
   readonly class: UpstreamFailureClass;
   readonly match: ReplyMatch;
   readonly example: ReplyExample;
+  /**
+   * What the operator must do, where the class's usual remedy would send them the wrong way (a refused
+   * password is not a wrong password). It goes into the record's failure detail and the alert text.
+   */
+  readonly hint?: string;
 }
 
 /** What an error rule looks at (facts of an attempt that got no reply). Every field given must match. */
@@ -75,6 +80,18 @@ export interface ErrorRule {
 }
 
 /**
+ * The provider takes no password for this account any more and wants OAuth2 (XOAUTH2). mailtrail's
+ * upstream login (`upstreams[].auth`) is a password, so the ways out are the provider's relay that
+ * knows mailtrail by its address (examples/microsoft-365.yaml, examples/google-workspace.yaml) or,
+ * while the provider still allows it, password login switched back on for this one account.
+ */
+export const PASSWORD_AUTH_DISABLED_HINT =
+  'move this account to OAuth2 (XOAUTH2): the provider no longer accepts a password for it. ' +
+  'mailtrail logs in upstream with a password only, so send through the provider\'s connector or SMTP relay that accepts ' +
+  'mailtrail by its IP address instead, or, while the provider allows it, enable SMTP AUTH for this mailbox (Microsoft) ' +
+  'or use an app password (Google)';
+
+/**
  * Provider texts. They come first because the code alone misleads: SES signals a daily quota with the
  * same 454 as a rate limit, Gmail signals a daily cap with a permanent 550, Microsoft's "mailbox full"
  * is the *sender's* mailbox, SendGrid reports a quota as an authentication failure.
@@ -95,8 +112,21 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { text: /Maximum sending rate exceeded/i },
     example: { code: 454, text: 'Throttling failure: Maximum sending rate exceeded.', phase: 'data' },
   },
-  // Amazon SES, connection limit, listed in "SMTP response codes returned by Amazon SES". A bare 421
-  // would read as "upstream unavailable"; it is a limit on us.
+  // A server at its capacity for everyone says so in words: Exim "421 Too many concurrent SMTP
+  // connections; please try again later." (smtp_accept_max: every slot taken, by all clients together,
+  // src/daemon.c) and "421 Too much load; please try again later." (smtp_load_reserve), Haraka's toobusy
+  // plugin "421 Too busy; please try again later". The server is busy, it does not limit us; it must
+  // come before the SES connection limit below, whose words Exim's begin with.
+  {
+    name: 'server-at-capacity',
+    class: 'upstream_unavailable',
+    match: { codeClass: 4, text: /Too many concurrent SMTP connections;|\bToo much load\b|\bToo busy\b/i },
+    example: { code: 421, text: 'Too many concurrent SMTP connections; please try again later.', phase: 'greeting' },
+  },
+  // Amazon SES, connection limit, listed in "SMTP response codes returned by Amazon SES"; Exim's limit on
+  // one client address says the same: "421 Too many concurrent SMTP connections from this IP address;
+  // please try again later." (smtp_accept_max_per_host). A bare 421 would read as "upstream
+  // unavailable"; it is a limit on us.
   {
     name: 'ses-concurrent-connections',
     class: 'throttled',
@@ -121,13 +151,19 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codeClass: 5, text: /^Transaction failed:/i },
     example: { code: 554, text: "Transaction failed: Duplicate header 'DKIM-Signature'.", phase: 'data' },
   },
-  // Gmail / Google Workspace daily cap, sent as a permanent 550 although it clears the next day
-  // (support.google.com/a/answer/3726730). RFC 3463 x.4.5 is "mail system congestion".
+  // A daily cap stated in words: Gmail "550-5.4.5 Daily user sending limit exceeded", the Google
+  // Workspace relay's "550 5.4.5 Daily SMTP relay limit exceeded for user" and "550 5.7.1 Daily SMTP
+  // relay limit exceeded for customer" (support.google.com/a/answer/3726730, /a/answer/6140680). Sent
+  // as permanent 5xx, with 5.4.5 or 5.7.1, although they clear the next day; the words decide.
   {
-    name: 'gmail-daily-limit',
+    name: 'daily-limit',
     class: 'quota',
-    match: { codes: [550], enhanced: /^5\.4\.5$/, text: /Daily .*(?:quota|limit) exceeded/i },
-    example: { code: 550, text: '5.4.5 Daily user sending quota exceeded.', phase: 'data' },
+    match: { text: /\bDaily\b.*\b(?:quota|limit)\s+exceeded/i },
+    example: {
+      code: 550,
+      text: '5.4.5 Daily user sending limit exceeded. For more information on Gmail\n550-5.4.5 sending limits go to\n550 5.4.5  https://support.google.com/a/answer/166852 d2e1a72fcca58-76e7d551493sm9728466b3a.112 - gsmtp',
+      phase: 'data',
+    },
   },
   // Google Workspace SMTP relay, short-term volume limit (same page).
   {
@@ -136,11 +172,11 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { text: /Peak SMTP relay limit exceeded/i },
     example: { code: 450, text: '4.2.1 Peak SMTP relay limit exceeded for customer.', phase: 'mail' },
   },
-  // Gmail, per-recipient receiving rate. Generic rules would call a 450 at RCPT a recipient deferral;
-  // the text says it is a rate limit that clears by itself (same page).
+  // Gmail, per-recipient receiving rate: a limit on that one mailbox, not on our account, so it must
+  // not slow every message down (as `throttled` would) and is not an outage either (same page).
   {
     name: 'gmail-recipient-rate',
-    class: 'throttled',
+    class: 'recipient_deferred',
     match: { text: /receiving mail (?:too quickly|at a rate)/i },
     example: {
       code: 450,
@@ -155,12 +191,13 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codes: [421], text: /Try again later, closing connection/i },
     example: { code: 421, text: '4.7.0 Try again later, closing connection.', phase: 'ehlo' },
   },
-  // Gmail: the recipient domain requires TLS and we did not use it (same page). Not a rate limit,
-  // whatever 4.7.0 suggests: the operator must turn TLS on.
+  // Gmail: the recipient domain requires TLS and we did not use it (same page); Microsoft 365: "421
+  // 4.7.66 TLS 1.0 and 1.1 are not supported" (aka.ms/smtp_auth_tls). Not a rate limit or an outage,
+  // whatever 4.7.0 or 421 suggest: the operator must fix TLS.
   {
     name: 'gmail-tls-required',
     class: 'tls',
-    match: { text: /TLS required for RCPT domain/i },
+    match: { text: /TLS required for RCPT domain|TLS 1\.0 and 1\.1 are not supported/i },
     example: { code: 421, text: '4.7.0 TLS required for RCPT domain, closing connection.', phase: 'rcpt' },
   },
   // Google Workspace SMTP relay accepts only allow-listed IPs: our address is not on the list, which the
@@ -178,6 +215,32 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     class: 'tls',
     match: { codes: [530], text: /STARTTLS/i },
     example: { code: 530, text: '5.7.0 Must issue a STARTTLS command first.', phase: 'mail' },
+  },
+  // Microsoft's outbound spam controls answer after the body with the verdict on the *account*:
+  // "554 5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; ... Actual verdict is RefuseQuota,
+  // ShowTierUpgrade" (the account's sending cap for its tier is used up, nodejs-nodemailer-outlook#11).
+  // Not this message's content, whatever 5.2.0 after the dot suggests.
+  {
+    name: 'microsoft-outbound-quota',
+    class: 'quota',
+    match: { text: /OutboundSpamException.*\bverdict is RefuseQuota\b/i },
+    example: {
+      code: 554,
+      text: '5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; Failed to process message due to a permanent exception with message WASCL UserAction verdict is not None. Actual verdict is RefuseQuota, ShowTierUpgrade. OutboundSpamException: WASCL UserAction verdict is not None. Actual verdict is RefuseQuota, ShowTierUpgrade. [Hostname=VI1PR05MB5405.eurprd05.prod.outlook.com]',
+      phase: 'data',
+    },
+  },
+  // Any other outbound-spam verdict holds the account itself ("Actual verdict is HipNotify": a person must
+  // prove the account is not a spammer, Valine-Admin#26; "Suspend"): the account may not send.
+  {
+    name: 'microsoft-account-held',
+    class: 'upstream_auth',
+    match: { text: /OutboundSpamException/i },
+    example: {
+      code: 554,
+      text: '5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; Failed to process message due to a permanent exception with message WASCL UserAction verdict is not None. Actual verdict is HipNotify, ShowTierUpgrade. OutboundSpamException: WASCL UserAction verdict is not None. Actual verdict is HipNotify, ShowTierUpgrade. [Hostname=TY2PR06MB3117.apcprd06.prod.outlook.com]',
+      phase: 'data',
+    },
   },
   // Microsoft 365, recipient rate limit (10,000 a day) reached
   // (learn.microsoft.com/exchange/troubleshoot/send-emails/smtp-submission-improvements).
@@ -211,19 +274,29 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
   {
     name: 'microsoft-send-as-denied',
     class: 'sender_rejected',
-    match: { text: /does not have permissions to send as this sender/i },
+    match: { text: /does not have permissions to send as this sender|\bSendAsDenied\b/i },
     example: { code: 550, text: '5.7.60 SMTP; Client does not have permissions to send as this sender', phase: 'data' },
   },
-  // Microsoft 365: SMTP AUTH switched off for the tenant or mailbox; an operator setting.
+  // Password (basic) authentication switched off: Microsoft 365 "535 5.7.139 Authentication
+  // unsuccessful, SmtpClientAuthentication is disabled for the Tenant" / "... basic authentication is
+  // disabled" / "550 5.7.30 Basic authentication is not supported for Client Submission"
+  // (aka.ms/smtp_auth_disabled) / "... user is locked by your organization's security defaults policy"
+  // (security defaults turn basic authentication off, discourse#27914), Google "534-5.7.9
+  // Application-specific password required". The password may well be right: the provider wants OAuth2
+  // for this account. Its own rule and hint, so the record and the alert say so instead of "check the
+  // credentials".
   {
-    name: 'microsoft-smtp-auth-disabled',
+    name: 'password-auth-disabled',
     class: 'upstream_auth',
-    match: { text: /SmtpClientAuthentication is disabled/i },
+    match: {
+      text: /SmtpClientAuthentication is disabled|basic authentication is (?:disabled|not supported)|security defaults policy|Application-specific password required/i,
+    },
     example: {
       code: 535,
-      text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.',
+      text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information. [MN2PR05CA0004.namprd05.prod.outlook.com 2023-09-12T20:59:57.214Z 08DBB276B7E699C4]',
       phase: 'auth',
     },
+    hint: PASSWORD_AUTH_DISABLED_HINT,
   },
   // SendGrid: plan credits used up. It arrives as an AUTH failure (Postfix logs show "SASL
   // authentication failed; ... said: 451 Authentication failed: Maximum credits exceeded"), so it must
@@ -253,30 +326,157 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { codes: [403] },
     example: { code: 403, text: 'You are not authorized to send from that email address', phase: 'mail' },
   },
-  // Postfix smtpd (and Exchange's "Unable to relay"): the upstream does not treat us as a client allowed
-  // to relay, the same situation as never having logged in. Not the recipient's fault.
+  // The upstream does not let us relay: Postfix "554 5.7.1 <x>: Relay access denied" (and its soft
+  // "454 4.7.1" form, which is no rate limit), Exchange "Unable to relay", Exim "550 relay not
+  // permitted", cPanel's Exim "550-Please turn on SMTP Authentication ... is not permitted to relay
+  // through this server without authentication.", Mailgun and Haraka "550 5.7.1 Relaying denied", Haraka
+  // "550 I cannot deliver mail for <x>", Google's relay "550 5.7.0 Mail relay denied" / "550 5.7.1
+  // Invalid credentials for relay". Exim repeats the refusal at DATA ("503-All RCPT commands were
+  // rejected with this error:\n503-relay not permitted"), and the words decide there too.
+  // Whatever the code and the command, the same situation as never having logged in: not the
+  // recipient's fault.
   {
     name: 'relay-access-denied',
     class: 'upstream_auth',
-    match: { codeClass: 5, text: /Relay access denied|Unable to relay/i },
+    match: {
+      text: /Relay access denied|Unable to relay|Relaying denied|relay not permitted|not permitted to relay|Mail relay denied|Invalid credentials for relay|I cannot deliver mail for/i,
+    },
     example: { code: 554, text: '5.7.1 <x@example.org>: Relay access denied', phase: 'rcpt' },
   },
-  // Postfix smtpd with a DNS blocklist: our sending IP is listed. A policy refusal of the whole
-  // connection, so a RCPT-phase 554 here says nothing about the recipient.
+  // Exim's default text when an ACL denies a command without a message of its own (Exim spec,
+  // smtp_return_error_details: "bland messages such as Administrative prohibition"): on a smarthost the
+  // MAIL and RCPT ACLs deny our session's right to send or relay, as in "550 Administrative prohibition"
+  // to a client that had not logged in (express-couchUser#46). The greeting form is the greeting rule's.
+  {
+    name: 'administrative-prohibition',
+    class: 'upstream_auth',
+    match: { codeClass: 5, text: /^Administrative prohibition\b/i, phase: ['mail', 'rcpt'] },
+    example: { code: 550, text: 'Administrative prohibition', phase: 'rcpt' },
+  },
+  // The account may not send at all: SES "554 Access denied: User `arn:...' is not authorized to
+  // perform `ses:SendRawEmail'" (an IAM policy, docs.aws.amazon.com/ses/latest/dg/troubleshoot-smtp.html),
+  // SendGrid "550 Unauthenticated senders not allowed", Mailgun "421 Domain <d> is not allowed to send:
+  // ..." (sandbox or unactivated account) and, after the final dot, "554 Sandbox subdomains are for test
+  // purposes only. Please add your own domain or add the address to authorized recipients in Account
+  // Settings." Arriving after the final dot or as a 421 they still say nothing about the message: the
+  // operator fixes the account.
+  {
+    name: 'account-not-permitted',
+    class: 'upstream_auth',
+    match: {
+      text: /is not authorized to perform|Unauthenticated senders not allowed|is not allowed to send:|Sandbox subdomains are for test purposes/i,
+    },
+    example: {
+      code: 554,
+      text: "Access denied: User `arn:aws:iam::381491960855:user/mwaa-ses' is not authorized to perform `ses:SendRawEmail' on resource `arn:aws:ses:eu-west-2:381491960855:identity/jacob.woffenden@justice.gov.uk'",
+      phase: 'data',
+    },
+  },
+  // Postfix smtpd's sender restrictions (reject_sender_login_mismatch, reject_unknown_sender_domain,
+  // check_sender_access) answer at RCPT by default (smtpd_delay_reject) but judge the MAIL FROM
+  // address: a sender verdict, whatever command it answers.
+  {
+    name: 'sender-address-rejected',
+    class: 'sender_rejected',
+    match: { text: /Sender address rejected/i },
+    example: { code: 553, text: '5.7.1 <user@domain.de>: Sender address rejected: not owned by user user@domain.de', phase: 'rcpt' },
+  },
+  // Exim's sender verification could not confirm our MAIL FROM address (it does not exist at its own
+  // domain, or the domain does not route): "550-Verification failed for <x>\n550-Unrouteable
+  // address\n550 Sender verify failed" (acl.c; the spec's example says "Sender verification failed"),
+  // answered in the RCPT ACL. A sender verdict; the nested "550 Unknown local part" some hosts quote is
+  // the sender's own MX talking about the sender.
+  {
+    name: 'sender-verify-failed',
+    class: 'sender_rejected',
+    match: { codeClass: 5, text: /\bSender verif(?:y|ication) failed\b/i },
+    example: {
+      code: 550,
+      text: 'Verification failed for <user@example.com>\n550-The mail server does not recognize user@example.com as a valid sender.\n550 Sender verify failed',
+      phase: 'rcpt',
+    },
+  },
+  // Postfix smtpd's client and HELO restrictions (reject_unknown_client_hostname,
+  // reject_non_fqdn_helo_hostname, ...) and Google's "550-5.7.1 [ip] The IP you're using to send mail is
+  // not authorized to send email directly to our servers" (support.google.com/mail/answer/10336): the
+  // upstream refuses our host itself, so a 450 4.7.x or a 504 at RCPT is neither the recipient's problem,
+  // a rate limit nor a missing extension. The operator fixes the host's name, its DNS, or routes through
+  // a smarthost.
+  {
+    name: 'client-host-rejected',
+    class: 'upstream_auth',
+    match: { text: /Client host rejected|Helo command rejected|The IP you're using to send mail is not authorized/i },
+    example: { code: 450, text: '4.7.25 Client host rejected: cannot find your hostname, [192.0.2.22]', phase: 'rcpt' },
+  },
+  // Provider words for a temporary problem on their side, sent with policy codes (Gmail "421 4.7.0
+  // Temporary System Problem", "421 4.7.0 Connection expired"; SES "454 Temporary authentication
+  // failure"; Gmail "454 4.7.0 Cannot authenticate due to a temporary system problem", RFC 4954 §6:
+  // the password is not known to be wrong; Exim "435 Unable to authenticate at present" when its
+  // authenticator defers, "451 Temporary local problem - please try later" for any deferred lookup or
+  // ACL, even in answer to a RCPT, and "451 Could not complete sender verify callout" when its check of
+  // our sender could not finish). Not a limit on us, not bad credentials, not the recipient.
+  {
+    name: 'temporary-system-problem',
+    class: 'upstream_unavailable',
+    match: {
+      codeClass: 4,
+      text: /temporary system problem|Temporary (?:authentication|service) failure|Connection expired|Unable to authenticate at present|Temporary local problem|Could not complete sender verify/i,
+    },
+    example: { code: 421, text: '4.7.0 Temporary System Problem. Try again later.', phase: 'mail' },
+  },
+  // A limit on our sending rate or connections stated in words, whatever the code: Gmail "421 4.7.28
+  // ... mail has been temporarily rate limited", "454 4.7.0 Too many login attempts".
+  {
+    name: 'rate-limited-in-words',
+    class: 'throttled',
+    match: { codeClass: 4, text: /\brate limited\b|Too many login attempts|quota for sending messages with the same Message-ID/i },
+    example: {
+      code: 421,
+      text: '4.7.28 Gmail has detected an unusual rate of mail originating from your IP address. To protect our users from spam, mail has been temporarily rate limited.',
+      phase: 'data',
+    },
+  },
+  // Gmail blocks a message for its content with a transient code (421 4.7.0 "... the message has been
+  // blocked"): a verdict on this message, not a limit on us.
+  {
+    name: 'message-blocked',
+    class: 'content_rejected',
+    match: { text: /the message has been blocked/i },
+    example: {
+      code: 421,
+      text: '4.7.0 This message is suspicious due to the nature of the content or the links within. To best protect our users from spam, the message has been blocked.',
+      phase: 'data',
+    },
+  },
+  // The rest of the recipients belong in another transaction: Gmail "451 4.3.0 Multiple destination
+  // domains per transaction is unsupported" (RFC 5321 §4.5.3.1.10's case, said in words), Haraka's
+  // smtp_forward "450 Split transaction, retry soon" for a recipient bound to another forward host.
+  {
+    name: 'split-transaction',
+    class: 'too_many_recipients',
+    match: { text: /per transaction is unsupported|in a separate transaction|\bSplit transaction\b/i },
+    example: { code: 451, text: '4.3.0 Multiple destination domains per transaction is unsupported. Please try again.', phase: 'rcpt' },
+  },
+  // Our sending IP is on a blocklist: Postfix smtpd "554 5.7.1 Service unavailable; Client host [x]
+  // blocked using zen.spamhaus.org" (postscreen: "550 5.7.1 Service unavailable; client [x] blocked using
+  // b.barracudacentral.org"), Microsoft "550 5.7.606 Access denied, banned sending IP [x]" and "550 5.7.1
+  // Unfortunately, messages from [x] weren't sent. ... on our block list" (also without an enhanced code,
+  // "550 SC-001"). A policy refusal of the whole connection, so a RCPT- or MAIL-phase 5xx here says
+  // nothing about the recipient or the sender address.
   {
     name: 'sending-ip-blocklisted',
     class: 'content_rejected',
-    match: { codeClass: 5, text: /Client host \[[^\]]*\] blocked using/i },
+    match: { codeClass: 5, text: /\bclient(?: host)? \[[^\]]*\] blocked using|banned sending IP|\bon our block ?list\b/i },
     example: { code: 554, text: '5.7.1 Service unavailable; Client host [x] blocked using zen.spamhaus.org', phase: 'rcpt' },
   },
 ];
 
 /** RFC 3463 enhanced-code families used below. */
-const THROTTLING = /^4\.(?:7\.[01]|3\.2)$/; // x.7.0 other security, x.7.1 not authorised, x.3.2 not accepting
+const THROTTLING = /^4\.7\.[01]$/; // x.7.0 other security, x.7.1 not authorised
 /**
- * A 421 is a throttle only with a policy code. "421 4.3.2 Service not available, closing transmission
- * channel" is RFC 5321's own wording for a server going away (§3.8, §4.2.2), i.e. unavailability; with
- * 450/451/454, x.3.2 does signal a rate or concurrency limit (Microsoft 432/452 4.3.2).
+ * A 421 is a throttle only with a policy code. x.3.2 is RFC 3463's "system not accepting network
+ * messages" (shutdown, load, maintenance): unavailability with any code. Microsoft's concurrency limit
+ * under 4.3.2 is told by its words (rule `microsoft-concurrency`).
  */
 const CLOSING_THROTTLED = /^4\.7\.[01]$/;
 const MAIL_SYSTEM_OR_NETWORK = /^4\.[34]\.\d{1,3}$/; // x.3.x mail system, x.4.x network and routing
@@ -304,6 +504,28 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     match: { codes: [421] },
     example: { code: 421, text: '4.4.5 Server busy, try again later.', phase: 'mail' }, // Gmail
   },
+  // Exim answers DATA after refused recipients by repeating the RCPT refusal (src/smtp_in.c): "503-All
+  // RCPT commands were rejected with this error:\n503-No Such User Here\n503 Valid RCPT command must
+  // precede DATA". The repeated words decide (a relay or sender refusal is caught by its text rule
+  // earlier); what is left is about the recipients, not a sequence error of ours.
+  {
+    name: 'all-recipients-refused',
+    class: 'recipient_rejected',
+    match: { codes: [503], text: /^All RCPT commands were rejected/i },
+    example: {
+      code: 503,
+      text: 'All RCPT commands were rejected with this error:\n503-No Such User Here\n503 Valid RCPT command must precede DATA',
+      phase: 'data-command',
+    },
+  },
+  // RFC 5321 §4.1.4: 503 bad sequence is about the session, not the message; nodemailer too treats it
+  // as transient.
+  {
+    name: 'bad-sequence',
+    class: 'protocol',
+    match: { codes: [503] },
+    example: { code: 503, text: '5.5.1 Error: need RCPT command', phase: 'data-command' },
+  },
   // RFC 4954 §6: any refusal of AUTH (535 5.7.8, 534 5.7.9, 454 4.7.0, 538 5.7.11) is our credentials or
   // setup. Never passed through: the client would blame its own login.
   {
@@ -319,6 +541,22 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     match: { codes: [530, 534, 535, 538] },
     example: { code: 530, text: '5.7.0 Authentication required', phase: 'mail' }, // generic wording
   },
+  // A login demanded in words with a plain 550 at MAIL or RCPT: Haraka "550 Authentication required"
+  // (connection.js, a submission port without AUTH). Not a verdict on the sender or the recipient.
+  {
+    name: 'login-required-in-words',
+    class: 'upstream_auth',
+    match: { codeClass: 5, text: /\bauthentication (?:is )?required\b/i, phase: ['mail', 'rcpt'] },
+    example: { code: 550, text: 'Authentication required', phase: 'mail' },
+  },
+  // A protocol status (RFC 3463 x.5.x) in answer to STARTTLS is our sequence, not TLS: Gmail "454 5.5.1
+  // STARTTLS may not be repeated".
+  {
+    name: 'starttls-sequence',
+    class: 'protocol',
+    match: { phase: ['starttls'], enhanced: /^[45]\.5\.\d{1,3}$/ },
+    example: { code: 454, text: '5.5.1 STARTTLS may not be repeated.', phase: 'starttls' },
+  },
   // RFC 3207 §4: STARTTLS refused ("454 TLS not available due to temporary reason").
   {
     name: 'starttls-refused',
@@ -331,7 +569,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
   {
     name: 'greeting-refused',
     class: 'protocol',
-    match: { phase: ['greeting'] },
+    match: { codeClass: 5, phase: ['greeting'] },
     example: { code: 554, text: 'No SMTP service here', phase: 'greeting' }, // RFC 5321 §4.2.3 wording
   },
   // EHLO and the HELO fallback both refused (RFC 5321 §4.1.1.1).
@@ -340,14 +578,6 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     class: 'protocol',
     match: { phase: ['ehlo'] },
     example: { code: 502, text: '5.5.2 Error: command not recognized', phase: 'ehlo' },
-  },
-  // RFC 5321 §4.1.4: 503 bad sequence is about the session, not the message; nodemailer too treats it
-  // as transient.
-  {
-    name: 'bad-sequence',
-    class: 'protocol',
-    match: { codes: [503] },
-    example: { code: 503, text: '5.5.1 Error: need RCPT command', phase: 'data-command' },
   },
   // RFC 5321 §4.2.2: 500 syntax error / command unrecognised, 502 not implemented.
   {
@@ -371,6 +601,15 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     // No provider text at hand: the RFC 5321 §4.5.3.1.10 case of an older server.
     example: { code: 552, text: 'Too many recipients', phase: 'rcpt' },
   },
+  // Too many recipients said in words, without x.5.3: Exim "452 too many recipients" to each RCPT past
+  // recipients_max (its spec: the client sends the rest later), and with recipients_max_reject "552 too
+  // many recipients" and "554 Too many recipients" to DATA (src/smtp_in.c).
+  {
+    name: 'too-many-recipients-in-words',
+    class: 'too_many_recipients',
+    match: { text: /\btoo many recipients\b/i },
+    example: { code: 452, text: 'too many recipients', phase: 'rcpt' },
+  },
   // RFC 3463 x.3.4 "message too big for system" (Postfix's message_size_limit).
   {
     name: 'message-too-big',
@@ -392,6 +631,14 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     class: 'too_large',
     match: { codes: [552], enhanced: null, phase: ['mail', 'data'] },
     example: { code: 552, text: 'Message size exceeds maximum permitted', phase: 'data' }, // Exim
+  },
+  // The size said in words with a plain 550: Haraka "550 Message too big!" at MAIL (SIZE= over databytes,
+  // connection.js).
+  {
+    name: 'message-too-big-in-words',
+    class: 'too_large',
+    match: { codeClass: 5, text: /\bmessage (?:is )?too (?:big|large)\b/i },
+    example: { code: 550, text: 'Message too big!', phase: 'mail' },
   },
   // RFC 5321 §4.2.3: 555 "MAIL FROM/RCPT TO parameters not recognized or not implemented" (SMTPUTF8,
   // BODY=8BITMIME, DSN parameters).
@@ -415,6 +662,13 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     class: 'unsupported',
     match: { codes: [504] },
     example: { code: 504, text: '5.5.4 Command parameter not implemented', phase: 'mail' }, // RFC 5321 wording
+  },
+  // RFC 3463 x.5.x in a transient reply: Gmail "451 4.5.0 SMTP protocol violation, see RFC 2821".
+  {
+    name: 'transient-protocol',
+    class: 'protocol',
+    match: { codeClass: 4, enhanced: /^4\.5\.[0-24-9]\d{0,2}$/ },
+    example: { code: 451, text: '4.5.0 SMTP protocol violation, see RFC 2821.', phase: 'mail' },
   },
   // Transient refusals for rate or policy reasons, in any phase (greylisting too: retrying later is
   // exactly what helps).
@@ -455,7 +709,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     name: 'sender-refused',
     class: 'sender_rejected',
     match: { codeClass: 5, phase: ['mail'] },
-    example: { code: 553, text: '5.7.1 <x@example.com>: Sender address rejected: not owned by user x', phase: 'mail' },
+    example: { code: 553, text: '5.1.7 The sender address address is not a valid RFC 5321 address.', phase: 'mail' }, // Gmail
   },
   // The DATA command itself refused: nothing of the message was judged yet (RFC 5321 §4.1.1.4).
   {
@@ -476,7 +730,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
     name: 'transient-reply',
     class: 'upstream_unavailable',
     match: { codeClass: 4 },
-    example: { code: 451, text: 'Temporary local problem - please try later', phase: 'data' }, // SendGrid
+    example: { code: 451, text: 'Queuing declined or disabled, try later', phase: 'data' }, // Haraka, Haraka#68
   },
 ];
 

@@ -47,6 +47,8 @@ export interface FailureVerdict {
   readonly scope: Scope;
   /** Name of the rule that matched, for the record's failure detail and tests. */
   readonly rule: string;
+  /** The rule's advice to the operator (rules.ts `hint`), where the class alone would mislead; else absent. */
+  readonly hint?: string;
 }
 
 export interface Verdict {

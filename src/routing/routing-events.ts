@@ -15,6 +15,8 @@ export interface ProbeResult {
   readonly reply: SmtpReply | null;
   /** nodemailer's error code and the system cause when no reply explains the failure. */
   readonly error: { readonly code: string | null; readonly cause: string | null } | null;
+  /** The deciding rule's advice to the operator where the class alone would mislead (rules.ts `hint`), or null. */
+  readonly hint: string | null;
   readonly tls: UpstreamTls | null;
 }
 

@@ -26,7 +26,7 @@ export async function probeUpstream(
     const connection = await UpstreamConnection.open(options, upstream.auth, limit);
     const tls = connection.tls();
     connection.quit();
-    return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, tls };
+    return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, hint: null, tls };
   } catch (err) {
     const facts = failureFacts(err as NodemailerError, 'connecting');
     const verdict = classify(facts);
@@ -38,6 +38,7 @@ export async function probeUpstream(
       ms: elapsed(started),
       reply: facts.reply,
       error: facts.reply ? null : { code: facts.errorCode, cause: facts.cause },
+      hint: verdict.failure?.hint ?? null,
       tls: null,
     };
   } finally {

@@ -56,6 +56,11 @@ export function parseResponseLine(response: string): SmtpReply | null {
  * enhanced code. First match wins; the first capture group is the id.
  */
 const QUEUE_ID_PATTERNS: readonly RegExp[] = [
+  // Exchange Online's submission and transport replies echo the client's own Message-ID in angle
+  // brackets; Exchange's own handle for the message is InternalId:
+  // "250 2.6.0 <id@host> [InternalId=130184753713403, Hostname=DBXPR04MB317.eurprd04.prod.outlook.com]
+  //  8273 bytes in 0.296, 27.285 KB/sec Queued mail for delivery"
+  /\[InternalId=(\d+)\b/,
   // Microsoft 365 / Outlook.com put the Message-ID they assigned in angle brackets:
   // "250 2.0.0 OK <DM6PR11MB4107A1B2C3D4E5F6A7B8C9D0E1F2A3B4C5D6@DM6PR11MB4107.namprd11.prod.outlook.com>
   //  [Hostname=DM6PR11MB4107.namprd11.prod.outlook.com]"
@@ -63,8 +68,12 @@ const QUEUE_ID_PATTERNS: readonly RegExp[] = [
   // Gmail: a Unix timestamp, then Google's own id, then "- gsmtp":
   // "250 2.0.0 OK  1732530000 a1b2c3-xyz.123 - gsmtp"
   /^OK\s+\d{9,11}\s+(\S+)\s+-\s+gsmtp\b/i,
-  // Exim acknowledges with its message id: "250 OK id=1tX2bC-0004Yz-5Q"
+  // Exim acknowledges with its message id: "250 OK id=1TkhHl-0006EV-R3" (subethasmtp#55)
   /^OK id=([A-Za-z0-9][\w-]*)/i,
+  // Haraka names its transaction: "250 Message Queued (51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1)"
+  // (Haraka#408; connection.js appends the transaction uuid). Older Haraka says "250 Message Queued"
+  // alone, which names nothing.
+  /^Message Queued \(([0-9A-F]{8}(?:-[0-9A-F]{4}){3}-[0-9A-F]{12}(?:\.\d+)*)\)/i,
   // Postfix "250 2.0.0 Ok: queued as 4XyZ12", SendGrid "250 Ok: queued as KKSBgGoYTYeaKDsNU8TEHA", and
   // the same wording with the id in angle brackets ("250 Ok: queued as <id>") from other services.
   /\bqueued as <?([^\s<>]+)>?/i,

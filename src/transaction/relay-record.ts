@@ -59,6 +59,7 @@ export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, 
             cause: facts.cause,
             timeoutType: facts.timeoutType,
             message: facts.message,
+            ...(verdict.failure.hint === undefined ? {} : { hint: verdict.failure.hint }),
           },
         }
       : null,

@@ -126,7 +126,8 @@ function result(
   return { upstream: pool.upstream, facts, startedAt, ms, tls, reusedConnection, timing };
 }
 
-function successFacts(info: SendInfo): UpstreamFacts {
+/** The facts of a send nodemailer resolved: its final reply and the recipients it took or refused. */
+export function successFacts(info: SendInfo): UpstreamFacts {
   return {
     ok: true,
     phase: 'done',

@@ -6,12 +6,18 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertRecord, AuditRecord } from '../../src/audit/records.js';
 import type { AlertRuleConfig, Config } from '../../src/config/types.js';
 import { defaultAlertRules } from '../../src/config/default-alert-rules.js';
+import { PASSWORD_AUTH_DISABLED_HINT } from '../../src/classify/rules.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const SECRET = 'webhook-secret';
 const AUTH_FAILED = { code: 535, text: '5.7.8 Authentication credentials invalid' };
+/** Exchange Online with basic authentication switched off (nodemailer#1714). */
+const PASSWORD_AUTH_OFF = {
+  code: 535,
+  text: '5.7.139 Authentication unsuccessful, basic authentication is disabled. [PN0PR01CA0024.INDPRD01.PROD.OUTLOOK.COM 2025-01-26T18:54:30.055Z 08DD3DD7D75D7743]',
+};
 
 function alertsWith(hook: WebhookReceiver, rules: AlertRuleConfig[], delivery: Partial<Config['alerts']['delivery']> = {}): Partial<Config['alerts']> {
   return {
@@ -221,6 +227,40 @@ describe('alerts with the default rules', () => {
     expect(hook.received[1]!.json.alert).toMatchObject({ state: 'resolved', rule: 'provider-config' });
     expect(hook.received[1]!.json.alert.message).toContain('a health probe passed');
     console.log(`default rules, broken credentials: alert ${fireMs} ms after start, resolve ${resolveMs} ms after the fix (probe interval 500 ms)`);
+  });
+
+  /** A relay whose one upstream refuses password login the way Exchange Online does. */
+  async function relayFacingPasswordAuthOff(probe?: { enabled: boolean; interval: number; timeout: number }): Promise<RunningRelay> {
+    upstream = await startFakeUpstream({ auth: { user: 'relay', pass: 'secret' }, faults: { authReply: PASSWORD_AUTH_OFF } });
+    const relay = await startRelay({
+      upstreams: [{ name: 'm365', port: upstream.port, auth: { user: 'relay', pass: 'secret' }, ...(probe ? { probe } : {}) }],
+      alerts: alertsWith(hook, defaultAlertRules(['hook'])),
+    });
+    running.push(relay);
+    return relay;
+  }
+
+  it('tells the operator to move the account to OAuth2, in the record and the alert, when the provider refuses password login', async () => {
+    const relay = await relayFacingPasswordAuthOff();
+    await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage() });
+    await hook.waitFor((r) => r.length >= 1);
+
+    const record = (await relay.records()).find((r) => r.type === 'relay');
+    expect(record?.failure?.class).toBe('upstream_auth');
+    expect(record?.failure?.detail).toMatchObject({ rule: 'password-auth-disabled', hint: PASSWORD_AUTH_DISABLED_HINT });
+    expect(record?.failure?.detail.hint).toMatch(/^move this account to OAuth2/);
+
+    const alert = hook.received[0]!.json.alert;
+    expect(alert).toMatchObject({ state: 'fired', rule: 'provider-config', class: 'upstream_auth' });
+    expect(alert.message).toContain('basic authentication is disabled');
+    expect(alert.message).toContain(`; ${PASSWORD_AUTH_DISABLED_HINT}`);
+    expect(alert.message).not.toContain('check the credentials');
+  });
+
+  it('gives the same advice when the health probe meets the refusal before any mail', async () => {
+    await relayFacingPasswordAuthOff({ enabled: true, interval: 500, timeout: 2_000 });
+    await hook.waitFor((r) => r.length >= 1, 30_000);
+    expect(hook.received[0]!.json.alert.message).toMatch(/: the health probe failed with upstream_auth \(535 5\.7\.139 .*\); move this account to OAuth2/);
   });
 
   it('sends one alert, not one per rule, when wrong credentials fail every message', async () => {

@@ -15,6 +15,7 @@ const fact = (kind: AttemptFact['kind'], cls: string | null = null, skip: Attemp
   kind,
   class: cls,
   evidence,
+  hint: null,
   skip,
 });
 const connectionClasses = (cls: string): boolean => ['connect', 'dns', 'tls', 'upstream_auth'].includes(cls);
@@ -28,6 +29,26 @@ describe('attempts as alert rules see them', () => {
       ['primary', 'failure', 'ESOCKET ECONNREFUSED'],
       ['backup', 'success', null],
     ]);
+  });
+
+  it("gives the deciding try the rule's hint from the record, and earlier tries none", () => {
+    const hint = 'move this account to OAuth2 (XOAUTH2): the provider no longer accepts a password for it.';
+    const refused = { code: 535, enhanced: '5.7.139', text: 'Authentication unsuccessful, basic authentication is disabled.' };
+    const r = {
+      outcome: 'deferred',
+      attempts: [attempt('backup', 'connect', null, { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }), attempt('m365', 'upstream_auth', refused)],
+      failure: { class: 'upstream_auth', detail: { rule: 'password-auth-disabled', hint } },
+    } as unknown as RelayRecord;
+    expect(attemptFacts(r).map((f) => [f.upstream, f.hint])).toEqual([
+      ['backup', null],
+      ['m365', hint],
+    ]);
+  });
+
+  it('keeps the hint of the last failure for the streak alert text', () => {
+    const stats = new UpstreamStats();
+    stats.addAttempt({ ...fact('failure', 'upstream_auth', null, '535 5.7.139 …'), hint: 'move this account to OAuth2' }, 1);
+    expect(stats.lastFailure).toEqual({ class: 'upstream_auth', evidence: '535 5.7.139 …', hint: 'move this account to OAuth2' });
   });
 
   it('treats a verdict about the recipient as neutral: the upstream works', () => {
@@ -70,13 +91,13 @@ describe('upstream statistics', () => {
     s.addAttempt(fact('failure', 'upstream_unavailable', 'breaker', 'EBREAKEROPEN'), 1_000);
     s.addAttempt(fact('failure', 'throttled', 'local', 'ERATELIMIT'), 1_000);
     expect(s.consecutiveFailures).toBe(2);
-    expect(s.lastFailure).toEqual({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED' });
+    expect(s.lastFailure).toEqual({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED', hint: null });
     expect(s.failureRate(5_000, 1_000)).toEqual({ failed: 2, total: 2 });
   });
 
   it('extends the streak with failed health probes, without counting them as traffic', () => {
     const s = new UpstreamStats();
-    for (let i = 0; i < 5; i++) s.addProbe({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED' }, connectionClasses);
+    for (let i = 0; i < 5; i++) s.addProbe({ class: 'connect', evidence: 'ESOCKET ECONNREFUSED', hint: null }, connectionClasses);
     expect(s.consecutiveFailures).toBe(5);
     expect(s.failingSince).toBeNull();
     expect(s.failureRate(5_000, 0)).toEqual({ failed: 0, total: 0 });

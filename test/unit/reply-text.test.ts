@@ -112,6 +112,17 @@ describe('extractQueueId', () => {
     expect(extractQueueId('OK id=1tX2bC-0004Yz-5Q')).toBe('1tX2bC-0004Yz-5Q');
   });
 
+  it('reads the transaction id Haraka gives in brackets after "Message Queued"', () => {
+    expect(extractQueueId('250 Message Queued (51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1)')).toBe(
+      '51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1',
+    );
+  });
+
+  it('finds no id in a Haraka acceptance without a transaction id, nor in Mailgun\'s', () => {
+    expect(extractQueueId('250 Message Queued')).toBeNull();
+    expect(extractQueueId('250 Great success')).toBeNull();
+  });
+
   it('reads the Microsoft 365 Message-ID inside the angle brackets', () => {
     const reply = parseReply(
       250,

@@ -11,7 +11,7 @@ import type { DeliveryQueue } from './delivery-queue.js';
 import type { IncidentStore } from './incident-store.js';
 import { Incidents, type Incident, type IncidentKey } from './incidents.js';
 import { formatDuration, type AlertNotification } from './notification.js';
-import { attemptFacts, evidence, UpstreamStats, type AttemptFact } from './upstream-stats.js';
+import { attemptFacts, evidence, UpstreamStats, type AttemptFact, type FailureSeen } from './upstream-stats.js';
 
 export interface AlertEngineDeps {
   readonly config: AlertsConfig;
@@ -164,7 +164,7 @@ export class AlertEngine {
     const key: IncidentKey = { rule: rule.name, upstream: fact.upstream, class: null };
     if (c.kind === 'class') {
       if (fact.class !== null && c.classes.includes(fact.class)) {
-        this.#raise(rule, { ...key, class: fact.class }, classSummary('a message', fact.class, fact.evidence), fact.class, now);
+        this.#raise(rule, { ...key, class: fact.class }, classSummary('a message', { ...fact, class: fact.class }), fact.class, now);
       } else if (fact.kind === 'success') {
         this.#incidents.clearWhere(rule.name, fact.upstream, () => true, 'a message was delivered', now);
       }
@@ -178,14 +178,14 @@ export class AlertEngine {
 
   #onProbe(result: ProbeResult, now: number): void {
     const stats = this.#statsOf(result.upstream);
-    const failure = result.ok ? null : { class: result.class ?? 'internal', evidence: evidence(result.reply, result.error) };
+    const failure = result.ok ? null : { class: result.class ?? 'internal', evidence: evidence(result.reply, result.error), hint: result.hint };
     stats.addProbe(failure, probeClears);
     for (const rule of this.#probeOrder) {
       const c = rule.condition;
       if (c.kind === 'consecutiveFailures') this.#judgeStreak(rule, c.count, result.upstream, stats, ' (messages and health probes)', 'a health probe passed', now);
       if (c.kind !== 'class') continue;
-      if (!result.ok && result.class !== null && c.classes.includes(result.class)) {
-        const summary = classSummary('the health probe', result.class, evidence(result.reply, result.error));
+      if (failure !== null && result.class !== null && c.classes.includes(result.class)) {
+        const summary = classSummary('the health probe', failure);
         this.#raise(rule, { rule: rule.name, upstream: result.upstream, class: result.class }, summary, result.class, now);
       } else if (result.ok) {
         this.#incidents.clearWhere(rule.name, result.upstream, (cls) => cls !== null && probeClears(cls), 'a health probe passed', now);
@@ -345,15 +345,20 @@ function windowOf(c: AlertCondition): number {
   return c.kind === 'failureRate' || c.kind === 'latency' ? c.window : 0;
 }
 
-function classSummary(what: string, cls: string, evidenceText: string | null): string {
-  const action = ACTION[cls];
-  return `${what} failed with ${cls}${evidenceText ? ` (${evidenceText})` : ''}${action ? `; ${action}` : ''}`;
+/**
+ * "a message failed with upstream_auth (535 5.7.139 …); <what to do>". The deciding rule's hint, when it
+ * has one, replaces the class's usual advice: a password the provider refuses on principle is not a
+ * wrong password.
+ */
+function classSummary(what: string, f: FailureSeen): string {
+  const action = f.hint ?? ACTION[f.class];
+  return `${what} failed with ${f.class}${f.evidence ? ` (${f.evidence})` : ''}${action ? `; ${action}` : ''}`;
 }
 
 function lastFailure(stats: UpstreamStats): string {
   const f = stats.lastFailure;
   if (!f) return 'failure unknown';
-  return `${f.class}${f.evidence ? ` (${f.evidence})` : ''}`;
+  return `${f.class}${f.evidence ? ` (${f.evidence})` : ''}${f.hint ? `; ${f.hint}` : ''}`;
 }
 
 function percent(ratio: number): string {

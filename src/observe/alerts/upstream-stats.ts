@@ -21,6 +21,12 @@ export interface AttemptFact {
   /** The reply or error that decided the attempt, for alert texts. */
   readonly evidence: string | null;
   /**
+   * The deciding rule's advice to the operator (the record's `failure.detail.hint`), where the class's
+   * usual remedy would mislead. Only the try that decided the record has one: the record keeps the rule
+   * of that try alone.
+   */
+  readonly hint: string | null;
+  /**
    * Not a try but a skip: `breaker` (open circuit breaker, no connection made) or `local` (our own
    * limits: egress pacing, or every pooled connection busy). Neither says anything new about the
    * upstream.
@@ -39,8 +45,16 @@ export function attemptFacts(record: RelayRecord): AttemptFact[] {
     kind: attemptKind(record, a, i === last),
     class: a.class,
     evidence: evidenceOf(a),
+    hint: i === last ? (record.failure?.detail.hint ?? null) : null,
     skip: skipOf(a.error?.code),
   }));
+}
+
+/** A failure as alert texts show it: its class, the reply or error behind it, and the rule's advice. */
+export interface FailureSeen {
+  readonly class: string;
+  readonly evidence: string | null;
+  readonly hint: string | null;
 }
 
 function skipOf(code: string | null | undefined): AttemptFact['skip'] {
@@ -110,7 +124,7 @@ export class UpstreamStats {
   consecutiveFailures = 0;
   /** First failure after the last success (or since start); null when the last try succeeded. */
   failingSince: number | null = null;
-  lastFailure: { readonly class: string; readonly evidence: string | null } | null = null;
+  lastFailure: FailureSeen | null = null;
   #attempts = new Series<{ at: number; failed: boolean }>();
   #latency = new Series<{ at: number; ms: number }>();
 
@@ -125,7 +139,7 @@ export class UpstreamStats {
     if (fact.kind === 'failure') {
       this.consecutiveFailures += 1;
       this.failingSince ??= at;
-      if (fact.skip === null || this.lastFailure === null) this.lastFailure = { class: fact.class ?? 'internal', evidence: fact.evidence };
+      if (fact.skip === null || this.lastFailure === null) this.lastFailure = { class: fact.class ?? 'internal', evidence: fact.evidence, hint: fact.hint };
     } else {
       this.consecutiveFailures = 0;
       if (fact.kind === 'success') this.failingSince = null;
@@ -139,7 +153,7 @@ export class UpstreamStats {
    * only when the streak's last failure is one a probe can disprove (`clears`): it says nothing
    * about throttling or quota, which show only when mail is sent.
    */
-  addProbe(failure: { readonly class: string; readonly evidence: string | null } | null, clears: (cls: string) => boolean): void {
+  addProbe(failure: FailureSeen | null, clears: (cls: string) => boolean): void {
     if (failure) {
       this.consecutiveFailures += 1;
       this.lastFailure = failure;
