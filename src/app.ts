@@ -8,7 +8,6 @@ import { loadSigner } from './audit/checkpoint-signer.js';
 import { DuplicateTracker } from './transaction/duplicate-tracker.js';
 import { RecordPrivacy } from './audit/privacy.js';
 import { Recorder } from './audit/recorder.js';
-import { AUDIT_SCHEMA_VERSION } from './audit/records.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { IdGenerator } from './ids.js';
 import { prepareSpillDir } from './buffer/temp-files.js';
@@ -26,14 +25,9 @@ import { Metrics } from './observe/metrics.js';
 import { Readiness } from './observe/readiness.js';
 import { RecentTransactions } from './observe/recent-transactions.js';
 import { UpstreamProbes } from './routing/upstream-probe.js';
-import { AdaptiveThrottle } from './routing/adaptive-throttle.js';
-import { CircuitBreaker, type BreakerTransition } from './routing/circuit-breaker.js';
+import { BreakerRecords } from './observe/breaker-records.js';
 import { Deadline } from './upstream/deadline.js';
-import { isInfrastructureClass } from './classify/failure-class.js';
-import { ConnectionPool } from './upstream/connection-pool.js';
-import { EgressRateLimiter } from './routing/rate-limiter.js';
 import { RelayEngine } from './routing/relay-engine.js';
-import { RouteTable } from './routing/route-table.js';
 import { Router, type UpstreamHealth } from './routing/router.js';
 import { TransactionProcessor } from './transaction/transaction.js';
 import { startupWarnings, type StartupWarning } from './observe/startup-warnings.js';
@@ -57,6 +51,7 @@ export interface RunningInfo {
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
 interface Observers {
   readonly probes: UpstreamProbes;
+  readonly breakerRecords: BreakerRecords;
   readonly readiness: Readiness;
   readonly metrics: Metrics | null;
   readonly recent: RecentTransactions | null;
@@ -108,18 +103,21 @@ export class App {
     return this.#router?.health() ?? [];
   }
 
-  /** Tells an upstream's breaker what a health probe found (half-open: it decides). */
-  recordProbe(upstream: string, ok: boolean, why = ''): void {
-    this.#router?.channel(upstream)?.breaker.recordProbe(ok, why);
-  }
-
   /** Throws StartError naming the part of the configuration that could not be brought up. */
   async start(): Promise<RunningInfo> {
     const { config } = this;
     await stage('dataDir', () => this.#openDataDir());
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
-    this.#router = this.#buildRouter(upstreams, ids);
+    this.#router = Router.build({
+      upstreams,
+      routes: config.routes,
+      hostname: config.hostname,
+      // Each waiter for a sending slot is one client transaction, so the client connection limit bounds them.
+      maxWaiters: config.limits.maxConnections,
+      events: this.bus,
+      log: this.#log,
+    });
     const engine = new RelayEngine(this.#router, config.timeouts.relay);
     this.#writer = await stage('audit.file', () => AuditWriter.open({ ...config.audit, log: this.#log }));
     this.#recorder = this.#buildRecorder(this.#writer, ids);
@@ -228,7 +226,7 @@ export class App {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
-    const probes = new UpstreamProbes(upstreams, config.hostname, bus, log);
+    const probes = new UpstreamProbes(upstreams, config.hostname, this.#router!, bus, log);
     const readiness = new Readiness(bus, {
       upstreams: names,
       probed: probes.probed,
@@ -274,7 +272,8 @@ export class App {
             },
             log,
           );
-    return { probes, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http };
+    const breakerRecords = new BreakerRecords(bus, recorder, ids);
+    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http };
   }
 
   /** Last: queued alert notices get a short grace; the endpoint answers until the very end. */
@@ -286,6 +285,7 @@ export class App {
     o.metrics?.close();
     o.recent?.close();
     o.errors?.close();
+    o.breakerRecords.close();
     o.readiness.close();
     await o.http?.stop();
   }
@@ -295,55 +295,6 @@ export class App {
     while (this.#processor && this.#processor.inFlight > 0 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 25));
     }
-  }
-
-  /**
-   * Per upstream entry: its pool (credentials are the entry's, so entries never share connections),
-   * circuit breaker, sending rate and adaptive slow-down; then the routes over them. A health probe
-   * that finds an upstream down (an infrastructure class) or up counts for its breaker.
-   */
-  #buildRouter(upstreams: readonly UpstreamConfig[], ids: IdGenerator): Router {
-    const { config } = this;
-    const channels = upstreams.map((upstream) => {
-      const throttle = new AdaptiveThrottle(upstream.name, upstream.rateLimit.backoff, (delayMs) => {
-        this.#log.info({ upstream: upstream.name, delayMs }, 'upstream pacing changed after throttling replies');
-        this.bus.publish('upstream-throttle', { upstream: upstream.name, delayMs });
-      });
-      return {
-        upstream,
-        pool: new ConnectionPool(upstream, config.hostname),
-        breaker: new CircuitBreaker(upstream.name, upstream.breaker, (t) => this.#breakerChanged(upstream.name, t, ids)),
-        // Each waiter is one client transaction, so the client connection limit bounds them.
-        limiter: new EgressRateLimiter(upstream.name, upstream.rateLimit, config.limits.maxConnections, throttle),
-        throttle,
-      };
-    });
-    const router = new Router(new RouteTable(config.routes, upstreams), channels);
-    this.bus.subscribe('probe', (probe) => {
-      if (probe.ok) router.channel(probe.upstream)?.breaker.recordProbe(true);
-      else if (probe.class !== null && isInfrastructureClass(probe.class)) router.channel(probe.upstream)?.breaker.recordProbe(false, probe.class);
-    });
-    return router;
-  }
-
-  /** Bus event for metrics and readiness; an alert record when an upstream is cut off and when it is back. */
-  #breakerChanged(upstream: string, t: BreakerTransition, ids: IdGenerator): void {
-    this.#log[t.state === 'closed' ? 'info' : 'warn']({ upstream, state: t.state, reason: t.reason }, 'upstream circuit breaker changed state');
-    this.bus.publish('upstream-state', { upstream, state: t.state, reason: t.reason });
-    const fired = t.from === 'closed' && t.state === 'open';
-    if (!fired && t.state !== 'closed') return;
-    this.#recorder?.alert({
-      v: AUDIT_SCHEMA_VERSION,
-      type: 'alert',
-      time: new Date().toISOString(),
-      id: ids.next(),
-      state: fired ? 'fired' : 'resolved',
-      rule: 'circuit-breaker',
-      upstream,
-      class: null,
-      message: fired ? `circuit breaker open: ${t.reason}` : `circuit breaker closed: ${t.reason}`,
-      sinks: [],
-    });
   }
 
   /** The recorder with `audit.*`: privacy, write-failure policy, checkpoints when the chain is on. */

@@ -1,9 +1,13 @@
-import type { UpstreamConfig } from '../config/types.js';
-import type { AdaptiveThrottle } from './adaptive-throttle.js';
-import type { BreakerState, CircuitBreaker } from './circuit-breaker.js';
-import type { ConnectionPool } from '../upstream/connection-pool.js';
-import type { EgressRateLimiter } from './rate-limiter.js';
-import { DEFAULT_ROUTE, type RouteKey, type RouteTable } from './route-table.js';
+import type { RouteConfig, UpstreamConfig } from '../config/types.js';
+import { isInfrastructureClass } from '../classify/failure-class.js';
+import type { EventPublisher } from '../event-bus.js';
+import type { Logger } from '../logger.js';
+import { ConnectionPool } from '../upstream/connection-pool.js';
+import { AdaptiveThrottle } from './adaptive-throttle.js';
+import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
+import { EgressRateLimiter } from './rate-limiter.js';
+import { DEFAULT_ROUTE, RouteTable, type RouteKey } from './route-table.js';
+import type { ProbeResult, RoutingEvents } from './routing-events.js';
 
 /**
  * Everything mailtrail keeps per upstream entry. The pool is per entry, and credentials belong to the
@@ -31,9 +35,23 @@ export interface UpstreamHealth {
   readonly throttleDelayMs: number;
 }
 
+export interface RouterOptions {
+  readonly upstreams: readonly UpstreamConfig[];
+  readonly routes: readonly RouteConfig[];
+  /** EHLO name for the upstream connections. */
+  readonly hostname: string;
+  /** Messages that may wait for one upstream's sending slot at once (each is one client transaction). */
+  readonly maxWaiters: number;
+  /** Where breaker and pacing changes are published (metrics, readiness, the breaker's alert records). */
+  readonly events: EventPublisher<RoutingEvents>;
+  readonly log: Logger;
+}
+
 /**
  * Chooses the route of a message (RouteTable) and hands the relay engine that route's upstreams,
- * each with its pool, breaker and pacing. Built once in the composition root.
+ * each with its pool, breaker and pacing. The router owns the upstreams' health: the engine reports
+ * each try to the breaker, the health probes report to `recordProbe`, and every breaker and pacing
+ * change is published from here. Built once in the composition root.
  */
 export class Router {
   #table: RouteTable;
@@ -44,6 +62,45 @@ export class Router {
     this.#table = table;
     this.#channels = new Map(channels.map((c) => [c.upstream.name, c]));
     this.#routes = new Map(table.plans.map((plan) => [plan.name, { name: plan.name, channels: plan.upstreams.map((n) => this.#channel(n)) }]));
+  }
+
+  /**
+   * Per upstream entry: its pool (credentials are the entry's, so entries never share connections),
+   * circuit breaker, sending rate and adaptive slow-down; then the routes over them.
+   */
+  static build(options: RouterOptions): Router {
+    const { events, log } = options;
+    const channels = options.upstreams.map((upstream) => {
+      const name = upstream.name;
+      const throttle = new AdaptiveThrottle(name, upstream.rateLimit.backoff, (delayMs) => {
+        log.info({ upstream: name, delayMs }, 'upstream pacing changed after throttling replies');
+        events.publish('upstream-throttle', { upstream: name, delayMs });
+      });
+      const breaker = new CircuitBreaker(name, upstream.breaker, (t) => {
+        log[t.state === 'closed' ? 'info' : 'warn']({ upstream: name, state: t.state, reason: t.reason }, 'upstream circuit breaker changed state');
+        events.publish('upstream-state', { upstream: name, from: t.from, state: t.state, reason: t.reason });
+      });
+      return {
+        upstream,
+        pool: new ConnectionPool(upstream, options.hostname),
+        breaker,
+        limiter: new EgressRateLimiter(name, upstream.rateLimit, options.maxWaiters, throttle),
+        throttle,
+      };
+    });
+    return new Router(new RouteTable(options.routes, options.upstreams), channels);
+  }
+
+  /**
+   * What a health probe found counts for the upstream's breaker: a pass is life (it may close a
+   * half-open breaker), a failure of an infrastructure class is a failure; anything else (a quota or
+   * credentials refusal) says nothing about the upstream being down.
+   */
+  recordProbe(probe: ProbeResult): void {
+    const breaker = this.#channels.get(probe.upstream)?.breaker;
+    if (!breaker) return;
+    if (probe.ok) breaker.recordProbe(true);
+    else if (probe.class !== null && isInfrastructureClass(probe.class)) breaker.recordProbe(false, probe.class);
   }
 
   /** Every upstream entry in config order. */

@@ -25,7 +25,14 @@ export interface RoutingEvents {
   /** An upstream health probe finished. */
   probe: [ProbeResult];
   /** An upstream's circuit breaker changed state (a failed half-open probe re-reports `open`). */
-  'upstream-state': [{ readonly upstream: string; readonly state: 'closed' | 'open' | 'half-open'; readonly reason: string }];
+  'upstream-state': [
+    {
+      readonly upstream: string;
+      readonly from: 'closed' | 'open' | 'half-open';
+      readonly state: 'closed' | 'open' | 'half-open';
+      readonly reason: string;
+    },
+  ];
   /** The adaptive slow-down towards an upstream changed; 0 = back to its configured pace. */
   'upstream-throttle': [{ readonly upstream: string; readonly delayMs: number }];
 }

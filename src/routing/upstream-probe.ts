@@ -5,6 +5,11 @@ import { failureFacts } from '../upstream/upstream-attempt.js';
 import { UpstreamConnection, connectionOptions, type NodemailerError } from '../upstream/upstream-connection.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { ProbeResult, RoutingEvents } from './routing-events.js';
+
+/** Who hears each probe's result first: the owner of the upstreams' breakers (the router). */
+export interface ProbeListener {
+  recordProbe(result: ProbeResult): void;
+}
 import type { Logger } from '../logger.js';
 
 /**
@@ -59,6 +64,7 @@ function elapsed(since: number): number {
 export class UpstreamProbes {
   #upstreams: readonly UpstreamConfig[];
   #ehloName: string;
+  #health: ProbeListener;
   #bus: EventPublisher<RoutingEvents>;
   #log: Logger;
   #timers = new Set<NodeJS.Timeout>();
@@ -66,9 +72,10 @@ export class UpstreamProbes {
   #stop = new AbortController();
   #lastOk = new Map<string, boolean>();
 
-  constructor(upstreams: readonly UpstreamConfig[], ehloName: string, bus: EventPublisher<RoutingEvents>, log: Logger) {
+  constructor(upstreams: readonly UpstreamConfig[], ehloName: string, health: ProbeListener, bus: EventPublisher<RoutingEvents>, log: Logger) {
     this.#upstreams = upstreams.filter((u) => u.probe.enabled);
     this.#ehloName = ehloName;
+    this.#health = health;
     this.#bus = bus;
     this.#log = log;
   }
@@ -120,6 +127,8 @@ export class UpstreamProbes {
     const result = await probeUpstream(upstream, options, upstream.probe.timeout, this.#stop.signal);
     if (this.#stop.signal.aborted) return;
     this.#logChange(result);
+    // The breaker first, then the observers: readiness and alerts see the probe with the breaker's new state.
+    this.#health.recordProbe(result);
     this.#bus.publish('probe', result);
   }
 

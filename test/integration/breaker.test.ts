@@ -46,7 +46,7 @@ describe('the circuit breaker per upstream', () => {
 
   it('opens after N consecutive failures and then skips the primary without any connection attempt', async () => {
     await openPrimary();
-    expect(states).toEqual([{ upstream: 'primary', state: 'open', reason: expect.stringContaining('3 consecutive infrastructure failures') }]);
+    expect(states).toEqual([{ upstream: 'primary', from: 'closed', state: 'open', reason: expect.stringContaining('3 consecutive infrastructure failures') }]);
     for (let i = 0; i < 3; i++) expect(await send(`skip-${i}`)).toMatchObject({ ok: true, code: 250 });
     expect(primary.connections).toBe(3);
     expect(secondary.messages).toHaveLength(6);
