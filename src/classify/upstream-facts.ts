@@ -55,11 +55,6 @@ export interface Verdict {
   readonly outcome: Outcome;
   /** null only on `delivered`. On `partial`, the class of the refused recipients. */
   readonly failure: FailureVerdict | null;
-  /**
-   * What mailtrail answers the client, without the transaction id (the transaction adds it with withId). Never 421
-   * (it would close the client's session) and never 535 (the app would blame its own login).
-   */
-  readonly clientReply: SmtpReply;
   /** The attempt failed before the body was handed over with an infrastructure/service class. */
   readonly mayFailOver: boolean;
 }

@@ -18,7 +18,6 @@ export function breakerSkip(upstream: UpstreamConfig, retryInMs: number): Classi
   const verdict: Verdict = {
     outcome: 'deferred',
     failure: { class: 'upstream_unavailable', retryable: true, actor: 'upstream', scope: 'connection', rule: 'breaker-open' },
-    clientReply: { code: 451, enhanced: '4.4.1', text: 'Upstream unavailable (circuit breaker open); try again later' },
     mayFailOver: true,
   };
   return { result: skipResult(upstream, facts, new Date(), 0), verdict };
@@ -34,7 +33,6 @@ export function rateLimitSkip(upstream: UpstreamConfig, startedAt: Date, waitedM
   const verdict: Verdict = {
     outcome: 'deferred',
     failure: { class: 'throttled', retryable: true, actor: 'operator', scope: 'account', rule: 'egress-rate-limit' },
-    clientReply: { code: 451, enhanced: '4.7.0', text: 'Upstream sending rate limit reached (local limit); try again later' },
     mayFailOver: true,
   };
   return { result: skipResult(upstream, facts, startedAt, waitedMs), verdict };

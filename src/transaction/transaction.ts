@@ -10,10 +10,10 @@ import type { MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from './relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../buffer/data-buffer.js';
 import { CLIENT_REPLIES, withId } from '../reply/client-replies.js';
+import { relayReply } from '../reply/relay-reply.js';
 import type { ClientSession } from './client-session.js';
 import type { StopSignal } from '../upstream/deadline.js';
 import type { RelayEngine } from '../routing/relay-engine.js';
-import type { Verdict } from '../classify/upstream-facts.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import { spillDir } from '../buffer/temp-files.js';
 
@@ -114,20 +114,12 @@ export class TransactionProcessor {
         // The route is chosen by who sends, as whom, from where (config `routes`).
         { user: state.client().user, from, ip: state.ip },
       );
-      const verdict = decision.deciding.verdict;
-      const reply = this.#clientReply(verdict);
+      const { verdict, result } = decision.deciding;
+      const reply = relayReply(verdict, result.facts, config);
       return this.#finish(relayedRecord(input(facts, reply, receiveMs), decision, verdict.outcome, verdict), state);
     } finally {
       await message.dispose();
     }
-  }
-
-  /** unknown_outcome answers 451 by default (a possible duplicate beats a silent loss); configurable. */
-  #clientReply(verdict: Verdict): SmtpReply {
-    if (verdict.failure?.class === 'unknown_outcome' && this.#deps.config.unknownOutcomeReply.code === 250) {
-      return { code: 250, enhanced: '2.0.0', text: 'Ok: handed over, upstream did not confirm' };
-    }
-    return verdict.clientReply;
   }
 
   #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: ClientSession): TransactionReply {

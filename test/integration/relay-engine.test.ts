@@ -9,6 +9,13 @@ import { stopReason, type StopSignal } from '../../src/upstream/deadline.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, upstreamConfig, type UpstreamSpec } from '../helpers/relay-harness.js';
 import { RelayParts } from '../helpers/relay-parts.js';
+import { relayReply } from '../../src/reply/relay-reply.js';
+import type { ClassifiedAttempt } from '../../src/routing/relay-decision.js';
+
+/** What the client would be told if this attempt decided the record. */
+function replyTo(attempt: ClassifiedAttempt) {
+  return relayReply(attempt.verdict, attempt.result.facts, { unknownOutcomeReply: { code: 451 } });
+}
 
 const ENVELOPE = { from: 'app@example.com', to: ['ana@example.org'], use8BitMime: false, size: 0 };
 
@@ -83,7 +90,8 @@ describe('the relay engine', () => {
       await primary.setFaults({ data: { code: 554, text: '5.7.1 Message rejected as spam' } });
       const d = await e.relay();
       expect(names(d)).toEqual(['primary']);
-      expect(d.deciding.verdict).toMatchObject({ outcome: 'rejected', failure: { class: 'content_rejected' }, clientReply: { code: 554 } });
+      expect(d.deciding.verdict).toMatchObject({ outcome: 'rejected', failure: { class: 'content_rejected' } });
+      expect(replyTo(d.deciding)).toMatchObject({ code: 554 });
       expect(secondary.connections).toBe(0);
     });
 
@@ -133,7 +141,8 @@ describe('the relay engine', () => {
       expect(codes(d)).toEqual(['EBREAKEROPEN', null]);
       expect(d.attempts[0]!.result).toMatchObject({ ms: 0, reusedConnection: null, facts: { phase: 'connecting', reply: null } });
       expect(d.attempts[0]!.result.facts.message).toMatch(/^circuit breaker open; next try in \d+ ms$/);
-      expect(d.attempts[0]!.verdict).toMatchObject({ failure: { class: 'upstream_unavailable' }, clientReply: { code: 451, enhanced: '4.4.1' } });
+      expect(d.attempts[0]!.verdict).toMatchObject({ failure: { class: 'upstream_unavailable' } });
+      expect(replyTo(d.attempts[0]!)).toMatchObject({ code: 451, enhanced: '4.4.1' });
       expect(d.deciding).toBe(d.attempts[1]);
       expect(primary.connections).toBe(0);
     });
@@ -144,7 +153,8 @@ describe('the relay engine', () => {
       const d = await e.relay();
       expect(codes(d)).toEqual(['ERATELIMIT', null]);
       expect(d.attempts[0]!.result.facts.message).toMatch(/^next sending slot in \d+ ms, past this message's deadline$/);
-      expect(d.attempts[0]!.verdict).toMatchObject({ failure: { class: 'throttled', actor: 'operator' }, clientReply: { code: 451, enhanced: '4.7.0' } });
+      expect(d.attempts[0]!.verdict).toMatchObject({ failure: { class: 'throttled', actor: 'operator' } });
+      expect(replyTo(d.attempts[0]!)).toMatchObject({ code: 451, enhanced: '4.7.0' });
       expect(primary.connections).toBe(0);
       expect(secondary.messages).toHaveLength(1);
     });
@@ -196,7 +206,7 @@ describe('the relay engine', () => {
       const d = await e.relay();
       expect(codes(d)).toEqual(['ERATELIMIT', 'EBREAKEROPEN']);
       expect(decidingCode(d)).toBe('ERATELIMIT');
-      expect(d.deciding.verdict.clientReply).toMatchObject({ code: 451, enhanced: '4.7.0' });
+      expect(replyTo(d.deciding)).toMatchObject({ code: 451, enhanced: '4.7.0' });
     });
 
     it('the last breaker skip when every upstream is open', async () => {
@@ -206,7 +216,7 @@ describe('the relay engine', () => {
       const d = await e.relay();
       expect(codes(d)).toEqual(['EBREAKEROPEN', 'EBREAKEROPEN']);
       expect(d.deciding).toBe(d.attempts[1]);
-      expect(d.deciding.verdict.clientReply).toMatchObject({ code: 451, enhanced: '4.4.1' });
+      expect(replyTo(d.deciding)).toMatchObject({ code: 451, enhanced: '4.4.1' });
       expect(primary.connections + secondary.connections).toBe(0);
     });
   });

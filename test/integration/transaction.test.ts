@@ -19,6 +19,7 @@ import { TransactionProcessor, type TransactionReply } from '../../src/transacti
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { relayConfig, simpleMessage, type RelaySpec } from '../helpers/relay-harness.js';
 import { RelayParts } from '../helpers/relay-parts.js';
+import { prepareSpillDir, spillDir } from '../../src/buffer/temp-files.js';
 
 const ID = /\(id ([0-9A-Z]{26})\)$/;
 
@@ -81,6 +82,8 @@ describe('one SMTP transaction from DATA to the reply', () => {
   beforeEach(async () => {
     upstreams = await Promise.all([startFakeUpstream(), startFakeUpstream()]);
     dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-transaction-'));
+    // What App.start() does before any transaction: the spill folder exists.
+    await prepareSpillDir(dataDir);
     trail = new TrailStub();
   });
   afterEach(async () => {
@@ -183,7 +186,7 @@ describe('one SMTP transaction from DATA to the reply', () => {
       const { p } = processor({ limits: { memoryBufferSize: 64 } });
       const reply = await run(p, simpleMessage({ body: 'x'.repeat(10_000) }));
       expect(reply.reply.code).toBe(250);
-      expect(await readdir(dataDir)).toEqual([]);
+      expect(await readdir(spillDir(dataDir))).toEqual([]);
     });
   });
 

@@ -1,8 +1,17 @@
 import { describe, it, expect } from 'vitest';
-import { classify } from '../../src/classify/classify.js';
+import { classify as classifyOnly } from '../../src/classify/classify.js';
+import { relayReply } from '../../src/reply/relay-reply.js';
 import { parseReply } from '../../src/smtp/reply-text.js';
 import { ERROR_RULES, REPLY_RULES, type ErrorExample, type ReplyExample } from '../../src/classify/rules.js';
 import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from '../../src/classify/upstream-facts.js';
+import type { SmtpReply } from '../../src/smtp/smtp-reply.js';
+
+
+/** The verdict with the reply the client gets for it (reply/relay-reply.ts), as one value to assert on. */
+function classify(f: UpstreamFacts): Verdict & { clientReply: SmtpReply } {
+  const verdict = classifyOnly(f);
+  return { ...verdict, clientReply: relayReply(verdict, f, { unknownOutcomeReply: { code: 451 } }) };
+}
 
 const NO_FACTS: UpstreamFacts = {
   ok: false,
