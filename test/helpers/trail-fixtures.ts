@@ -13,10 +13,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ToolIo } from '../../src/tools/tool-io.js';
+import { verifyCommand } from '../../src/tools/verify.js';
 
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 let counter = 0;
@@ -191,4 +192,19 @@ export function memoryIo(opts: { env?: NodeJS.ProcessEnv; cwd?: string; isTty?: 
       stdin.end();
     },
   };
+}
+
+/** Runs `mailtrail verify` as a user would, capturing what it prints. */
+export async function runVerify(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const sink = (append: (s: string) => void) =>
+    new Writable({
+      write(chunk, _enc, cb) {
+        append(String(chunk));
+        cb();
+      },
+    });
+  const code = await verifyCommand(argv, sink((s) => (out += s)), sink((s) => (err += s)));
+  return { code, out, err };
 }
