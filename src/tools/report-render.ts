@@ -1,16 +1,20 @@
 /**
  * The text form of `mailtrail report`: sections in the order an operator reads them (how much, how
- * well, what broke, how fast, when, who). `--json` prints the Report object itself instead.
+ * well, what broke, how fast, when, who). `--json` prints the Report object itself instead. The
+ * report's text is escaped for the terminal first.
  */
-import { formatBytes, formatCount, formatPercent, formatTime, oneLine, paint, type Style } from './format.js';
+import { formatBytes, formatCount, formatPercent, formatTime, paint, type Style } from './format.js';
 import { OUTCOMES, type GroupRow, type Report } from './report-builder.js';
+import { forTerminal } from './terminal-text.js';
 
 /** Rows of error groups and `--by` groups shown in text (the JSON has them all). */
 const TEXT_ROWS = 20;
 /** Beyond this many hours in range, traffic is shown per day. */
 const MAX_HOUR_ROWS = 72;
 
-export function renderReport(r: Report, files: readonly string[], style: Style): string[] {
+export function renderReport(report: Report, fileNames: readonly string[], style: Style): string[] {
+  const r = forTerminal(report);
+  const files = forTerminal(fileNames);
   const out: string[] = [];
   const h = (title: string): void => {
     out.push('', paint(style, 'bold', title));
@@ -41,8 +45,8 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
   h(`Error groups (${formatCount(r.errorGroups.groups.length)}; most frequent first)`);
   if (r.errorGroups.groups.length === 0) out.push('  (none)');
   for (const g of r.errorGroups.groups.slice(0, TEXT_ROWS)) {
-    out.push(`  ${formatCount(g.count).padStart(9)}  ${g.class}  ${g.upstream ?? '-'}  ${oneLine(g.normalized)}`);
-    out.push(paint(style, 'dim', `             first ${formatTime(g.firstSeen)}  last ${formatTime(g.lastSeen)}  e.g. ${g.sample.id}: ${oneLine(g.sample.reply)}`));
+    out.push(`  ${formatCount(g.count).padStart(9)}  ${g.class}  ${g.upstream ?? '-'}  ${g.normalized}`);
+    out.push(paint(style, 'dim', `             first ${formatTime(g.firstSeen)}  last ${formatTime(g.lastSeen)}  e.g. ${g.sample.id}: ${g.sample.reply}`));
   }
   more(out, r.errorGroups.groups.length, 'error groups');
   if (r.errorGroups.other > 0) out.push(`  ${formatCount(r.errorGroups.other)} failures in groups beyond the first ${formatCount(r.errorGroups.groups.length)} (not grouped)`);

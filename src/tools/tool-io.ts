@@ -4,6 +4,7 @@
  * terminal. Plus the buffered output every tool writes through.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { terminalText } from './terminal-text.js';
 
 export interface ToolIo {
   readonly stdout: NodeJS.WritableStream;
@@ -75,9 +76,12 @@ export function parseToolArgs<T extends NonNullable<ParseArgsConfig['options']>>
   }
 }
 
-/** Writes `mailtrail <command>: message` to stderr. */
+/**
+ * Writes `mailtrail <command>: message` to stderr, every line of it escaped for the terminal (a file
+ * name, a key or a value from the trail may carry control characters; terminal-text.ts).
+ */
 export function complain(io: ToolIo, command: string, message: string): void {
-  io.stderr.write(`mailtrail ${command}: ${message}\n`);
+  io.stderr.write(`mailtrail ${command}: ${message.split('\n').map(terminalText).join('\n')}\n`);
 }
 
 /** A file error as one readable line (ENOENT → "no such file: x"). */

@@ -6,7 +6,7 @@
 import { lookupCommand, LOOKUP_USAGE } from './lookup.js';
 import { reportCommand, REPORT_USAGE } from './report.js';
 import { tailCommand, TAIL_USAGE } from './tail.js';
-import { describeFileError, EXIT, isFileError, UsageError, type ToolIo } from './tool-io.js';
+import { complain, describeFileError, EXIT, isFileError, UsageError, type ToolIo } from './tool-io.js';
 
 const COMMANDS = {
   tail: { run: tailCommand, usage: TAIL_USAGE },
@@ -27,11 +27,12 @@ export async function runTrailCommand(name: TrailCommand, args: readonly string[
     return await command.run(args, io);
   } catch (err) {
     if (err instanceof UsageError) {
-      io.stderr.write(`mailtrail ${name}: ${err.message}\n\n${command.usage}\n`);
+      complain(io, name, err.message);
+      io.stderr.write(`\n${command.usage}\n`);
       return EXIT.usage;
     }
     if (isFileError(err)) {
-      io.stderr.write(`mailtrail ${name}: ${describeFileError(err)}\n`);
+      complain(io, name, describeFileError(err));
       return EXIT.failed;
     }
     throw err;

@@ -9,6 +9,9 @@
  * Exit 0: intact (a torn line left by a crash is a warning, not tampering); 1: damaged, with the
  * first bad record as FILE:LINE, its seq and the kind; 2: usage error; 3: the chain is intact but a
  * failed write left a record outside it (an I/O fault, not tampering: see `IoFault`).
+ *
+ * Everything it prints goes through terminal-text.ts: file names, and what a record says (a
+ * checkpoint's keyId), reach the terminal escaped.
  */
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -17,6 +20,7 @@ import { parseArgs } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { GENESIS, expectedHash, isChained, sha256Hex } from '../audit/chain.js';
 import { keyIdOf, loadPublicKey, signatureValid } from '../audit/checkpoint-signer.js';
+import { terminalText } from './terminal-text.js';
 
 export type DamageKind = 'altered' | 'gap' | 'inserted' | 'reordered' | 'truncated' | 'bad-signature';
 
@@ -457,23 +461,23 @@ export function summary(r: VerifyResult): string {
   ];
   if (r.firstSeq !== null && r.firstSeq > 1) parts.push(`starts at seq ${r.firstSeq}: earlier files not given`);
   if (r.copiesNotCovered > 0) parts.push(`${r.copiesNotCovered} checkpoint(s) older than the files given`);
-  return parts.join(', ');
+  return terminalText(parts.join(', '));
 }
 
 export function damageLine(d: Damage): string {
-  return `DAMAGED ${d.kind} at ${d.file}:${d.line}${d.seq === null ? '' : ` (seq ${d.seq})`}: ${d.detail}`;
+  return terminalText(`DAMAGED ${d.kind} at ${d.file}:${d.line}${d.seq === null ? '' : ` (seq ${d.seq})`}: ${d.detail}`);
 }
 
 export function ioFaultLine(f: IoFault): string {
-  return `IO-FAULT at ${f.file}:${f.line} (seq ${f.seq}): ${f.detail}`;
+  return terminalText(`IO-FAULT at ${f.file}:${f.line} (seq ${f.seq}): ${f.detail}`);
 }
 
 /** Exit 3: the chain is intact, but records outside it were left by failed writes. */
 export const EXIT_IO_FAULT = 3;
 
-/** What verify prints for a result (stdout, stderr) and its exit code. */
+/** What verify prints for a result (stdout, stderr) and its exit code; every line escaped. */
 export function verifyOutput(r: VerifyResult): { out: string[]; err: string[]; code: number } {
-  const err = r.warnings.map((w) => `warning: ${w}`);
+  const err = r.warnings.map((w) => terminalText(`warning: ${w}`));
   const out = r.ioFaults.map(ioFaultLine);
   if (r.ioFaultCount > r.ioFaults.length) out.push(`IO-FAULT ... and ${r.ioFaultCount - r.ioFaults.length} more`);
   if (r.damage) return { out: [...out, damageLine(r.damage)], err, code: 1 };
@@ -511,7 +515,7 @@ export async function verifyCommand(argv: readonly string[], out: NodeJS.Writabl
     const publicKey = values['public-key'] ? loadPublicKey(values['public-key']) : null;
     result = await verifyTrail({ files, checkpointsFile: values.checkpoints ?? null, publicKey });
   } catch (e) {
-    err.write(`mailtrail verify: ${(e as Error).message}\n`);
+    err.write(`${terminalText(`mailtrail verify: ${(e as Error).message}`)}\n`);
     return 2;
   }
   const shown = verifyOutput(result);

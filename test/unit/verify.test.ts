@@ -271,6 +271,22 @@ describe('mailtrail verify', () => {
     });
   });
 
+  it('escapes control characters of file names and record fields in everything it prints', async () => {
+    const ls = await lines(trail.file);
+    // A checkpoint naming a hostile key id, re-signed nowhere: the key id is quoted in the finding.
+    const cp = JSON.parse(ls[10]!) as Record<string, unknown>;
+    ls[10] = rehashed({ ...cp, keyId: 'k\u001b]2;pwned\u0007\u202e' });
+    const hostile = join(dir, 'audit\u001b[2J.log');
+    await writeLines(hostile, ls);
+    const r = await runVerify([hostile, '--public-key', trail.publicKeyFile]);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('audit\\x1b[2J.log:11 (seq 11): signed with key k\\x1b]2;pwned\\x07\\u202e, not with the given key');
+    expect(r.out + r.err).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+    const missing = await runVerify([join(dir, 'gone\u0007.log')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('gone\\x07.log');
+  });
+
   it('exits 2 for a missing file or no file at all', async () => {
     expect((await runVerify([join(dir, 'nope.log')])).code).toBe(2);
     expect((await runVerify([])).code).toBe(2);
