@@ -84,6 +84,23 @@ export function throttled(over: Partial<RelayRecord> = {}): RelayRecord {
   });
 }
 
+/** A message over limits.maxMessageSize: mailtrail answered 552 itself, no upstream was tried. */
+export function oversize(over: Partial<RelayRecord> = {}): RelayRecord {
+  return relay({
+    message: { size: 38_000_000, sha256: 'c'.repeat(64), messageId: '<big-1@example.com>', subject: null, headerFrom: null },
+    route: null,
+    upstream: null,
+    attempts: [],
+    upstreamReply: null,
+    clientReply: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },
+    outcome: 'rejected',
+    rcpt: [{ to: 'ana@example.org', status: 'rejected', reply: null }],
+    failure: { class: 'too_large', retryable: false, actor: 'sender', scope: 'message', detail: { rule: null, code: null, cause: null, timeoutType: null, message: 'message exceeds limits.maxMessageSize (26214400 bytes)' } },
+    timing: { totalMs: 900, receiveMs: 900, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+    ...over,
+  });
+}
+
 export function reject(over: Partial<RejectRecord> = {}): RejectRecord {
   const time = over.time ?? '2026-11-25T10:15:01.900Z';
   return {

@@ -109,16 +109,20 @@ describe('trail tools on hostile text from real traffic', () => {
     expect(parsed.map((r) => r.command)).toContain(VERB);
   });
 
-  it('report prints nothing raw', async () => {
+  it('report prints nothing raw, and counts the oversize message as mailtrail’s own', async () => {
     const human = await tool('report', [file, '--by', 'upstream']);
     expect(human.code).toBe(0);
     expect(human.out).not.toMatch(RAW_CONTROL);
     expect(human.out).toMatch(/recipient_rejected {2}primary {2}550 5\.1\.1 .*User unknown/);
+    expect(human.out).toMatch(/^ {2}rejected by an upstream +0/m);
+    expect(human.out).toMatch(/^ {2}rejected by mailtrail +1 {2}after DATA, no upstream tried/m);
+    expect(human.out).toMatch(/too_large {2}mailtrail \(no upstream tried\) {2}message exceeds limits\.maxMessageSize/);
 
     const json = await tool('report', [file, '--json']);
     expect(json.out).not.toMatch(RAW_CONTROL);
     expect(json.out.split('\n').length).toBeGreaterThan(50); // still pretty-printed
-    expect(JSON.parse(json.out)).toMatchObject({ records: { relay: 2, reject: 1 } });
+    const report = JSON.parse(json.out) as { rejections: object };
+    expect(report.rejections).toEqual({ byUpstream: 0, byMailtrail: 1, refusals: 1 });
   });
 
   it('verify finds the chain intact and prints a hostile file name escaped', async () => {
