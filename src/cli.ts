@@ -13,6 +13,7 @@ import { keygenCommand } from './tools/keygen.js';
 import { EXIT, UsageError } from './tools/tool-io.js';
 import { processIo, runTrailCommand } from './tools/trail-commands.js';
 import { verifyCommand } from './tools/verify.js';
+import { terminalText } from './tools/terminal-text.js';
 
 const USAGE = `mailtrail: SMTP relay proxy with an audit trail
 
@@ -21,7 +22,8 @@ Usage:
   mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem with its key path
   mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
   mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]
-                                           check the trail's hash chain; exit 1 naming the first bad record
+                                           check the trail's hash chain; exit 1 naming the first bad record,
+                                           3 for a record a failed write left outside the chain
   mailtrail keygen [--out PREFIX]          an Ed25519 key pair for signing checkpoints
   mailtrail tail [FILE] [-f] [-n N] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
                                            the last records, one line each; -f follows across rotation
@@ -141,7 +143,7 @@ function checkConfig(file: string | undefined): number {
   try {
     const config = load(file);
     const source = configFile({ file, env: process.env }) ?? 'the embedded default (no config file)';
-    process.stdout.write(`config ok: ${source}: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
+    process.stdout.write(`config ok: ${terminalText(source)}: ${config.listen.length} listener(s), ${config.upstreams.length} upstream(s)\n`);
     for (const w of configWarnings(config)) process.stdout.write(`  warning   ${w.message}\n`);
     return 0;
   } catch (err) {
@@ -152,7 +154,8 @@ function checkConfig(file: string | undefined): number {
 function reportConfigError(err: unknown): number {
   if (err instanceof ConfigError) {
     // ConfigError's message is the header line (with the file) followed by one problem per line.
-    const [header, ...lines] = err.message.split('\n');
+    // A key, a file name or a quoted value may hold control characters: escaped for the terminal.
+    const [header, ...lines] = err.message.split('\n').map(terminalText);
     process.stderr.write(`mailtrail: ${header}\n${lines.map((l) => `  ${l}\n`).join('')}`);
     return 1;
   }

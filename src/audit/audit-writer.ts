@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, fsyncSync, ftruncateSync, mkdirSync, openSync, readdirSync, readSync, renameSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { Logger } from '../logger.js';
-import { HashChain, type ChainFields, type ChainHead } from './chain.js';
+import { HashChain, type ChainFields, type ChainHead, type SealedRecord } from './chain.js';
 import { gzipFileTail, plainFileTail, type FileTail } from './chain-resume.js';
 import { RotatedFiles, utcDay, type RotateConfig } from './rotation.js';
 import { RotationCompressor } from './rotation-compressor.js';
@@ -26,7 +26,27 @@ export interface AuditWriterOptions {
   readonly log: Logger;
   /** Free space to keep on the trail's filesystem (free-space.ts); 0 or absent = no check. */
   readonly minFreeSpace?: number;
+  /** The calls whose failures the writer must survive; node:fs by default (tests pass failing ones). */
+  readonly fileOps?: TrailFileOps;
 }
+
+/** The system calls that put records in the file, as the writer uses them. */
+export interface TrailFileOps {
+  /** write(2): the number of bytes written, possibly fewer than asked; throws on failure. */
+  write(fd: number, data: Buffer, offset: number, length: number): number;
+  /** fsync(2). */
+  fsync(fd: number): void;
+  /** ftruncate(2). */
+  truncate(fd: number, length: number): void;
+}
+
+const NODE_FILE_OPS: TrailFileOps = {
+  write: (fd, data, offset, length) => writeSync(fd, data, offset, length),
+  fsync: (fd) => fsyncSync(fd),
+  truncate: (fd, length) => ftruncateSync(fd, length),
+};
+
+const NEWLINE = Buffer.from('\n');
 
 /**
  * The audit trail's only writer: one JSON line per record, one synchronous write(2) each, so a record
@@ -36,8 +56,16 @@ export interface AuditWriterOptions {
  * Why not a pino destination: SonicBoom in sync mode reports a failed write as an 'error' event and
  * keeps the bytes queued for the next write, so the caller cannot tell that *this* record is missing.
  * Here a failed write throws, and the relay answers 451 instead of accepting mail it cannot record.
- * A write that failed half-way is cut off again (ftruncate), so the next record starts on its own
- * line and the failed record's seq is reused: the chain stays gap-free.
+ *
+ * Whatever fails (write(2), a short write, fsync(2), the cut after it), the file is left ending where
+ * the chain stands, so the next record, or a restart reading the file's tail (chain-resume.ts),
+ * continues the chain without a repeated or a missing seq (docs/audit-record.md#integrity):
+ * - a record that failed is cut off again (ftruncate), and its seq is used by the next record;
+ * - when the cut fails too and the whole record is in the file (at most its newline missing), it is a
+ *   record of the trail: the chain goes on from it (the caller still hears of the failure, and the
+ *   error says `recordKept`);
+ * - when the cut fails and only a fragment is there, it is a torn line: the next record starts on a
+ *   line of its own and reuses the seq (verify tolerates a torn line the chain goes on after).
  *
  * Everything happens synchronously between two records, rotation included: no record can land in
  * two files or in none, whatever the load.
@@ -53,7 +81,8 @@ export class AuditWriter {
   #compressor: RotationCompressor | null;
   #log: Logger;
   #space: FreeSpaceGuard | null;
-  /** Bytes in the current file (regular files only). */
+  #ops: TrailFileOps;
+  /** Bytes in the current file: its size when opened plus every byte written since. */
   #size = 0;
   #regular = false;
   /** UTC day of the current file's records, for daily rotation; null while it is empty. */
@@ -65,6 +94,7 @@ export class AuditWriter {
     this.file = opts.file;
     this.#fsync = opts.fsync;
     this.#log = opts.log;
+    this.#ops = opts.fileOps ?? NODE_FILE_OPS;
     this.#space = opts.file === '-' ? null : new FreeSpaceGuard(dirname(opts.file), opts.minFreeSpace ?? 0);
     this.#chain = opts.chain ? new HashChain(head ?? undefined) : null;
     const rotating = opts.rotate !== null && opts.file !== '-';
@@ -115,8 +145,9 @@ export class AuditWriter {
   }
 
   /**
-   * Appends one record. Returns its chain fields (null with the chain off). Throws when the record
-   * could not be written completely; nothing of it then stays in the file.
+   * Appends one record (and with `fsync` flushes it to disk). Returns its chain fields (null with the
+   * chain off). Throws when that failed; the record is then cut off again, or, when it cannot be and
+   * it is whole in the file, kept as a record of the trail (the error has `recordKept: true`).
    */
   write(record: object): ChainFields | null {
     if (this.#fd < 0) throw Object.assign(new Error('Audit trail is closed'), { code: 'EAUDITCLOSED' });
@@ -125,15 +156,19 @@ export class AuditWriter {
     const now = Date.now();
     if (this.#rotationDue(data.length, now)) this.#rotateNow(now);
     if (this.#needsNewline) {
-      this.#append(Buffer.from('\n'));
+      this.#append(NEWLINE);
       this.#needsNewline = false;
     }
-    this.#append(data);
-    if (this.#fsync && this.#fd !== 1) fsyncSync(this.#fd);
-    if (this.#fileDay === null) this.#fileDay = utcDay(now);
-    if (!sealed || !this.#chain) return null;
-    this.#chain.commit(sealed);
-    return { seq: sealed.seq, prev: sealed.prev, hash: sealed.hash };
+    const start = this.#size;
+    try {
+      this.#append(data);
+      // fsync(2) fails on a pipe or a terminal (EINVAL): only a regular file has a disk to flush to.
+      if (this.#fsync && this.#regular) this.#ops.fsync(this.#fd);
+    } catch (err) {
+      this.#failed(start, data.length, sealed, now, err);
+    }
+    this.#wrote(sealed, now);
+    return sealed && { seq: sealed.seq, prev: sealed.prev, hash: sealed.hash };
   }
 
   /** Reopen the file by name (after logrotate moved it away). The chain continues. */
@@ -153,7 +188,7 @@ export class AuditWriter {
       this.#fd = -1;
       return;
     }
-    if (this.#regular) fsyncSync(this.#fd);
+    if (this.#regular) this.#ops.fsync(this.#fd);
     closeSync(this.#fd);
     this.#fd = -1;
   }
@@ -209,7 +244,7 @@ export class AuditWriter {
       return;
     }
     try {
-      fsyncSync(old);
+      this.#ops.fsync(old);
     } catch {
       // the data is in the page cache either way
     }
@@ -217,28 +252,59 @@ export class AuditWriter {
     this.#compressor!.rotated(target);
   }
 
-  /** write(2) may write less than asked (a full disk mid-record, a signal); finish or undo and throw. */
+  /**
+   * write(2) may write less than asked (a full disk mid-record, a signal): go on until all is written
+   * or it throws. `#size` follows every byte that went in, so a failure knows what is in the file.
+   */
   #append(data: Buffer): void {
     let offset = 0;
-    try {
-      while (offset < data.length) offset += writeSync(this.#fd, data, offset, data.length - offset);
-    } catch (err) {
-      if (offset > 0) this.#undoPartial();
-      throw err;
+    while (offset < data.length) {
+      const n = this.#ops.write(this.#fd, data, offset, data.length - offset);
+      offset += n;
+      this.#size += n;
     }
-    this.#size += data.length;
     this.#space?.wrote(data.length);
   }
 
-  /** Remove the bytes of a record that was written only in part; if that fails, end its line. */
-  #undoPartial(): void {
-    try {
-      if (!this.#regular) throw new Error('not a regular file');
-      ftruncateSync(this.#fd, this.#size);
-    } catch {
-      this.#needsNewline = true;
-    }
+  /** The record is in the file: the chain moves on to it. */
+  #wrote(sealed: SealedRecord | null, now: number): void {
+    if (this.#fileDay === null) this.#fileDay = utcDay(now);
+    if (sealed) this.#chain?.commit(sealed);
   }
+
+  /**
+   * Writing the record that started at byte `start` failed (see the class comment): leave the file
+   * ending where the chain stands, then throw `err`.
+   */
+  #failed(start: number, length: number, sealed: SealedRecord | null, now: number, err: unknown): never {
+    const inFile = this.#size - start;
+    if (inFile === 0 || this.#cutTo(start)) throw err;
+    if (inFile >= length - 1) {
+      // The whole record, at most its newline missing: it parses, so it is a record of the trail.
+      this.#needsNewline = inFile < length;
+      this.#wrote(sealed, now);
+      throw Object.assign(asError(err), { recordKept: true });
+    }
+    // A fragment that does not parse: end its line before the next record, which reuses the seq.
+    this.#needsNewline = true;
+    throw err;
+  }
+
+  /** Cut the file back to `size` bytes; false when that is not possible (not a regular file, or it failed). */
+  #cutTo(size: number): boolean {
+    if (!this.#regular) return false;
+    try {
+      this.#ops.truncate(this.#fd, size);
+    } catch {
+      return false;
+    }
+    this.#size = size;
+    return true;
+  }
+}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
 }
 
 function endsWithNewline(fd: number, size: number): boolean {

@@ -1,17 +1,19 @@
-import { closeSync, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, createReadStream, fstatSync, openSync, readSync } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import { isChained, type ChainHead } from './chain.js';
 
 /**
  * Where a trail file leaves the chain, read at start-up so that `seq` and `prev` continue across
- * restarts: the last complete line that is a chained record. A final line without its newline (a
- * write cut short by a crash or a full disk) is skipped: its record was never acknowledged, so its
- * seq is reused.
+ * restarts: the last record of the file. A final line without its newline (a write cut short by a
+ * crash or a full disk) is skipped when it does not parse: a torn record, whose seq is reused. When
+ * it does parse, only its newline is missing: it is a whole record, as every reader of the trail takes
+ * it (verify, tail, report), so the chain goes on from it instead of writing a second record at its
+ * seq (audit-writer.ts keeps such a record the same way when a write fails after it).
  */
 export interface FileTail {
   /** The chain head of the file, or null when it holds no chained record. */
   readonly head: ChainHead | null;
-  /** The file ends with bytes after its last newline. */
+  /** The file ends with bytes after its last newline (whole record or not). */
   readonly torn: boolean;
   /** The file's last record has no chain fields (written with `audit.chain: false`). */
   readonly unchained: boolean;
@@ -28,7 +30,9 @@ const EMPTY: FileTail = { head: null, torn: false, unchained: false };
 export function plainFileTail(file: string): FileTail {
   let fd: number;
   try {
-    fd = openSync(file, 'r');
+    // Non-blocking: opening a FIFO for reading would otherwise wait for a writer (a regular file is
+    // not affected).
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
   } catch (err) {
     if ((err as { code?: string }).code === 'ENOENT') return EMPTY;
     throw err;
@@ -49,6 +53,8 @@ export function plainFileTail(file: string): FileTail {
     const torn = bytes.length > 0 && bytes[bytes.length - 1] !== NEWLINE;
     let end = bytes.lastIndexOf(NEWLINE);
     const lines: string[] = [];
+    // The bytes after the last newline, newest of all, when they are a whole line's worth.
+    if (torn && (end >= 0 || readFrom === 0)) lines.push(bytes.toString('utf8', end + 1));
     while (end > 0 && lines.length < MAX_TAIL_LINES) {
       const start = bytes.lastIndexOf(NEWLINE, end - 1) + 1;
       // A line cut by the read window (start 0 of a window not at the file's start) is not whole.
@@ -82,10 +88,11 @@ export async function gzipFileTail(file: string): Promise<FileTail> {
     const code = (err as { code?: string }).code;
     if (code !== 'Z_BUF_ERROR' && code !== 'Z_DATA_ERROR') throw err;
   }
+  if (rest.length > 0) recent.push(rest);
   return { ...headOf(recent.reverse()), torn: rest.length > 0 };
 }
 
-/** The newest-first lines' first chained record. */
+/** The newest-first lines' first chained record; lines that do not parse (torn, damaged) are passed over. */
 function headOf(newestFirst: readonly string[]): Omit<FileTail, 'torn'> {
   for (const line of newestFirst) {
     if (line.length === 0 || line.charCodeAt(0) !== 0x7b) continue;

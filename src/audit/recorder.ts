@@ -68,7 +68,13 @@ export class Recorder {
     } catch (err) {
       this.#failed(err, record.id);
       // The operational log keeps what the trail could not: the upstream may have the message.
-      this.#log.error({ record: masked }, 'relay record not written to the audit trail; it follows here');
+      if ((err as { recordKept?: boolean }).recordKept) {
+        // The record is whole in the trail but not known to be on disk (audit-writer.ts), and with
+        // `refuse` its clientReply is not the 451 the client gets: the log says what happened.
+        this.#log.error({ record: masked }, 'relay record is in the audit trail but its write failed (not known to be on disk); it follows here');
+      } else {
+        this.#log.error({ record: masked }, 'relay record not written to the audit trail; it follows here');
+      }
       if (this.#opts.onWriteFailure === 'refuse') throw err;
       this.#log.warn({ recordId: record.id }, 'relaying without an audit record (audit.onWriteFailure: continue)');
       this.#bus.publish('relay', masked);

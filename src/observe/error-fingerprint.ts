@@ -18,10 +18,13 @@ export interface ErrorFingerprint {
 export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
   if (!record.failure) return null;
   const reply = errorReply(record);
+  const d = record.failure.detail;
   // Reply code and enhanced code are kept as they are: they are part of what makes two errors the same.
+  // Without a reply: the system cause or error code, else the message (all a local refusal such as a
+  // message over limits.maxMessageSize has).
   const normalized = reply
     ? `${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${normalizeReplyText(reply.text)}`
-    : normalizeReplyText(record.failure.detail.cause ?? record.failure.detail.code ?? '');
+    : normalizeReplyText(d.cause ?? d.code ?? d.message ?? '');
   const upstream = record.upstream?.name ?? null;
   const key = createHash('sha256').update(`${record.failure.class}\u0000${upstream ?? ''}\u0000${normalized}`).digest('hex').slice(0, 16);
   return { key, class: record.failure.class, upstream, normalized };

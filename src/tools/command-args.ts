@@ -7,6 +7,7 @@
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { EXIT, UsageError } from './tool-io.js';
+import { terminalText } from './terminal-text.js';
 
 export type OptionSpecs = NonNullable<ParseArgsConfig['options']>;
 
@@ -61,9 +62,12 @@ export function readCommandLine<T extends OptionSpecs>(spec: CommandSpec<T>, arg
   return parsed;
 }
 
-/** Bad usage, said the one way every command says it: `mailtrail <command>: <problem>`, the usage. */
+/**
+ * Bad usage, said the one way every command says it: `mailtrail <command>: <problem>`, the usage. The
+ * problem quotes what was typed, escaped for the terminal (terminal-text.ts).
+ */
 export function explainUsage(err: NodeJS.WritableStream, command: string, problem: string, usage: string): number {
-  err.write(`mailtrail ${command}: ${problem}\n\n${usage}\n`);
+  err.write(`mailtrail ${command}: ${terminalText(problem)}\n\n${usage}\n`);
   return EXIT.usage;
 }
 

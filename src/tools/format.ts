@@ -1,11 +1,14 @@
 /**
  * Rendering records for people: one line per record for `tail`, and the shared pieces (times,
- * addresses, replies, sizes, colours) that `lookup` and `report` use too.
+ * addresses, replies, sizes, colours) that `lookup` and `report` use too. What a renderer is given
+ * has been through terminal-text.ts first (`recordLine` does it here): no field reaches the terminal
+ * with a control character in it, and a multi-line reply reads `line / line`.
  *
  * Colour only on a terminal, never when NO_COLOR is set (https://no-color.org); FORCE_COLOR forces it
  * (for pagers: `FORCE_COLOR=1 mailtrail tail | less -R`).
  */
 import type { AlertRecord, AuditRecord, CheckpointRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
+import { forTerminal, parsedForTerminal } from './terminal-text.js';
 
 export interface Style {
   readonly color: boolean;
@@ -64,12 +67,7 @@ export function formatReplyCode(reply: { readonly code: number; readonly enhance
 
 export function formatReply(reply: { readonly code: number; readonly enhanced: string | null; readonly text: string } | null | undefined): string {
   if (!reply) return '-';
-  return `${formatReplyCode(reply)} ${oneLine(reply.text)}`.trim();
-}
-
-/** Multi-line reply texts on one line. */
-export function oneLine(text: string): string {
-  return text.replace(/\s*\n\s*/g, ' / ');
+  return `${formatReplyCode(reply)} ${reply.text}`.trim();
 }
 
 export function formatBytes(n: number): string {
@@ -116,8 +114,12 @@ export function upstreamResult(r: RelayRecord): string {
   return d?.cause ?? d?.timeoutType ?? d?.code ?? '-';
 }
 
-/** One line for `tail`: the record type decides the layout. */
-export function recordLine(record: AuditRecord, style: Style): string {
+/**
+ * One line for `tail`: the record type decides the layout. The record's text is escaped first;
+ * `json`, the line it was parsed from, makes that check cheap.
+ */
+export function recordLine(parsed: AuditRecord, style: Style, json?: string): string {
+  const record = json === undefined ? forTerminal(parsed) : parsedForTerminal(parsed, json);
   switch (record.type) {
     case 'relay':
       return relayLine(record, style);
@@ -138,7 +140,7 @@ const OUTCOME_WIDTH = 9;
 const CLASS_WIDTH = 20;
 
 /** time, outcome, class, from → to +N, upstream(s) reply code queue id, total ms, id. */
-export function relayLine(r: RelayRecord, style: Style): string {
+function relayLine(r: RelayRecord, style: Style): string {
   const outcome = paint(style, outcomeColor(r.outcome), r.outcome.padEnd(OUTCOME_WIDTH));
   const cls = (r.failure?.class ?? '-').padEnd(CLASS_WIDTH);
   const queue = r.upstream?.queueId ? ` q=${r.upstream.queueId}` : '';
@@ -155,7 +157,7 @@ export function relayLine(r: RelayRecord, style: Style): string {
 }
 
 /** time, "refused", class, command + reply, client, from → to, id. */
-export function rejectLine(r: RejectRecord, style: Style): string {
+function rejectLine(r: RejectRecord, style: Style): string {
   const user = r.client?.user ? ` (${r.client.user})` : r.authUser ? ` (tried ${r.authUser})` : '';
   const who = r.client ? `${r.client.ip}${user}` : '-';
   return [
@@ -170,7 +172,7 @@ export function rejectLine(r: RejectRecord, style: Style): string {
 }
 
 /** time, "session", client, counts, bytes, duration, TLS, connection id. */
-export function sessionLine(r: SessionRecord, style: Style): string {
+function sessionLine(r: SessionRecord, style: Style): string {
   const who = r.client ? `${r.client.ip}${r.client.user ? ` (${r.client.user})` : ''}` : '-';
   const tls = r.client?.tls?.protocol ?? 'no TLS';
   return [
@@ -185,7 +187,7 @@ export function sessionLine(r: SessionRecord, style: Style): string {
   ].join('  ');
 }
 
-export function alertLine(r: AlertRecord, style: Style): string {
+function alertLine(r: AlertRecord, style: Style): string {
   const color: Paint = r.state === 'resolved' ? 'green' : 'magenta';
   const about = [r.upstream, r.class].filter(Boolean).join(' ');
   return [
@@ -193,13 +195,13 @@ export function alertLine(r: AlertRecord, style: Style): string {
     paint(style, color, `alert ${r.state}`.padEnd(OUTCOME_WIDTH)),
     String(r.rule).padEnd(CLASS_WIDTH),
     about || '-',
-    oneLine(String(r.message ?? '')),
+    String(r.message ?? ''),
     paint(style, 'dim', r.id),
   ].join('  ');
 }
 
 /** time, "checkpoint", the chain head it attests, records since the last one, signed or not. */
-export function checkpointLine(r: CheckpointRecord, style: Style): string {
+function checkpointLine(r: CheckpointRecord, style: Style): string {
   const head = r.head ? `after seq ${r.head.seq} (${String(r.head.hash).slice(0, 12)}…)` : '-';
   return [
     paint(style, 'dim', formatTime(r.time)),

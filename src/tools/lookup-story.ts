@@ -1,7 +1,8 @@
 /**
  * The text form of `mailtrail lookup`: a heading with the verdict (the latest relay outcome), then
  * each record in time order; relay records in full (envelope, each attempt, the deciding upstream,
- * what the client was told, timings, duplicate links), refusals and sessions on one line.
+ * what the client was told, timings, duplicate links), refusals and sessions on one line. The story's
+ * text is escaped for the terminal first (terminal-text.ts).
  */
 import type { RelayRecord } from '../audit/records.js';
 import {
@@ -10,7 +11,6 @@ import {
   formatMs,
   formatReply,
   formatTime,
-  oneLine,
   outcomeColor,
   paint,
   recordLine,
@@ -32,8 +32,10 @@ export interface Story {
   readonly expanded: boolean;
   readonly privacyNote: string | null;
 }
+import { forTerminal } from './terminal-text.js';
 
-export function renderStory(story: Story, style: Style): string[] {
+export function renderStory(raw: Story, style: Style): string[] {
+  const story = forTerminal(raw);
   const out: string[] = [];
   const entries = story.entries;
   if (entries.length === 0) return out;
@@ -98,7 +100,7 @@ function relayStory(r: RelayRecord, style: Style, where: string): string[] {
   (r.attempts ?? []).forEach((a, i) => {
     const result = a.reply ? formatReply(a.reply) : a.error ? [a.error.code, a.error.cause, a.error.message].filter(Boolean).join(' ') : '-';
     const verdict = a.class ? `  → ${a.class}` : '';
-    field(`attempt ${i + 1}`, `${a.upstream}  ${formatTime(a.startedAt)}  ${formatMs(a.ms)}  reached ${a.phase}  ${oneLine(result)}${verdict}`);
+    field(`attempt ${i + 1}`, `${a.upstream}  ${formatTime(a.startedAt)}  ${formatMs(a.ms)}  reached ${a.phase}  ${result}${verdict}`);
   });
   if (r.attempts && new Set(r.attempts.map((a) => a.upstream)).size > 1) field('failover', r.attempts.map((a) => a.upstream).join(' → '));
   if (r.upstream) {
@@ -114,7 +116,7 @@ function relayStory(r: RelayRecord, style: Style, where: string): string[] {
     const detail = [f.detail?.rule ? `rule ${f.detail.rule}` : null, f.detail?.cause, f.detail?.timeoutType].filter(Boolean).join(', ');
     field('failure', `${f.class}: ${retry}, ${f.actor} must act, scope ${f.scope}${detail ? ` (${detail})` : ''}`);
   }
-  field('replied', r.clientReply?.code === 0 ? 'nothing (the client had gone)' : oneLine(formatReply(r.clientReply)));
+  field('replied', r.clientReply?.code === 0 ? 'nothing (the client had gone)' : formatReply(r.clientReply));
   const t = r.timing;
   if (t) field('timing', `total ${formatMs(t.totalMs)}: receive ${t.receiveMs}, wait ${t.waitMs}, connect ${t.connectMs}, envelope ${t.envelopeMs}, data ${t.dataMs} (ms)`);
   if (r.duplicateRisk) lines.push(paint(style, 'yellow', '    duplicate risk: connection lost after the final dot; the upstream may have the message'));
@@ -123,6 +125,6 @@ function relayStory(r: RelayRecord, style: Style, where: string): string[] {
 }
 
 function recipient(x: RelayRecord['rcpt'][number]): string {
-  const reply = x.reply ? `: ${oneLine(formatReply(x.reply))}` : '';
+  const reply = x.reply ? `: ${formatReply(x.reply)}` : '';
   return `${x.to} (${x.status}${reply})`;
 }

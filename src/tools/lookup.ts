@@ -18,8 +18,9 @@ import { containsAny, containsExact, memberValueIn } from './line-prefilter.js';
 import { renderStory, type KeyKind, type Story } from './lookup-story.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { ReadProblems, readTrail, STDIN, type BytePrefilter, type TrailEntry } from './trail-reader.js';
-import { EXIT, LineOutput, UsageError, type ToolIo } from './tool-io.js';
+import { EXIT, LineOutput, UsageError, complain, type ToolIo } from './tool-io.js';
 import { parseCommandArgs } from './command-args.js';
+import { jsonForTerminal } from './terminal-text.js';
 import type { AuditRecord, RelayRecord } from '../audit/records.js';
 
 export const LOOKUP_USAGE = `Usage: mailtrail lookup KEY [FILE...] [options]
@@ -63,16 +64,16 @@ export async function lookupCommand(args: readonly string[], io: ToolIo): Promis
   const problems = new ReadProblems();
   const story = await findStory(key, files, { problems, stdin: io.stdin, limit, privacy });
   const out = new LineOutput(io.stdout);
-  if (values.json) for (const e of story.entries) await out.line(e.raw);
+  if (values.json) for (const e of story.entries) await out.line(jsonForTerminal(e.raw));
   else for (const line of renderStory(story, { color: colorWanted(io.env, io.isTty) })) await out.line(line);
   await out.flush();
   const summary = problems.summary();
-  if (summary) io.stderr.write(`mailtrail lookup: ${summary}\n`);
+  if (summary) complain(io, 'lookup', summary);
   if (story.entries.length === 0) {
-    io.stderr.write(`mailtrail lookup: no record mentions ${key} (in ${files.join(', ')})\n`);
+    complain(io, 'lookup', `no record mentions ${key} (in ${files.join(', ')})`);
     // A pseudonymized trail holds no clear address: without its key, the address cannot match.
     if (isFullAddress(stripBrackets(key)) && privacy?.mode !== 'pseudonymize') {
-      io.stderr.write('mailtrail lookup: if the trail is pseudonymized (audit.privacy), give --config with its audit.hmacKey to look up an address\n');
+      complain(io, 'lookup', 'if the trail is pseudonymized (audit.privacy), give --config with its audit.hmacKey to look up an address');
     }
     return EXIT.notFound;
   }

@@ -12,11 +12,18 @@
  *
  * Definitions (docs: README "Reading the trail"):
  * - success rate = delivered ÷ relay records (partial is not a success: some recipients were refused);
+ * - who decided a relay record: an upstream when at least one was actually tried (its reply, or its
+ *   failure: refused connection, timeout...), mailtrail when none was (no upstream: a message over
+ *   limits.maxMessageSize, a trail it could not write, the client gone mid-DATA; or every upstream of
+ *   the route skipped without a connection: breaker open, sending rate). Rejections, deferrals and
+ *   failure classes are counted per decider, so mailtrail's own refusals never read as an upstream's;
+ *   reject records (refusals before relaying) are counted apart from both;
  * - sender domains count messages (relay records); recipient domains count recipients;
  * - a relay record counts in every `--by recipient-domain` group one of its recipients is in;
- * - latency covers relay records whose deciding upstream was actually tried, per that upstream: not
- *   those where no upstream was tried (`upstream` null) or the deciding one was skipped without a
- *   connection (its circuit breaker open, or its sending rate: EBREAKEROPEN / ERATELIMIT, 0 ms).
+ * - latency covers relay records an upstream decided, per that upstream: not those mailtrail decided
+ *   (no upstream, or every one skipped without a connection: EBREAKEROPEN / ERATELIMIT, 0 ms);
+ * - `--by upstream` groups relay records by the upstream that decided, and those mailtrail decided
+ *   (with the reject records) under "(no upstream tried)".
  */
 import type { AlertRecord, AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
 import type { Outcome } from '../classify/failure-class.js';
@@ -39,6 +46,11 @@ export const MAX_LATENCY_UPSTREAMS = 200;
 /** Placeholder key when a record has no value for the grouping (no upstream tried, no AUTH user...). */
 export const NONE = '(none)';
 export const OTHER = '(other)';
+/** The `--by upstream` key of records no upstream was tried for (mailtrail decided, or refused the client). */
+export const NO_UPSTREAM = '(no upstream tried)';
+
+/** Who decided a relay record's outcome (see the definitions above). */
+export type Decider = 'upstream' | 'mailtrail';
 
 export interface ReportOptions {
   readonly range: TimeRange;
@@ -59,6 +71,8 @@ export interface ErrorGroup {
   readonly lastSeen: string;
   /** The first record of the group: its id and the upstream's reply (or the error, when none came). */
   readonly sample: { readonly id: string; readonly reply: string };
+  /** The group's records by who decided them (an upstream skipped by its breaker: mailtrail). */
+  readonly decidedBy: Record<Decider, number>;
 }
 
 export interface GroupRow {
@@ -66,6 +80,8 @@ export interface GroupRow {
   readonly relay: number;
   readonly outcomes: OutcomeCounts;
   readonly successRate: number | null;
+  /** Relay records of the group that mailtrail decided without trying an upstream (in `outcomes` too). */
+  readonly byMailtrail: number;
   /** Reject records (mailtrail's own refusals) attributed to the group. */
   readonly rejects: number;
 }
@@ -95,6 +111,13 @@ export interface DomainList {
   readonly top: readonly TopEntry[];
 }
 
+/** The relay records one decider decided. */
+export interface DecidedCounts {
+  readonly relay: number;
+  readonly outcomes: OutcomeCounts;
+  readonly failureClasses: Record<string, number>;
+}
+
 export interface Report {
   readonly range: { readonly since: string | null; readonly until: string | null; readonly first: string | null; readonly last: string | null };
   /** Records in the range, by type (`other`: types this version does not know). */
@@ -102,7 +125,16 @@ export interface Report {
   readonly outcomes: OutcomeCounts;
   readonly successRate: number | null;
   readonly deferrals: number;
-  readonly rejections: { readonly upstream: number; readonly mailtrail: number };
+  /** Relay records split by who decided them: `outcomes` and `failureClasses` are their sums. */
+  readonly decidedBy: Record<Decider, DecidedCounts>;
+  readonly rejections: {
+    /** Relay records an upstream rejected (a 5xx from an upstream that was tried). */
+    readonly byUpstream: number;
+    /** Relay records mailtrail rejected itself after DATA, no upstream tried (over limits.maxMessageSize). */
+    readonly byMailtrail: number;
+    /** Reject records: clients mailtrail refused before relaying (policy or protocol). */
+    readonly refusals: number;
+  };
   readonly failureClasses: Record<string, number>;
   readonly rejectClasses: Record<string, number>;
   readonly recipients: { readonly accepted: number; readonly rejected: number; readonly deferred: number; readonly unknown: number };
@@ -123,7 +155,14 @@ export interface Report {
 interface MutableGroup {
   relay: number;
   outcomes: OutcomeCounts;
+  byMailtrail: number;
   rejects: number;
+}
+
+interface MutableDecided {
+  relay: number;
+  outcomes: OutcomeCounts;
+  failureClasses: Map<string, number>;
 }
 
 interface MutableErrorGroup {
@@ -134,6 +173,7 @@ interface MutableErrorGroup {
   firstSeen: string;
   lastSeen: string;
   sample: { id: string; reply: string };
+  decidedBy: Record<Decider, number>;
 }
 
 interface Latency {
@@ -148,6 +188,7 @@ export class ReportBuilder {
   #last: string | null = null;
   #records = { relay: 0, reject: 0, session: 0, alert: 0, checkpoint: 0, other: 0 };
   #outcomes = zeroOutcomes();
+  #decided: Record<Decider, MutableDecided> = { upstream: zeroDecided(), mailtrail: zeroDecided() };
   #failureClasses = new Map<string, number>();
   #rejectClasses = new Map<string, number>();
   #recipients = { accepted: 0, rejected: 0, deferred: 0, unknown: 0 };
@@ -197,8 +238,17 @@ export class ReportBuilder {
   #relay(r: RelayRecord): void {
     this.#records.relay += 1;
     const outcome = r.outcome;
-    if (outcome in this.#outcomes) this.#outcomes[outcome] += 1;
-    if (r.failure) increment(this.#failureClasses, r.failure.class);
+    const decider = deciderOf(r);
+    const decided = this.#decided[decider];
+    decided.relay += 1;
+    if (outcome in this.#outcomes) {
+      this.#outcomes[outcome] += 1;
+      decided.outcomes[outcome] += 1;
+    }
+    if (r.failure) {
+      increment(this.#failureClasses, r.failure.class);
+      increment(decided.failureClasses, r.failure.class);
+    }
     for (const rc of r.rcpt ?? []) {
       if (rc.status in this.#recipients) this.#recipients[rc.status] += 1;
       this.#recipientDomains.add(domainOf(rc.to));
@@ -210,8 +260,8 @@ export class ReportBuilder {
     const size = r.message?.size ?? 0;
     this.#bytes.received += size;
     if (outcome === 'delivered' || outcome === 'partial') this.#bytes.delivered += size;
-    this.#errorGroup(r);
-    this.#latencyOf(r);
+    this.#errorGroup(r, decider);
+    if (decider === 'upstream') this.#latencyOf(r);
     const hour = this.#hour(r.time);
     if (hour) {
       hour.relay += 1;
@@ -221,6 +271,7 @@ export class ReportBuilder {
     if (this.#opts.by) for (const key of relayKeys(r, this.#opts.by)) this.#countGroup(key, (g) => {
       g.relay += 1;
       if (outcome in g.outcomes) g.outcomes[outcome] += 1;
+      if (decider === 'mailtrail') g.byMailtrail += 1;
     });
   }
 
@@ -244,12 +295,13 @@ export class ReportBuilder {
     else if (r.state === 'resolved') this.#alerts.resolved += 1;
   }
 
-  #errorGroup(r: RelayRecord): void {
+  #errorGroup(r: RelayRecord, decider: Decider): void {
     const fp = errorFingerprint(r);
     if (!fp) return;
     const g = this.#errors.get(fp.key);
     if (g) {
       g.count += 1;
+      g.decidedBy[decider] += 1;
       if (r.time < g.firstSeen) {
         g.firstSeen = r.time;
         g.sample = sampleOf(r);
@@ -261,11 +313,14 @@ export class ReportBuilder {
       this.#errorsOther += 1;
       return;
     }
-    this.#errors.set(fp.key, { class: fp.class, upstream: fp.upstream, normalized: fp.normalized, count: 1, firstSeen: r.time, lastSeen: r.time, sample: sampleOf(r) });
+    const decidedBy = { upstream: 0, mailtrail: 0 };
+    decidedBy[decider] = 1;
+    this.#errors.set(fp.key, { class: fp.class, upstream: fp.upstream, normalized: fp.normalized, count: 1, firstSeen: r.time, lastSeen: r.time, sample: sampleOf(r), decidedBy });
   }
 
+  /** For a record an upstream decided: the timings are that upstream's. */
   #latencyOf(r: RelayRecord): void {
-    if (!r.upstream || !r.timing || wasSkipped(r)) return;
+    if (!r.upstream || !r.timing) return;
     let l = this.#latency.get(r.upstream.name);
     if (!l) {
       if (this.#latency.size >= MAX_LATENCY_UPSTREAMS) {
@@ -295,11 +350,11 @@ export class ReportBuilder {
     let g = this.#groups.get(key);
     if (!g) {
       if (this.#groups.size >= MAX_GROUPS) {
-        this.#groupsOther ??= { relay: 0, outcomes: zeroOutcomes(), rejects: 0 };
+        this.#groupsOther ??= zeroGroup();
         count(this.#groupsOther);
         return;
       }
-      g = { relay: 0, outcomes: zeroOutcomes(), rejects: 0 };
+      g = zeroGroup();
       this.#groups.set(key, g);
     }
     count(g);
@@ -313,7 +368,12 @@ export class ReportBuilder {
       outcomes: { ...this.#outcomes },
       successRate: rate(this.#outcomes.delivered, relay),
       deferrals: this.#outcomes.deferred,
-      rejections: { upstream: this.#outcomes.rejected, mailtrail: this.#records.reject },
+      decidedBy: { upstream: decidedCounts(this.#decided.upstream), mailtrail: decidedCounts(this.#decided.mailtrail) },
+      rejections: {
+        byUpstream: this.#decided.upstream.outcomes.rejected,
+        byMailtrail: this.#decided.mailtrail.outcomes.rejected,
+        refusals: this.#records.reject,
+      },
       failureClasses: sortedCounts(this.#failureClasses),
       rejectClasses: sortedCounts(this.#rejectClasses),
       recipients: { ...this.#recipients },
@@ -355,10 +415,14 @@ export class ReportBuilder {
 /** Error codes of an attempt that never connected: the upstream was skipped (docs/audit-record.md). */
 export const SKIP_CODES: ReadonlySet<string> = new Set(['EBREAKEROPEN', 'ERATELIMIT']);
 
-/** The deciding upstream was skipped, not tried: its timings say nothing about its latency. */
-export function wasSkipped(r: RelayRecord): boolean {
-  const last = r.attempts?.[r.attempts.length - 1];
-  return !!last?.error?.code && SKIP_CODES.has(last.error.code);
+/**
+ * An upstream decided when one was actually tried: the deciding attempt is the last real try
+ * (docs/audit-record.md, `relay`), whatever was skipped after it. Otherwise mailtrail decided alone:
+ * no attempt at all (too large, trail not writable, client gone), or only skips.
+ */
+export function deciderOf(r: RelayRecord): Decider {
+  for (const a of r.attempts ?? []) if (!SKIP_CODES.has(a.error?.code ?? '')) return 'upstream';
+  return 'mailtrail';
 }
 
 /** Lower-case domain of an address; `<>` for the null sender, `(none)` without an @. */
@@ -373,7 +437,7 @@ export function domainOf(address: string | null | undefined): string {
 export function relayKeys(r: RelayRecord, by: GroupBy): string[] {
   switch (by) {
     case 'upstream':
-      return [r.upstream?.name ?? NONE];
+      return [deciderOf(r) === 'upstream' ? (r.upstream?.name ?? NONE) : NO_UPSTREAM];
     case 'sender-domain':
       return [domainOf(r.from)];
     case 'recipient-domain': {
@@ -387,11 +451,11 @@ export function relayKeys(r: RelayRecord, by: GroupBy): string[] {
   }
 }
 
-/** The `--by` key of a reject record (no upstream was involved: `(none)` by upstream). */
+/** The `--by` key of a reject record (no upstream was involved: NO_UPSTREAM by upstream). */
 export function rejectKey(r: RejectRecord, by: GroupBy): string {
   switch (by) {
     case 'upstream':
-      return NONE;
+      return NO_UPSTREAM;
     case 'sender-domain':
       return domainOf(r.from);
     case 'recipient-domain':
@@ -412,6 +476,18 @@ function zeroOutcomes(): OutcomeCounts {
   return { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 };
 }
 
+function zeroGroup(): MutableGroup {
+  return { relay: 0, outcomes: zeroOutcomes(), byMailtrail: 0, rejects: 0 };
+}
+
+function zeroDecided(): MutableDecided {
+  return { relay: 0, outcomes: zeroOutcomes(), failureClasses: new Map() };
+}
+
+function decidedCounts(d: MutableDecided): DecidedCounts {
+  return { relay: d.relay, outcomes: { ...d.outcomes }, failureClasses: sortedCounts(d.failureClasses) };
+}
+
 function increment(map: Map<string, number>, key: string): void {
   map.set(key, (map.get(key) ?? 0) + 1);
 }
@@ -421,7 +497,7 @@ function sortedCounts(map: Map<string, number>): Record<string, number> {
 }
 
 function groupRow(key: string, g: MutableGroup): GroupRow {
-  return { key, relay: g.relay, outcomes: { ...g.outcomes }, successRate: rate(g.outcomes.delivered, g.relay), rejects: g.rejects };
+  return { key, relay: g.relay, outcomes: { ...g.outcomes }, successRate: rate(g.outcomes.delivered, g.relay), byMailtrail: g.byMailtrail, rejects: g.rejects };
 }
 
 function domainList(s: SpaceSaving, n: number): DomainList {

@@ -1,16 +1,21 @@
 /**
  * The text form of `mailtrail report`: sections in the order an operator reads them (how much, how
- * well, what broke, how fast, when, who). `--json` prints the Report object itself instead.
+ * well, what broke, how fast, when, who). `--json` prints the Report object itself instead. What an
+ * upstream decided and what mailtrail decided itself are kept apart in every section that counts
+ * verdicts (report-builder.ts, "who decided"). The report's text is escaped for the terminal first.
  */
-import { formatBytes, formatCount, formatPercent, formatTime, oneLine, paint, type Style } from './format.js';
-import { OUTCOMES, type GroupRow, type Report } from './report-builder.js';
+import { formatBytes, formatCount, formatPercent, formatTime, paint, type Style } from './format.js';
+import { OUTCOMES, type ErrorGroup, type GroupRow, type Report } from './report-builder.js';
+import { forTerminal } from './terminal-text.js';
 
 /** Rows of error groups and `--by` groups shown in text (the JSON has them all). */
 const TEXT_ROWS = 20;
 /** Beyond this many hours in range, traffic is shown per day. */
 const MAX_HOUR_ROWS = 72;
 
-export function renderReport(r: Report, files: readonly string[], style: Style): string[] {
+export function renderReport(report: Report, fileNames: readonly string[], style: Style): string[] {
+  const r = forTerminal(report);
+  const files = forTerminal(fileNames);
   const out: string[] = [];
   const h = (title: string): void => {
     out.push('', paint(style, 'bold', title));
@@ -23,9 +28,14 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
   out.push(row('relayed (reached DATA)', relay));
   for (const o of OUTCOMES) out.push(row(`  ${o}`, r.outcomes[o], share(r.outcomes[o], relay)));
   out.push(row('success rate', null, `${formatPercent(r.successRate)} (delivered ÷ relayed)`));
-  out.push(row('deferrals', r.deferrals, 'client told to retry (4xx); unknown outcomes counted apart'));
-  out.push(row('rejected by upstream', r.rejections.upstream));
-  out.push(row('refused by mailtrail', r.rejections.mailtrail, 'reject records'));
+  const up = r.decidedBy.upstream;
+  const own = r.decidedBy.mailtrail;
+  out.push(row('decided by an upstream', up.relay, 'an upstream was tried: its reply, or its failure'));
+  out.push(row('decided by mailtrail', own.relay, 'no upstream tried: too large, trail not writable, every upstream skipped, client gone'));
+  out.push(row('deferrals', r.deferrals, `client told to retry (4xx): ${formatCount(up.outcomes.deferred)} by an upstream, ${formatCount(own.outcomes.deferred)} by mailtrail; unknown outcomes counted apart`));
+  out.push(row('rejected by an upstream', r.rejections.byUpstream, '5xx from an upstream that was tried'));
+  out.push(row('rejected by mailtrail', r.rejections.byMailtrail, 'after DATA, no upstream tried (e.g. over limits.maxMessageSize)'));
+  out.push(row('refused by mailtrail', r.rejections.refusals, 'before relaying: reject records (policy, protocol)'));
   out.push(row('recipients', r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown, `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`));
   out.push(row('failovers', r.failovers, 'more than one upstream tried or skipped (failure, open breaker, pacing)'));
   out.push(row('duplicate risk', r.duplicateRisk, `unknown outcome: the upstream may have it; ${formatCount(r.duplicateOf)} later linked as duplicates`));
@@ -33,16 +43,18 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
   out.push(row('sessions', r.sessions.count));
   if (r.records.alert > 0) out.push(row('alerts', r.records.alert, `${r.alerts.fired} fired, ${r.alerts.resolved} resolved`));
 
-  h('Failure classes (relay records)');
-  out.push(...counts(r.failureClasses, relay));
+  h('Failure classes decided by an upstream (relay records)');
+  out.push(...counts(up.failureClasses, relay));
+  h('Failure classes decided by mailtrail (relay records, no upstream tried)');
+  out.push(...counts(own.failureClasses, relay));
   h('Refusals by class (reject records)');
   out.push(...counts(r.rejectClasses, r.records.reject));
 
   h(`Error groups (${formatCount(r.errorGroups.groups.length)}; most frequent first)`);
   if (r.errorGroups.groups.length === 0) out.push('  (none)');
   for (const g of r.errorGroups.groups.slice(0, TEXT_ROWS)) {
-    out.push(`  ${formatCount(g.count).padStart(9)}  ${g.class}  ${g.upstream ?? '-'}  ${oneLine(g.normalized)}`);
-    out.push(paint(style, 'dim', `             first ${formatTime(g.firstSeen)}  last ${formatTime(g.lastSeen)}  e.g. ${g.sample.id}: ${oneLine(g.sample.reply)}`));
+    out.push(`  ${formatCount(g.count).padStart(9)}  ${g.class}  ${decidedIn(g)}  ${g.normalized}`);
+    out.push(paint(style, 'dim', `             first ${formatTime(g.firstSeen)}  last ${formatTime(g.lastSeen)}  e.g. ${g.sample.id}: ${g.sample.reply}`));
   }
   more(out, r.errorGroups.groups.length, 'error groups');
   if (r.errorGroups.other > 0) out.push(`  ${formatCount(r.errorGroups.other)} failures in groups beyond the first ${formatCount(r.errorGroups.groups.length)} (not grouped)`);
@@ -70,10 +82,11 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
 
   if (r.by) {
     h(`By ${r.by.key}`);
-    out.push(`  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'success'.padStart(8)} ${'refused'.padStart(8)}`);
+    out.push(`  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'success'.padStart(8)} ${'not tried'.padStart(10)} ${'refused'.padStart(8)}`);
     for (const g of r.by.groups.slice(0, TEXT_ROWS)) out.push(groupLine(g));
     more(out, r.by.groups.length, 'groups');
     if (r.by.other) out.push(groupLine(r.by.other));
+    out.push(paint(style, 'dim', '  not tried: relayed records mailtrail decided without trying an upstream (also in their outcome column); refused: reject records'));
   }
   return out;
 }
@@ -111,7 +124,14 @@ function more(out: string[], n: number, what: string): void {
 function groupLine(g: GroupRow): string {
   const o = g.outcomes;
   const n = (v: number, w: number): string => formatCount(v).padStart(w);
-  return `  ${g.key.padEnd(28)} ${n(g.relay, 9)} ${n(o.delivered, 10)} ${n(o.partial, 8)} ${n(o.deferred, 9)} ${n(o.rejected, 9)} ${n(o.unknown, 8)} ${n(o.aborted, 8)} ${formatPercent(g.successRate).padStart(8)} ${n(g.rejects, 8)}`;
+  return `  ${g.key.padEnd(28)} ${n(g.relay, 9)} ${n(o.delivered, 10)} ${n(o.partial, 8)} ${n(o.deferred, 9)} ${n(o.rejected, 9)} ${n(o.unknown, 8)} ${n(o.aborted, 8)} ${formatPercent(g.successRate).padStart(8)} ${n(g.byMailtrail, 10)} ${n(g.rejects, 8)}`;
+}
+
+/** Where an error group's failures were decided: the upstream, or mailtrail without trying it. */
+function decidedIn(g: ErrorGroup): string {
+  if (g.decidedBy.mailtrail === 0) return g.upstream ?? '-';
+  if (g.decidedBy.upstream === 0) return g.upstream ? `mailtrail (${g.upstream} not tried)` : 'mailtrail (no upstream tried)';
+  return `${g.upstream ?? '-'} (${formatCount(g.decidedBy.mailtrail)} not tried: mailtrail)`;
 }
 
 function byDay(hours: Report['perHour']): Report['perHour'] {

@@ -10,8 +10,9 @@ import { renderReport } from './report-render.js';
 import { timeRange, type TimeRange } from './time-range.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { ReadProblems, readTrail, STDIN } from './trail-reader.js';
-import { LineOutput, UsageError, type ToolIo } from './tool-io.js';
+import { LineOutput, UsageError, complain, type ToolIo } from './tool-io.js';
 import { parseCommandArgs } from './command-args.js';
+import { jsonForTerminal } from './terminal-text.js';
 
 export const REPORT_USAGE = `Usage: mailtrail report [FILE...] [options]
 
@@ -56,13 +57,13 @@ export async function reportCommand(args: readonly string[], io: ToolIo, now: nu
 
   const out = new LineOutput(io.stdout);
   if (values.json) {
-    await out.line(JSON.stringify({ files, skipped: { torn: problems.torn, malformed: problems.malformed }, ...report }, null, 2));
+    await out.line(jsonForTerminal(JSON.stringify({ files, skipped: { torn: problems.torn, malformed: problems.malformed }, ...report }, null, 2)));
   } else {
     for (const line of renderReport(report, files, { color: colorWanted(io.env, io.isTty) })) await out.line(line);
   }
   await out.flush();
   const summary = problems.summary();
-  if (summary) io.stderr.write(`mailtrail report: ${summary}\n`);
+  if (summary) complain(io, 'report', summary);
   return 0;
 }
 

@@ -15,8 +15,9 @@ import { matchesFilter, listValue, type RecordFilter } from './record-filter.js'
 import { addressNeedles, privacyFrom, type LookupPrivacy } from './address-forms.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { isGzipFile, lastLines, parseRecord, ReadProblems, readTrail, STDIN } from './trail-reader.js';
-import { LineOutput, UsageError, type ToolIo } from './tool-io.js';
+import { LineOutput, UsageError, complain, type ToolIo } from './tool-io.js';
 import { parseCommandArgs } from './command-args.js';
+import { jsonForTerminal } from './terminal-text.js';
 
 export const TAIL_USAGE = `Usage: mailtrail tail [FILE] [options]
 
@@ -77,7 +78,7 @@ export async function tailCommand(args: readonly string[], io: ToolIo): Promise<
   const followFrom = await showExisting(plan, out, problems, io);
   await out.flush();
   const summary = problems.summary();
-  if (summary) io.stderr.write(`mailtrail tail: ${summary}\n`);
+  if (summary) complain(io, 'tail', summary);
   if (plan.follow && followFrom !== null && !out.closed) await showNew(plan, followFrom, out, io);
   return 0;
 }
@@ -95,7 +96,7 @@ function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
   const filter = buildFilter(values, privacy);
   const style: Style = { color: !values.json && colorWanted(io.env, io.isTty) };
   const show = (raw: string, record: AuditRecord | null = parseRecord(raw)): string | null =>
-    record && matchesFilter(record, filter) ? (values.json ? raw : recordLine(record, style)) : null;
+    record && matchesFilter(record, filter) ? (values.json ? jsonForTerminal(raw) : recordLine(record, style, raw)) : null;
   return { file, follow: values.follow ?? false, count, show, withRotated: named === undefined };
 }
 
@@ -119,7 +120,7 @@ async function showExisting(plan: TailPlan, out: LineOutput, problems: ReadProbl
   }
   if (follow && !existsSync(file)) {
     // Like tail -F: the trail may not have been created yet (or is between rotation and reopening).
-    io.stderr.write(`mailtrail tail: ${file} does not exist yet; waiting for it\n`);
+    complain(io, 'tail', `${file} does not exist yet; waiting for it`);
     return FROM_START;
   }
   if (isGzipFile(file)) {
@@ -197,7 +198,7 @@ async function showNew(plan: TailPlan, from: FollowStart, out: LineOutput, io: T
       if (out.closed) return;
     }
     const missing = seq - lastSeq - 1 - found;
-    if (missing > 0) io.stderr.write(`mailtrail tail: ${missing} record(s) before seq ${seq} are no longer in the rotated files\n`);
+    if (missing > 0) complain(io, 'tail', `${missing} record(s) before seq ${seq} are no longer in the rotated files`);
   };
   await followFile(plan.file, {
     startAt: from.offset,
@@ -207,7 +208,7 @@ async function showNew(plan: TailPlan, from: FollowStart, out: LineOutput, io: T
       if (raw.length === 0) return;
       const record = parseRecord(raw);
       if (!record) {
-        io.stderr.write('mailtrail tail: skipped a malformed line\n');
+        complain(io, 'tail', 'skipped a malformed line');
         return;
       }
       if (typeof record.seq === 'number') {
@@ -216,7 +217,7 @@ async function showNew(plan: TailPlan, from: FollowStart, out: LineOutput, io: T
       }
       if (!out.closed) await show(raw, record);
     },
-    onTorn: (f) => io.stderr.write(`mailtrail tail: ${f} was rotated with a torn last line (skipped)\n`),
+    onTorn: (f) => complain(io, 'tail', `${f} was rotated with a torn last line (skipped)`),
   });
   await out.flush();
 }

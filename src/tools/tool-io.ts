@@ -3,6 +3,7 @@
  * the same from the CLI and from tests: streams, environment, working folder, whether stdout is a
  * terminal. Plus the buffered output every tool writes through.
  */
+import { terminalText } from './terminal-text.js';
 export interface ToolIo {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
@@ -64,9 +65,12 @@ export class LineOutput {
   }
 }
 
-/** Writes `mailtrail <command>: message` to stderr. */
+/**
+ * Writes `mailtrail <command>: message` to stderr, every line of it escaped for the terminal (a file
+ * name, a key or a value from the trail may carry control characters; terminal-text.ts).
+ */
 export function complain(io: ToolIo, command: string, message: string): void {
-  io.stderr.write(`mailtrail ${command}: ${message}\n`);
+  io.stderr.write(`mailtrail ${command}: ${message.split('\n').map(terminalText).join('\n')}\n`);
 }
 
 /** A file error as one readable line (ENOENT → "no such file: x"). */

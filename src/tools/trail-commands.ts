@@ -7,7 +7,7 @@ import { explainUsage } from './command-args.js';
 import { lookupCommand, LOOKUP_USAGE } from './lookup.js';
 import { reportCommand, REPORT_USAGE } from './report.js';
 import { tailCommand, TAIL_USAGE } from './tail.js';
-import { describeFileError, EXIT, isFileError, UsageError, type ToolIo } from './tool-io.js';
+import { complain, describeFileError, EXIT, isFileError, UsageError, type ToolIo } from './tool-io.js';
 
 const COMMANDS = {
   tail: { run: tailCommand, usage: TAIL_USAGE },
@@ -25,7 +25,7 @@ export async function runTrailCommand(name: TrailCommand, args: readonly string[
   } catch (err) {
     if (err instanceof UsageError) return explainUsage(io.stderr, name, err.message, command.usage);
     if (isFileError(err)) {
-      io.stderr.write(`mailtrail ${name}: ${describeFileError(err)}\n`);
+      complain(io, name, describeFileError(err));
       return EXIT.failed;
     }
     throw err;

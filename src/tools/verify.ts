@@ -7,7 +7,11 @@
  * checkpoints of the `--checkpoints` copy are held in memory (one per thousand records or minute).
  *
  * Exit 0: intact (a torn line left by a crash is a warning, not tampering); 1: damaged, with the
- * first bad record as FILE:LINE, its seq and the kind; 2: usage error.
+ * first bad record as FILE:LINE, its seq and the kind; 2: usage error; 3: the chain is intact but a
+ * failed write left a record outside it (an I/O fault, not tampering: see `IoFault`).
+ *
+ * Everything it prints goes through terminal-text.ts: file names, and what a record says (a
+ * checkpoint's keyId), reach the terminal escaped.
  */
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -16,6 +20,7 @@ import { createGunzip } from 'node:zlib';
 import { GENESIS, expectedHash, isChained, sha256Hex } from '../audit/chain.js';
 import { keyIdOf, loadPublicKey, signatureValid } from '../audit/checkpoint-signer.js';
 import { explainUsage, readCommandLine } from './command-args.js';
+import { terminalText } from './terminal-text.js';
 
 export type DamageKind = 'altered' | 'gap' | 'inserted' | 'reordered' | 'truncated' | 'bad-signature';
 
@@ -32,8 +37,24 @@ export interface Damage extends Location {
   readonly detail: string;
 }
 
+/**
+ * A record outside the chain, in the pattern a failed write leaves (docs/audit-record.md#integrity):
+ * the record right after it has the same seq and the same prev, and the chain goes on from that
+ * one. A writer that kept a record whose write reported failure, and gave the next record the same
+ * position, leaves it: an I/O fault, not a removal or a reordering. The chain vouches for nothing in
+ * the record (no later hash covers it), so read it as unconfirmed.
+ */
+export interface IoFault extends Location {
+  readonly seq: number;
+  readonly detail: string;
+}
+
 export interface VerifyResult {
   readonly damage: Damage | null;
+  /** The first I/O faults met (at most MAX_IO_FAULTS)... */
+  readonly ioFaults: readonly IoFault[];
+  /** ...and how many there were. */
+  readonly ioFaultCount: number;
   readonly records: number;
   readonly files: number;
   readonly firstSeq: number | null;
@@ -71,13 +92,28 @@ interface Copy extends Location {
   readonly hash: string;
 }
 
+/** A chained record read, not yet judged: the next record tells whether the chain goes through it. */
+interface Held {
+  readonly at: Location;
+  readonly record: Json & { seq: number; prev: string; hash: string };
+  /** Lines that did not parse between the record before it and this one. */
+  readonly unparsed: readonly Location[];
+}
+
+/** I/O faults kept for the output; more are only counted. */
+export const MAX_IO_FAULTS = 20;
+
 class Damaged extends Error {
   constructor(readonly damage: Damage) {
     super(damage.detail);
   }
 }
 
-/** Walks one trail, line by line, and throws `Damaged` at the first bad record. */
+/**
+ * Walks one trail, line by line, and throws `Damaged` at the first bad record. Each record is judged
+ * when the next one has been read (or the trail ended): only then is it known whether the chain goes
+ * through it or it is an I/O fault's leftover.
+ */
 class ChainWalk {
   records = 0;
   checkpoints = 0;
@@ -86,8 +122,14 @@ class ChainWalk {
   first: Seen | null = null;
   last: Seen | null = null;
   readonly warnings: string[] = [];
-  /** Lines that did not parse since the last good record: torn, if the chain goes on unbroken. */
+  readonly ioFaults: IoFault[] = [];
+  ioFaultCount = 0;
+  /** Lines that did not parse since the last record read. */
   #unparsed: Location[] = [];
+  /** The last record read, not yet judged. */
+  #held: Held | null = null;
+  /** Lines that did not parse before the record being judged: torn, if the chain goes on unbroken. */
+  #between: readonly Location[] = [];
   /** A forward jump in seq, judged at the next record: the missing seq right after = reordered. */
   #jump: { at: Seen; expected: number } | null = null;
   #key: { key: KeyObject; id: string } | null;
@@ -104,15 +146,51 @@ class ChainWalk {
       this.#unparsed.push(at);
       return;
     }
-    if (!isChained(record)) this.#fail('altered', at, seqOf(record), 'not a chained record (no valid seq / prev / hash)');
-    if (!hashHolds(text, record)) this.#fail('altered', at, record.seq, 'the content does not match its hash');
+    if (!isChained(record) || !hashHolds(text, record)) {
+      // The record before may be damaged too: the first bad record is the one named.
+      if (this.#held) this.#judge(this.#held);
+      if (!isChained(record)) this.#fail('altered', at, seqOf(record), 'not a chained record (no valid seq / prev / hash)');
+      this.#fail('altered', at, record.seq, 'the content does not match its hash');
+    }
+    const next: Held = { at, record, unparsed: this.#unparsed };
+    this.#unparsed = [];
+    const held = this.#held;
+    if (held && sameSlot(held, next)) {
+      // The held record is left outside the chain: the chain is judged through `next` instead.
+      this.#ioFault(held, next);
+      this.#held = { ...next, unparsed: [...held.unparsed, ...next.unparsed] };
+      return;
+    }
+    if (held) this.#judge(held);
+    this.#held = next;
+  }
+
+  /** After the last file. */
+  end(): void {
+    if (this.#held) this.#judge(this.#held);
+    this.#held = null;
+    this.#between = this.#unparsed;
+    if (this.#jump) this.#gap(this.#jump);
+    for (const u of this.#unparsed) {
+      this.warnings.push(`torn last line at ${u.file}:${u.line}: a record cut short by a crash or a failed write (never acknowledged to a client)`);
+    }
+    let latest: Copy & { seq: number } | null = null;
+    for (const [seq, copy] of this.#copies) if (!latest || seq > latest.seq) latest = { ...copy, seq };
+    if (latest && (!this.last || latest.seq > this.last.seq)) {
+      const where = this.last ?? { file: latest.file, line: latest.line };
+      const ends = this.last ? `the trail ends at seq ${this.last.seq}` : 'the trail has no records';
+      this.#fail('truncated', where, this.last?.seq ?? null, `${ends}, but the checkpoint at ${latest.file}:${latest.line} attests seq ${latest.seq}`);
+    }
+  }
+
+  /** A record the chain goes through: its links, its checkpoint, its copy. */
+  #judge({ at, record, unparsed }: Held): void {
+    this.#between = unparsed;
     const here: Seen = { ...at, seq: record.seq, hash: record.hash };
     this.#judgeJump(here);
     this.#link(here, record.prev);
-    if (this.#unparsed.length > 0) {
-      for (const u of this.#unparsed) this.warnings.push(`torn line at ${u.file}:${u.line}: a record cut short by a crash; the chain continues after it without a gap`);
-      this.#unparsed = [];
-    }
+    for (const u of unparsed) this.warnings.push(`torn line at ${u.file}:${u.line}: a record cut short by a crash or a failed write; the chain continues after it without a gap`);
+    this.#between = [];
     if (record.type === 'checkpoint') this.#checkpoint(here, record);
     const copy = this.#copies.get(record.seq);
     if (copy) {
@@ -126,19 +204,15 @@ class ChainWalk {
     this.last = here;
   }
 
-  /** After the last file. */
-  end(): void {
-    if (this.#jump) this.#gap(this.#jump);
-    for (const u of this.#unparsed) {
-      this.warnings.push(`torn last line at ${u.file}:${u.line}: a record cut short by a crash (never acknowledged to a client)`);
-    }
-    let latest: Copy & { seq: number } | null = null;
-    for (const [seq, copy] of this.#copies) if (!latest || seq > latest.seq) latest = { ...copy, seq };
-    if (latest && (!this.last || latest.seq > this.last.seq)) {
-      const where = this.last ?? { file: latest.file, line: latest.line };
-      const ends = this.last ? `the trail ends at seq ${this.last.seq}` : 'the trail has no records';
-      this.#fail('truncated', where, this.last?.seq ?? null, `${ends}, but the checkpoint at ${latest.file}:${latest.line} attests seq ${latest.seq}`);
-    }
+  #ioFault(left: Held, next: Held): void {
+    this.ioFaultCount += 1;
+    if (this.ioFaults.length >= MAX_IO_FAULTS) return;
+    const { seq } = left.record;
+    const what =
+      left.record.hash === next.record.hash
+        ? `the same record written again at ${next.at.file}:${next.at.line}`
+        : `the record at ${next.at.file}:${next.at.line} has the same seq and prev, and the chain continues from that one; this one is outside the chain (nothing vouches for its content)`;
+    this.ioFaults.push({ ...left.at, seq, detail: `${what}: a write that failed after reaching the file, not tampering` });
   }
 
   copiesNotCovered(): number {
@@ -162,7 +236,7 @@ class ChainWalk {
       return;
     }
     if (here.seq > expected) {
-      if (this.#unparsed.length > 0) this.#gap({ at: here, expected });
+      if (this.#between.length > 0) this.#gap({ at: here, expected });
       this.#jump = { at: here, expected };
       return;
     }
@@ -190,7 +264,7 @@ class ChainWalk {
    * record there was altered into something unreadable), not a crash.
    */
   #unparsedOr(kind: DamageKind, at: Seen, detail: string): never {
-    const u = this.#unparsed[0];
+    const u = this.#between[0];
     if (u) this.#fail('altered', u, null, `the line does not parse, and the chain does not continue after it (${detail})`);
     this.#fail(kind, at, at.seq, detail);
   }
@@ -262,6 +336,8 @@ export async function verifyTrail(opts: VerifyOptions): Promise<VerifyResult> {
 function result(walk: ChainWalk, files: number, damage: Damage | null, extraSignatures: number, keyGiven: boolean): VerifyResult {
   return {
     damage,
+    ioFaults: walk.ioFaults,
+    ioFaultCount: walk.ioFaultCount,
     records: walk.records,
     files,
     firstSeq: walk.first?.seq ?? null,
@@ -309,6 +385,14 @@ function parseObject(text: string): Json | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * `next` takes the very position of `held` (same seq, same prev): what a record that reached the
+ * file although its write reported failure, followed by the next record at the same position, leaves.
+ */
+function sameSlot(held: Held, next: Held): boolean {
+  return next.record.seq === held.record.seq && next.record.prev === held.record.prev;
 }
 
 function seqOf(record: Json): number | null {
@@ -363,11 +447,12 @@ async function startsWithGzipMagic(file: string): Promise<boolean> {
   }
 }
 
-/** The one-line summary of an intact trail. */
+/** The one-line summary of an intact chain (with the I/O faults it has, if any). */
 export function summary(r: VerifyResult): string {
   const range = r.firstSeq === null ? 'no records' : `seq ${r.firstSeq}..${r.lastSeq}`;
+  const state = r.ioFaultCount > 0 ? `intact, but ${r.ioFaultCount} record(s) left outside the chain by failed writes (I/O faults)` : 'intact';
   const parts = [
-    `intact: ${r.records} record(s) in ${r.files} file(s), ${range}`,
+    `${state}: ${r.records} record(s) in ${r.files} file(s), ${range}`,
     `last hash ${r.lastHash ?? '-'}`,
     `${r.checkpoints} checkpoint(s)` + (r.copiesMatched + r.copiesNotCovered > 0 ? `, ${r.copiesMatched} matched in the checkpoints file` : ''),
     r.signaturesOk === null
@@ -376,11 +461,27 @@ export function summary(r: VerifyResult): string {
   ];
   if (r.firstSeq !== null && r.firstSeq > 1) parts.push(`starts at seq ${r.firstSeq}: earlier files not given`);
   if (r.copiesNotCovered > 0) parts.push(`${r.copiesNotCovered} checkpoint(s) older than the files given`);
-  return parts.join(', ');
+  return terminalText(parts.join(', '));
 }
 
 export function damageLine(d: Damage): string {
-  return `DAMAGED ${d.kind} at ${d.file}:${d.line}${d.seq === null ? '' : ` (seq ${d.seq})`}: ${d.detail}`;
+  return terminalText(`DAMAGED ${d.kind} at ${d.file}:${d.line}${d.seq === null ? '' : ` (seq ${d.seq})`}: ${d.detail}`);
+}
+
+export function ioFaultLine(f: IoFault): string {
+  return terminalText(`IO-FAULT at ${f.file}:${f.line} (seq ${f.seq}): ${f.detail}`);
+}
+
+/** Exit 3: the chain is intact, but records outside it were left by failed writes. */
+export const EXIT_IO_FAULT = 3;
+
+/** What verify prints for a result (stdout, stderr) and its exit code; every line escaped. */
+export function verifyOutput(r: VerifyResult): { out: string[]; err: string[]; code: number } {
+  const err = r.warnings.map((w) => terminalText(`warning: ${w}`));
+  const out = r.ioFaults.map(ioFaultLine);
+  if (r.ioFaultCount > r.ioFaults.length) out.push(`IO-FAULT ... and ${r.ioFaultCount - r.ioFaults.length} more`);
+  if (r.damage) return { out: [...out, damageLine(r.damage)], err, code: 1 };
+  return { out: [...out, summary(r)], err, code: r.ioFaultCount > 0 ? EXIT_IO_FAULT : 0 };
 }
 
 const USAGE = 'usage: mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]\n' + '  files in chain order, oldest first (e.g. audit.log.* audit.log); .gz files are read as they are';
@@ -402,14 +503,11 @@ export async function verifyCommand(argv: readonly string[], out: NodeJS.Writabl
     const publicKey = values['public-key'] ? loadPublicKey(values['public-key']) : null;
     result = await verifyTrail({ files, checkpointsFile: values.checkpoints ?? null, publicKey });
   } catch (e) {
-    err.write(`mailtrail verify: ${(e as Error).message}\n`);
+    err.write(`${terminalText(`mailtrail verify: ${(e as Error).message}`)}\n`);
     return 2;
   }
-  for (const w of result.warnings) err.write(`warning: ${w}\n`);
-  if (result.damage) {
-    out.write(`${damageLine(result.damage)}\n`);
-    return 1;
-  }
-  out.write(`${summary(result)}\n`);
-  return 0;
+  const shown = verifyOutput(result);
+  for (const line of shown.err) err.write(`${line}\n`);
+  for (const line of shown.out) out.write(`${line}\n`);
+  return shown.code;
 }

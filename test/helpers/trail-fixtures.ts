@@ -13,10 +13,11 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { PassThrough, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ToolIo } from '../../src/tools/tool-io.js';
+import { verifyCommand } from '../../src/tools/verify.js';
 
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 let counter = 0;
@@ -79,6 +80,23 @@ export function throttled(over: Partial<RelayRecord> = {}): RelayRecord {
     clientReply: { code: 451, enhanced: '4.7.0', text: 'Upstream is throttling: try again later' },
     failure: { class: 'throttled', retryable: true, actor: 'upstream', scope: 'account', detail: { rule: 'ses-max-send-rate', code: 'EENVELOPE', cause: null, timeoutType: null, message: null } },
     rcpt: [{ to: 'ana@example.org', status: 'deferred', reply: null }],
+    ...over,
+  });
+}
+
+/** A message over limits.maxMessageSize: mailtrail answered 552 itself, no upstream was tried. */
+export function oversize(over: Partial<RelayRecord> = {}): RelayRecord {
+  return relay({
+    message: { size: 38_000_000, sha256: 'c'.repeat(64), messageId: '<big-1@example.com>', subject: null, headerFrom: null },
+    route: null,
+    upstream: null,
+    attempts: [],
+    upstreamReply: null,
+    clientReply: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },
+    outcome: 'rejected',
+    rcpt: [{ to: 'ana@example.org', status: 'rejected', reply: null }],
+    failure: { class: 'too_large', retryable: false, actor: 'sender', scope: 'message', detail: { rule: null, code: null, cause: null, timeoutType: null, message: 'message exceeds limits.maxMessageSize (26214400 bytes)' } },
+    timing: { totalMs: 900, receiveMs: 900, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
     ...over,
   });
 }
@@ -191,4 +209,19 @@ export function memoryIo(opts: { env?: NodeJS.ProcessEnv; cwd?: string; isTty?: 
       stdin.end();
     },
   };
+}
+
+/** Runs `mailtrail verify` as a user would, capturing what it prints. */
+export async function runVerify(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const sink = (append: (s: string) => void) =>
+    new Writable({
+      write(chunk, _enc, cb) {
+        append(String(chunk));
+        cb();
+      },
+    });
+  const code = await verifyCommand(argv, sink((s) => (out += s)), sink((s) => (err += s)));
+  return { code, out, err };
 }

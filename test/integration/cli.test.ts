@@ -204,6 +204,16 @@ describe('the command line', () => {
       }
       for (const secret of secrets) expect(out, 'a secret was printed').not.toContain(secret);
     });
+
+    it('escapes control characters from the file in what it prints, so a key cannot drive the terminal', async () => {
+      const dir = await folder();
+      const name = 'evil\x1b]2;pwned\x07.yaml';
+      await writeFile(join(dir, name), '"typo\x1b[2J": 1\n');
+      const res = await runCli(['check-config', '--config', name], { cwd: dir, env: cleanEnv(dir) });
+      expect(res.code).toBe(1);
+      expect(res.stdout + res.stderr).not.toMatch(/[\x00-\x08\x0b-\x1f\x7f]/);
+      expect(res.stderr).toContain('\\x1b[2J');
+    });
   });
 
   describe('serve', () => {

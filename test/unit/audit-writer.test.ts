@@ -1,9 +1,10 @@
+import { ftruncateSync, fsyncSync, writeSync } from 'node:fs';
 import { appendFile, mkdtemp, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { AuditWriter, type AuditWriterOptions } from '../../src/audit/audit-writer.js';
-import { GENESIS } from '../../src/audit/chain.js';
+import { AuditWriter, type AuditWriterOptions, type TrailFileOps } from '../../src/audit/audit-writer.js';
+import { GENESIS, HashChain } from '../../src/audit/chain.js';
 import { Checkpointer } from '../../src/audit/checkpoint.js';
 import { IdGenerator } from '../../src/ids.js';
 import { createLogger } from '../../src/logger.js';
@@ -24,6 +25,52 @@ async function records(file: string): Promise<Line[]> {
     .split('\n')
     .filter(Boolean)
     .map((l) => JSON.parse(l) as Line);
+}
+
+const eio = (): Error => Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+
+/**
+ * The writer's system calls on the real file, with faults: `fsync` / `truncate` fail on the calls
+ * listed (1-based; 'all' = every call), and `shortWrite` makes the write of record N stop after
+ * `keep` bytes and fail on the rest, as a disk that fills up mid-record does.
+ */
+function faultyOps(faults: { fsync?: number[]; truncate?: 'all'; shortWrite?: { record: number; keep: number } }): TrailFileOps {
+  let fsyncs = 0;
+  let records = 0;
+  return {
+    write(fd, data, offset, length) {
+      if (offset === 0 && length > 1) records += 1;
+      const short = faults.shortWrite;
+      if (short && records === short.record) {
+        if (offset >= short.keep) throw eio();
+        return writeSync(fd, data, offset, Math.min(length, short.keep - offset));
+      }
+      return writeSync(fd, data, offset, length);
+    },
+    fsync(fd) {
+      fsyncs += 1;
+      if (faults.fsync?.includes(fsyncs)) throw eio();
+      fsyncSync(fd);
+    },
+    truncate(fd, length) {
+      if (faults.truncate === 'all') throw eio();
+      ftruncateSync(fd, length);
+    },
+  };
+}
+
+/** Writes records n = 1..count; returns what each write did (its seq, or the error's code). */
+function writeAll(w: AuditWriter, count: number): (number | string)[] {
+  const results: (number | string)[] = [];
+  for (let n = 1; n <= count; n++) {
+    try {
+      results.push(w.write({ type: 'relay', n })!.seq);
+    } catch (err) {
+      const e = err as { code?: string; recordKept?: boolean };
+      results.push(`${e.code}${e.recordKept ? ' kept' : ''}`);
+    }
+  }
+  return results;
 }
 
 /** The trail's files in chain order: rotated ones (sorted by name), then the current file. */
@@ -182,6 +229,79 @@ describe('the audit writer', () => {
     const w = await open();
     w.close();
     expect(() => w.write({ type: 'relay' })).toThrow(/closed/);
+  });
+
+  describe('when a write fails', () => {
+    it('takes the record back out when fsync fails after a complete write, and the next record takes its seq', async () => {
+      const w = await open({ fsync: true, fileOps: faultyOps({ fsync: [2] }) });
+      expect(writeAll(w, 3)).toEqual([1, 'EIO', 2]);
+      w.close();
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [3, 2]]);
+      const result = await verifyTrail({ files: [file] });
+      expect([result.damage, result.ioFaultCount, result.warnings]).toEqual([null, 0, []]);
+    });
+
+    it('keeps the record when fsync fails and it cannot be cut off either, and the chain goes on after it', async () => {
+      const w = await open({ fsync: true, fileOps: faultyOps({ fsync: [2], truncate: 'all' }) });
+      expect(writeAll(w, 3)).toEqual([1, 'EIO kept', 3]);
+      w.close();
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [2, 2], [3, 3]]);
+      const result = await verifyTrail({ files: [file] });
+      expect([result.damage, result.ioFaultCount, result.warnings]).toEqual([null, 0, []]);
+    });
+
+    it('takes back a record written only in part, and the next record takes its seq', async () => {
+      const w = await open({ fileOps: faultyOps({ shortWrite: { record: 2, keep: 10 } }) });
+      expect(writeAll(w, 3)).toEqual([1, 'EIO', 2]);
+      w.close();
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [3, 2]]);
+      expect((await verifyTrail({ files: [file] })).warnings).toEqual([]);
+    });
+
+    it('leaves a part that cannot be cut off as a torn line of its own, and the next record takes its seq', async () => {
+      const w = await open({ fileOps: faultyOps({ shortWrite: { record: 2, keep: 10 }, truncate: 'all' }) });
+      expect(writeAll(w, 3)).toEqual([1, 'EIO', 2]);
+      w.close();
+      const lines = (await readFile(file, 'utf8')).split('\n');
+      expect(lines[1]).toBe('{"type":"r');
+      const result = await verifyTrail({ files: [file] });
+      expect([result.damage, result.records, result.ioFaultCount]).toEqual([null, 2, 0]);
+      expect(result.warnings).toEqual([expect.stringMatching(/^torn line at .*:2: /)]);
+    });
+
+    it('keeps a record written all but its newline that cannot be cut off: it parses, so the chain goes on from it', async () => {
+      const length = new HashChain().seal({ type: 'relay', n: 2 }).line.length;
+      const w = await open({ fileOps: faultyOps({ shortWrite: { record: 2, keep: length - 1 }, truncate: 'all' }) });
+      expect(writeAll(w, 2)).toEqual([1, 'EIO kept']);
+      w.close();
+      // Until the next record the file ends without a newline; a restart continues after the record.
+      const again = await open();
+      again.write({ type: 'relay', n: 3 });
+      again.close();
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [2, 2], [3, 3]]);
+      const result = await verifyTrail({ files: [file] });
+      expect([result.damage, result.ioFaultCount, result.warnings]).toEqual([null, 0, []]);
+    });
+
+    it('does not fsync what is not a regular file (fsync(2) fails on a pipe or a device): every record is written', async () => {
+      const w = await open({ file: '/dev/null', fsync: true });
+      expect(writeAll(w, 2)).toEqual([1, 2]);
+      w.close();
+    });
+  });
+
+  it('continues after a last record that lacks only its newline (a crash right before it), not at its seq', async () => {
+    const first = await open();
+    first.write({ type: 'relay', n: 1 });
+    first.write({ type: 'relay', n: 2 });
+    first.close();
+    const text = await readFile(file, 'utf8');
+    await writeFile(file, text.slice(0, -1));
+    const second = await open();
+    expect(second.write({ type: 'relay', n: 3 })!.seq).toBe(3);
+    second.close();
+    const result = await verifyTrail({ files: [file] });
+    expect([result.damage, result.records, result.ioFaultCount, result.warnings]).toEqual([null, 3, 0, []]);
   });
 
   it('writes the trail to a file that does not end in a newline only after closing that line', async () => {

@@ -11,7 +11,7 @@ import { LogHistogram, QUANTILE_RELATIVE_ERROR } from '../../src/tools/quantiles
 import { SpaceSaving } from '../../src/tools/top-k.js';
 import { runTrailCommand } from '../../src/tools/trail-commands.js';
 import { trailRecords } from '../../bench/make-trail.mjs';
-import { alert, memoryIo, reject, relay, removeDir, session, tempDir, throttled, toLines, writeTrail } from '../helpers/trail-fixtures.js';
+import { alert, memoryIo, oversize, reject, relay, removeDir, session, tempDir, throttled, toLines, writeTrail } from '../helpers/trail-fixtures.js';
 
 type JsonReport = Report & { files: string[]; skipped: { torn: number; malformed: number } };
 
@@ -46,6 +46,9 @@ function exactPercentile(values: number[], q: number): number {
 
 const ratio = (part: number, whole: number): number | null => (whole === 0 ? null : Math.round((part / whole) * 10_000) / 10_000);
 
+/** An upstream decided when one was really tried (an attempt other than a breaker or rate skip). */
+const upstreamTried = (r: RelayRecord): boolean => r.attempts.some((a) => !['EBREAKEROPEN', 'ERATELIMIT'].includes(a.error?.code ?? ''));
+
 const dom = (a: string | null | undefined): string => {
   if (a === null || a === undefined) return '(none)';
   if (a === '') return '<>';
@@ -63,14 +66,25 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
     return m;
   };
   const outcomes = { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, ...count(relays, (r) => r.outcome) };
-  const groups = new Map<string, { count: number; firstSeen: string; lastSeen: string; id: string; class: string; upstream: string | null; normalized: string }>();
+  const decided = (tried: boolean) => {
+    const rs = relays.filter((r) => upstreamTried(r) === tried);
+    return {
+      relay: rs.length,
+      outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, ...count(rs, (r) => r.outcome) },
+      failureClasses: count(rs.filter((r) => r.failure), (r) => r.failure!.class),
+    };
+  };
+  const groups = new Map<string, { count: number; firstSeen: string; lastSeen: string; id: string; class: string; upstream: string | null; normalized: string; decidedBy: { upstream: number; mailtrail: number } }>();
   for (const r of relays) {
     const fp = errorFingerprint(r);
     if (!fp) continue;
     const g = groups.get(fp.key);
-    if (!g) groups.set(fp.key, { count: 1, firstSeen: r.time, lastSeen: r.time, id: r.id, class: fp.class, upstream: fp.upstream, normalized: fp.normalized });
+    const by = upstreamTried(r) ? { upstream: 1, mailtrail: 0 } : { upstream: 0, mailtrail: 1 };
+    if (!g) groups.set(fp.key, { count: 1, firstSeen: r.time, lastSeen: r.time, id: r.id, class: fp.class, upstream: fp.upstream, normalized: fp.normalized, decidedBy: by });
     else {
       g.count += 1;
+      g.decidedBy.upstream += by.upstream;
+      g.decidedBy.mailtrail += by.mailtrail;
       if (r.time < g.firstSeen) {
         g.firstSeen = r.time;
         g.id = r.id;
@@ -80,8 +94,7 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
   }
   const latency = new Map<string, { total: number[]; connect: number[]; data: number[] }>();
   for (const r of relays) {
-    const skipped = ['EBREAKEROPEN', 'ERATELIMIT'].includes(r.attempts.at(-1)?.error?.code ?? '');
-    if (!r.upstream || skipped) continue;
+    if (!r.upstream || !upstreamTried(r)) continue;
     const l = latency.get(r.upstream.name) ?? { total: [], connect: [], data: [] };
     l.total.push(r.timing.totalMs);
     l.connect.push(r.timing.connectMs);
@@ -117,6 +130,7 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
       other: rs.filter((r) => !['relay', 'reject', 'session', 'alert', 'checkpoint'].includes(r.type)).length,
     },
     outcomes,
+    decidedBy: { upstream: decided(true), mailtrail: decided(false) },
     successRate: ratio(outcomes.delivered, relays.length),
     failureClasses: count(relays.filter((r) => r.failure), (r) => r.failure!.class),
     rejectClasses: count(rejects, (r) => (r as { class: string }).class),
@@ -142,15 +156,15 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
 }
 
 function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type: 'reject' }>[], by: GroupBy) {
-  const rows = new Map<string, { relay: number; outcomes: Record<string, number>; rejects: number }>();
+  const rows = new Map<string, { relay: number; outcomes: Record<string, number>; byMailtrail: number; rejects: number }>();
   const row = (k: string) => {
     let r = rows.get(k);
-    if (!r) rows.set(k, (r = { relay: 0, outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 }, rejects: 0 }));
+    if (!r) rows.set(k, (r = { relay: 0, outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 }, byMailtrail: 0, rejects: 0 }));
     return r;
   };
   for (const r of relays) {
     const keys =
-      by === 'upstream' ? [r.upstream?.name ?? '(none)']
+      by === 'upstream' ? [upstreamTried(r) ? r.upstream!.name : '(no upstream tried)']
       : by === 'sender-domain' ? [dom(r.from)]
       : by === 'recipient-domain' ? [...new Set(r.rcpt.map((x) => dom(x.to)))]
       : by === 'client' ? [r.client.ip]
@@ -159,13 +173,14 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
       const g = row(k);
       g.relay += 1;
       g.outcomes[r.outcome]! += 1;
+      if (!upstreamTried(r)) g.byMailtrail += 1;
     }
   }
   for (const r of rejects) {
-    const k = by === 'upstream' ? '(none)' : by === 'sender-domain' ? dom(r.from) : by === 'recipient-domain' ? dom(r.to) : by === 'client' ? r.client.ip : r.client.user ?? '(none)';
+    const k = by === 'upstream' ? '(no upstream tried)' : by === 'sender-domain' ? dom(r.from) : by === 'recipient-domain' ? dom(r.to) : by === 'client' ? r.client.ip : r.client.user ?? '(none)';
     row(k).rejects += 1;
   }
-  return [...rows.entries()].map(([key, g]) => ({ key, relay: g.relay, outcomes: g.outcomes, successRate: ratio(g.outcomes.delivered!, g.relay), rejects: g.rejects }));
+  return [...rows.entries()].map(([key, g]) => ({ key, relay: g.relay, outcomes: g.outcomes, successRate: ratio(g.outcomes.delivered!, g.relay), byMailtrail: g.byMailtrail, rejects: g.rejects }));
 }
 
 function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
@@ -175,7 +190,8 @@ function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
   expect(report.outcomes).toEqual(n.outcomes);
   expect(report.successRate).toBe(n.successRate);
   expect(report.deferrals).toBe(n.outcomes.deferred);
-  expect(report.rejections).toEqual({ upstream: n.outcomes.rejected, mailtrail: n.records.reject });
+  expect(report.decidedBy).toEqual(n.decidedBy);
+  expect(report.rejections).toEqual({ byUpstream: n.decidedBy.upstream.outcomes.rejected, byMailtrail: n.decidedBy.mailtrail.outcomes.rejected, refusals: n.records.reject });
   expect(report.failureClasses).toEqual(n.failureClasses);
   expect(report.rejectClasses).toEqual(n.rejectClasses);
   expect(report.recipients).toEqual(n.recipients);
@@ -189,8 +205,8 @@ function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
   expect(report.errorGroups.other).toBe(0);
   const groups = [...report.errorGroups.groups].sort((a, b) => (a.key < b.key ? -1 : 1));
   const expected = [...n.groups.entries()].sort(([a], [b]) => (a < b ? -1 : 1));
-  expect(groups.map((g) => [g.key, g.class, g.upstream, g.normalized, g.count, g.firstSeen, g.lastSeen, g.sample.id])).toEqual(
-    expected.map(([key, g]) => [key, g.class, g.upstream, g.normalized, g.count, g.firstSeen, g.lastSeen, g.id]),
+  expect(groups.map((g) => [g.key, g.class, g.upstream, g.normalized, g.count, g.firstSeen, g.lastSeen, g.sample.id, g.decidedBy])).toEqual(
+    expected.map(([key, g]) => [key, g.class, g.upstream, g.normalized, g.count, g.firstSeen, g.lastSeen, g.id, g.decidedBy]),
   );
   // Most frequent first.
   const counts = report.errorGroups.groups.map((g) => g.count);
@@ -252,6 +268,13 @@ describe('mailtrail report', () => {
       // Skipped without a connection (breaker open): not a latency sample of that upstream.
       throttled({ time: '2026-11-25T06:00:00.950Z', upstream: { name: 'skipped-only', host: 'h', port: 25, tls: null, reusedConnection: null, queueId: null }, upstreamReply: null, attempts: [
         { upstream: 'skipped-only', startedAt: '2026-11-25T06:00:00.950Z', ms: 0, phase: 'connecting', reply: null, error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' }, class: 'upstream_unavailable' },
+      ] }),
+      // Refused by mailtrail itself after DATA (over limits.maxMessageSize): no upstream tried.
+      oversize({ time: '2026-11-25T06:00:00.960Z' }),
+      // The primary tried (refused), the backup skipped after it: the primary decided.
+      throttled({ time: '2026-11-25T06:00:00.970Z', outcome: 'deferred', upstream: { name: 'ses', host: 'h', port: 25, tls: null, reusedConnection: false, queueId: null }, upstreamReply: null, attempts: [
+        { upstream: 'ses', startedAt: '2026-11-25T06:00:00.900Z', ms: 70, phase: 'connecting', reply: null, error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }, class: 'connect' },
+        { upstream: 'backup', startedAt: '2026-11-25T06:00:00.970Z', ms: 0, phase: 'connecting', reply: null, error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' }, class: 'upstream_unavailable' },
       ] }),
       { v: 1, type: 'future-type', time: '2026-11-25T06:00:01.000Z', id: 'X' },
     ];
@@ -345,6 +368,59 @@ describe('mailtrail report', () => {
     }
     expect(text).toMatch(/success rate\s+\d+\.\d%/);
     expect(text).not.toMatch(/\u001b\[/);
+  });
+
+  describe('who decided', () => {
+    // One of each: an upstream's 5xx, an upstream's 4xx, mailtrail's own 552 for a message over
+    // limits.maxMessageSize, every upstream skipped (breaker open), and a refusal before DATA.
+    const trail = [
+      relay({ time: '2026-11-25T10:00:01.000Z', outcome: 'rejected', upstreamReply: { code: 554, enhanced: '5.7.1', text: 'Message rejected: spam', phase: 'data' }, clientReply: { code: 554, enhanced: '5.7.1', text: 'Message rejected: spam' }, failure: { class: 'content_rejected', retryable: false, actor: 'sender', scope: 'message', detail: { rule: 'spam', code: null, cause: null, timeoutType: null, message: null } } }),
+      throttled({ time: '2026-11-25T10:00:02.000Z' }),
+      oversize({ time: '2026-11-25T10:00:03.000Z' }),
+      throttled({ time: '2026-11-25T10:00:04.000Z', upstreamReply: null, failure: { class: 'upstream_unavailable', retryable: true, actor: 'upstream', scope: 'connection', detail: { rule: 'breaker-open', code: 'EBREAKEROPEN', cause: null, timeoutType: null, message: 'circuit breaker open' } }, attempts: [
+        { upstream: 'ses', startedAt: '2026-11-25T10:00:04.000Z', ms: 0, phase: 'connecting', reply: null, error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' }, class: 'upstream_unavailable' },
+      ] }),
+      reject({ time: '2026-11-25T10:00:05.000Z', to: 'x@example.net' }),
+    ];
+
+    it('counts rejections and deferrals by an upstream apart from mailtrail’s own, in --json', async () => {
+      const file = await writeTrail(dir, 'decided.log', trail);
+      const { report } = await runReport([file, '--by', 'upstream']);
+      expect(report.rejections).toEqual({ byUpstream: 1, byMailtrail: 1, refusals: 1 });
+      expect(report.decidedBy.upstream).toMatchObject({ relay: 2, outcomes: { rejected: 1, deferred: 1 }, failureClasses: { content_rejected: 1, throttled: 1 } });
+      expect(report.decidedBy.mailtrail).toMatchObject({ relay: 2, outcomes: { rejected: 1, deferred: 1 }, failureClasses: { too_large: 1, upstream_unavailable: 1 } });
+      const groups = Object.fromEntries(report.errorGroups.groups.map((g) => [g.class, g]));
+      expect(groups.too_large).toMatchObject({ upstream: null, decidedBy: { upstream: 0, mailtrail: 1 }, normalized: 'message exceeds limits.maxMessageSize (<n> bytes)' });
+      expect(groups.upstream_unavailable).toMatchObject({ upstream: 'ses', decidedBy: { upstream: 0, mailtrail: 1 } });
+      expect(groups.content_rejected).toMatchObject({ upstream: 'ses', decidedBy: { upstream: 1, mailtrail: 0 } });
+      const rows = Object.fromEntries(report.by!.groups.map((g) => [g.key, g]));
+      expect(Object.keys(rows).sort()).toEqual(['(no upstream tried)', 'ses']);
+      expect(rows.ses).toMatchObject({ relay: 2, outcomes: { rejected: 1, deferred: 1 }, byMailtrail: 0, rejects: 0 });
+      expect(rows['(no upstream tried)']).toMatchObject({ relay: 2, outcomes: { rejected: 1, deferred: 1 }, byMailtrail: 2, rejects: 1 });
+    });
+
+    it('labels them apart in the text report: totals, failure classes, error groups and --by', async () => {
+      const file = await writeTrail(dir, 'decided.log', trail);
+      const io = memoryIo();
+      expect(await reportCommand([file, '--by', 'sender-domain'], io)).toBe(0);
+      const text = io.out();
+      expect(text).toMatch(/^ {2}decided by an upstream +2 {2}an upstream was tried/m);
+      expect(text).toMatch(/^ {2}decided by mailtrail +2 {2}no upstream tried/m);
+      expect(text).toMatch(/^ {2}deferrals +2 {2}client told to retry \(4xx\): 1 by an upstream, 1 by mailtrail/m);
+      expect(text).toMatch(/^ {2}rejected by an upstream +1 {2}5xx from an upstream that was tried$/m);
+      expect(text).toMatch(/^ {2}rejected by mailtrail +1 {2}after DATA, no upstream tried/m);
+      expect(text).toMatch(/^ {2}refused by mailtrail +1 {2}before relaying: reject records/m);
+      expect(text).not.toContain('rejected by upstream ');
+      const section = (title: string): string => text.slice(text.indexOf(title)).split('\n\n')[0]!;
+      expect(section('Failure classes decided by an upstream')).not.toMatch(/too_large|upstream_unavailable/);
+      expect(section('Failure classes decided by mailtrail')).toMatch(/too_large +1[\s\S]*upstream_unavailable +1/);
+      expect(text).toMatch(/too_large {2}mailtrail \(no upstream tried\) {2}message exceeds limits\.maxMessageSize \(<n> bytes\)/);
+      expect(text).toMatch(/upstream_unavailable {2}mailtrail \(ses not tried\) {2}EBREAKEROPEN/);
+      expect(text).toMatch(/content_rejected {2}ses {2}554 5\.7\.1/);
+      // By sender domain: 4 relayed, 2 of them decided by mailtrail, and the refusal.
+      expect(text).toMatch(/^ {2}example\.com +4 +0 +0 +2 +2 +0 +0 +0% +2 +1$/m);
+      expect(text).toContain('not tried: relayed records mailtrail decided without trying an upstream');
+    });
   });
 
   it('refuses an unknown --by with the usage (exit 2)', async () => {

@@ -1,9 +1,8 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { createHash, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { AuditWriter } from '../../src/audit/audit-writer.js';
 import { Checkpointer } from '../../src/audit/checkpoint.js';
@@ -11,6 +10,7 @@ import { generateCheckpointKeys, loadSigner } from '../../src/audit/checkpoint-s
 import { IdGenerator } from '../../src/ids.js';
 import { createLogger } from '../../src/logger.js';
 import { verifyCommand, verifyTrail } from '../../src/tools/verify.js';
+import { runVerify } from '../helpers/trail-fixtures.js';
 
 const silent = createLogger('silent');
 
@@ -42,6 +42,12 @@ async function makeTrail(dir: string, n: number): Promise<Trail> {
   return { dir, file, copies, publicKey: createPublicKey(keys.publicPem), publicKeyFile };
 }
 
+/** The record as a line with its hash recomputed: a change the chain's links, not its hashes, must reveal. */
+function rehashed(record: Record<string, unknown>): string {
+  const { hash: _old, ...rest } = record;
+  return JSON.stringify({ ...rest, hash: createHash('sha256').update(JSON.stringify(rest)).digest('hex') });
+}
+
 async function lines(file: string): Promise<string[]> {
   return (await readFile(file, 'utf8')).split('\n').slice(0, -1);
 }
@@ -50,20 +56,6 @@ async function writeLines(file: string, ls: readonly string[]): Promise<void> {
   await writeFile(file, ls.map((l) => `${l}\n`).join(''));
 }
 
-/** Runs the command as a user would, capturing what it prints. */
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sink = (append: (s: string) => void) =>
-    new Writable({
-      write(chunk, _enc, cb) {
-        append(String(chunk));
-        cb();
-      },
-    });
-  const code = await verifyCommand(argv, sink((s) => (out += s)), sink((s) => (err += s)));
-  return { code, out, err };
-}
 
 describe('mailtrail verify', () => {
   let dir: string;
@@ -78,7 +70,7 @@ describe('mailtrail verify', () => {
   });
 
   it('exits 0 on an intact trail with one line: records, last seq and hash, checkpoints and signatures', async () => {
-    const r = await run([trail.file, '--checkpoints', trail.copies, '--public-key', trail.publicKeyFile]);
+    const r = await runVerify([trail.file, '--checkpoints', trail.copies, '--public-key', trail.publicKeyFile]);
     const last = JSON.parse((await lines(trail.file)).at(-1)!) as { seq: number; hash: string };
     expect(r.code).toBe(0);
     expect(r.out.trim().split('\n')).toHaveLength(1);
@@ -93,7 +85,7 @@ describe('mailtrail verify', () => {
     const ls = await lines(trail.file);
     ls[6] = ls[6]!.replace('"outcome":"delivered"', '"outcome":"delivereD"'); // one byte
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(1);
     expect(r.out).toBe(`DAMAGED altered at ${trail.file}:7 (seq 7): the content does not match its hash\n`);
   });
@@ -102,7 +94,7 @@ describe('mailtrail verify', () => {
     const ls = await lines(trail.file);
     ls[4] = ls[4]!.replace('"type":', '"type";');
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`^DAMAGED altered at ${trail.file}:5: the line does not parse`));
   });
@@ -111,7 +103,7 @@ describe('mailtrail verify', () => {
     const ls = await lines(trail.file);
     ls.splice(11, 1);
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`^DAMAGED gap at ${trail.file}:12 \\(seq 13\\): seq jumps from 11 to 13: 1 record\\(s\\) missing`));
   });
@@ -120,30 +112,38 @@ describe('mailtrail verify', () => {
     const ls = await lines(trail.file);
     [ls[3], ls[4]] = [ls[4]!, ls[3]!];
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`^DAMAGED reordered at ${trail.file}:4 \\(seq 5\\)`));
   });
 
-  it('reports a duplicated line as inserted', async () => {
+  it('reports a record added at a seq already taken, linked to another record, as inserted', async () => {
     const ls = await lines(trail.file);
-    ls.splice(8, 0, ls[8]!);
+    // seq 9 again, linked to seq 9 itself (not to seq 8 as the real one is), hash recomputed.
+    const nine = JSON.parse(ls[8]!) as Record<string, unknown>;
+    ls.splice(9, 0, rehashed({ ...nine, id: 'FORGED', prev: nine.hash }));
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`^DAMAGED inserted at ${trail.file}:10 \\(seq 9\\): seq 9 repeats \\(also at ${trail.file}:9\\)`));
+  });
+
+  it('reports a copy of a record moved elsewhere as reordered', async () => {
+    const ls = await lines(trail.file);
+    ls.splice(15, 0, ls[3]!);
+    await writeLines(trail.file, ls);
+    const r = await runVerify([trail.file]);
+    expect(r.code).toBe(1);
+    expect(r.out).toMatch(new RegExp(`^DAMAGED reordered at ${trail.file}:16 \\(seq 4\\)`));
   });
 
   it('reports a rewritten record whose hash was recomputed as a broken link', async () => {
     const ls = await lines(trail.file);
     const forged = JSON.parse(ls[2]!) as Record<string, unknown>;
     forged.outcome = 'rejected';
-    const { hash: _old, ...rest } = forged;
-    const { createHash } = await import('node:crypto');
-    const hash = createHash('sha256').update(JSON.stringify(rest)).digest('hex');
-    ls[2] = JSON.stringify({ ...rest, hash });
+    ls[2] = rehashed(forged);
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`^DAMAGED altered at ${trail.file}:4 \\(seq 4\\): prev does not link to seq 3`));
   });
@@ -151,8 +151,8 @@ describe('mailtrail verify', () => {
   it('reports a trail cut short as truncated, against the shipped checkpoint file', async () => {
     const ls = await lines(trail.file);
     await writeLines(trail.file, ls.slice(0, 15));
-    expect((await run([trail.file])).code).toBe(0); // the chain alone cannot tell
-    const r = await run([trail.file, '--checkpoints', trail.copies]);
+    expect((await runVerify([trail.file])).code).toBe(0); // the chain alone cannot tell
+    const r = await runVerify([trail.file, '--checkpoints', trail.copies]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(/^DAMAGED truncated at .*audit\.log:15 \(seq 15\): the trail ends at seq 15, but the checkpoint at .*checkpoints\.log:3 attests seq 28/);
   });
@@ -161,7 +161,7 @@ describe('mailtrail verify', () => {
     const other = generateKeyPairSync('ed25519').publicKey.export({ type: 'spki', format: 'pem' }).toString();
     const otherFile = join(dir, 'other.pub');
     await writeFile(otherFile, other);
-    const r = await run([trail.file, '--public-key', otherFile]);
+    const r = await runVerify([trail.file, '--public-key', otherFile]);
     expect(r.code).toBe(1);
     expect(r.out).toMatch(new RegExp(`^DAMAGED bad-signature at ${trail.file}:11 \\(seq 11\\): signed with key [0-9a-f]{16}, not with the given key [0-9a-f]{16}`));
   });
@@ -172,12 +172,9 @@ describe('mailtrail verify', () => {
     expect(cp.type).toBe('checkpoint');
     const other = JSON.parse(ls[21]!) as Record<string, unknown>;
     // A valid signature of another checkpoint, and the hash recomputed: only the key can tell.
-    const { hash: _h, ...rest } = { ...cp, signature: other.signature };
-    const { createHash } = await import('node:crypto');
-    const forged = { ...rest, hash: createHash('sha256').update(JSON.stringify(rest)).digest('hex') };
-    ls[10] = JSON.stringify(forged);
+    ls[10] = rehashed({ ...cp, signature: other.signature });
     await writeLines(trail.file, ls);
-    const r = await run([trail.file, '--public-key', trail.publicKeyFile]);
+    const r = await runVerify([trail.file, '--public-key', trail.publicKeyFile]);
     expect(r.code).toBe(1);
     expect(r.out).toBe(`DAMAGED bad-signature at ${trail.file}:11 (seq 11): the signature does not verify with the given key\n`);
   });
@@ -185,17 +182,17 @@ describe('mailtrail verify', () => {
   it('tells a torn last line (a crash mid-write) apart from tampering: exit 0 with a warning', async () => {
     const text = await readFile(trail.file, 'utf8');
     await writeFile(trail.file, text + '{"v":1,"type":"relay","time":"2026-11-2');
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/^intact: 28 record\(s\)/);
-    expect(r.err).toBe(`warning: torn last line at ${trail.file}:29: a record cut short by a crash (never acknowledged to a client)\n`);
+    expect(r.err).toBe(`warning: torn last line at ${trail.file}:29: a record cut short by a crash or a failed write (never acknowledged to a client)\n`);
   });
 
   it('accepts a torn line inside the trail when the chain continues right after it (restart after a crash)', async () => {
     const ls = await lines(trail.file);
     ls.splice(5, 0, '{"v":1,"type":"rel');
     await writeLines(trail.file, ls);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.code).toBe(0);
     expect(r.err).toContain(`torn line at ${trail.file}:6`);
   });
@@ -205,7 +202,7 @@ describe('mailtrail verify', () => {
     const older = join(dir, 'audit.log.2026-11-25T101502.123Z.gz');
     await writeFile(older, gzipSync(ls.slice(0, 12).map((l) => `${l}\n`).join('')));
     await writeLines(trail.file, ls.slice(12));
-    const r = await run([older, trail.file, '--checkpoints', trail.copies, '--public-key', trail.publicKeyFile]);
+    const r = await runVerify([older, trail.file, '--checkpoints', trail.copies, '--public-key', trail.publicKeyFile]);
     expect(r.out).toMatch(/^intact: 28 record\(s\) in 2 file\(s\), seq 1\.\.28/);
     expect(r.code).toBe(0);
   });
@@ -213,7 +210,7 @@ describe('mailtrail verify', () => {
   it('still verifies lines another tool re-wrote with CRLF endings (the hash covers the record, not the line ending)', async () => {
     const ls = await lines(trail.file);
     await writeFile(trail.file, ls.map((l) => `${l}\r\n`).join(''));
-    expect((await run([trail.file])).code).toBe(0);
+    expect((await runVerify([trail.file])).code).toBe(0);
   });
 
   it('says where a chain starts when earlier files were not given', async () => {
@@ -222,12 +219,76 @@ describe('mailtrail verify', () => {
     const result = await verifyTrail({ files: [trail.file] });
     expect(result.damage).toBeNull();
     expect(result.firstSeq).toBe(13);
-    const r = await run([trail.file]);
+    const r = await runVerify([trail.file]);
     expect(r.out).toContain('starts at seq 13: earlier files not given');
   });
 
+  describe('I/O faults', () => {
+    it('tells a record written twice (a line repeated right after itself) apart from tampering: exit 3, the chain intact', async () => {
+      const ls = await lines(trail.file);
+      ls.splice(8, 0, ls[8]!);
+      await writeLines(trail.file, ls);
+      const r = await runVerify([trail.file, '--checkpoints', trail.copies, '--public-key', trail.publicKeyFile]);
+      expect(r.code).toBe(3);
+      const [fault, summary, ...rest] = r.out.trim().split('\n');
+      expect(rest).toEqual([]);
+      expect(fault).toBe(`IO-FAULT at ${trail.file}:9 (seq 9): the same record written again at ${trail.file}:10: a write that failed after reaching the file, not tampering`);
+      expect(summary).toMatch(/^intact, but 1 record\(s\) left outside the chain by failed writes \(I\/O faults\): 28 record\(s\) in 1 file\(s\), seq 1\.\.28/);
+      expect(summary).toContain('3 matched in the checkpoints file');
+    });
+
+    it('tells a record left by a failed write, then a different record at the same seq and prev, apart from tampering', async () => {
+      const ls = await lines(trail.file);
+      // What a writer that did not take back a record after a failed fsync left: the line stayed,
+      // and the next record was written at the same position, the chain continuing from it.
+      const nine = JSON.parse(ls[8]!) as Record<string, unknown>;
+      ls.splice(8, 0, rehashed({ ...nine, id: 'LEFT-BY-FAILED-FSYNC' }));
+      await writeLines(trail.file, ls);
+      const r = await runVerify([trail.file, '--checkpoints', trail.copies]);
+      expect(r.code).toBe(3);
+      expect(r.out).toMatch(new RegExp(`^IO-FAULT at ${trail.file}:9 \\(seq 9\\): the record at ${trail.file}:10 has the same seq and prev, and the chain continues from that one; this one is outside the chain`));
+      const result = await verifyTrail({ files: [trail.file] });
+      expect([result.damage, result.records, result.lastSeq, result.ioFaultCount]).toEqual([null, 28, 28, 1]);
+    });
+
+    it('still names tampering when the chain goes on from the first of two records at the same seq', async () => {
+      const ls = await lines(trail.file);
+      const nine = JSON.parse(ls[8]!) as Record<string, unknown>;
+      ls.splice(9, 0, rehashed({ ...nine, id: 'FORGED' }));
+      await writeLines(trail.file, ls);
+      const r = await runVerify([trail.file]);
+      expect(r.code).toBe(1);
+      expect(r.out).toMatch(new RegExp(`DAMAGED altered at ${trail.file}:11 \\(seq 10\\): prev does not link to seq 9 at ${trail.file}:10`));
+    });
+
+    it('names the first bad record, not a later one, when a record with a bad hash follows a broken link', async () => {
+      const ls = await lines(trail.file);
+      ls[4] = rehashed({ ...(JSON.parse(ls[4]!) as Record<string, unknown>), prev: 'f'.repeat(64) });
+      ls[5] = ls[5]!.replace('"outcome":"delivered"', '"outcome":"delivereD"');
+      await writeLines(trail.file, ls);
+      const r = await runVerify([trail.file]);
+      expect(r.out).toMatch(new RegExp(`^DAMAGED altered at ${trail.file}:5 \\(seq 5\\): prev does not link to seq 4`));
+    });
+  });
+
+  it('escapes control characters of file names and record fields in everything it prints', async () => {
+    const ls = await lines(trail.file);
+    // A checkpoint naming a hostile key id, re-signed nowhere: the key id is quoted in the finding.
+    const cp = JSON.parse(ls[10]!) as Record<string, unknown>;
+    ls[10] = rehashed({ ...cp, keyId: 'k\u001b]2;pwned\u0007\u202e' });
+    const hostile = join(dir, 'audit\u001b[2J.log');
+    await writeLines(hostile, ls);
+    const r = await runVerify([hostile, '--public-key', trail.publicKeyFile]);
+    expect(r.code).toBe(1);
+    expect(r.out).toContain('audit\\x1b[2J.log:11 (seq 11): signed with key k\\x1b]2;pwned\\x07\\u202e, not with the given key');
+    expect(r.out + r.err).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/);
+    const missing = await runVerify([join(dir, 'gone\u0007.log')]);
+    expect(missing.code).toBe(2);
+    expect(missing.err).toContain('gone\\x07.log');
+  });
+
   it('exits 2 for a missing file or no file at all', async () => {
-    expect((await run([join(dir, 'nope.log')])).code).toBe(2);
-    expect((await run([])).code).toBe(2);
+    expect((await runVerify([join(dir, 'nope.log')])).code).toBe(2);
+    expect((await runVerify([])).code).toBe(2);
   });
 });
