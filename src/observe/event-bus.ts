@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { AuditRefusal } from '../audit/recorder.js';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
+import type { ClientRejectClass } from '../relay/failure-class.js';
 import type { AlertDelivery } from './alerts/delivery-queue.js';
 import type { ProbeResult } from './upstream-probe.js';
 
@@ -8,6 +9,11 @@ import type { ProbeResult } from './upstream-probe.js';
 export interface RelayEvents {
   relay: [RelayRecord];
   reject: [RejectRecord];
+  /**
+   * A client was refused: every refusal once, whether it has a `reject` record of its own or is only
+   * counted (in its session record, or in a connection-rate window's record).
+   */
+  refusal: [{ readonly class: ClientRejectClass }];
   session: [SessionRecord];
   /** An alert fired or resolved (after its record was written). */
   alert: [AlertRecord];

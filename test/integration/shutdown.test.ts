@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App } from '../../src/app.js';
-import type { AuditRecord, RelayRecord } from '../../src/audit/records.js';
+import type { AuditRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import { createLogger } from '../../src/observe/logger.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { relayConfig, simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
@@ -113,6 +113,51 @@ describe('graceful shutdown', () => {
       }
       await stopped;
       expect(performance.now() - t0).toBeLessThan(3000);
+    });
+  });
+
+  it('writes the session record of every connection still open at the stop, before the trail closes', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-test-'));
+    const config = relayConfig({ upstreams: [{ name: 'provider', port: upstream.port }], tls: null }, dataDir);
+    const app = new App(config, createLogger('silent'));
+    try {
+      const info = await app.start();
+      const port = info.listeners[0]!.port;
+      const idle = await idleSession(port);
+      const talking = await idleSession(port);
+      const ports = [idle.socket.localPort, talking.socket.localPort];
+
+      const stopped = app.stop();
+      // One client only waits; the other sends a command as the stop begins.
+      talking.send('NOOP');
+      for (const c of [idle, talking]) {
+        expect((await c.expect(undefined, 3000)).code).toBe(421);
+        await c.waitClosed(3000);
+      }
+      await stopped;
+
+      const records = (await readFile(config.audit.file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+      const sessions = records.filter((r): r is SessionRecord => r.type === 'session');
+      expect(sessions.map((s) => s.client.port).sort()).toEqual([...ports].sort());
+      // Written before the trail was closed: the final checkpoint comes after them.
+      const lastCheckpoint = records.map((r) => r.type).lastIndexOf('checkpoint');
+      expect(lastCheckpoint).toBe(records.length - 1);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the session record in the 421 it sends at the stop', async () => {
+    await withRelay(upstream, async (relay, stop) => {
+      const idle = await idleSession(relay.port);
+      const port = idle.socket.localPort;
+      const stopped = stop();
+      const reply = await idle.expect(421, 3000);
+      await stopped;
+      const id = ID_IN_REPLY.exec(reply.text)?.[1];
+      expect(id, reply.text).toBeDefined();
+      const session = (await relay.sessionRecords()).find((s) => s.id === id);
+      expect(session?.client.port).toBe(port);
     });
   });
 
