@@ -154,16 +154,17 @@ export function relayLine(r: RelayRecord, style: Style): string {
   ].join('  ');
 }
 
-/** time, "refused", class, command + reply, client, from → to, id. */
+/** time, "refused", class, command + reply (× count when the record stands for several), client, from → to, id. */
 export function rejectLine(r: RejectRecord, style: Style): string {
   const user = r.client?.user ? ` (${r.client.user})` : r.authUser ? ` (tried ${r.authUser})` : '';
   const who = r.client ? `${r.client.ip}${user}` : '-';
+  const times = (r.count ?? 1) > 1 ? ` ×${r.count}` : '';
   return [
     paint(style, 'dim', formatTime(r.time)),
     paint(style, 'red', 'refused'.padEnd(OUTCOME_WIDTH)),
     String(r.class).padEnd(CLASS_WIDTH),
     `${formatAddress(r.from)} → ${formatAddress(r.to)}`,
-    `${r.command} ${formatReplyCode(r.clientReply)}`,
+    `${r.command} ${formatReplyCode(r.clientReply)}${times}`,
     who,
     paint(style, 'dim', r.id),
   ].join('  ');
@@ -177,12 +178,18 @@ export function sessionLine(r: SessionRecord, style: Style): string {
     paint(style, 'dim', formatTime(r.time)),
     paint(style, 'cyan', 'session'.padEnd(OUTCOME_WIDTH)),
     who,
-    `${r.transactions} txn, ${r.accepted} accepted, ${r.rejected} refused`,
+    `${r.transactions} txn, ${r.accepted} accepted, ${r.rejected} refused${summarisedText(r.refusalsSummarised)}`,
     formatBytes(r.bytes ?? 0),
     formatMs(r.durationMs),
     tls,
     paint(style, 'dim', `session ${r.session?.id ?? '-'}`),
   ].join('  ');
+}
+
+/** ", 15 without a record of their own" when the session record alone counts some refusals. */
+function summarisedText(summarised: SessionRecord['refusalsSummarised'] | undefined): string {
+  const n = Object.values(summarised ?? {}).reduce((a, b) => a + (b ?? 0), 0);
+  return n > 0 ? ` (${n} without a record of their own)` : '';
 }
 
 export function alertLine(r: AlertRecord, style: Style): string {

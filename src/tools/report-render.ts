@@ -25,7 +25,7 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
   out.push(row('success rate', null, `${formatPercent(r.successRate)} (delivered ÷ relayed)`));
   out.push(row('deferrals', r.deferrals, 'client told to retry (4xx); unknown outcomes counted apart'));
   out.push(row('rejected by upstream', r.rejections.upstream));
-  out.push(row('refused by mailtrail', r.rejections.mailtrail, 'reject records'));
+  out.push(row('refused by mailtrail', r.rejections.mailtrail, 'refusals: reject records, and those counted in session records'));
   out.push(row('recipients', r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown, `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`));
   out.push(row('failovers', r.failovers, 'more than one upstream tried or skipped (failure, open breaker, pacing)'));
   out.push(row('duplicate risk', r.duplicateRisk, `unknown outcome: the upstream may have it; ${formatCount(r.duplicateOf)} later linked as duplicates`));
@@ -35,8 +35,8 @@ export function renderReport(r: Report, files: readonly string[], style: Style):
 
   h('Failure classes (relay records)');
   out.push(...counts(r.failureClasses, relay));
-  h('Refusals by class (reject records)');
-  out.push(...counts(r.rejectClasses, r.records.reject));
+  h('Refusals by class');
+  out.push(...counts(r.rejectClasses, r.rejections.mailtrail));
 
   h(`Error groups (${formatCount(r.errorGroups.groups.length)}; most frequent first)`);
   if (r.errorGroups.groups.length === 0) out.push('  (none)');
