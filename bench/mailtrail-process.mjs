@@ -58,12 +58,12 @@ export function writeConfig(file, config, optional) {
 }
 
 /**
- * Starts `node dist/cli.js serve --config FILE` and resolves once it prints its banner.
- * stderr (the operational log) goes to `logFile`.
+ * Starts `node dist/cli.js serve --config FILE` (or another build's cli.js) and resolves once it
+ * prints its banner. stderr (the operational log) goes to `logFile`.
  */
-export function startMailtrail({ configFile, logFile, nodeArgs = [], cwd = ROOT, timeoutMs = 15_000 }) {
+export function startMailtrail({ configFile, logFile, nodeArgs = [], cwd = ROOT, timeoutMs = 15_000, cli = CLI }) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...nodeArgs, CLI, 'serve', '--config', configFile], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     const timer = setTimeout(() => {

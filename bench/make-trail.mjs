@@ -193,6 +193,7 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
     const txns = 1 + Math.floor(rand() * rand() * 10);
     let accepted = 0;
     let refused = 0;
+    const refusals = {};
     let bytes = 0;
     let txn = 0;
     for (let t = 0; t < txns && written < records; t++) {
@@ -200,14 +201,15 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
         const rj = weighted(rand, REJECTS);
         const time = tick();
         refused += 1;
+        refusals[rj.cls] = (refusals[rj.cls] ?? 0) + 1;
         const from = rj.command === 'AUTH' ? null : address(senderDomains, pickSenderDomain);
         const to = rj.command === 'RCPT' ? address(recipientDomains, pickRecipientDomain) : null;
         const id = ulid(time, rand);
         yield seal({
           v: 1, type: 'reject', time: iso(time), id, session: { id: sessionId, txn }, client, command: rj.command, from, to,
           authUser: rj.cls === 'auth_failed' ? 'billing' : null, class: rj.cls,
-          // mailtrail's own refusals carry the id; smtp-server's protocol refusals do not.
-          clientReply: { code: rj.reply[0], enhanced: rj.reply[1], text: rj.source === 'policy' ? `${rj.reply[2]} (id ${id})` : rj.reply[2] }, source: rj.source,
+          // Every refusal's text ends with its record's id (smtp-server's own ones too).
+          clientReply: { code: rj.reply[0], enhanced: rj.reply[1], text: `${rj.reply[2]} (id ${id})` }, source: rj.source, count: 1,
         });
         if (rj.cls !== 'too_many_recipients') continue;
       }
@@ -245,9 +247,10 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
     }
     if (written >= records) break;
     const end = tick();
+    // A session record's id is chosen when the connection opens.
     yield seal({
-      v: 1, type: 'session', time: iso(end), id: ulid(end, rand), session: { id: sessionId }, client, transactions: txn,
-      accepted, rejected: refused, bytes, durationMs: end - sessionStart,
+      v: 1, type: 'session', time: iso(end), id: ulid(sessionStart, rand), session: { id: sessionId }, client, transactions: txn,
+      accepted, rejected: refused, bytes, durationMs: end - sessionStart, refusals, refusalsSummarised: {},
     });
   }
 }

@@ -140,6 +140,7 @@ export class App {
       clientLimits: new ClientRateLimits(config.clients.rateLimits),
       processor: this.#processor,
       recorder: this.#recorder,
+      bus: this.bus,
       ids,
       log: this.#log,
       tls,
@@ -189,6 +190,8 @@ export class App {
     }
     listeners?.closeIdleSessions();
     await stopped;
+    // Every connection's session record (and the connection-rate windows') before the trail closes.
+    await listeners?.finish();
     this.#router?.close();
     await this.#sink?.stop();
     // The final checkpoint, then the file closed; rotated files finish compressing.

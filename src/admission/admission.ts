@@ -1,6 +1,6 @@
-import { BlockList, isIPv4, isIPv6 } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { ClientsConfig, UserConfig } from '../config/types.js';
+import { CidrList } from './cidr-list.js';
 
 /**
  * Who may relay (docs/design.md, "Who may relay"). Pure decisions over config; the listener turns a refusal
@@ -9,21 +9,19 @@ import type { ClientsConfig, UserConfig } from '../config/types.js';
  * combination of options.
  */
 export class Admission {
-  #networks = new BlockList();
-  #loopback = new BlockList();
+  #networks: CidrList;
+  #loopback = new CidrList(['127.0.0.0/8', '::1/128']);
   #users: ReadonlyMap<string, UserConfig>;
   #clients: ClientsConfig;
   /**
-   * BlockList.check() builds a SocketAddress per call; apps reconnect from the same few addresses, so
+   * Each check builds a SocketAddress (BlockList.check()); apps reconnect from the same few addresses, so
    * the answer per address is cached (bounded; config is frozen, so entries never go stale).
    */
   #byIp = new LRUCache<string, { trusted: boolean; loopback: boolean }>({ max: 4096 });
 
   constructor(clients: ClientsConfig) {
     this.#clients = clients;
-    for (const cidr of clients.networks) addCidr(this.#networks, cidr);
-    addCidr(this.#loopback, '127.0.0.0/8');
-    addCidr(this.#loopback, '::1/128');
+    this.#networks = new CidrList(clients.networks);
     this.#users = new Map(clients.users.map((u) => [u.username, u]));
   }
 
@@ -47,7 +45,7 @@ export class Admission {
   #facts(ip: string): { trusted: boolean; loopback: boolean } {
     let facts = this.#byIp.get(ip);
     if (!facts) {
-      facts = { trusted: check(this.#networks, ip), loopback: check(this.#loopback, ip) };
+      facts = { trusted: this.#networks.has(ip), loopback: this.#loopback.has(ip) };
       this.#byIp.set(ip, facts);
     }
     return facts;
@@ -77,17 +75,4 @@ export class Admission {
       return rule.slice(0, ruleAt) === local && rule.slice(ruleAt + 1).toLowerCase() === domain;
     });
   }
-}
-
-function addCidr(list: BlockList, cidr: string): void {
-  const [addr, bits] = cidr.split('/');
-  const type = isIPv6(addr!) ? 'ipv6' : 'ipv4';
-  const prefix = bits === undefined ? (type === 'ipv6' ? 128 : 32) : Number(bits);
-  list.addSubnet(addr!, prefix, type);
-}
-
-function check(list: BlockList, ip: string): boolean {
-  if (isIPv4(ip)) return list.check(ip, 'ipv4');
-  if (isIPv6(ip)) return list.check(ip, 'ipv6');
-  return false;
 }

@@ -132,6 +132,11 @@ export interface RejectRecord extends ChainLinks {
   readonly clientReply: SmtpReply;
   /** Who produced the refusal: mailtrail's policy, or smtp-server's own protocol checks. */
   readonly source: 'policy' | 'protocol';
+  /**
+   * Refusals this record stands for: 1, except class `connection_rate`, where one record per address
+   * and window counts every connection refused in it (smtp/connection-rate.ts).
+   */
+  readonly count: number;
 }
 
 export interface SessionRecord extends ChainLinks {
@@ -146,6 +151,13 @@ export interface SessionRecord extends ChainLinks {
   readonly rejected: number;
   readonly bytes: number;
   readonly durationMs: number;
+  /** Every refusal of the connection by class, whether it has a `reject` record of its own or not. */
+  readonly refusals: Readonly<Partial<Record<ClientRejectClass, number>>>;
+  /**
+   * Those of them that have no `reject` record, by class: past `limits.recordedRefusals` they are only
+   * counted here (so reject records plus these count every refusal exactly once).
+   */
+  readonly refusalsSummarised: Readonly<Partial<Record<ClientRejectClass, number>>>;
 }
 
 /**
@@ -201,8 +213,11 @@ export const RECORD_FIELDS = {
     'v', 'type', 'time', 'id', 'session', 'client', 'from', 'rcpt', 'message', 'route', 'upstream', 'attempts',
     'upstreamReply', 'clientReply', 'outcome', 'failure', 'timing', 'duplicateRisk', 'duplicateOf', 'seq', 'prev', 'hash',
   ],
-  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'authUser', 'class', 'clientReply', 'source', 'seq', 'prev', 'hash'],
-  session: ['v', 'type', 'time', 'id', 'session', 'client', 'transactions', 'accepted', 'rejected', 'bytes', 'durationMs', 'seq', 'prev', 'hash'],
+  reject: ['v', 'type', 'time', 'id', 'session', 'client', 'command', 'from', 'to', 'authUser', 'class', 'clientReply', 'source', 'count', 'seq', 'prev', 'hash'],
+  session: [
+    'v', 'type', 'time', 'id', 'session', 'client', 'transactions', 'accepted', 'rejected', 'bytes', 'durationMs', 'refusals', 'refusalsSummarised',
+    'seq', 'prev', 'hash',
+  ],
   alert: ['v', 'type', 'time', 'id', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
   checkpoint: ['v', 'type', 'time', 'id', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
 } as const satisfies {

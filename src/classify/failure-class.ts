@@ -35,9 +35,11 @@ export const CLIENT_REJECT_CLASSES = [
   'too_large',
   'too_many_recipients',
   'too_many_connections',
+  'connection_rate',
   'client_aborted',
   'client_timeout',
   'protocol_violation',
+  'too_many_errors',
 ] as const;
 
 export type UpstreamFailureClass = (typeof UPSTREAM_FAILURE_CLASSES)[number];

@@ -253,6 +253,11 @@ const clients = z
   })
   .prefault({});
 
+/**
+ * Error limits after Postfix (smtpd_soft_error_limit 10, smtpd_hard_error_limit 20,
+ * smtpd_error_sleep_time 1s) and a connection rate after its anvil (smtpd_client_connection_rate_limit);
+ * docs/config.md says why each default.
+ */
 const limits = z
   .strictObject({
     maxMessageSize: size(35 * MiB),
@@ -260,7 +265,19 @@ const limits = z
     maxConnections: count(500),
     maxConnectionsPerIp: count(50),
     memoryBufferSize: size(1 * MiB),
+    softErrorLimit: count(10),
+    hardErrorLimit: count(20),
+    errorDelay: duration(1_000, 0),
+    recordedRefusals: z.preprocess(fromNumericString, z.int().min(0)).default(5),
+    connectionRatePerIp: z.preprocess(fromNumericString, z.int().min(1).nullable()).default(30),
+    // null: the networks of clients.networks, as Postfix exempts $mynetworks.
+    connectionRateExempt: z.array(cidr).nullable().default(null),
   })
+  .superRefine((value: unknown, ctx) => {
+    if (isRecord(value) && typeof value.softErrorLimit === 'number' && typeof value.hardErrorLimit === 'number' && value.softErrorLimit > value.hardErrorLimit) {
+      ctx.addIssue({ code: 'custom', message: 'must not be above limits.hardErrorLimit', path: ['softErrorLimit'] });
+    }
+  }, ALWAYS)
   .prefault({});
 
 const timeouts = z
@@ -622,7 +639,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
         allowedSenders: u.allowedSenders,
       })),
     },
-    limits: parsed.limits,
+    limits: { ...parsed.limits, connectionRateExempt: parsed.limits.connectionRateExempt ?? parsed.clients.networks },
     timeouts: parsed.timeouts,
     upstreams: parsed.upstreams.map((u) => toUpstream(u, baseDir)),
     routes: parsed.routes.map((r) => ({

@@ -100,6 +100,18 @@ export interface LimitsConfig {
   readonly maxConnectionsPerIp: number;
   /** DATA is kept in memory up to this many bytes, then spilled to a temp file. */
   readonly memoryBufferSize: number;
+  /** Errors of one connection (refusals, not counting relayed messages) after which every reply waits `errorDelay`. */
+  readonly softErrorLimit: number;
+  /** Errors of one connection after which it gets 421 4.7.0 and is closed. A delivered message forgives them. */
+  readonly hardErrorLimit: number;
+  /** ms each reply waits once a connection reached `softErrorLimit`; 0 = no slow-down. */
+  readonly errorDelay: number;
+  /** Refusals of one connection written as `reject` records; the rest are counted in its `session` record. */
+  readonly recordedRefusals: number;
+  /** New connections per minute from one address (token bucket); null = no limit. */
+  readonly connectionRatePerIp: number | null;
+  /** CIDRs not subject to `connectionRatePerIp`; resolved at load (default: `clients.networks`). */
+  readonly connectionRateExempt: readonly string[];
 }
 
 export interface ServerTimeoutsConfig {

@@ -3,18 +3,22 @@ import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } fro
 import type { Readable } from 'node:stream';
 import type { Config, ListenerConfig } from '../config/types.js';
 import type { Recorder } from '../audit/recorder.js';
-import { AUDIT_SCHEMA_VERSION, type RejectRecord } from '../audit/records.js';
+import { AUDIT_SCHEMA_VERSION } from '../audit/records.js';
 import { verifyPassword } from '../auth/password.js';
 import type { IdGenerator } from '../ids.js';
 import type { Logger } from '../logger.js';
 import type { TransactionProcessor } from '../transaction/transaction.js';
-import type { ClientRejectClass } from '../classify/failure-class.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import type { Admission } from '../admission/admission.js';
 import { describeLimit, type ClientRateLimits } from '../admission/client-rate-limits.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
-import { classifyProtocolRefusal, observeProtocol } from './protocol-refusals.js';
-import { CLIENT_REPLIES, REPLY_CLASS, smtpError, wireText, withId } from '../reply/client-replies.js';
+import { classifyProtocolRefusal, observeProtocol, type WireReply } from './protocol-refusals.js';
+import { CLIENT_REPLIES, REPLY_CLASS, connectionRateReply, rateLimitedReply, smtpError, wireText } from '../reply/client-replies.js';
+import type { EventPublisher } from '../event-bus.js';
+import type { ListenerEvents } from './listener-events.js';
+import { ConnectionRate } from '../admission/connection-rate.js';
+import { ErrorLimits } from './error-limits.js';
+import { RefusalRecorder, type RefusalFacts } from './refusal-recorder.js';
 import { SessionState } from './session-state.js';
 
 export interface ListenerDeps {
@@ -24,6 +28,8 @@ export interface ListenerDeps {
   readonly clientLimits: ClientRateLimits;
   readonly processor: TransactionProcessor;
   readonly recorder: Recorder;
+  /** Every refusal is published (`refusal`), recorded or summarised: the metrics count them all. */
+  readonly bus: EventPublisher<ListenerEvents>;
   readonly ids: IdGenerator;
   readonly log: Logger;
   readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer };
@@ -31,11 +37,17 @@ export interface ListenerDeps {
 
 /** Delay before answering a failed AUTH: slows password guessing without holding much (docs/failures.md, auth_failed). */
 const AUTH_FAILURE_DELAY_MS = 500;
+/** At shutdown, how long finish() waits for smtp-server to report the connections it closed. */
+const SESSION_CLOSE_WAIT_MS = 2_000;
 
 /**
  * The SMTP side of mailtrail: one smtp-server per configured listener, sharing the session table,
- * the admission rules and the connection limits. Each refusal is a named reply plus a `reject`
- * record; smtp-server's own refusals are captured per connection by protocol-refusals.ts.
+ * the admission rules and the connection limits. Each refusal is a named reply whose text carries
+ * the id of the record that tells about it: its own `reject` record, or, past
+ * `limits.recordedRefusals` of one connection, the connection's `session` record, which counts it.
+ * smtp-server's own refusals are captured at its reply writer (protocol-refusals.ts). Every connection
+ * gets its `session` record, also at shutdown (finish()); only connections refused by the connection
+ * rate do not: one record per address and window counts them (connection-rate.ts).
  */
 export class SmtpListeners {
   #deps: ListenerDeps;
@@ -44,9 +56,25 @@ export class SmtpListeners {
   #perIp = new Map<string, number>();
   #lastCommand = new Map<string, string>();
   #bound: { host: string; port: number; implicitTls: boolean }[] = [];
+  #errorLimits: ErrorLimits;
+  #connectionRate: ConnectionRate;
+  #refusals: RefusalRecorder;
+  /** Set while finish() waits for the last sessions to close. */
+  #allClosed: (() => void) | null = null;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
+    const { limits, clients } = deps.config;
+    this.#errorLimits = new ErrorLimits(limits);
+    const { recorder, bus, ids, log } = deps;
+    this.#refusals = new RefusalRecorder({ recorder, bus, ids, log, errorLimits: this.#errorLimits, recordedRefusals: limits.recordedRefusals });
+    this.#connectionRate = new ConnectionRate({
+      perMinute: limits.connectionRatePerIp,
+      exempt: limits.connectionRateExempt,
+      maxTracked: clients.rateLimits.maxTracked,
+      ids,
+      onWindowEnd: (window) => this.#refusals.window(window),
+    });
   }
 
   /** Addresses actually bound (port 0 resolved), in config order. */
@@ -82,7 +110,8 @@ export class SmtpListeners {
 
   /**
    * After in-flight transactions are done, tell idle sessions we are going (421, RFC 5321 §3.8) and
-   * close them, instead of waiting for smtp-server's closeTimeout.
+   * close them, instead of waiting for smtp-server's closeTimeout. The 421 names the connection's
+   * session record (added on the way out, #onReply).
    */
   closeIdleSessions(): void {
     for (const server of this.#servers) {
@@ -92,6 +121,27 @@ export class SmtpListeners {
         connection.close();
       }
     }
+  }
+
+  /**
+   * At shutdown, once stop() resolved (every connection closed): writes what the trail still owes
+   * before it closes. smtp-server reports a closed connection on a later turn of the event loop, so
+   * this waits for those reports (briefly), writes the session record of any connection still not
+   * reported, and the record of every open connection-rate window.
+   */
+  async finish(): Promise<void> {
+    if (this.#sessions.size > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, SESSION_CLOSE_WAIT_MS);
+        this.#allClosed = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#allClosed = null;
+    }
+    for (const state of [...this.#sessions.values()]) this.#endSession(state);
+    this.#connectionRate.flush();
   }
 
   #createServer(listener: ListenerConfig): SMTPServer {
@@ -129,9 +179,10 @@ export class SmtpListeners {
     });
     removeGreetingDelay(server, (connection) => {
       this.#guardAuth(connection);
+      this.#errorLimits.slowDown(connection, () => this.#sessions.get(connection.id)?.errors ?? null);
       observeProtocol(connection, {
         command: (cid, verb) => this.#lastCommand.set(cid, verb),
-        refusal: (cid, reply) => this.#onProtocolRefusal(cid, reply),
+        refusal: (cid, reply) => this.#onReply(cid, reply),
       });
     });
     // Without a listener, one client's TLS garbage would crash the process (smtp-server re-emits client socket and TLS errors on the server; an unheard 'error' event throws).
@@ -173,7 +224,14 @@ export class SmtpListeners {
 
   #onConnect(session: SMTPServerSession): Error | null | undefined {
     const { admission, config } = this.#deps;
+    const overRate = this.#connectionRate.admit(session.remoteAddress, () => ({ sessionId: session.id, client: new SessionState(session, false).client() }));
+    if (overRate !== null) {
+      // No session state, so no session record: the window's one record counts this connection.
+      this.#refusals.overRate();
+      return smtpError(connectionRateReply(session.remoteAddress), overRate);
+    }
     const state = new SessionState(session, admission.isTrustedNetwork(session.remoteAddress));
+    state.recordId = this.#deps.ids.next();
     this.#sessions.set(session.id, state);
     const perIp = this.#perIp.get(state.ip) ?? 0;
     if (this.#sessions.size > config.limits.maxConnections || perIp >= config.limits.maxConnectionsPerIp) {
@@ -188,7 +246,10 @@ export class SmtpListeners {
     const { admission } = this.#deps;
     const user = admission.user(auth.username ?? '');
     const valid = user !== undefined && (await verifyPassword(auth.password ?? '', user));
-    if (valid) return { err: null, ok: { user: user.username } };
+    if (valid) {
+      this.#connectionRate.refund(session.remoteAddress);
+      return { err: null, ok: { user: user.username } };
+    }
     await sleep(AUTH_FAILURE_DELAY_MS);
     return { err: this.#refuse(session, 'auth_failed', 'AUTH', { from: null, to: null, authUser: auth.username ?? null }) };
   }
@@ -229,7 +290,12 @@ export class SmtpListeners {
     const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
     // The processor's reply text already carries the transaction id.
     this.#deps.processor.process(stream, session, state).then(({ id, reply }) => {
-      if (reply.code >= 200 && reply.code < 300) return cb(null, wireText(reply, null));
+      if (reply.code >= 200 && reply.code < 300) {
+        // A delivered message forgives the errors before it (error-limits.ts); a refused one is the
+        // upstream's verdict or our own trouble, never the client's error.
+        state.errors = 0;
+        return cb(null, wireText(reply, null));
+      }
       state.ownRefusalPending = true;
       // code 0: the client vanished; smtp-server will not write to a closed socket anyway.
       cb(reply.code === 0 ? smtpError(CLIENT_REPLIES.internal, id) : smtpError(reply, null));
@@ -238,9 +304,13 @@ export class SmtpListeners {
 
   #onClose(session: SMTPServerSession): void {
     const state = this.#sessions.get(session.id);
-    if (!state) return;
-    this.#sessions.delete(session.id);
-    this.#lastCommand.delete(session.id);
+    if (state) this.#endSession(state);
+  }
+
+  /** The connection is gone: its session record, and it no longer counts toward the limits. */
+  #endSession(state: SessionState): void {
+    this.#sessions.delete(state.id);
+    this.#lastCommand.delete(state.id);
     if (state.counted) {
       const n = (this.#perIp.get(state.ip) ?? 1) - 1;
       if (n <= 0) this.#perIp.delete(state.ip);
@@ -250,7 +320,7 @@ export class SmtpListeners {
       v: AUDIT_SCHEMA_VERSION,
       type: 'session',
       time: new Date().toISOString(),
-      id: this.#deps.ids.next(),
+      id: state.recordId,
       session: { id: state.id },
       client: state.client(),
       transactions: state.transactions,
@@ -258,97 +328,53 @@ export class SmtpListeners {
       rejected: state.rejected,
       bytes: state.bytes,
       durationMs: Math.round(performance.now() - state.startedAt),
+      refusals: state.refusals.byClass,
+      refusalsSummarised: state.refusals.summarised,
     });
+    if (this.#sessions.size === 0) this.#allClosed?.();
   }
 
-  /** Records a refusal of ours and returns the error smtp-server turns into the reply. */
+  /** Records a refusal of ours (refusal-recorder.ts) and returns the error smtp-server turns into the reply. */
   #refuse(
     session: SMTPServerSession,
     name: keyof typeof CLIENT_REPLIES,
     command: string,
-    extra: { from?: string | null; to?: string | null; authUser?: string | null } = {},
+    extra: RefusalFacts = {},
     reply: SmtpReply = CLIENT_REPLIES[name],
   ): Error {
-    const cls = REPLY_CLASS[name] ?? 'protocol_violation';
-    const id = this.#writeReject(session, cls, reply, command, 'policy', extra);
-    const state = this.#sessions.get(session.id);
-    if (state) {
-      state.ownRefusalPending = true;
-      state.rejected += 1;
-    }
+    const state = this.#sessions.get(session.id) ?? this.#detachedState(session);
+    const id = this.#refusals.refused(state, REPLY_CLASS[name] ?? 'protocol_violation', reply, command, 'policy', extra);
+    state.ownRefusalPending = true;
     return smtpError(reply, id);
   }
 
-  #onProtocolRefusal(cid: string, reply: SmtpReply): void {
+  /**
+   * A 4xx/5xx reply is going out on connection `cid` (protocol-refusals.ts). Ours carry their id
+   * already; smtp-server's own refusals are recorded here and get the id of the record that tells
+   * about them; a 421 that refuses nothing (our shutdown) names the session record. When the reply
+   * reached the hard error limit, the 421 that ends the connection follows it.
+   */
+  #onReply(cid: string, reply: SmtpReply): { id: string | null; then: WireReply | null } {
     const state = this.#sessions.get(cid);
-    if (state?.ownRefusalPending) {
+    if (!state) return { id: null, then: null };
+    let id: string | null = null;
+    if (state.ownRefusalPending) {
       state.ownRefusalPending = false;
-      return;
+    } else {
+      const cls = classifyProtocolRefusal(reply);
+      const command = cls === 'client_timeout' ? 'IDLE' : (this.#lastCommand.get(cid) ?? 'UNKNOWN');
+      id = cls === null ? state.recordId : this.#refusals.refused(state, cls, reply, command, 'protocol');
     }
-    const cls = classifyProtocolRefusal(reply);
-    if (!cls || !state) return;
-    state.rejected += 1;
-    const command = cls === 'client_timeout' ? 'IDLE' : (this.#lastCommand.get(cid) ?? 'UNKNOWN');
-    this.#writeRejectForState(state, cls, reply, command, 'protocol');
+    return { id, then: state.cutOff ? this.#refusals.cutOff(state, this.#lastCommand.get(cid) ?? 'UNKNOWN') : null };
   }
 
-  #writeReject(
-    session: SMTPServerSession,
-    cls: ClientRejectClass,
-    reply: SmtpReply,
-    command: string,
-    source: RejectRecord['source'],
-    extra: { from?: string | null; to?: string | null; authUser?: string | null },
-  ): string {
-    const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
-    return this.#emitReject(state, cls, reply, command, source, {
-      client: state.client(),
-      from: extra.from ?? null,
-      to: extra.to ?? null,
-      authUser: extra.authUser ?? null,
-    });
+  /**
+   * A session no longer in the table (an AUTH refused after the client left): its refusal is still
+   * recorded, with a session record id of its own that no reply will name.
+   */
+  #detachedState(session: SMTPServerSession): SessionState {
+    const state = new SessionState(session, false);
+    state.recordId = this.#deps.ids.next();
+    return state;
   }
-
-  #writeRejectForState(state: SessionState, cls: ClientRejectClass, reply: SmtpReply, command: string, source: RejectRecord['source']): void {
-    this.#emitReject(state, cls, reply, command, source, {
-      client: state.client(),
-      from: null,
-      to: null,
-      authUser: null,
-    });
-  }
-
-  #emitReject(
-    state: SessionState,
-    cls: ClientRejectClass,
-    reply: SmtpReply,
-    command: string,
-    source: RejectRecord['source'],
-    facts: Pick<RejectRecord, 'client' | 'from' | 'to' | 'authUser'>,
-  ): string {
-    const id = this.#deps.ids.next();
-    this.#deps.recorder.reject({
-      v: AUDIT_SCHEMA_VERSION,
-      type: 'reject',
-      time: new Date().toISOString(),
-      id,
-      session: { id: state.id, txn: state.transactions },
-      client: facts.client,
-      command,
-      from: facts.from,
-      to: facts.to,
-      authUser: facts.authUser,
-      class: cls,
-      // What the client saw: mailtrail's own refusals carry the record's id (wireText), smtp-server's
-      // protocol refusals went out before any record existed.
-      clientReply: source === 'policy' ? withId(reply, id) : reply,
-      source,
-    });
-    return id;
-  }
-}
-
-/** 451 4.7.1 naming the limit, so the app's log says which one and when to retry (docs/failures.md `rate_limited`). */
-function rateLimitedReply(detail: string): SmtpReply {
-  return { ...CLIENT_REPLIES.rate_limited, text: `Rate limit reached: ${detail}` };
 }

@@ -4,21 +4,32 @@ import type { SmtpReply } from '../smtp/smtp-reply.js';
 /**
  * smtp-server refuses some things itself (syntax errors, bad sequence, declared SIZE too large, too
  * many recipients, idle timeout) and offers no hook for them; the connection's own reply writer is
- * the only place they show. observeProtocol() below watches each connection's replies and the client's commands, so each
- * such refusal becomes a `reject` record too (docs/audit-record.md: none go unrecorded).
+ * the only place they show. observeProtocol() below watches each connection's replies and the
+ * client's commands, so each such refusal is counted and told in the trail too (docs/audit-record.md:
+ * none go untold), and its text can carry the id of the record that tells it.
  */
 export interface ProtocolObserver {
   /** The client sent a command (the verb only, so AUTH credentials never reach us). */
   command(sessionId: string, verb: string): void;
-  /** smtp-server sent a 4xx/5xx reply. */
-  refusal(sessionId: string, reply: SmtpReply): void;
+  /**
+   * A 4xx/5xx reply is about to be sent. Returns the id to add to its text (null: none, e.g. it has
+   * one already) and a reply to send right after it (null: none), such as the 421 of an error limit.
+   */
+  refusal(sessionId: string, reply: SmtpReply): { readonly id: string | null; readonly then: WireReply | null };
+}
+
+/** A reply as it goes out: the code, and the text with its enhanced code first (replies.ts wireText). */
+export interface WireReply {
+  readonly code: number;
+  readonly text: string;
 }
 
 /** Classification of smtp-server's own refusals, by reply code first, then by its fixed texts. */
 const PROTOCOL_RULES: readonly { code: number; text?: RegExp; class: ClientRejectClass | null }[] = [
   { code: 421, text: /shutting down/i, class: null }, // our own shutdown, not a refusal of the client
   { code: 421, text: /timeout/i, class: 'client_timeout' }, // "Timeout - closing connection"
-  { code: 421, text: /too many/i, class: 'too_many_connections' },
+  // maxClients; "too many unrecognized commands" is the client breaking SMTP (the default below).
+  { code: 421, text: /too many connected clients/i, class: 'too_many_connections' },
   { code: 552, class: 'too_large' }, // MAIL FROM SIZE= over the advertised limit
   { code: 452, class: 'too_many_recipients' }, // maxRecipients
   { code: 530, class: 'auth_required' },
@@ -56,12 +67,20 @@ export function observeProtocol(connection: ObservableConnection, observer: Prot
   };
   const send = connection.send;
   connection.send = function observedSend(code, data, context) {
-    if (code >= 400) {
-      const first = Array.isArray(data) ? (data[0] ?? '') : (data ?? '');
-      observer.refusal(connection.id, parseWireReply(`${code} ${first}`));
-    }
-    send.call(connection, code, data, context);
+    if (code < 400) return send.call(connection, code, data, context);
+    const first = Array.isArray(data) ? (data[0] ?? '') : (data ?? '');
+    const { id, then } = observer.refusal(connection.id, parseWireReply(`${code} ${first}`));
+    send.call(connection, code, id === null ? data : withIdOnLastLine(data, id), context);
+    // A 421 closes the connection (smtp-server's send), so `then` goes out last; false: no enhanced
+    // code of smtp-server's own, the text has ours.
+    if (then !== null) send.call(connection, then.code, then.text, false);
   };
+}
+
+/** `(id …)` at the end of the reply text, as replies.ts withId() writes it. */
+function withIdOnLastLine(data: string | string[] | undefined, id: string): string | string[] {
+  if (!Array.isArray(data)) return data ? `${data} (id ${id})` : `(id ${id})`;
+  return data.map((line, i) => (i === data.length - 1 ? `${line} (id ${id})` : line));
 }
 
 function parseWireReply(line: string): SmtpReply {

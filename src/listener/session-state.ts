@@ -1,5 +1,6 @@
 import type { SMTPServerSession } from 'smtp-server';
 import type { ClientFacts, TlsFacts } from '../audit/records.js';
+import { RefusalTally } from './refusal-tally.js';
 
 /**
  * What mailtrail keeps per client connection, beyond smtp-server's session: counters for the
@@ -19,6 +20,17 @@ export class SessionState {
   ownRefusalPending = false;
   /** Counted toward the per-IP limit (so the close decrements only what was incremented). */
   counted = false;
+  /**
+   * The id of this connection's `session` record, chosen at connect so that replies can name the
+   * record before it is written (a summarised refusal, the 421 at shutdown).
+   */
+  recordId = '';
+  /** Refusals by class, and which got a record of their own (refusal-tally.ts). */
+  readonly refusals = new RefusalTally();
+  /** Errors since the last delivered message, for the error limits (error-limits.ts). */
+  errors = 0;
+  /** The error limit was reached: the reply going out now is followed by the 421 that ends it. */
+  cutOff = false;
 
   /** smtp-server mutates its session object as the dialogue goes on (HELO, AUTH, STARTTLS). */
   readonly #session: SMTPServerSession;

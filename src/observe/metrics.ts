@@ -87,7 +87,7 @@ export class Metrics {
   });
   readonly #rejects = new Counter({
     name: 'mailtrail_client_rejects_total',
-    help: 'Clients refused by mailtrail before relaying, by class (auth_failed, relay_denied, ...).',
+    help: 'Clients refused by mailtrail before relaying, by class (auth_failed, relay_denied, ...): every refusal, recorded on its own or summarised.',
     labelNames: ['class'] as const,
     registers: [this.registry],
   });
@@ -167,7 +167,7 @@ export class Metrics {
     this.#zeroSeries(options);
     this.#unsubscribe.push(
       bus.subscribe('relay', (r) => this.#onRelay(r)),
-      bus.subscribe('reject', (r) => this.#rejects.inc({ class: r.class })),
+      bus.subscribe('refusal', (r) => this.#rejects.inc({ class: r.class })),
       bus.subscribe('probe', (p) => this.#onProbe(p)),
       bus.subscribe('upstream-state', (s) => this.#breaker.set({ upstream: s.upstream }, BREAKER_VALUE[s.state])),
       bus.subscribe('audit-write-error', () => this.#auditWriteErrors.inc()),

@@ -15,6 +15,9 @@ export const CLIENT_REPLIES = {
   too_large: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },
   too_many_recipients: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' },
   too_many_connections: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
+  // Postfix's wording for both (smtpd.c): the connection is closed after it.
+  connection_rate: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
+  too_many_errors: { code: 421, enhanced: '4.7.0', text: 'Error: too many errors' },
   rate_limited: { code: 451, enhanced: '4.7.1', text: 'Rate limit reached, try again later' },
   internal: { code: 451, enhanced: '4.3.0', text: 'Local problem: message not accepted, try again later' },
   audit_failed: { code: 451, enhanced: '4.3.0', text: 'Cannot record the transaction; message not accepted, try again later' },
@@ -37,6 +40,8 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   too_large: 'too_large',
   too_many_recipients: 'too_many_recipients',
   too_many_connections: 'too_many_connections',
+  connection_rate: 'connection_rate',
+  too_many_errors: 'too_many_errors',
   rate_limited: 'rate_limited',
 };
 
@@ -58,4 +63,14 @@ export function wireText(reply: SmtpReply, id: string | null): string {
 /** An Error smtp-server turns into the reply: `responseCode` + message. */
 export function smtpError(reply: SmtpReply, id: string | null): Error & { responseCode: number } {
   return Object.assign(new Error(wireText(reply, id)), { responseCode: reply.code });
+}
+
+/** 451 4.7.1 naming the limit, so the app's log says which one and when to retry (docs/failures.md `rate_limited`). */
+export function rateLimitedReply(detail: string): SmtpReply {
+  return { ...CLIENT_REPLIES.rate_limited, text: `Rate limit reached: ${detail}` };
+}
+
+/** `421 4.7.0` naming the address, as Postfix's "too many connections from <address>". */
+export function connectionRateReply(ip: string): SmtpReply {
+  return { ...CLIENT_REPLIES.connection_rate, text: `Too many connections from ${ip}, try again later` };
 }

@@ -156,16 +156,17 @@ function relayLine(r: RelayRecord, style: Style): string {
   ].join('  ');
 }
 
-/** time, "refused", class, command + reply, client, from → to, id. */
-function rejectLine(r: RejectRecord, style: Style): string {
+/** time, "refused", class, command + reply (× count when the record stands for several), client, from → to, id. */
+export function rejectLine(r: RejectRecord, style: Style): string {
   const user = r.client?.user ? ` (${r.client.user})` : r.authUser ? ` (tried ${r.authUser})` : '';
   const who = r.client ? `${r.client.ip}${user}` : '-';
+  const times = (r.count ?? 1) > 1 ? ` ×${r.count}` : '';
   return [
     paint(style, 'dim', formatTime(r.time)),
     paint(style, 'red', 'refused'.padEnd(OUTCOME_WIDTH)),
     String(r.class).padEnd(CLASS_WIDTH),
     `${formatAddress(r.from)} → ${formatAddress(r.to)}`,
-    `${r.command} ${formatReplyCode(r.clientReply)}`,
+    `${r.command} ${formatReplyCode(r.clientReply)}${times}`,
     who,
     paint(style, 'dim', r.id),
   ].join('  ');
@@ -179,7 +180,7 @@ function sessionLine(r: SessionRecord, style: Style): string {
     paint(style, 'dim', formatTime(r.time)),
     paint(style, 'cyan', 'session'.padEnd(OUTCOME_WIDTH)),
     who,
-    `${r.transactions} txn, ${r.accepted} accepted, ${r.rejected} refused`,
+    `${r.transactions} txn, ${r.accepted} accepted, ${r.rejected} refused${summarisedText(r.refusalsSummarised)}`,
     formatBytes(r.bytes ?? 0),
     formatMs(r.durationMs),
     tls,
@@ -187,7 +188,13 @@ function sessionLine(r: SessionRecord, style: Style): string {
   ].join('  ');
 }
 
-function alertLine(r: AlertRecord, style: Style): string {
+/** ", 15 without a record of their own" when the session record alone counts some refusals. */
+function summarisedText(summarised: SessionRecord['refusalsSummarised'] | undefined): string {
+  const n = Object.values(summarised ?? {}).reduce((a, b) => a + (b ?? 0), 0);
+  return n > 0 ? ` (${n} without a record of their own)` : '';
+}
+
+export function alertLine(r: AlertRecord, style: Style): string {
   const color: Paint = r.state === 'resolved' ? 'green' : 'magenta';
   const about = [r.upstream, r.class].filter(Boolean).join(' ');
   return [

@@ -191,6 +191,8 @@ export class ReportBuilder {
   #decided: Record<Decider, MutableDecided> = { upstream: zeroDecided(), mailtrail: zeroDecided() };
   #failureClasses = new Map<string, number>();
   #rejectClasses = new Map<string, number>();
+  /** Refusals: each reject record's `count`, plus those a session record counts without a record. */
+  #refusals = 0;
   #recipients = { accepted: 0, rejected: 0, deferred: 0, unknown: 0 };
   #duplicateRisk = 0;
   #duplicateOf = 0;
@@ -277,16 +279,24 @@ export class ReportBuilder {
 
   #reject(r: RejectRecord): void {
     this.#records.reject += 1;
-    increment(this.#rejectClasses, r.class);
-    const hour = this.#hour(r.time);
-    if (hour) hour.rejects += 1;
-    if (this.#opts.by) this.#countGroup(rejectKey(r, this.#opts.by), (g) => void (g.rejects += 1));
+    // Trails written before `count` existed have one refusal per record.
+    this.#refused(r, r.class, r.count ?? 1);
   }
 
   #session(r: SessionRecord): void {
     this.#records.session += 1;
     this.#sessions.count += 1;
     this.#sessions.bytes += r.bytes ?? 0;
+    // Refusals past limits.recordedRefusals of the connection have no reject record: they count here.
+    for (const [cls, n] of Object.entries(r.refusalsSummarised ?? {})) this.#refused({ ...r, from: null, to: null }, cls, n ?? 0);
+  }
+
+  #refused(r: RefusalFacts, cls: string, n: number): void {
+    this.#refusals += n;
+    this.#rejectClasses.set(cls, (this.#rejectClasses.get(cls) ?? 0) + n);
+    const hour = this.#hour(r.time);
+    if (hour) hour.rejects += n;
+    if (this.#opts.by) this.#countGroup(rejectKey(r, this.#opts.by), (g) => void (g.rejects += n));
   }
 
   #alert(r: AlertRecord): void {
@@ -372,7 +382,7 @@ export class ReportBuilder {
       rejections: {
         byUpstream: this.#decided.upstream.outcomes.rejected,
         byMailtrail: this.#decided.mailtrail.outcomes.rejected,
-        refusals: this.#records.reject,
+        refusals: this.#refusals,
       },
       failureClasses: sortedCounts(this.#failureClasses),
       rejectClasses: sortedCounts(this.#rejectClasses),
@@ -451,8 +461,11 @@ export function relayKeys(r: RelayRecord, by: GroupBy): string[] {
   }
 }
 
-/** The `--by` key of a reject record (no upstream was involved: NO_UPSTREAM by upstream). */
-export function rejectKey(r: RejectRecord, by: GroupBy): string {
+/** What grouping and the hourly counts need of a refusal: a reject record, or a session record's summary. */
+type RefusalFacts = Pick<RejectRecord, 'time' | 'client' | 'from' | 'to'>;
+
+/** The `--by` key of a refusal (no upstream was involved: NO_UPSTREAM by upstream). */
+export function rejectKey(r: RefusalFacts, by: GroupBy): string {
   switch (by) {
     case 'upstream':
       return NO_UPSTREAM;

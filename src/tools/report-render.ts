@@ -35,7 +35,7 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   out.push(row('deferrals', r.deferrals, `client told to retry (4xx): ${formatCount(up.outcomes.deferred)} by an upstream, ${formatCount(own.outcomes.deferred)} by mailtrail; unknown outcomes counted apart`));
   out.push(row('rejected by an upstream', r.rejections.byUpstream, '5xx from an upstream that was tried'));
   out.push(row('rejected by mailtrail', r.rejections.byMailtrail, 'after DATA, no upstream tried (e.g. over limits.maxMessageSize)'));
-  out.push(row('refused by mailtrail', r.rejections.refusals, 'before relaying: reject records (policy, protocol)'));
+  out.push(row('refused by mailtrail', r.rejections.refusals, 'before relaying: reject records (policy, protocol), and those counted in session records'));
   out.push(row('recipients', r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown, `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`));
   out.push(row('failovers', r.failovers, 'more than one upstream tried or skipped (failure, open breaker, pacing)'));
   out.push(row('duplicate risk', r.duplicateRisk, `unknown outcome: the upstream may have it; ${formatCount(r.duplicateOf)} later linked as duplicates`));
@@ -47,8 +47,8 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   out.push(...counts(up.failureClasses, relay));
   h('Failure classes decided by mailtrail (relay records, no upstream tried)');
   out.push(...counts(own.failureClasses, relay));
-  h('Refusals by class (reject records)');
-  out.push(...counts(r.rejectClasses, r.records.reject));
+  h('Refusals by class');
+  out.push(...counts(r.rejectClasses, r.rejections.refusals));
 
   h(`Error groups (${formatCount(r.errorGroups.groups.length)}; most frequent first)`);
   if (r.errorGroups.groups.length === 0) out.push('  (none)');

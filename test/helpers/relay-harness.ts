@@ -120,6 +120,13 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       maxConnections: 500,
       maxConnectionsPerIp: 500,
       memoryBufferSize: 1024 * 1024,
+      softErrorLimit: 10,
+      hardErrorLimit: 20,
+      errorDelay: 1_000,
+      recordedRefusals: 5,
+      // Off here, as maxConnectionsPerIp is raised: most tests open many connections from loopback.
+      connectionRatePerIp: null,
+      connectionRateExempt: spec.clients?.networks ?? ['127.0.0.0/8', '::1/128'],
       ...spec.limits,
     },
     timeouts: { clientIdle: spec.clientIdle ?? 30_000, relay: spec.relayTimeout ?? 20_000, shutdown: 5_000 },

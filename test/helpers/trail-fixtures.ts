@@ -117,6 +117,7 @@ export function reject(over: Partial<RejectRecord> = {}): RejectRecord {
     class: 'too_many_recipients',
     clientReply: { code: 452, enhanced: '4.5.3', text: 'Too many recipients' },
     source: 'policy',
+    count: 1,
     ...over,
   };
 }
@@ -135,6 +136,8 @@ export function session(over: Partial<SessionRecord> = {}): SessionRecord {
     rejected: 0,
     bytes: 18234,
     durationMs: 5100,
+    refusals: {},
+    refusalsSummarised: {},
     ...over,
   };
 }

@@ -642,6 +642,22 @@ describe('admission', () => {
       expect(record).toMatchObject({ class: 'protocol_violation', command: 'MAIL', source: 'protocol' });
     });
 
+    it.each([
+      { what: 'a duplicate MAIL parameter', lines: ['MAIL FROM:<app@example.com> BODY=8BITMIME BODY=7BIT'], code: 501 },
+      { what: 'RCPT before MAIL', lines: ['RCPT TO:<ana@example.org>'], code: 503 },
+      { what: 'DATA before RCPT', lines: ['MAIL FROM:<app@example.com>', 'DATA'], code: 503 },
+    ])("puts the id of its reject record in smtp-server's own refusal of $what, and records that text", async ({ lines, code }) => {
+      const c = await session(relay.port);
+      let reply: TalkReply | null = null;
+      for (const line of lines) reply = await command(c, line);
+      c.close();
+      expect(reply!.code).toBe(code);
+      const record = await rejectFor(relay, reply!);
+      expect(record).toMatchObject({ class: 'protocol_violation', source: 'protocol', clientReply: { code } });
+      expect(record.clientReply.text).toBe(reply!.text);
+      expect(record.clientReply.text).toMatch(new RegExp(` \\(id ${record.id}\\)$`));
+    });
+
     it('records an unknown command as protocol_violation', async () => {
       const c = await session(relay.port);
       const reply = await command(c, 'FROBNICATE now');

@@ -20,6 +20,8 @@ import { waitFor } from '../helpers/fake-upstream.js';
 import { makeTestPki, type TestPki } from '../helpers/pki.js';
 import { relayConfig, simpleMessage } from '../helpers/relay-harness.js';
 import { smtpTalk, type SmtpTalk, type TalkReply } from '../helpers/smtp-client.js';
+import { EventBus } from '../../src/event-bus.js';
+import type { RelayEvents } from '../../src/observe/relay-events.js';
 
 const ID = /\(id ([0-9A-Z]{26})\)$/;
 const USER = { username: 'billing', password: 'Billing-Pa55-7f3kq', passwordHash: null, allowedSenders: [] };
@@ -106,6 +108,7 @@ describe('the SMTP listeners', () => {
       clientLimits: new ClientRateLimits(config.clients.rateLimits),
       processor: processor as unknown as TransactionProcessor,
       recorder: records as unknown as Recorder,
+      bus: new EventBus<RelayEvents>(() => undefined),
       ids: new IdGenerator(),
       log: createLogger('silent'),
       tls: { key: pki.server.key, cert: pki.server.cert },
@@ -305,7 +308,7 @@ describe('the SMTP listeners', () => {
     const stopped = listeners!.stop();
     listeners!.closeIdleSessions();
     const reply = await c.expect();
-    expect(reply).toMatchObject({ code: 421, text: '4.3.2 Service shutting down, try again later' });
+    expect(reply).toMatchObject({ code: 421, text: expect.stringMatching(/^4\.3\.2 Service shutting down, try again later \(id [0-9A-HJKMNP-TV-Z]{26}\)$/) });
     await c.waitClosed();
     await stopped;
     await waitFor(() => records.sessions.length === 1, 5_000);

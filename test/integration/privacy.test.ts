@@ -28,6 +28,8 @@ describe('privacy of the trail', () => {
       upstreams: [{ port: upstream.port, auth: { user: 'relay-user', pass: UPSTREAM_PASSWORD } }],
       clients: { networks: [], users: [{ username: 'billing', password: CLIENT_PASSWORD, passwordHash: null, allowedSenders: [] }] },
       audit: { privacy: 'pseudonymize', hmacKey: HMAC_KEY },
+      // The wrong password below ends its connection (one error allowed), which the log tells.
+      limits: { softErrorLimit: 1, hardErrorLimit: 1 },
       // The most talkative log there is: secrets must not show even at trace level.
       logger: createLogger('trace', { write: (s: string) => void (log += s) }),
     });

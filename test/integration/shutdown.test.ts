@@ -116,6 +116,51 @@ describe('graceful shutdown', () => {
     });
   });
 
+  it('writes the session record of every connection still open at the stop, before the trail closes', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-test-'));
+    const config = relayConfig({ upstreams: [{ name: 'provider', port: upstream.port }], tls: null }, dataDir);
+    const app = new App(config, createLogger('silent'));
+    try {
+      const info = await app.start();
+      const port = info.listeners[0]!.port;
+      const idle = await idleSession(port);
+      const talking = await idleSession(port);
+      const ports = [idle.socket.localPort, talking.socket.localPort];
+
+      const stopped = app.stop();
+      // One client only waits; the other sends a command as the stop begins.
+      talking.send('NOOP');
+      for (const c of [idle, talking]) {
+        expect((await c.expect(undefined, 3000)).code).toBe(421);
+        await c.waitClosed(3000);
+      }
+      await stopped;
+
+      const records = (await readFile(config.audit.file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+      const sessions = records.filter((r): r is SessionRecord => r.type === 'session');
+      expect(sessions.map((s) => s.client.port).sort()).toEqual([...ports].sort());
+      // Written before the trail was closed: the final checkpoint comes after them.
+      const lastCheckpoint = records.map((r) => r.type).lastIndexOf('checkpoint');
+      expect(lastCheckpoint).toBe(records.length - 1);
+    } finally {
+      await rm(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  it('names the session record in the 421 it sends at the stop', async () => {
+    await withRelay(upstream, async (relay, stop) => {
+      const idle = await idleSession(relay.port);
+      const port = idle.socket.localPort;
+      const stopped = stop();
+      const reply = await idle.expect(421, 3000);
+      await stopped;
+      const id = ID_IN_REPLY.exec(reply.text)?.[1];
+      expect(id, reply.text).toBeDefined();
+      const session = (await relay.sessionRecords()).find((s) => s.id === id);
+      expect(session?.client.port).toBe(port);
+    });
+  });
+
   it('answers 451 and records an unknown outcome when the grace runs out after the body went out', async () => {
     // Built directly: the harness's shutdown grace is fixed at 5 s.
     await upstream.setFaults({ delayMs: { data: 4000 } });

@@ -209,6 +209,12 @@ unknownOutcomeReply: 250
         maxConnections: 500,
         maxConnectionsPerIp: 50,
         memoryBufferSize: 512 * 1024,
+        softErrorLimit: 10,
+        hardErrorLimit: 20,
+        errorDelay: 1_000,
+        recordedRefusals: 5,
+        connectionRatePerIp: 30,
+        connectionRateExempt: ['127.0.0.0/8', '::1/128', '10.1.2.3/32'],
       },
       timeouts: { clientIdle: 300_000, relay: 90_000, shutdown: 0 },
       upstreams: [
@@ -287,6 +293,12 @@ unknownOutcomeReply: 250
       maxConnections: 500,
       maxConnectionsPerIp: 50,
       memoryBufferSize: 2 ** 20,
+      softErrorLimit: 10,
+      hardErrorLimit: 20,
+      errorDelay: 1_000,
+      recordedRefusals: 5,
+      connectionRatePerIp: 30,
+      connectionRateExempt: [],
     });
     expect(config.timeouts).toEqual({ clientIdle: 60_000, relay: 120_000, shutdown: 30_000 });
     expect(config.upstreams[0]).toMatchObject({
@@ -414,6 +426,27 @@ upstreams: [{ name: a, url: "smtp://h.example", timeout: { connect: 5s } }]
       { path: 'upstreams[0].timeout', message: 'unknown key' },
       { path: 'limit', message: 'unknown key' },
     ]);
+  });
+
+  it('refuses a soft error limit above the hard one, and exempts the listed networks from the connection rate unless told otherwise', () => {
+    const err = configError(() =>
+      load(`
+listen: [{ port: 2525 }]
+upstreams: [{ name: a, url: "smtp://h.example" }]
+limits: { softErrorLimit: 30, hardErrorLimit: 20, connectionRateExempt: [not-a-network] }
+`),
+    );
+    expect(err.problems).toEqual([
+      { path: 'limits.connectionRateExempt[0]', message: 'not an IPv4 or IPv6 CIDR (e.g. 10.0.0.0/8)' },
+      { path: 'limits.softErrorLimit', message: 'must not be above limits.hardErrorLimit' },
+    ]);
+    const own = load(`
+listen: [{ port: 2525 }]
+clients: { networks: [10.0.0.0/8] }
+upstreams: [{ name: a, url: "smtp://h.example" }]
+limits: { connectionRatePerIp: null, connectionRateExempt: [] }
+`);
+    expect(own.limits).toMatchObject({ connectionRatePerIp: null, connectionRateExempt: [] });
   });
 
   it('refuses credentials given both in the URL and in auth', () => {

@@ -327,6 +327,19 @@ describe('mailtrail report', () => {
     expect(report.errorGroups.groups.map((g) => g.sample.reply)).toEqual(['550 5.1.1 <gone@example.org>: User unknown']);
   });
 
+  it('counts every refusal once: a reject record its `count`, a session record those it alone counts', async () => {
+    const records = [
+      reject({ class: 'relay_denied' }),
+      reject({ class: 'connection_rate', command: 'CONNECT', count: 40 }),
+      session({ refusals: { relay_denied: 7, too_many_errors: 1 }, refusalsSummarised: { relay_denied: 6 } }),
+    ];
+    const file = await writeTrail(dir, 'refusals.log', records);
+    const { report } = await runReport([file, '--by', 'client']);
+    expect(report.rejections.refusals).toBe(47);
+    expect(report.rejectClasses).toEqual({ connection_rate: 40, relay_denied: 7 });
+    expect(report.by!.groups.reduce((sum, g) => sum + g.rejects, 0)).toBe(47);
+  });
+
   it('counts only the records inside --since and --until (until exclusive)', async () => {
     const since = '2026-11-25T08:00:00.000Z';
     const until = '2026-11-25T10:30:00.000Z';
