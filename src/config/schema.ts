@@ -263,11 +263,24 @@ const limits = z
   })
   .prefault({});
 
+/** Without `command`, a client idle for all of `clientIdle` still has this long to send its line. */
+const COMMAND_AFTER_IDLE_MS = 60_000;
+
 const timeouts = z
   .strictObject({
     clientIdle: duration(60_000),
+    // null: clientIdle + COMMAND_AFTER_IDLE_MS (toConfig), so raising clientIdle alone stays consistent.
+    command: optionalDuration(),
+    session: duration(10 * 60_000),
+    // Bytes per second, written as a size ("500", "1KB").
+    dataMinRate: quantity(parseSize, 'not a size per second (e.g. 500 or 1KB)', 1, Number.MAX_SAFE_INTEGER).default(500),
     relay: duration(120_000),
     shutdown: duration(30_000, 0),
+  })
+  .superRefine((value: unknown, ctx) => {
+    // A command deadline under the idle timeout would cut clients that are merely idle, before their idle timeout.
+    if (!isRecord(value) || typeof value.command !== 'number' || typeof value.clientIdle !== 'number') return;
+    if (value.command < value.clientIdle) ctx.addIssue({ code: 'custom', message: 'must be at least clientIdle', path: ['command'] });
   })
   .prefault({});
 
@@ -623,7 +636,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
       })),
     },
     limits: parsed.limits,
-    timeouts: parsed.timeouts,
+    timeouts: { ...parsed.timeouts, command: parsed.timeouts.command ?? parsed.timeouts.clientIdle + COMMAND_AFTER_IDLE_MS },
     upstreams: parsed.upstreams.map((u) => toUpstream(u, baseDir)),
     routes: parsed.routes.map((r) => ({
       name: r.name,

@@ -105,6 +105,12 @@ export interface LimitsConfig {
 export interface ServerTimeoutsConfig {
   /** Idle time allowed to a client between commands. */
   readonly clientIdle: number;
+  /** From the moment the server waits for a command until its line is complete (smtp/client-deadlines.ts). */
+  readonly command: number;
+  /** Whole client session; a transaction in flight finishes first. */
+  readonly session: number;
+  /** Least average rate of message data, bytes per second (with `command` as slack). */
+  readonly dataMinRate: number;
   /** Overall deadline for one relay attempt chain (connect + envelope + body + final reply). */
   readonly relay: number;
   /** Grace given to in-flight transactions at shutdown. */

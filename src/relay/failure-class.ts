@@ -37,6 +37,7 @@ export const CLIENT_REJECT_CLASSES = [
   'too_many_connections',
   'client_aborted',
   'client_timeout',
+  'client_too_slow',
   'protocol_violation',
 ] as const;
 

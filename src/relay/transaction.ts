@@ -8,6 +8,7 @@ import { auditRefusalText, type Recorder } from '../audit/recorder.js';
 import type { MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from '../audit/relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../message/data-buffer.js';
+import { SlowClientError } from '../smtp/client-deadlines.js';
 import { CLIENT_REPLIES, withId } from '../smtp/replies.js';
 import type { SessionState } from '../smtp/session-state.js';
 import type { StopSignal } from './deadline.js';
@@ -130,6 +131,11 @@ export class TransactionProcessor {
   #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: SessionState): TransactionReply {
     const receiveMs = performance.now() - t0;
     const empty: MessageFacts = { size: 0, sha256: '', messageId: null, subject: null, headerFrom: null };
+    if (err.code === 'ECLIENTABORT' && err.cause instanceof SlowClientError) {
+      // Cut for sending under timeouts.dataMinRate: the client is told so, and will retry.
+      const failure = localFailure('client_too_slow', true, err.cause.code, err.cause.message);
+      return this.#finish(unrelayedRecord(input(empty, err.cause.reply, receiveMs), 'deferred', failure), state);
+    }
     if (err.code === 'ECLIENTABORT') {
       // Nobody is left to read a reply; the record still says the transaction existed.
       const reply = { code: 0, enhanced: null, text: 'client disconnected during DATA, no reply sent' };

@@ -1,6 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
-import type { Readable } from 'node:stream';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/types.js';
 import type { Recorder } from '../audit/recorder.js';
 import { AUDIT_SCHEMA_VERSION, type RejectRecord } from '../audit/records.js';
@@ -11,6 +10,7 @@ import type { TransactionProcessor } from '../relay/transaction.js';
 import type { ClientRejectClass } from '../relay/failure-class.js';
 import type { SmtpReply } from '../relay/upstream-facts.js';
 import type { Admission } from './admission.js';
+import { ClientDeadlines } from './client-deadlines.js';
 import { describeLimit, type ClientRateLimits } from './client-rate-limits.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
 import { classifyProtocolRefusal, observeProtocol } from './protocol-refusals.js';
@@ -44,9 +44,11 @@ export class SmtpListeners {
   #perIp = new Map<string, number>();
   #lastCommand = new Map<string, string>();
   #bound: { host: string; port: number; implicitTls: boolean }[] = [];
+  #deadlines: ClientDeadlines;
 
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
+    this.#deadlines = new ClientDeadlines(deps.config.timeouts, (session, name, command, reply) => this.#refuse(session, name, command, {}, reply).message);
   }
 
   /** Addresses actually bound (port 0 resolved), in config order. */
@@ -133,6 +135,7 @@ export class SmtpListeners {
         command: (cid, verb) => this.#lastCommand.set(cid, verb),
         refusal: (cid, reply) => this.#onProtocolRefusal(cid, reply),
       });
+      this.#deadlines.watch(connection);
     });
     // Without a listener, one client's TLS garbage would crash the process (PITFALLS.md §0.1).
     server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
@@ -225,8 +228,9 @@ export class SmtpListeners {
     return over === null ? null : this.#refuse(session, 'rate_limited', 'MAIL', { from }, rateLimitedReply(describeLimit(over)));
   }
 
-  #onData(stream: Readable, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+  #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+    this.#deadlines.receiving(session.id, stream);
     // The processor's reply text already carries the transaction id.
     this.#deps.processor.process(stream, session, state).then(({ id, reply }) => {
       if (reply.code >= 200 && reply.code < 300) return cb(null, wireText(reply, null));
@@ -237,6 +241,7 @@ export class SmtpListeners {
   }
 
   #onClose(session: SMTPServerSession): void {
+    this.#deadlines.forget(session.id);
     const state = this.#sessions.get(session.id);
     if (!state) return;
     this.#sessions.delete(session.id);

@@ -24,6 +24,10 @@ export const CLIENT_REPLIES = {
     text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
   },
   shutting_down: { code: 421, enhanced: '4.3.2', text: 'Service shutting down, try again later' },
+  // 4.4.2 "bad connection" (RFC 3463), as for the idle timeout; the texts name the limit (client-deadlines.ts).
+  command_too_slow: { code: 421, enhanced: '4.4.2', text: 'Timeout: command not received in time, closing connection' },
+  data_too_slow: { code: 421, enhanced: '4.4.2', text: 'Message data arriving too slowly, closing connection' },
+  session_ended: { code: 421, enhanced: '4.4.2', text: 'Session time limit reached, closing connection; reconnect to go on' },
 } as const satisfies Record<string, SmtpReply>;
 
 /** Which reject class each named refusal is recorded under. */
@@ -38,6 +42,9 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   too_many_recipients: 'too_many_recipients',
   too_many_connections: 'too_many_connections',
   rate_limited: 'rate_limited',
+  command_too_slow: 'client_too_slow',
+  data_too_slow: 'client_too_slow',
+  session_ended: 'client_timeout',
 };
 
 /**

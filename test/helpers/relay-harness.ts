@@ -32,6 +32,8 @@ export interface RelaySpec {
   implicitTlsListener?: boolean;
   relayTimeout?: number;
   clientIdle?: number;
+  /** Client deadlines over the defaults (command: clientIdle + 1 min, session: 10 min, dataMinRate: 500 B/s). */
+  deadlines?: Partial<Pick<Config['timeouts'], 'command' | 'session' | 'dataMinRate'>>;
   unknownOutcomeReply?: 451 | 250;
   auditFile?: string;
   /** Ordered routes over the upstreams' names; default none (every upstream in order). */
@@ -119,7 +121,15 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       memoryBufferSize: 1024 * 1024,
       ...spec.limits,
     },
-    timeouts: { clientIdle: spec.clientIdle ?? 30_000, relay: spec.relayTimeout ?? 20_000, shutdown: 5_000 },
+    timeouts: {
+      clientIdle: spec.clientIdle ?? 30_000,
+      command: (spec.clientIdle ?? 30_000) + 60_000,
+      session: 600_000,
+      dataMinRate: 500,
+      ...spec.deadlines,
+      relay: spec.relayTimeout ?? 20_000,
+      shutdown: 5_000,
+    },
     upstreams: spec.upstreams.map(upstreamConfig),
     routes: spec.routes ?? [],
     http: spec.http ? { host: '127.0.0.1', port: 0, token: null, bestEffort: false, ...spec.http } : null,

@@ -210,7 +210,7 @@ unknownOutcomeReply: 250
         maxConnectionsPerIp: 50,
         memoryBufferSize: 512 * 1024,
       },
-      timeouts: { clientIdle: 300_000, relay: 90_000, shutdown: 0 },
+      timeouts: { clientIdle: 300_000, command: 360_000, session: 600_000, dataMinRate: 500, relay: 90_000, shutdown: 0 },
       upstreams: [
         {
           name: 'ses',
@@ -288,7 +288,7 @@ unknownOutcomeReply: 250
       maxConnectionsPerIp: 50,
       memoryBufferSize: 2 ** 20,
     });
-    expect(config.timeouts).toEqual({ clientIdle: 60_000, relay: 120_000, shutdown: 30_000 });
+    expect(config.timeouts).toEqual({ clientIdle: 60_000, command: 120_000, session: 600_000, dataMinRate: 500, relay: 120_000, shutdown: 30_000 });
     expect(config.upstreams[0]).toMatchObject({
       port: 587,
       auth: null,
@@ -500,6 +500,30 @@ describe('units', () => {
   it('refuses durations beyond what a Node timer can hold', () => {
     const err = configError(() => load(`${MINIMAL}timeouts: { relay: 1000h }\n`));
     expect(err.problems).toEqual([{ path: 'timeouts.relay', message: 'must be at most 2147483647' }]);
+  });
+});
+
+describe('client deadlines', () => {
+  it('derives timeouts.command from clientIdle when it is not given, so raising the idle timeout alone stays consistent', () => {
+    expect(load(`${MINIMAL}timeouts: { clientIdle: 5m }\n`).timeouts).toMatchObject({ clientIdle: 300_000, command: 360_000 });
+  });
+
+  it('takes timeouts.command, session and dataMinRate as given, the rate as a size per second', () => {
+    const config = load(`${MINIMAL}timeouts: { command: 90s, session: 30m, dataMinRate: 2KB }\n`);
+    expect(config.timeouts).toMatchObject({ command: 90_000, session: 1_800_000, dataMinRate: 2048 });
+  });
+
+  it('refuses a timeouts.command below clientIdle, which would cut idle clients before their idle timeout', () => {
+    const err = configError(() => load(`${MINIMAL}timeouts: { clientIdle: 2m, command: 1m }\n`));
+    expect(err.problems).toEqual([{ path: 'timeouts.command', message: 'must be at least clientIdle' }]);
+  });
+
+  it('refuses a dataMinRate that is not a size, or 0', () => {
+    const err = configError(() => load(`${MINIMAL}timeouts: { dataMinRate: fast }\n`));
+    expect(err.problems).toEqual([{ path: 'timeouts.dataMinRate', message: 'not a size per second (e.g. 500 or 1KB)' }]);
+    expect(configError(() => load(`${MINIMAL}timeouts: { dataMinRate: 0 }\n`)).problems).toEqual([
+      { path: 'timeouts.dataMinRate', message: 'must be at least 1' },
+    ]);
   });
 });
 
