@@ -3,6 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
+import { AuthLockout, type AuthEvent } from './auth/auth-lockout.js';
+import { MemoryLockoutStore } from './auth/lockout-store.js';
 import { Checkpointer } from './audit/checkpoint.js';
 import { loadSigner } from './audit/checkpoint-signer.js';
 import { DuplicateTracker } from './audit/duplicate-tracker.js';
@@ -133,6 +135,7 @@ export class App {
       config,
       admission: new Admission(config.clients),
       clientLimits: new ClientRateLimits(config.clients.rateLimits),
+      authLockout: this.#buildAuthLockout(),
       processor: this.#processor,
       recorder: this.#recorder,
       ids,
@@ -223,6 +226,7 @@ export class App {
       store: new IncidentStore(join(config.dataDir, 'alerts-open.json'), log),
       log,
       hostname: config.hostname,
+      ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
     });
     alerts.start();
     const http =
@@ -289,6 +293,22 @@ export class App {
       else if (probe.class !== null && isInfrastructureClass(probe.class)) router.channel(probe.upstream)?.breaker.recordProbe(false, probe.class);
     });
     return router;
+  }
+
+  /**
+   * The AUTH lockout over a store in memory (one per instance; a shared store would make the lockout
+   * span instances). Its events feed metrics and alerts; each lockout is logged.
+   */
+  #buildAuthLockout(): AuthLockout {
+    const config = this.config.clients.authLockout;
+    const store = config === null ? null : new MemoryLockoutStore(config.maxTracked);
+    return new AuthLockout(config, store, (event: AuthEvent) => {
+      if (event.kind === 'lockout') {
+        const { scope, address, level, durationMs } = event;
+        this.#log.warn({ scope, address, level, durationMs }, 'AUTH locked after repeated failures');
+      }
+      this.bus.publish('auth', event);
+    });
   }
 
   /** Bus event for metrics and readiness; an alert record when an upstream is cut off and when it is back. */

@@ -241,6 +241,22 @@ const clientRateLimit = z
   .strictObject({ messagesPerMinute: optionalCount(), messagesPerHour: optionalCount(), recipientsPerHour: optionalCount() })
   .prefault({});
 
+/** Failed AUTHs per address and per username before a lockout, and how long it lasts; null = off. */
+const authLockout = z
+  .strictObject({
+    failures: count(10),
+    window: duration(10 * 60_000),
+    lockout: duration(5 * 60_000),
+    maxLockout: duration(60 * 60_000),
+    maxTracked: count(10_000),
+  })
+  .superRefine((value: unknown, ctx) => {
+    if (!isRecord(value) || typeof value.lockout !== 'number' || typeof value.maxLockout !== 'number') return;
+    if (value.maxLockout < value.lockout) ctx.addIssue({ code: 'custom', message: 'must be at least lockout', path: ['maxLockout'] });
+  })
+  .nullable()
+  .prefault({});
+
 const clients = z
   .strictObject({
     networks: z.array(cidr).default([]),
@@ -250,6 +266,7 @@ const clients = z
     rateLimits: z
       .strictObject({ perUser: clientRateLimit, perIp: clientRateLimit, maxTracked: count(10_000) })
       .prefault({}),
+    authLockout,
   })
   .prefault({});
 

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { AuditRefusal } from '../audit/recorder.js';
+import type { AuthEvent } from '../auth/auth-lockout.js';
 import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
 import type { AlertDelivery } from './alerts/delivery-queue.js';
 import type { ProbeResult } from './upstream-probe.js';
@@ -23,6 +24,8 @@ export interface RelayEvents {
   'upstream-state': [{ readonly upstream: string; readonly state: 'closed' | 'open' | 'half-open'; readonly reason: string }];
   /** The adaptive slow-down towards an upstream changed; 0 = back to its configured pace. */
   'upstream-throttle': [{ readonly upstream: string; readonly delayMs: number }];
+  /** A client AUTH failed, was refused because locked, or started a lockout (auth/auth-lockout.ts). */
+  auth: [AuthEvent];
 }
 
 /**

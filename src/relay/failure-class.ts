@@ -27,6 +27,7 @@ export const UPSTREAM_FAILURE_CLASSES = [
 /** Refusals mailtrail itself gives a client before relaying (record type `reject`). */
 export const CLIENT_REJECT_CLASSES = [
   'auth_failed',
+  'auth_locked',
   'auth_required',
   'tls_required',
   'relay_denied',

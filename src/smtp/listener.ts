@@ -3,7 +3,8 @@ import { SMTPServer, type SMTPServerAuthentication, type SMTPServerDataStream, t
 import type { Config, ListenerConfig } from '../config/types.js';
 import type { Recorder } from '../audit/recorder.js';
 import { AUDIT_SCHEMA_VERSION, type RejectRecord } from '../audit/records.js';
-import { verifyPassword } from '../auth/password.js';
+import type { AuthLockout } from '../auth/auth-lockout.js';
+import { verifyNoSuchUser, verifyPassword } from '../auth/password.js';
 import type { IdGenerator } from '../ids.js';
 import type { Logger } from '../observe/logger.js';
 import type { TransactionProcessor } from '../relay/transaction.js';
@@ -22,6 +23,8 @@ export interface ListenerDeps {
   readonly admission: Admission;
   /** Per-user and per-address message and recipient rates (clients.rateLimits). */
   readonly clientLimits: ClientRateLimits;
+  /** Failed AUTH per address and per username (clients.authLockout). */
+  readonly authLockout: AuthLockout;
   readonly processor: TransactionProcessor;
   readonly recorder: Recorder;
   readonly ids: IdGenerator;
@@ -29,7 +32,10 @@ export interface ListenerDeps {
   readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer };
 }
 
-/** Delay before answering a failed AUTH: slows password guessing without holding much (FAILURES.md). */
+/**
+ * When a refused AUTH is answered, counted from the moment the credentials arrived: slows password
+ * guessing without holding much, and makes every refusal take the same time (docs/config.md).
+ */
 const AUTH_FAILURE_DELAY_MS = 500;
 
 /**
@@ -188,12 +194,23 @@ export class SmtpListeners {
   }
 
   async #onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<{ err: Error | null; ok?: { user: string } }> {
-    const { admission } = this.#deps;
-    const user = admission.user(auth.username ?? '');
-    const valid = user !== undefined && (await verifyPassword(auth.password ?? '', user));
-    if (valid) return { err: null, ok: { user: user.username } };
-    await sleep(AUTH_FAILURE_DELAY_MS);
-    return { err: this.#refuse(session, 'auth_failed', 'AUTH', { from: null, to: null, authUser: auth.username ?? null }) };
+    const started = performance.now();
+    const username = auth.username ?? '';
+    const verdict = await this.#deps.authLockout.attempt(session.remoteAddress, username, () => this.#checkPassword(username, auth.password ?? ''));
+    if (verdict.kind === 'accepted') return { err: null, ok: { user: username } };
+    // Whatever the refusal and whatever it took (a hash, the decoy, a lock lookup), the same moment.
+    await sleep(Math.max(0, AUTH_FAILURE_DELAY_MS - (performance.now() - started)));
+    const facts = { from: null, to: null, authUser: username };
+    if (verdict.kind === 'failed') return { err: this.#refuse(session, 'auth_failed', 'AUTH', facts) };
+    if (verdict.started.length > 0) return { err: this.#refuse(session, 'auth_locked', 'AUTH', facts) };
+    // Refused unheard while locked: one record per lockout (the one above), not one per guess.
+    return { err: this.#refuseUnrecorded(session, CLIENT_REPLIES.auth_locked) };
+  }
+
+  /** An unknown username costs the same scrypt work as a hashed password (password.ts). */
+  #checkPassword(username: string, password: string): Promise<boolean> {
+    const user = this.#deps.admission.user(username);
+    return user === undefined ? verifyNoSuchUser(password) : verifyPassword(password, user);
   }
 
   #onMailFrom(from: string, session: SMTPServerSession): Error | null {
@@ -282,6 +299,16 @@ export class SmtpListeners {
       state.rejected += 1;
     }
     return smtpError(reply, id);
+  }
+
+  /** A refusal of ours that writes no record (the protocol capture must not record it either). */
+  #refuseUnrecorded(session: SMTPServerSession, reply: SmtpReply): Error {
+    const state = this.#sessions.get(session.id);
+    if (state) {
+      state.ownRefusalPending = true;
+      state.rejected += 1;
+    }
+    return smtpError(reply, null);
   }
 
   #onProtocolRefusal(cid: string, reply: SmtpReply): void {

@@ -7,6 +7,8 @@ import type { SmtpReply } from '../relay/upstream-facts.js';
  */
 export const CLIENT_REPLIES = {
   auth_failed: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
+  // RFC 4954 §6: 454 4.7.0 is the temporary authentication failure; the same for every username.
+  auth_locked: { code: 454, enhanced: '4.7.0', text: 'Temporary authentication failure: too many failed attempts, try again later' },
   auth_required: { code: 530, enhanced: '5.7.0', text: 'Authentication required' },
   tls_required: { code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' },
   tls_required_auth: { code: 538, enhanced: '5.7.11', text: 'Encryption required: issue STARTTLS before AUTH' },
@@ -33,6 +35,7 @@ export const CLIENT_REPLIES = {
 /** Which reject class each named refusal is recorded under. */
 export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientRejectClass>> = {
   auth_failed: 'auth_failed',
+  auth_locked: 'auth_locked',
   auth_required: 'auth_required',
   tls_required: 'tls_required',
   tls_required_auth: 'tls_required',

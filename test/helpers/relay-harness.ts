@@ -111,6 +111,8 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       requireTls: 'except-loopback',
       allowInsecureAuth: false,
       rateLimits: { perUser: NO_CLIENT_LIMITS, perIp: NO_CLIENT_LIMITS, maxTracked: 10_000 },
+      // As in production (docs/config.md).
+      authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
       ...spec.clients,
     },
     limits: {

@@ -64,6 +64,7 @@ describe('embedded default', () => {
         perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
         maxTracked: 10_000,
       },
+      authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
     });
     expect(config.dataDir).toBe('/srv/app/data');
     expect(config.audit.file).toBe('/srv/app/data/audit.log');
@@ -202,6 +203,7 @@ unknownOutcomeReply: 250
           perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
           maxTracked: 10_000,
         },
+        authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
       },
       limits: {
         maxMessageSize: 35 * 2 ** 20,
@@ -280,6 +282,7 @@ unknownOutcomeReply: 250
         perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
         maxTracked: 10_000,
       },
+      authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
     });
     expect(config.limits).toEqual({
       maxMessageSize: 35 * 2 ** 20,
@@ -503,7 +506,7 @@ describe('units', () => {
   });
 });
 
-describe('client deadlines', () => {
+describe('client deadlines and AUTH lockout', () => {
   it('derives timeouts.command from clientIdle when it is not given, so raising the idle timeout alone stays consistent', () => {
     expect(load(`${MINIMAL}timeouts: { clientIdle: 5m }\n`).timeouts).toMatchObject({ clientIdle: 300_000, command: 360_000 });
   });
@@ -524,6 +527,12 @@ describe('client deadlines', () => {
     expect(configError(() => load(`${MINIMAL}timeouts: { dataMinRate: 0 }\n`)).problems).toEqual([
       { path: 'timeouts.dataMinRate', message: 'must be at least 1' },
     ]);
+  });
+
+  it('turns the AUTH lockout off with null and refuses a maxLockout below lockout', () => {
+    expect(load(`${MINIMAL}clients: { authLockout: null }\n`).clients.authLockout).toBeNull();
+    const err = configError(() => load(`${MINIMAL}clients: { authLockout: { lockout: 2h } }\n`));
+    expect(err.problems).toEqual([{ path: 'clients.authLockout.maxLockout', message: 'must be at least lockout' }]);
   });
 });
 
