@@ -108,16 +108,23 @@ export class AuthLockout {
     return started.length > 0 ? { kind: 'locked', started } : FAILED;
   }
 
-  /** Counts one failure of `key`; at the limit, locks it and returns the lockout. */
+  /**
+   * Counts one failure of `key`; at the limit, locks it and returns the lockout. Safe against a burst
+   * of concurrent failures (40 connections guessing at once) with a store whose commands are each
+   * atomic but not together: a failure that finds the key locked does not count, and only the
+   * failure whose count is exactly the limit starts the lockout, so a burst starts one, not one per
+   * failure beyond the limit.
+   */
   async #count(store: LockoutStore, config: AuthLockoutConfig, key: string, now: number): Promise<{ level: number; durationMs: number } | null> {
-    if ((await store.increment('failures', key, config.window)) < config.failures) return null;
+    if (Number((await store.read('lock', key)) ?? 0) > now) return null;
+    if ((await store.increment('failures', key, config.window)) !== config.failures) return null;
     const level = Number((await store.read('level', key)) ?? 0) + 1;
     const durationMs = Math.min(config.maxLockout, config.lockout * 2 ** Math.min(level - 1, MAX_DOUBLINGS));
-    // After the lockout the count starts again, from a higher level.
-    await store.remove('failures', key);
     await store.write('lock', key, String(now + durationMs), durationMs);
     // The level is forgotten once maxLockout has passed after the lockout ended without another.
     await store.write('level', key, String(level), durationMs + config.maxLockout);
+    // Last, once the lock is in place: after the lockout the count starts again, from a higher level.
+    await store.remove('failures', key);
     return { level, durationMs };
   }
 }

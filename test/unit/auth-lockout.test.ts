@@ -46,6 +46,14 @@ describe('AUTH lockout', () => {
     expect((await t.right('203.0.113.9')).kind).toBe('accepted');
   });
 
+  it('starts one lockout for a burst of concurrent failures, not one per failure beyond the limit', async () => {
+    const t = lockout();
+    const verdicts = await Promise.all(Array.from({ length: 40 }, (_, i) => t.wrong('203.0.113.9', `name-${i}`)));
+    const started = verdicts.flatMap((v) => (v.kind === 'locked' ? v.started : []));
+    expect(started).toEqual([{ scope: 'address', level: 1, durationMs: 5 * MIN }]);
+    expect(t.events.filter((e) => e.kind === 'lockout')).toHaveLength(1);
+  });
+
   it('counts failures over a window from the first: older ones no longer count', async () => {
     const t = lockout();
     await t.wrong('203.0.113.9', 'a');
