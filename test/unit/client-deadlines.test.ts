@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { ClientDeadlines, missingDeadlineInternals } from '../../src/smtp/client-deadlines.js';
+import { thrown } from '../helpers/thrown.js';
 
 /** Replaces a prototype method for the duration of `fn` and puts back exactly the same descriptor. */
 function withMethod<T>(name: string, replacement: (...args: never[]) => unknown, fn: () => T): T {
@@ -12,15 +13,6 @@ function withMethod<T>(name: string, replacement: (...args: never[]) => unknown,
     return fn();
   } finally {
     Object.defineProperty(proto, name, original);
-  }
-}
-
-function thrown(fn: () => unknown): (Error & { code?: string }) | null {
-  try {
-    fn();
-    return null;
-  } catch (err) {
-    return err as Error & { code?: string };
   }
 }
 
