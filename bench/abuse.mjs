@@ -148,6 +148,8 @@ async function slowClients(mode) {
     }
     await sleep(10_000);
   }
+  // The tricklers connected one after the other: give the last ones their time too (bounded).
+  while (performance.now() - t0 < SLOW_SECONDS * 1000 && tricklers.some((c) => c.closedAt === null)) await sleep(500);
   clearInterval(timer);
   const cut = tricklers.filter((c) => c.closedAt !== null).map((c) => (c.closedAt - c.readyAt) / 1000);
   const told = [...new Set(tricklers.map((c) => c.lines.at(-1)?.replace(/ \(id .*$/, '')).filter(Boolean))];
