@@ -3,6 +3,8 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
+import { AuthLockout, type AuthEvent } from './admission/auth-lockout.js';
+import { MemoryLockoutStore } from './admission/lockout-store.js';
 import { Checkpointer } from './audit/checkpoint.js';
 import { loadSigner } from './audit/checkpoint-signer.js';
 import { DuplicateTracker } from './transaction/duplicate-tracker.js';
@@ -138,6 +140,7 @@ export class App {
       config,
       admission: new Admission(config.clients),
       clientLimits: new ClientRateLimits(config.clients.rateLimits),
+      authLockout: this.#buildAuthLockout(),
       processor: this.#processor,
       recorder: this.#recorder,
       bus: this.bus,
@@ -259,6 +262,7 @@ export class App {
       store: new IncidentStore(join(config.dataDir, 'alerts-open.json'), log),
       log,
       hostname: config.hostname,
+      ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
     });
     alerts.start();
     const http =
@@ -298,6 +302,22 @@ export class App {
     while (this.#processor && this.#processor.inFlight > 0 && Date.now() < until) {
       await new Promise((r) => setTimeout(r, 25));
     }
+  }
+
+  /**
+   * The AUTH lockout over a store in memory (one per instance; a shared store would make the lockout
+   * span instances). Its events feed metrics and alerts; each lockout is logged.
+   */
+  #buildAuthLockout(): AuthLockout {
+    const config = this.config.clients.authLockout;
+    const store = config === null ? null : new MemoryLockoutStore(config.maxTracked);
+    return new AuthLockout(config, store, (event: AuthEvent) => {
+      if (event.kind === 'lockout') {
+        const { scope, address, level, durationMs } = event;
+        this.#log.warn({ scope, address, level, durationMs }, 'AUTH locked after repeated failures');
+      }
+      this.bus.publish('auth', event);
+    });
   }
 
   /** The recorder with `audit.*`: privacy, write-failure policy, checkpoints when the chain is on. */

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import { unmapIpv4 } from '../client-address.js';
 import type { ClientRateLimit, ClientRateLimitsConfig } from '../config/types.js';
 
 export type LimitName = keyof ClientRateLimit;
@@ -111,11 +112,6 @@ export class ClientRateLimits {
     bucket.at = now;
     return bucket;
   }
-}
-
-/** An IPv4 client on a dual-stack listener (::ffff:a.b.c.d) is the same client as a.b.c.d. */
-function unmapIpv4(ip: string): string {
-  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1] ?? ip;
 }
 
 /** "at most 100 messages per hour for user billing; try again in 36 s": for the client's reply. */

@@ -57,6 +57,19 @@ export async function verifyPassword(plain: string, stored: StoredPassword): Pro
   return false;
 }
 
+/** The salt of the decoy check: random per process, so the decoy never matches anything stored. */
+const DECOY_SALT = randomBytes(SALT_BYTES);
+
+/**
+ * The answer for a username that does not exist: false, after the scrypt work of checking a hash of
+ * the default cost, so that an unknown username costs what a known one does and the time an AUTH
+ * takes does not tell whether its username exists.
+ */
+export async function verifyNoSuchUser(plain: string): Promise<false> {
+  await deriveKey(plain, DECOY_SALT, KEY_BYTES, DEFAULT_PARAMS);
+  return false;
+}
+
 async function verifyAgainstHash(plain: string, storedHash: string): Promise<boolean> {
   const parsed = parseHash(storedHash);
   if (parsed === null) return false;

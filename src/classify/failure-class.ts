@@ -27,6 +27,7 @@ export const UPSTREAM_FAILURE_CLASSES = [
 /** Refusals mailtrail itself gives a client before relaying (record type `reject`). */
 export const CLIENT_REJECT_CLASSES = [
   'auth_failed',
+  'auth_locked',
   'auth_required',
   'tls_required',
   'relay_denied',
@@ -38,6 +39,7 @@ export const CLIENT_REJECT_CLASSES = [
   'connection_rate',
   'client_aborted',
   'client_timeout',
+  'client_too_slow',
   'protocol_violation',
   'too_many_errors',
 ] as const;

@@ -241,6 +241,22 @@ const clientRateLimit = z
   .strictObject({ messagesPerMinute: optionalCount(), messagesPerHour: optionalCount(), recipientsPerHour: optionalCount() })
   .prefault({});
 
+/** Failed AUTHs per address and per username before a lockout, and how long it lasts; null = off. */
+const authLockout = z
+  .strictObject({
+    failures: count(10),
+    window: duration(10 * 60_000),
+    lockout: duration(5 * 60_000),
+    maxLockout: duration(60 * 60_000),
+    maxTracked: count(10_000),
+  })
+  .superRefine((value: unknown, ctx) => {
+    if (!isRecord(value) || typeof value.lockout !== 'number' || typeof value.maxLockout !== 'number') return;
+    if (value.maxLockout < value.lockout) ctx.addIssue({ code: 'custom', message: 'must be at least lockout', path: ['maxLockout'] });
+  })
+  .nullable()
+  .prefault({});
+
 const clients = z
   .strictObject({
     networks: z.array(cidr).default([]),
@@ -250,6 +266,7 @@ const clients = z
     rateLimits: z
       .strictObject({ perUser: clientRateLimit, perIp: clientRateLimit, maxTracked: count(10_000) })
       .prefault({}),
+    authLockout,
   })
   .prefault({});
 
@@ -280,11 +297,24 @@ const limits = z
   }, ALWAYS)
   .prefault({});
 
+/** Without `command`, a client idle for all of `clientIdle` still has this long to send its line. */
+const COMMAND_AFTER_IDLE_MS = 60_000;
+
 const timeouts = z
   .strictObject({
     clientIdle: duration(60_000),
+    // null: clientIdle + COMMAND_AFTER_IDLE_MS (toConfig), so raising clientIdle alone stays consistent.
+    command: optionalDuration(),
+    session: duration(10 * 60_000),
+    // Bytes per second, written as a size ("500", "1KB").
+    dataMinRate: quantity(parseSize, 'not a size per second (e.g. 500 or 1KB)', 1, Number.MAX_SAFE_INTEGER).default(500),
     relay: duration(120_000),
     shutdown: duration(30_000, 0),
+  })
+  .superRefine((value: unknown, ctx) => {
+    // A command deadline under the idle timeout would cut clients that are merely idle, before their idle timeout.
+    if (!isRecord(value) || typeof value.command !== 'number' || typeof value.clientIdle !== 'number') return;
+    if (value.command < value.clientIdle) ctx.addIssue({ code: 'custom', message: 'must be at least clientIdle', path: ['command'] });
   })
   .prefault({});
 
@@ -640,7 +670,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
       })),
     },
     limits: { ...parsed.limits, connectionRateExempt: parsed.limits.connectionRateExempt ?? parsed.clients.networks },
-    timeouts: parsed.timeouts,
+    timeouts: { ...parsed.timeouts, command: parsed.timeouts.command ?? parsed.timeouts.clientIdle + COMMAND_AFTER_IDLE_MS },
     upstreams: parsed.upstreams.map((u) => toUpstream(u, baseDir)),
     routes: parsed.routes.map((r) => ({
       name: r.name,

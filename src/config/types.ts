@@ -52,6 +52,21 @@ export interface ClientsConfig {
   readonly allowInsecureAuth: boolean;
   /** Ingress limits per AUTH user and per client address; over them, 451 4.7.1. */
   readonly rateLimits: ClientRateLimitsConfig;
+  /** Lockout after repeated failed AUTHs per address and per username; null = none. */
+  readonly authLockout: AuthLockoutConfig | null;
+}
+
+export interface AuthLockoutConfig {
+  /** Failed AUTHs within `window` that start a lockout. */
+  readonly failures: number;
+  /** How long failures are counted, from the first one (ms). */
+  readonly window: number;
+  /** The first lockout (ms); each repeat doubles it. */
+  readonly lockout: number;
+  /** The longest lockout (ms). */
+  readonly maxLockout: number;
+  /** Most addresses and usernames tracked at once, for each kind of state (LRU). */
+  readonly maxTracked: number;
 }
 
 /** One set of client limits; null = no limit of that kind. */
@@ -117,6 +132,12 @@ export interface LimitsConfig {
 export interface ServerTimeoutsConfig {
   /** Idle time allowed to a client between commands. */
   readonly clientIdle: number;
+  /** From the moment the server waits for a command until its line is complete (smtp/client-deadlines.ts). */
+  readonly command: number;
+  /** Whole client session; a transaction in flight finishes first. */
+  readonly session: number;
+  /** Least average rate of message data, bytes per second (with `command` as slack). */
+  readonly dataMinRate: number;
   /** Overall deadline for one relay attempt chain (connect + envelope + body + final reply). */
   readonly relay: number;
   /** Grace given to in-flight transactions at shutdown. */

@@ -1,16 +1,17 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { SMTPServer, type SMTPServerAuthentication, type SMTPServerSession } from 'smtp-server';
-import type { Readable } from 'node:stream';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Config, ListenerConfig } from '../config/types.js';
 import type { Recorder } from '../audit/recorder.js';
 import { AUDIT_SCHEMA_VERSION } from '../audit/records.js';
-import { verifyPassword } from '../auth/password.js';
+import { verifyNoSuchUser, verifyPassword } from '../auth/password.js';
 import type { IdGenerator } from '../ids.js';
 import type { Logger } from '../logger.js';
 import type { TransactionProcessor } from '../transaction/transaction.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import type { Admission } from '../admission/admission.js';
 import { describeLimit, type ClientRateLimits } from '../admission/client-rate-limits.js';
+import type { AuthLockout } from '../admission/auth-lockout.js';
+import { ClientDeadlines } from './client-deadlines.js';
 import { removeGreetingDelay, type ConnectionInternals } from './fast-greeting.js';
 import { classifyProtocolRefusal, observeProtocol, type WireReply } from './protocol-refusals.js';
 import { CLIENT_REPLIES, REPLY_CLASS, connectionRateReply, rateLimitedReply, smtpError, wireText } from '../reply/client-replies.js';
@@ -26,6 +27,8 @@ export interface ListenerDeps {
   readonly admission: Admission;
   /** Per-user and per-address message and recipient rates (clients.rateLimits). */
   readonly clientLimits: ClientRateLimits;
+  /** Failed AUTH per address and per username (clients.authLockout). */
+  readonly authLockout: AuthLockout;
   readonly processor: TransactionProcessor;
   readonly recorder: Recorder;
   /** Every refusal is published (`refusal`), recorded or summarised: the metrics count them all. */
@@ -35,7 +38,10 @@ export interface ListenerDeps {
   readonly tls: { readonly key: string | Buffer; readonly cert: string | Buffer };
 }
 
-/** Delay before answering a failed AUTH: slows password guessing without holding much (docs/failures.md, auth_failed). */
+/**
+ * When a refused AUTH is answered, counted from the moment the credentials arrived: slows password
+ * guessing without holding much, and makes every refusal take the same time (docs/config.md).
+ */
 const AUTH_FAILURE_DELAY_MS = 500;
 /** At shutdown, how long finish() waits for smtp-server to report the connections it closed. */
 const SESSION_CLOSE_WAIT_MS = 2_000;
@@ -62,8 +68,11 @@ export class SmtpListeners {
   /** Set while finish() waits for the last sessions to close. */
   #allClosed: (() => void) | null = null;
 
+  #deadlines: ClientDeadlines;
+
   constructor(deps: ListenerDeps) {
     this.#deps = deps;
+    this.#deadlines = new ClientDeadlines(deps.config.timeouts, (session, name, command, reply) => this.#refuse(session, name, command, {}, reply).message);
     const { limits, clients } = deps.config;
     this.#errorLimits = new ErrorLimits(limits);
     const { recorder, bus, ids, log } = deps;
@@ -184,6 +193,7 @@ export class SmtpListeners {
         command: (cid, verb) => this.#lastCommand.set(cid, verb),
         refusal: (cid, reply) => this.#onReply(cid, reply),
       });
+      this.#deadlines.watch(connection);
     });
     // Without a listener, one client's TLS garbage would crash the process (smtp-server re-emits client socket and TLS errors on the server; an unheard 'error' event throws).
     server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
@@ -243,15 +253,27 @@ export class SmtpListeners {
   }
 
   async #onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession): Promise<{ err: Error | null; ok?: { user: string } }> {
-    const { admission } = this.#deps;
-    const user = admission.user(auth.username ?? '');
-    const valid = user !== undefined && (await verifyPassword(auth.password ?? '', user));
-    if (valid) {
+    const started = performance.now();
+    const username = auth.username ?? '';
+    const verdict = await this.#deps.authLockout.attempt(session.remoteAddress, username, () => this.#checkPassword(username, auth.password ?? ''));
+    if (verdict.kind === 'accepted') {
+      // A client that logs in gives back its connection-rate token (admission/connection-rate.ts).
       this.#connectionRate.refund(session.remoteAddress);
-      return { err: null, ok: { user: user.username } };
+      return { err: null, ok: { user: username } };
     }
-    await sleep(AUTH_FAILURE_DELAY_MS);
-    return { err: this.#refuse(session, 'auth_failed', 'AUTH', { from: null, to: null, authUser: auth.username ?? null }) };
+    // Whatever the refusal and whatever it took (a hash, the decoy, a lock lookup), the same moment.
+    await sleep(Math.max(0, AUTH_FAILURE_DELAY_MS - (performance.now() - started)));
+    const facts = { from: null, to: null, authUser: username };
+    if (verdict.kind === 'failed') return { err: this.#refuse(session, 'auth_failed', 'AUTH', facts) };
+    if (verdict.started.length > 0) return { err: this.#refuse(session, 'auth_locked', 'AUTH', facts) };
+    // Refused unheard while locked: one record per lockout (the one above), not one per guess.
+    return { err: this.#refuseUnrecorded(session, CLIENT_REPLIES.auth_locked) };
+  }
+
+  /** An unknown username costs the same scrypt work as a hashed password (password.ts). */
+  #checkPassword(username: string, password: string): Promise<boolean> {
+    const user = this.#deps.admission.user(username);
+    return user === undefined ? verifyNoSuchUser(password) : verifyPassword(password, user);
   }
 
   #onMailFrom(from: string, session: SMTPServerSession): Error | null {
@@ -286,8 +308,9 @@ export class SmtpListeners {
     return over === null ? null : this.#refuse(session, 'rate_limited', 'MAIL', { from }, rateLimitedReply(describeLimit(over)));
   }
 
-  #onData(stream: Readable, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
+  #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+    this.#deadlines.receiving(session.id, stream);
     // The processor's reply text already carries the transaction id.
     this.#deps.processor.process(stream, session, state).then(({ id, reply }) => {
       if (reply.code >= 200 && reply.code < 300) {
@@ -303,6 +326,7 @@ export class SmtpListeners {
   }
 
   #onClose(session: SMTPServerSession): void {
+    this.#deadlines.forget(session.id);
     const state = this.#sessions.get(session.id);
     if (state) this.#endSession(state);
   }
@@ -346,6 +370,16 @@ export class SmtpListeners {
     const id = this.#refusals.refused(state, REPLY_CLASS[name] ?? 'protocol_violation', reply, command, 'policy', extra);
     state.ownRefusalPending = true;
     return smtpError(reply, id);
+  }
+
+  /** A refusal of ours that writes no record (the protocol capture must not record it either). */
+  #refuseUnrecorded(session: SMTPServerSession, reply: SmtpReply): Error {
+    const state = this.#sessions.get(session.id);
+    if (state) {
+      state.ownRefusalPending = true;
+      state.rejected += 1;
+    }
+    return smtpError(reply, null);
   }
 
   /**

@@ -3,6 +3,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { RelayRecord } from '../audit/records.js';
 import type { RelayBus } from './relay-events.js';
 import type { ProbeResult } from '../routing/routing-events.js';
+import type { AuthEvent } from '../admission/auth-lockout.js';
 
 export interface MetricsOptions {
   /** Upstream names, so their series exist (at 0) before the first message. */
@@ -91,6 +92,22 @@ export class Metrics {
     labelNames: ['class'] as const,
     registers: [this.registry],
   });
+  readonly #authFailures = new Counter({
+    name: 'mailtrail_auth_failures_total',
+    help: 'Client AUTH attempts refused for wrong credentials (unknown username or wrong password), the one that starts a lockout included.',
+    registers: [this.registry],
+  });
+  readonly #authLocked = new Counter({
+    name: 'mailtrail_auth_locked_total',
+    help: 'Client AUTH attempts refused without a check because their address or username was locked.',
+    registers: [this.registry],
+  });
+  readonly #authLockouts = new Counter({
+    name: 'mailtrail_auth_lockouts_total',
+    help: 'Lockouts begun after repeated failed AUTH, by what was locked: a client address or a username.',
+    labelNames: ['scope'] as const,
+    registers: [this.registry],
+  });
   readonly #messageSize = new Histogram({
     name: 'mailtrail_message_size_bytes',
     help: 'Size of relayed messages as received.',
@@ -142,6 +159,9 @@ export class Metrics {
     for (const sink of options.sinks ?? []) {
       for (const result of ['sent', 'failed', 'dropped'] as const) this.#notifications.inc({ sink, result }, 0);
     }
+    this.#authFailures.inc(0);
+    this.#authLocked.inc(0);
+    for (const scope of ['address', 'user'] as const) this.#authLockouts.inc({ scope }, 0);
     this.#auditWriteErrors.inc(0);
     this.#auditWritable.set(1);
     this.#unclassified.inc(0);
@@ -174,6 +194,7 @@ export class Metrics {
       bus.subscribe('audit-state', (s) => this.#auditWritable.set(s.writable ? 1 : 0)),
       bus.subscribe('alert', (a) => this.#alerts.inc({ rule: a.rule, state: a.state })),
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
+      bus.subscribe('auth', (e) => this.#onAuth(e)),
     );
   }
 
@@ -207,6 +228,12 @@ export class Metrics {
     if (record.upstream && (outcome === 'delivered' || outcome === 'partial')) {
       this.#lastSuccess.set({ upstream }, Date.parse(record.time) / 1000);
     }
+  }
+
+  #onAuth(event: AuthEvent): void {
+    if (event.kind === 'failure') this.#authFailures.inc();
+    else if (event.kind === 'refused') this.#authLocked.inc();
+    else this.#authLockouts.inc({ scope: event.scope });
   }
 
   #onProbe(result: ProbeResult): void {

@@ -7,6 +7,8 @@ import type { SmtpReply } from '../smtp/smtp-reply.js';
  */
 export const CLIENT_REPLIES = {
   auth_failed: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
+  // RFC 4954 §6: 454 4.7.0 is the temporary authentication failure; the same for every username.
+  auth_locked: { code: 454, enhanced: '4.7.0', text: 'Temporary authentication failure: too many failed attempts, try again later' },
   auth_required: { code: 530, enhanced: '5.7.0', text: 'Authentication required' },
   tls_required: { code: 530, enhanced: '5.7.0', text: 'Must issue a STARTTLS command first' },
   tls_required_auth: { code: 538, enhanced: '5.7.11', text: 'Encryption required: issue STARTTLS before AUTH' },
@@ -27,11 +29,16 @@ export const CLIENT_REPLIES = {
     text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
   },
   shutting_down: { code: 421, enhanced: '4.3.2', text: 'Service shutting down, try again later' },
+  // 4.4.2 "bad connection" (RFC 3463), as for the idle timeout; the texts name the limit (client-deadlines.ts).
+  command_too_slow: { code: 421, enhanced: '4.4.2', text: 'Timeout: command not received in time, closing connection' },
+  data_too_slow: { code: 421, enhanced: '4.4.2', text: 'Message data arriving too slowly, closing connection' },
+  session_ended: { code: 421, enhanced: '4.4.2', text: 'Session time limit reached, closing connection; reconnect to go on' },
 } as const satisfies Record<string, SmtpReply>;
 
 /** Which reject class each named refusal is recorded under. */
 export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientRejectClass>> = {
   auth_failed: 'auth_failed',
+  auth_locked: 'auth_locked',
   auth_required: 'auth_required',
   tls_required: 'tls_required',
   tls_required_auth: 'tls_required',
@@ -43,6 +50,9 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   connection_rate: 'connection_rate',
   too_many_errors: 'too_many_errors',
   rate_limited: 'rate_limited',
+  command_too_slow: 'client_too_slow',
+  data_too_slow: 'client_too_slow',
+  session_ended: 'client_timeout',
 };
 
 /**

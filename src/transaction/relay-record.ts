@@ -90,7 +90,7 @@ export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failu
 }
 
 export function localFailure(cls: FailureClass, retryable: boolean, code: string | null, message: string | null): FailureEntry {
-  const actor = cls === 'client_aborted' || cls === 'too_large' ? 'sender' : 'operator';
+  const actor = cls === 'client_aborted' || cls === 'client_too_slow' || cls === 'too_large' ? 'sender' : 'operator';
   const scope = 'message';
   return { class: cls, retryable, actor, scope, detail: { rule: null, code, cause: null, timeoutType: null, message } };
 }

@@ -125,6 +125,12 @@ export class TransactionProcessor {
   #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: ClientSession): TransactionReply {
     const receiveMs = performance.now() - t0;
     const empty: MessageFacts = { size: 0, sha256: '', messageId: null, subject: null, headerFrom: null };
+    const slow = slowClient(err);
+    if (slow) {
+      // Cut for sending under timeouts.dataMinRate (listener/client-deadlines.ts): the client is told so, and will retry.
+      const failure = localFailure('client_too_slow', true, slow.code, slow.message);
+      return this.#finish(unrelayedRecord(input(empty, slow.reply, receiveMs), 'deferred', failure), state);
+    }
     if (err.code === 'ECLIENTABORT') {
       // Nobody is left to read a reply; the record still says the transaction existed.
       const reply = { code: 0, enhanced: null, text: 'client disconnected during DATA, no reply sent' };
@@ -163,4 +169,11 @@ function messageFacts(message: BufferedMessage, withSubject: boolean): MessageFa
     subject: withSubject ? message.headers.subject : null,
     headerFrom: message.headers.from,
   };
+}
+
+/** The data stream was ended for a client under timeouts.dataMinRate: the cause carries the reply to give. */
+function slowClient(err: Error & { code?: string }): { code: string; message: string; reply: SmtpReply } | null {
+  const cause = err.cause as { code?: unknown; message?: unknown; reply?: SmtpReply } | undefined;
+  if (err.code !== 'ECLIENTABORT' || cause?.code !== 'ECLIENTSLOW' || !cause.reply) return null;
+  return { code: 'ECLIENTSLOW', message: String(cause.message), reply: cause.reply };
 }

@@ -33,6 +33,8 @@ export interface RelaySpec {
   implicitTlsListener?: boolean;
   relayTimeout?: number;
   clientIdle?: number;
+  /** Client deadlines over the defaults (command: clientIdle + 1 min, session: 10 min, dataMinRate: 500 B/s). */
+  deadlines?: Partial<Pick<Config['timeouts'], 'command' | 'session' | 'dataMinRate'>>;
   unknownOutcomeReply?: 451 | 250;
   auditFile?: string;
   /** Ordered routes over the upstreams' names; default none (every upstream in order). */
@@ -112,6 +114,8 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       requireTls: 'except-loopback',
       allowInsecureAuth: false,
       rateLimits: { perUser: NO_CLIENT_LIMITS, perIp: NO_CLIENT_LIMITS, maxTracked: 10_000 },
+      // As in production (docs/config.md).
+      authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
       ...spec.clients,
     },
     limits: {
@@ -129,7 +133,15 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       connectionRateExempt: spec.clients?.networks ?? ['127.0.0.0/8', '::1/128'],
       ...spec.limits,
     },
-    timeouts: { clientIdle: spec.clientIdle ?? 30_000, relay: spec.relayTimeout ?? 20_000, shutdown: 5_000 },
+    timeouts: {
+      clientIdle: spec.clientIdle ?? 30_000,
+      command: (spec.clientIdle ?? 30_000) + 60_000,
+      session: 600_000,
+      dataMinRate: 500,
+      ...spec.deadlines,
+      relay: spec.relayTimeout ?? 20_000,
+      shutdown: 5_000,
+    },
     upstreams: spec.upstreams.map(upstreamConfig),
     routes: spec.routes ?? [],
     http: spec.http ? { host: '127.0.0.1', port: 0, token: null, bestEffort: false, ...spec.http } : null,

@@ -57,6 +57,8 @@ export interface SmtpTalkOptions {
   tls?: { ca?: string | Buffer; servername?: string; rejectUnauthorized?: boolean };
   /** Default timeout of `expect` (ms). Default 5000. */
   timeoutMs?: number;
+  /** Connect from this local address (e.g. `127.0.0.2`: any 127.x.y.z is a loopback address on Linux). */
+  localAddress?: string;
 }
 
 /**
@@ -70,8 +72,8 @@ export async function smtpTalk(port: number, host = '127.0.0.1', opts: SmtpTalkO
   const defaultTimeout = opts.timeoutMs ?? 5000;
   let socket: net.Socket = await new Promise<net.Socket>((resolve, reject) => {
     const s = opts.tls
-      ? tls.connect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? 'localhost', rejectUnauthorized: opts.tls.rejectUnauthorized ?? true })
-      : net.connect({ host, port });
+      ? tls.connect({ host, port, localAddress: opts.localAddress, ca: opts.tls.ca, servername: opts.tls.servername ?? 'localhost', rejectUnauthorized: opts.tls.rejectUnauthorized ?? true })
+      : net.connect({ host, port, localAddress: opts.localAddress });
     s.once(opts.tls ? 'secureConnect' : 'connect', () => {
       s.off('error', reject);
       resolve(s);

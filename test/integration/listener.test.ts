@@ -22,6 +22,8 @@ import { relayConfig, simpleMessage } from '../helpers/relay-harness.js';
 import { smtpTalk, type SmtpTalk, type TalkReply } from '../helpers/smtp-client.js';
 import { EventBus } from '../../src/event-bus.js';
 import type { RelayEvents } from '../../src/observe/relay-events.js';
+import { AuthLockout } from '../../src/admission/auth-lockout.js';
+import { MemoryLockoutStore } from '../../src/admission/lockout-store.js';
 
 const ID = /\(id ([0-9A-Z]{26})\)$/;
 const USER = { username: 'billing', password: 'Billing-Pa55-7f3kq', passwordHash: null, allowedSenders: [] };
@@ -109,6 +111,7 @@ describe('the SMTP listeners', () => {
       processor: processor as unknown as TransactionProcessor,
       recorder: records as unknown as Recorder,
       bus: new EventBus<RelayEvents>(() => undefined),
+      authLockout: new AuthLockout(config.clients.authLockout, config.clients.authLockout && new MemoryLockoutStore(config.clients.authLockout.maxTracked), () => undefined),
       ids: new IdGenerator(),
       log: createLogger('silent'),
       tls: { key: pki.server.key, cert: pki.server.cert },

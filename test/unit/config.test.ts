@@ -64,6 +64,7 @@ describe('embedded default', () => {
         perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
         maxTracked: 10_000,
       },
+      authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
     });
     expect(config.dataDir).toBe('/srv/app/data');
     expect(config.audit.file).toBe('/srv/app/data/audit.log');
@@ -202,6 +203,7 @@ unknownOutcomeReply: 250
           perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
           maxTracked: 10_000,
         },
+        authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
       },
       limits: {
         maxMessageSize: 35 * 2 ** 20,
@@ -216,7 +218,7 @@ unknownOutcomeReply: 250
         connectionRatePerIp: 30,
         connectionRateExempt: ['127.0.0.0/8', '::1/128', '10.1.2.3/32'],
       },
-      timeouts: { clientIdle: 300_000, relay: 90_000, shutdown: 0 },
+      timeouts: { clientIdle: 300_000, command: 360_000, session: 600_000, dataMinRate: 500, relay: 90_000, shutdown: 0 },
       upstreams: [
         {
           name: 'ses',
@@ -286,6 +288,7 @@ unknownOutcomeReply: 250
         perIp: { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null },
         maxTracked: 10_000,
       },
+      authLockout: { failures: 10, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 10_000 },
     });
     expect(config.limits).toEqual({
       maxMessageSize: 35 * 2 ** 20,
@@ -300,7 +303,7 @@ unknownOutcomeReply: 250
       connectionRatePerIp: 30,
       connectionRateExempt: [],
     });
-    expect(config.timeouts).toEqual({ clientIdle: 60_000, relay: 120_000, shutdown: 30_000 });
+    expect(config.timeouts).toEqual({ clientIdle: 60_000, command: 120_000, session: 600_000, dataMinRate: 500, relay: 120_000, shutdown: 30_000 });
     expect(config.upstreams[0]).toMatchObject({
       port: 587,
       auth: null,
@@ -533,6 +536,36 @@ describe('units', () => {
   it('refuses durations beyond what a Node timer can hold', () => {
     const err = configError(() => load(`${MINIMAL}timeouts: { relay: 1000h }\n`));
     expect(err.problems).toEqual([{ path: 'timeouts.relay', message: 'must be at most 2147483647' }]);
+  });
+});
+
+describe('client deadlines and AUTH lockout', () => {
+  it('derives timeouts.command from clientIdle when it is not given, so raising the idle timeout alone stays consistent', () => {
+    expect(load(`${MINIMAL}timeouts: { clientIdle: 5m }\n`).timeouts).toMatchObject({ clientIdle: 300_000, command: 360_000 });
+  });
+
+  it('takes timeouts.command, session and dataMinRate as given, the rate as a size per second', () => {
+    const config = load(`${MINIMAL}timeouts: { command: 90s, session: 30m, dataMinRate: 2KB }\n`);
+    expect(config.timeouts).toMatchObject({ command: 90_000, session: 1_800_000, dataMinRate: 2048 });
+  });
+
+  it('refuses a timeouts.command below clientIdle, which would cut idle clients before their idle timeout', () => {
+    const err = configError(() => load(`${MINIMAL}timeouts: { clientIdle: 2m, command: 1m }\n`));
+    expect(err.problems).toEqual([{ path: 'timeouts.command', message: 'must be at least clientIdle' }]);
+  });
+
+  it('refuses a dataMinRate that is not a size, or 0', () => {
+    const err = configError(() => load(`${MINIMAL}timeouts: { dataMinRate: fast }\n`));
+    expect(err.problems).toEqual([{ path: 'timeouts.dataMinRate', message: 'not a size per second (e.g. 500 or 1KB)' }]);
+    expect(configError(() => load(`${MINIMAL}timeouts: { dataMinRate: 0 }\n`)).problems).toEqual([
+      { path: 'timeouts.dataMinRate', message: 'must be at least 1' },
+    ]);
+  });
+
+  it('turns the AUTH lockout off with null and refuses a maxLockout below lockout', () => {
+    expect(load(`${MINIMAL}clients: { authLockout: null }\n`).clients.authLockout).toBeNull();
+    const err = configError(() => load(`${MINIMAL}clients: { authLockout: { lockout: 2h } }\n`));
+    expect(err.problems).toEqual([{ path: 'clients.authLockout.maxLockout', message: 'must be at least lockout' }]);
   });
 });
 

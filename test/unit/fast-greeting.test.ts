@@ -4,6 +4,7 @@ import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import { missingInternals, removeGreetingDelay } from '../../src/listener/fast-greeting.js';
 import { smtpTalk } from '../helpers/smtp-client.js';
+import { thrown } from '../helpers/thrown.js';
 
 /** A plain smtp-server on 127.0.0.1:0, optionally with the greeting delay removed. */
 async function startServer(opts: { fast: boolean; maxClients?: number }): Promise<{ server: SMTPServer; port: number }> {
@@ -47,15 +48,6 @@ function withoutProperty<T>(proto: object, name: string, replacement: PropertyDe
     return fn();
   } finally {
     Object.defineProperty(proto, name, original);
-  }
-}
-
-function thrown(fn: () => unknown): (Error & { code?: string }) | null {
-  try {
-    fn();
-    return null;
-  } catch (err) {
-    return err as Error & { code?: string };
   }
 }
 

@@ -1,6 +1,7 @@
 import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../audit/records.js';
 import type { AuditRefusal } from '../../audit/audit-refusal.js';
 import type { Recorder } from '../../audit/recorder.js';
+import type { AuthEvent } from '../../admission/auth-lockout.js';
 import type { AlertCondition, AlertRuleConfig, AlertsConfig, UpstreamConfig } from '../../config/types.js';
 import type { IdGenerator } from '../../ids.js';
 import { isInfrastructureClass, type FailureClass } from '../../classify/failure-class.js';
@@ -28,6 +29,8 @@ export interface AlertEngineDeps {
   readonly hostname: string;
   /** How often windowed rules and held-back incidents are checked (ms). Default 5 s. */
   readonly tickMs?: number;
+  /** The `auth-lockout` alert resolves after this long without a new AUTH lockout (ms). Default 2 h. */
+  readonly authQuietMs?: number;
 }
 
 /** Classes a passing probe disproves: they show while connecting (greeting, EHLO, STARTTLS, AUTH). */
@@ -47,6 +50,11 @@ const ACTION: Readonly<Record<string, string>> = {
 const RELAY_ITSELF = '';
 /** The built-in rule that pages when the audit trail stops taking records (every message gets 451). */
 const AUDIT_TRAIL_RULE = 'audit-trail';
+/** The built-in rule that pages when repeated failed AUTH locks an address or a username. */
+const AUTH_LOCKOUT_RULE = 'auth-lockout';
+const AUTH_LOCKOUT_KEY: IncidentKey = { rule: AUTH_LOCKOUT_RULE, upstream: RELAY_ITSELF, class: 'auth_locked' };
+/** Twice the default clients.authLockout.maxLockout: one incident while a guesser keeps coming back. */
+const DEFAULT_AUTH_QUIET_MS = 2 * 3_600_000;
 
 /** Events waiting for evaluation; past this, new ones are dropped (evaluation is far cheaper than relaying). */
 const MAX_INBOX = 10_000;
@@ -74,6 +82,8 @@ export class AlertEngine {
   #classRules: ReadonlySet<string>;
   /** The rules with `class` rules first: while one has announced a class, the streak rule stays quiet about it. */
   #probeOrder: readonly AlertRuleConfig[];
+  /** When the last AUTH lockout began; null when the `auth-lockout` incident is not open. */
+  #lastLockoutAt: number | null = null;
 
   constructor(deps: AlertEngineDeps) {
     this.#deps = deps;
@@ -102,6 +112,8 @@ export class AlertEngine {
       bus.subscribe('probe', (result) => this.#receive({ kind: 'probe', result })),
       // Built in, whatever the rules: a trail that takes no records stops all relaying.
       bus.subscribe('audit-state', (s) => this.#onAuditState(s.reason, Date.now())),
+      // Built in too: password guessing, or an application with a wrong password.
+      bus.subscribe('auth', (e) => this.#onAuth(e, Date.now())),
     );
     this.#timer = setInterval(() => this.#tick(Date.now()), this.#deps.tickMs ?? 5_000);
     this.#timer.unref();
@@ -148,6 +160,26 @@ export class AlertEngine {
         : 'the audit trail cannot be written (disk full, permissions: see the log)';
     const summary = `${why}; every message is refused with 451 before relaying until it is fixed`;
     this.#incidents.raise(key, { summary, shownClass: 'internal', sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
+  }
+
+  #onAuth(event: AuthEvent, now: number): void {
+    if (event.kind !== 'lockout') return;
+    this.#lastLockoutAt = now;
+    const { address, durationMs, failures, windowMs } = event;
+    const what =
+      event.scope === 'address'
+        ? `AUTH from ${address} locked for ${formatDuration(durationMs)} after ${failures} failures within ${formatDuration(windowMs)}`
+        : `a username locked for ${formatDuration(durationMs)} after ${failures} failed AUTHs naming it within ${formatDuration(windowMs)}, the last from ${address}`;
+    const summary = `${what}: password guessing, or an application with a wrong password`;
+    this.#incidents.raise(AUTH_LOCKOUT_KEY, { summary, shownClass: 'auth_locked', sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
+  }
+
+  /** The `auth-lockout` incident resolves once no lockout has begun for the quiet period. */
+  #checkAuthQuiet(now: number): void {
+    const quiet = this.#deps.authQuietMs ?? DEFAULT_AUTH_QUIET_MS;
+    if (this.#lastLockoutAt === null || now - this.#lastLockoutAt < quiet) return;
+    this.#lastLockoutAt = null;
+    this.#incidents.clear(AUTH_LOCKOUT_KEY, `no AUTH lockout for ${formatDuration(quiet)}`, now);
   }
 
   #onRelay(record: RelayRecord, now: number): void {
@@ -207,6 +239,7 @@ export class AlertEngine {
   }
 
   #tick(now: number): void {
+    this.#checkAuthQuiet(now);
     for (const stats of this.#stats.values()) stats.prune(this.#longestWindow, now);
     for (const rule of this.#deps.config.rules) {
       for (const upstream of this.#upstreamNames()) this.#evaluateOverTime(rule, upstream, now);
@@ -274,6 +307,11 @@ export class AlertEngine {
     const upstreams = new Set(this.#deps.upstreams.map((u) => u.name));
     for (const incident of saved) {
       if (incident.rule === AUDIT_TRAIL_RULE) continue;
+      // Its quiet period starts again with this run: it resolves if no lockout comes.
+      if (incident.rule === AUTH_LOCKOUT_RULE) {
+        this.#lastLockoutAt = now;
+        continue;
+      }
       if (!rules.has(incident.rule) || !upstreams.has(incident.upstream)) {
         this.#incidents.clear(incident, 'no longer evaluated: the rule or upstream was removed from the configuration', now);
       }
