@@ -23,6 +23,7 @@ const PUBLIC_TEXT = new Set([
   'tls.cert',
   'tls.key',
   'clients.networks',
+  'limits.connectionRateExempt',
   'clients.users[].username',
   'clients.users[].allowedSenders',
   'upstreams[].name',
