@@ -38,6 +38,7 @@ import { Admission } from './admission/admission.js';
 import { ClientRateLimits } from './admission/client-rate-limits.js';
 import { listenerTls } from './listener/ephemeral-cert.js';
 import { SmtpListeners } from './listener/listener.js';
+import { ERR } from './error-codes.js';
 
 export interface RunningInfo {
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
@@ -188,7 +189,7 @@ export class App {
     const stopped = listeners?.stop();
     await this.#drain(this.config.timeouts.shutdown);
     if (this.#processor && this.#processor.inFlight > 0) {
-      this.#shutdown.abort(Object.assign(new Error('mailtrail is shutting down'), { code: 'ESHUTDOWN' }));
+      this.#shutdown.abort(Object.assign(new Error('mailtrail is shutting down'), { code: ERR.SHUTDOWN }));
       await this.#drain(5_000);
     }
     listeners?.closeIdleSessions();
@@ -356,7 +357,7 @@ export class App {
  * folder that cannot be written, an unreadable certificate), named by its key, with the system error.
  */
 export class StartError extends Error {
-  readonly code = 'ESTART';
+  readonly code = ERR.START;
   readonly part: string;
 
   constructor(part: string, cause: Error) {

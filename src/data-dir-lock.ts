@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { ERR } from './error-codes.js';
 
 /** The lock's name in the data folder. */
 export const LOCK_FILE = 'mailtrail.lock';
@@ -13,7 +14,7 @@ const MAX_SOCKET_PATH = process.platform === 'linux' ? 107 : 103;
 
 /** Another live mailtrail process holds the data folder. */
 export class DataDirInUseError extends Error {
-  readonly code = 'EDATADIRINUSE';
+  readonly code = ERR.DATA_DIR_IN_USE;
 
   constructor(path: string, why: string) {
     super(`another mailtrail process is using this data folder (its lock ${path} ${why}); give each process a dataDir of its own`);

@@ -6,6 +6,7 @@ import { gzipFileTail, plainFileTail, type FileTail } from './chain-resume.js';
 import { RotatedFiles, utcDay, type RotateConfig } from './rotation.js';
 import { RotationCompressor } from './rotation-compressor.js';
 import { FreeSpaceGuard } from './free-space.js';
+import { ERR } from '../error-codes.js';
 
 /** What AuditWriter.open() found in the trail it continues. */
 export interface AuditOpenState {
@@ -150,7 +151,7 @@ export class AuditWriter {
    * it is whole in the file, kept as a record of the trail (the error has `recordKept: true`).
    */
   write(record: object): ChainFields | null {
-    if (this.#fd < 0) throw Object.assign(new Error('Audit trail is closed'), { code: 'EAUDITCLOSED' });
+    if (this.#fd < 0) throw Object.assign(new Error('Audit trail is closed'), { code: ERR.AUDIT_CLOSED });
     const sealed = this.#chain?.seal(record) ?? null;
     const data = Buffer.from(sealed ? sealed.line : JSON.stringify(record) + '\n', 'utf8');
     const now = Date.now();

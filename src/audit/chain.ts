@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { ERR } from '../error-codes.js';
 
 /**
  * The hash chain that makes the trail tamper-evident (docs/audit-record.md, "Integrity").
@@ -84,7 +85,7 @@ export class HashChain {
 
   commit(sealed: SealedRecord): void {
     if (sealed.seq !== this.#seq + 1 || sealed.prev !== this.#hash) {
-      throw Object.assign(new Error('sealed record does not follow the chain head'), { code: 'ECHAINORDER' });
+      throw Object.assign(new Error('sealed record does not follow the chain head'), { code: ERR.CHAIN_ORDER });
     }
     this.#seq = sealed.seq;
     this.#hash = sealed.hash;

@@ -1,5 +1,6 @@
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { ERR } from '../error-codes.js';
 
 /**
  * Ed25519 signatures on checkpoint records. A signed checkpoint shipped away from the host proves
@@ -22,7 +23,7 @@ export interface CheckpointSigner {
 export function loadSigner(pemFile: string): CheckpointSigner {
   const key = createPrivateKey(readFileSync(pemFile));
   if (key.asymmetricKeyType !== 'ed25519') {
-    throw Object.assign(new Error(`${pemFile} is not an Ed25519 private key`), { code: 'ECHECKPOINTKEY' });
+    throw Object.assign(new Error(`${pemFile} is not an Ed25519 private key`), { code: ERR.CHECKPOINT_KEY });
   }
   const keyId = keyIdOf(createPublicKey(key));
   return { keyId, sign: (data) => sign(null, Buffer.from(data, 'utf8'), key).toString('base64') };
@@ -32,7 +33,7 @@ export function loadSigner(pemFile: string): CheckpointSigner {
 export function loadPublicKey(pemFile: string): KeyObject {
   const key = createPublicKey(readFileSync(pemFile));
   if (key.asymmetricKeyType !== 'ed25519') {
-    throw Object.assign(new Error(`${pemFile} is not an Ed25519 key`), { code: 'ECHECKPOINTKEY' });
+    throw Object.assign(new Error(`${pemFile} is not an Ed25519 key`), { code: ERR.CHECKPOINT_KEY });
   }
   return key;
 }

@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import type { AlertRecord, RejectRecord, RelayRecord } from './records.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
+import { ERR } from '../error-codes.js';
 
 /**
  * `audit.privacy`: how e-mail addresses appear in the trail (docs/audit-record.md, "Privacy").
@@ -33,7 +34,7 @@ export function maskAddress(address: string, mode: PrivacyMode, key: string | nu
   const domain = at < 0 ? '' : address.slice(at + 1).toLowerCase();
   if (mode === 'domain-only') return `@${domain}`;
   if (key === null || key === '') {
-    throw Object.assign(new Error('audit.privacy pseudonymize needs audit.hmacKey'), { code: 'EPRIVACYKEY' });
+    throw Object.assign(new Error('audit.privacy pseudonymize needs audit.hmacKey'), { code: ERR.PRIVACY_KEY });
   }
   const pseudonym = createHmac('sha256', key).update(local.toLowerCase(), 'utf8').digest('hex').slice(0, PSEUDONYM_HEX_DIGITS);
   return at < 0 ? pseudonym : `${pseudonym}@${domain}`;
@@ -72,7 +73,7 @@ export class RecordPrivacy {
 
   constructor(mode: PrivacyMode, key: string | null) {
     if (mode === 'pseudonymize' && !key) {
-      throw Object.assign(new Error('audit.privacy pseudonymize needs audit.hmacKey'), { code: 'EPRIVACYKEY' });
+      throw Object.assign(new Error('audit.privacy pseudonymize needs audit.hmacKey'), { code: ERR.PRIVACY_KEY });
     }
     this.mode = mode;
     this.#key = key;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { DEFAULT_HEADER_CAP, HeaderCollector, sniffHeaders, type HeaderFacts } from './header-sniffer.js';
 import { removeQuietly, SpillFile } from './temp-files.js';
+import { ERR } from '../error-codes.js';
 
 export type { HeaderFacts };
 
@@ -39,9 +40,9 @@ export interface ReceiveOptions {
 
 export type ReceiveErrorCode =
   /** The client went away before the final dot: the stream errored or closed without 'end'. */
-  | 'ECLIENTABORT'
+  | typeof ERR.CLIENT_ABORT
   /** The temp file could not be written (disk full, permissions). `cause` has the system error. */
-  | 'ESPILL';
+  | typeof ERR.SPILL;
 
 export class ReceiveError extends Error {
   override readonly name = 'ReceiveError';
@@ -232,11 +233,11 @@ class Reception {
 
 function clientAbort(cause?: Error): ReceiveError {
   const message = 'the client went away before the end of DATA';
-  return new ReceiveError('ECLIENTABORT', message, cause === undefined ? undefined : { cause });
+  return new ReceiveError(ERR.CLIENT_ABORT, message, cause === undefined ? undefined : { cause });
 }
 
 function spillFailure(cause: unknown): ReceiveError {
-  return new ReceiveError('ESPILL', 'could not write the message to a temp file', { cause });
+  return new ReceiveError(ERR.SPILL, 'could not write the message to a temp file', { cause });
 }
 
 interface MessageFacts {

@@ -13,9 +13,8 @@ import { classTraits, mayFailOverClass, type Outcome, type UpstreamFailureClass 
 import { ERROR_RULES, REPLY_RULES, type ErrorMatch, type ReplyMatch } from './rules.js';
 import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from './upstream-facts.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
+import { ERR } from '../error-codes.js';
 
-/** Our own error code for "the client went away, so we stopped". */
-const CLIENT_ABORT = 'ECLIENTABORT';
 
 interface Decision {
   readonly class: UpstreamFailureClass;
@@ -36,7 +35,7 @@ const UNCLASSIFIED: Decision = { class: 'internal', rule: 'unclassified' };
 export function classify(facts: UpstreamFacts): Verdict {
   if (isUnknownOutcome(facts)) return failed(facts, UNKNOWN_OUTCOME);
   if (facts.ok) return succeeded(facts);
-  if (facts.errorCode === CLIENT_ABORT) return clientAborted();
+  if (facts.errorCode === ERR.CLIENT_ABORT) return clientAborted();
   return failed(facts, decideFromReply(facts) ?? decideFromError(facts) ?? UNCLASSIFIED);
 }
 

@@ -16,6 +16,12 @@
  */
 import type { UpstreamFailureClass } from './failure-class.js';
 import type { AttemptPhase, ReplyPhase } from './upstream-facts.js';
+import { ERR } from '../error-codes.js';
+
+/** A pattern matching exactly one of mailtrail's own error codes (error-codes.ts). */
+function exactly(code: string): RegExp {
+  return new RegExp(`^${code}$`);
+}
 
 /** What a reply rule looks at. Every field given must match; an empty match matches everything. */
 export interface ReplyMatch {
@@ -833,16 +839,16 @@ export const ERROR_RULES: readonly ErrorRule[] = [
   {
     name: 'relay-deadline',
     class: 'timeout',
-    match: { errorCode: /^EDEADLINE$/ },
-    example: { errorCode: 'EDEADLINE', cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
+    match: { errorCode: exactly(ERR.DEADLINE) },
+    example: { errorCode: ERR.DEADLINE, cause: null, timeoutType: null, syscall: null, phase: 'envelope' },
   },
   // Every connection of the pool stayed busy for pool.maxWait (a hung or saturated upstream) while
   // the route had another upstream to try: nothing was sent, so moving on is safe.
   {
     name: 'pool-busy',
     class: 'timeout',
-    match: { errorCode: /^EPOOLWAIT$/ },
-    example: { errorCode: 'EPOOLWAIT', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
+    match: { errorCode: exactly(ERR.POOL_WAIT) },
+    example: { errorCode: ERR.POOL_WAIT, cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
   },
   // nodemailer's greeting, upgrade and idle-socket timers (the after-dot case is unknown_outcome).
   {

@@ -4,6 +4,7 @@
  * Messages never contain configured values: a value may be a password or a URL with credentials.
  */
 import type { z } from 'zod';
+import { ERR } from '../error-codes.js';
 
 export interface ConfigProblem {
   /** Key path such as `upstreams[0].url`, an environment variable name, or "" for the whole file. */
@@ -13,7 +14,7 @@ export interface ConfigProblem {
 
 export class ConfigError extends Error {
   /** Stable code: match on this, not on the class, in case two copies of the module are loaded. */
-  readonly code = 'ECONFIG';
+  readonly code = ERR.CONFIG;
   readonly problems: readonly ConfigProblem[];
   /** The config file the problems are in, or null for the embedded default / environment. */
   readonly source: string | null;

@@ -4,6 +4,7 @@ import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { ServerTimeoutsConfig } from '../config/types.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import { CLIENT_REPLIES } from '../reply/client-replies.js';
+import { ERR } from '../error-codes.js';
 
 /**
  * Deadlines that hold a slow client to account (docs/config.md, `timeouts.command`, `.session`,
@@ -60,7 +61,7 @@ const MIN_CHECK_MS = 250;
  * as the cause of its receive error and answers with `reply` (relay/transaction.ts).
  */
 export class SlowClientError extends Error {
-  readonly code = 'ECLIENTSLOW';
+  readonly code = ERR.CLIENT_SLOW;
   readonly reply: SmtpReply;
 
   constructor(reply: SmtpReply, message: string) {
@@ -306,7 +307,7 @@ function assertInternals(): void {
   const missing = missingDeadlineInternals();
   if (missing.length > 0) {
     throw Object.assign(new Error(`smtp-server internals changed (${missing.join(', ')}); the client deadlines must be revisited`), {
-      code: 'ESMTPSERVERINTERNALS',
+      code: ERR.SMTP_SERVER_INTERNALS,
     });
   }
 }

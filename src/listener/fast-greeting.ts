@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { SMTPServer } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+import { ERR } from '../error-codes.js';
 
 /**
  * smtp-server waits a hard-coded 100 ms before every greeting to catch clients that talk too early
@@ -80,7 +81,7 @@ function assertInternals(): void {
   if (missing.length > 0) {
     throw Object.assign(
       new Error(`smtp-server internals changed (${missing.join(', ')}); the greeting-delay removal must be revisited`),
-      { code: 'ESMTPSERVERINTERNALS' },
+      { code: ERR.SMTP_SERVER_INTERNALS },
     );
   }
 }

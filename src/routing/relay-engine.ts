@@ -8,6 +8,7 @@ import { failureFacts, runAttempt, type AttemptResult } from '../upstream/upstre
 import { abortError, type UpstreamEnvelope } from '../upstream/upstream-connection.js';
 import { Deadline, stopReason, type StopSignal } from '../upstream/deadline.js';
 import type { ClassifiedAttempt, RelayDecision } from './relay-decision.js';
+import { ERR } from '../error-codes.js';
 
 /**
  * Relays one buffered message along its route's ordered upstreams. It moves on to the next upstream
@@ -150,5 +151,5 @@ function evidenceText(attempt: ClassifiedAttempt): string {
 
 /** Stops after `ms` (reason code EDEADLINE) or when `parent` stops (with its reason). */
 function deadline(ms: number, parent?: StopSignal): Deadline {
-  return Deadline.after(ms, () => stopReason(`Relay deadline of ${ms} ms reached`, 'EDEADLINE'), parent ?? null);
+  return Deadline.after(ms, () => stopReason(`Relay deadline of ${ms} ms reached`, ERR.DEADLINE), parent ?? null);
 }

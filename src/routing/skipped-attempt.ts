@@ -1,11 +1,8 @@
 import type { UpstreamConfig } from '../config/types.js';
 import type { ClassifiedAttempt } from './relay-decision.js';
 import type { UpstreamFacts, Verdict } from '../classify/upstream-facts.js';
+import { ERR } from '../error-codes.js';
 
-/** Error code of an upstream skipped because its circuit breaker is open (no connection attempted). */
-export const BREAKER_OPEN = 'EBREAKEROPEN';
-/** Error code of an upstream skipped because its sending rate would not allow the message in time. */
-export const RATE_LIMITED = 'ERATELIMIT';
 
 /**
  * An upstream that mailtrail did not even try: its breaker is open. Recorded in `attempts[]` like
@@ -14,7 +11,7 @@ export const RATE_LIMITED = 'ERATELIMIT';
  * 451 4.4.1 (RFC 3463 X.4.1 "no answer from host") at once instead of waiting on timeouts.
  */
 export function breakerSkip(upstream: UpstreamConfig, retryInMs: number): ClassifiedAttempt {
-  const facts = skipFacts(BREAKER_OPEN, `circuit breaker open; next try in ${retryInMs} ms`);
+  const facts = skipFacts(ERR.BREAKER_OPEN, `circuit breaker open; next try in ${retryInMs} ms`);
   const verdict: Verdict = {
     outcome: 'deferred',
     failure: { class: 'upstream_unavailable', retryable: true, actor: 'upstream', scope: 'connection', rule: 'breaker-open' },
@@ -29,7 +26,7 @@ export function breakerSkip(upstream: UpstreamConfig, retryInMs: number): Classi
  * the traffic exceeds the plan the operator configured, the provider said nothing), 451 4.7.0.
  */
 export function rateLimitSkip(upstream: UpstreamConfig, startedAt: Date, waitedMs: number, why: string): ClassifiedAttempt {
-  const facts = skipFacts(RATE_LIMITED, why);
+  const facts = skipFacts(ERR.RATE_LIMIT, why);
   const verdict: Verdict = {
     outcome: 'deferred',
     failure: { class: 'throttled', retryable: true, actor: 'operator', scope: 'account', rule: 'egress-rate-limit' },
@@ -41,8 +38,8 @@ export function rateLimitSkip(upstream: UpstreamConfig, startedAt: Date, waitedM
 /** Which kind of skip an attempt is, or null for a real try. */
 export function skipKind(attempt: ClassifiedAttempt): 'breaker' | 'rate' | null {
   const code = attempt.result.facts.errorCode;
-  if (code === BREAKER_OPEN) return 'breaker';
-  if (code === RATE_LIMITED) return 'rate';
+  if (code === ERR.BREAKER_OPEN) return 'breaker';
+  if (code === ERR.RATE_LIMIT) return 'rate';
   return null;
 }
 

@@ -11,6 +11,7 @@ export interface ProbeListener {
   recordProbe(result: ProbeResult): void;
 }
 import type { Logger } from '../logger.js';
+import { ERR } from '../error-codes.js';
 
 /**
  * One probe: connect, greet, EHLO, STARTTLS and AUTH exactly as the relay's pool does (same
@@ -102,7 +103,7 @@ export class UpstreamProbes {
 
   /** Cancels the schedules and aborts probes in flight; resolves once they have settled. */
   async stop(): Promise<void> {
-    this.#stop.abort(Object.assign(new Error('mailtrail is shutting down'), { code: 'ESHUTDOWN' }));
+    this.#stop.abort(Object.assign(new Error('mailtrail is shutting down'), { code: ERR.SHUTDOWN }));
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     await Promise.allSettled([...this.#running]);

@@ -31,6 +31,7 @@ import { errorFingerprint, errorReply } from '../observe/error-fingerprint.js';
 import { LogHistogram, QUANTILE_RELATIVE_ERROR, type QuantileSummary } from './quantiles.js';
 import { SpaceSaving, type TopEntry } from './top-k.js';
 import { inRange, type TimeRange } from './time-range.js';
+import { ERR } from '../error-codes.js';
 
 export const GROUP_BY = ['upstream', 'sender-domain', 'recipient-domain', 'client', 'user'] as const;
 export type GroupBy = (typeof GROUP_BY)[number];
@@ -423,7 +424,7 @@ export class ReportBuilder {
 }
 
 /** Error codes of an attempt that never connected: the upstream was skipped (docs/audit-record.md). */
-export const SKIP_CODES: ReadonlySet<string> = new Set(['EBREAKEROPEN', 'ERATELIMIT']);
+export const SKIP_CODES: ReadonlySet<string> = new Set([ERR.BREAKER_OPEN, ERR.RATE_LIMIT]);
 
 /**
  * An upstream decided when one was actually tried: the deciding attempt is the last real try

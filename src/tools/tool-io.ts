@@ -4,6 +4,7 @@
  * terminal. Plus the buffered output every tool writes through.
  */
 import { terminalText } from './terminal-text.js';
+import { ERR } from '../error-codes.js';
 export interface ToolIo {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
@@ -21,7 +22,7 @@ export const EXIT = { ok: 0, notFound: 1, failed: 1, usage: 2 } as const;
 
 /** A usage error: the message is printed with the command's usage, exit 2. */
 export class UsageError extends Error {
-  readonly code = 'EUSAGE';
+  readonly code = ERR.USAGE;
 }
 
 /**
@@ -90,5 +91,5 @@ export function describeFileError(err: unknown): string {
 
 export function isFileError(err: unknown): boolean {
   const code = (err as NodeJS.ErrnoException | null)?.code;
-  return code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' || code === 'ENOSTDIN';
+  return code === 'ENOENT' || code === 'EACCES' || code === 'EISDIR' || code === ERR.NO_STDIN;
 }

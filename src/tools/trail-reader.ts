@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import type { AuditRecord } from '../audit/records.js';
+import { ERR } from '../error-codes.js';
 
 /** `-` names standard input. */
 export const STDIN = '-';
@@ -155,7 +156,7 @@ export function isGzipFile(file: string): boolean {
 
 function openSource(source: string, stdin: NodeJS.ReadableStream | undefined): AsyncIterable<Buffer> {
   if (source === STDIN) {
-    if (!stdin) throw Object.assign(new Error('standard input is not available'), { code: 'ENOSTDIN' });
+    if (!stdin) throw Object.assign(new Error('standard input is not available'), { code: ERR.NO_STDIN });
     return stdin as AsyncIterable<Buffer>;
   }
   return createReadStream(source, { highWaterMark: CHUNK });
@@ -329,7 +330,7 @@ function readFully(fd: number, into: Buffer, position: number): void {
   let done = 0;
   while (done < into.length) {
     const n = readSync(fd, into, done, into.length - done, position + done);
-    if (n === 0) throw Object.assign(new Error('file shrank while reading'), { code: 'ESHRANK' });
+    if (n === 0) throw Object.assign(new Error('file shrank while reading'), { code: ERR.SHRANK });
     done += n;
   }
 }

@@ -16,6 +16,7 @@ import type { StopSignal } from '../upstream/deadline.js';
 import type { RelayEngine } from '../routing/relay-engine.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import { spillDir } from '../buffer/temp-files.js';
+import { ERR } from '../error-codes.js';
 
 export interface TransactionReply {
   readonly id: string;
@@ -104,7 +105,7 @@ export class TransactionProcessor {
       if (refusal !== null) {
         // The trail cannot be written, or is nearly full: refuse before relaying. Relaying first would
         // deliver the message and still answer 451, so every retry of the client would deliver again.
-        const failure = localFailure('internal', true, 'EAUDITWRITE', `${auditRefusalText(refusal)}: not relayed`);
+        const failure = localFailure('internal', true, ERR.AUDIT_WRITE, `${auditRefusalText(refusal)}: not relayed`);
         return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs), 'deferred', failure), state);
       }
       const decision = await this.#deps.engine.relay(
@@ -131,7 +132,7 @@ export class TransactionProcessor {
       const failure = localFailure('client_too_slow', true, slow.code, slow.message);
       return this.#finish(unrelayedRecord(input(empty, slow.reply, receiveMs), 'deferred', failure), state);
     }
-    if (err.code === 'ECLIENTABORT') {
+    if (err.code === ERR.CLIENT_ABORT) {
       // Nobody is left to read a reply; the record still says the transaction existed.
       const reply = { code: 0, enhanced: null, text: 'client disconnected during DATA, no reply sent' };
       const failure = localFailure('client_aborted', true, err.code, err.message);
@@ -174,6 +175,6 @@ function messageFacts(message: BufferedMessage, withSubject: boolean): MessageFa
 /** The data stream was ended for a client under timeouts.dataMinRate: the cause carries the reply to give. */
 function slowClient(err: Error & { code?: string }): { code: string; message: string; reply: SmtpReply } | null {
   const cause = err.cause as { code?: unknown; message?: unknown; reply?: SmtpReply } | undefined;
-  if (err.code !== 'ECLIENTABORT' || cause?.code !== 'ECLIENTSLOW' || !cause.reply) return null;
-  return { code: 'ECLIENTSLOW', message: String(cause.message), reply: cause.reply };
+  if (err.code !== ERR.CLIENT_ABORT || cause?.code !== ERR.CLIENT_SLOW || !cause.reply) return null;
+  return { code: ERR.CLIENT_SLOW, message: String(cause.message), reply: cause.reply };
 }

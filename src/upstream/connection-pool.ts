@@ -2,9 +2,7 @@ import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
 import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
 import type { StopSignal } from './deadline.js';
-
-/** Error code of a message that found every connection of the pool busy for `pool.maxWait`. */
-export const POOL_WAIT = 'EPOOLWAIT';
+import { ERR } from '../error-codes.js';
 
 /** A connection handed out by the pool, with the facts the audit record needs. */
 export interface Lease {
@@ -54,7 +52,7 @@ export class ConnectionPool {
    */
   async acquire(signal: StopSignal, maxWaitMs = Number.POSITIVE_INFINITY): Promise<Lease> {
     const started = performance.now();
-    if (this.#closed) throw Object.assign(new Error('Upstream pool is closed'), { code: 'ESHUTDOWN' });
+    if (this.#closed) throw Object.assign(new Error('Upstream pool is closed'), { code: ERR.SHUTDOWN });
     // A freed slot is handed straight to the first waiter (busy count unchanged), so a caller arriving
     // in between cannot overtake it and push the pool past maxConnections.
     if (this.#busy >= this.upstream.pool.maxConnections) await this.#waitForSlot(signal, maxWaitMs);
@@ -97,7 +95,7 @@ export class ConnectionPool {
     clearInterval(this.#sweeper);
     for (const c of this.#idle.splice(0)) c.quit();
     for (const w of this.#waiters.splice(0)) {
-      w.reject(Object.assign(new Error('Upstream pool is closed'), { code: 'ESHUTDOWN' }));
+      w.reject(Object.assign(new Error('Upstream pool is closed'), { code: ERR.SHUTDOWN }));
     }
   }
 
@@ -136,7 +134,7 @@ export class ConnectionPool {
       };
       const detach = signal.onStop(() => giveUp(abortError(signal)));
       const timer = Number.isFinite(maxWaitMs)
-        ? setTimeout(() => giveUp(Object.assign(new Error(`No free connection to ${this.upstream.name} within ${Math.round(maxWaitMs)} ms`), { code: POOL_WAIT })), maxWaitMs)
+        ? setTimeout(() => giveUp(Object.assign(new Error(`No free connection to ${this.upstream.name} within ${Math.round(maxWaitMs)} ms`), { code: ERR.POOL_WAIT })), maxWaitMs)
         : null;
       this.#waiters.push(waiter);
     });

@@ -1,3 +1,4 @@
+import { ERR } from '../error-codes.js';
 /**
  * When relaying must stop: at a time limit (the message's overall deadline, one attempt's
  * `timeouts.total`), or when something above it stops (shutdown, the overall deadline).
@@ -90,7 +91,7 @@ export class Deadline implements StopSignal {
 
 function asStopReason(reason: unknown): StopReason {
   if (reason instanceof Error && typeof (reason as { code?: unknown }).code === 'string') return reason as StopReason;
-  return stopReason('Relay deadline reached', 'EDEADLINE');
+  return stopReason('Relay deadline reached', ERR.DEADLINE);
 }
 
 function noop(): void {}

@@ -5,6 +5,7 @@ import type { UpstreamConfig } from '../config/types.js';
 import type { StopSignal } from './deadline.js';
 import type { TrackedBody } from './tracked-body.js';
 import { DirectBody } from './direct-body.js';
+import { ERR } from '../error-codes.js';
 
 /** TLS facts of an upstream connection, for the audit record. */
 export interface UpstreamTls {
@@ -208,7 +209,7 @@ export function connectionOptions(upstream: UpstreamConfig, ehloName: string): S
 
 /** The error a stopped operation rejects with: the signal's reason (EDEADLINE, ESHUTDOWN...). */
 export function abortError(signal: StopSignal): Error {
-  return signal.reason ?? Object.assign(new Error('Relay deadline reached'), { code: 'EDEADLINE' });
+  return signal.reason ?? Object.assign(new Error('Relay deadline reached'), { code: ERR.DEADLINE });
 }
 
 export type { NodemailerError };

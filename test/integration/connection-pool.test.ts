@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { POOL_WAIT, type ConnectionPool, type Lease } from '../../src/upstream/connection-pool.js';
+import type { ConnectionPool, Lease } from '../../src/upstream/connection-pool.js';
+import { ERR } from '../../src/error-codes.js';
 import { stopReason, type StopSignal } from '../../src/upstream/deadline.js';
 import { TrackedBody } from '../../src/upstream/tracked-body.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
@@ -114,7 +115,7 @@ describe('the upstream connection pool', () => {
     const pool = poolFor(upstream.port, { maxConnections: 1 });
     const held = await pool.acquire(live());
     const err = await pool.acquire(live(), 30).catch((e: Error & { code?: string }) => e);
-    expect(err).toMatchObject({ code: POOL_WAIT });
+    expect(err).toMatchObject({ code: ERR.POOL_WAIT });
     expect((err as Error).message).toMatch(/^No free connection to up0 within 30 ms$/);
     expect(pool.pending).toBe(1);
     // The slot goes back to the pool, not to the caller that gave up.

@@ -2,6 +2,7 @@ import type { AlertDeliveryConfig } from '../../config/types.js';
 import type { EventPublisher } from '../../event-bus.js';
 import type { Logger } from '../../logger.js';
 import type { AlertNotification } from './notification.js';
+import { ERR } from '../../error-codes.js';
 
 /** How one notification to one sink ended; published on the bus as `alert-delivery`. */
 export interface AlertDelivery {
@@ -27,7 +28,7 @@ export interface AlertSink {
 
 /** A failure retrying cannot fix (a 4xx from a webhook, say): give up at once. */
 export class PermanentSinkError extends Error {
-  readonly code = 'ESINKPERMANENT';
+  readonly code = ERR.SINK_PERMANENT;
 }
 
 /** Upper bound on one backoff wait, whatever the retry count. */
@@ -132,7 +133,7 @@ export class DeliveryQueue {
       () => controller.abort(Object.assign(new Error(`no answer within ${this.#limits.timeout} ms`), { code: 'ETIMEDOUT' })),
       this.#limits.timeout,
     );
-    const onStop = (): void => controller.abort(Object.assign(new Error('mailtrail is shutting down'), { code: 'ESHUTDOWN' }));
+    const onStop = (): void => controller.abort(Object.assign(new Error('mailtrail is shutting down'), { code: ERR.SHUTDOWN }));
     this.#stop.signal.addEventListener('abort', onStop, { once: true });
     try {
       // The race makes the timeout hold even if a sink ignores its signal.

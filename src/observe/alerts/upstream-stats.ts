@@ -1,8 +1,7 @@
 import type { AttemptEntry, RelayRecord } from '../../audit/records.js';
 import { normalizeReplyText } from '../error-fingerprint.js';
 import { isProviderSideClass } from '../../classify/failure-class.js';
-import { BREAKER_OPEN, RATE_LIMITED } from '../../routing/skipped-attempt.js';
-import { POOL_WAIT } from '../../upstream/connection-pool.js';
+import { ERR } from '../../error-codes.js';
 
 /**
  * How one try at an upstream counts for alert rules:
@@ -58,8 +57,8 @@ export interface FailureSeen {
 }
 
 function skipOf(code: string | null | undefined): AttemptFact['skip'] {
-  if (code === BREAKER_OPEN) return 'breaker';
-  return code === RATE_LIMITED || code === POOL_WAIT ? 'local' : null;
+  if (code === ERR.BREAKER_OPEN) return 'breaker';
+  return code === ERR.RATE_LIMIT || code === ERR.POOL_WAIT ? 'local' : null;
 }
 
 function attemptKind(record: RelayRecord, attempt: AttemptEntry, deciding: boolean): AttemptKind {
