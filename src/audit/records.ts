@@ -134,7 +134,7 @@ export interface RejectRecord extends ChainLinks {
   readonly source: 'policy' | 'protocol';
   /**
    * Refusals this record stands for: 1, except class `connection_rate`, where one record per address
-   * and window counts every connection refused in it (smtp/connection-rate.ts).
+   * and window counts every connection refused in it (admission/connection-rate.ts).
    */
   readonly count: number;
 }

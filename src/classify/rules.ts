@@ -835,7 +835,7 @@ export const ERROR_RULES: readonly ErrorRule[] = [
     match: { errorCode: /^EPROXY$/ },
     example: { errorCode: 'EPROXY', cause: null, timeoutType: null, syscall: null, phase: 'connecting' },
   },
-  // Our own overall relay deadline (relay/deadline.ts) fired before the final dot.
+  // Our own overall relay deadline (upstream/deadline.ts) fired before the final dot.
   {
     name: 'relay-deadline',
     class: 'timeout',

@@ -132,7 +132,7 @@ export interface LimitsConfig {
 export interface ServerTimeoutsConfig {
   /** Idle time allowed to a client between commands. */
   readonly clientIdle: number;
-  /** From the moment the server waits for a command until its line is complete (smtp/client-deadlines.ts). */
+  /** From the moment the server waits for a command until its line is complete (listener/client-deadlines.ts). */
   readonly command: number;
   /** Whole client session; a transaction in flight finishes first. */
   readonly session: number;

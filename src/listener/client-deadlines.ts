@@ -58,7 +58,7 @@ const MIN_CHECK_MS = 250;
 
 /**
  * Ends the data stream of a message arriving under `timeouts.dataMinRate`. The transaction finds it
- * as the cause of its receive error and answers with `reply` (relay/transaction.ts).
+ * as the cause of its receive error and answers with `reply` (transaction/transaction.ts).
  */
 export class SlowClientError extends Error {
   readonly code = ERR.CLIENT_SLOW;

@@ -26,4 +26,20 @@ describe('documents cited by the code', () => {
     }
     expect(dangling).toEqual([]);
   });
+
+  it('name source files that exist, in the code, the tests and the docs (folder/file.ts under src/)', () => {
+    const folders = new Set(readdirSync(join(root, 'src'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name));
+    // Folder names the code used to have: a mention of one is a comment that was not updated.
+    for (const old of ['relay', 'message']) folders.add(old);
+    const pages = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+    const stale: string[] = [];
+    for (const file of [...['src', 'test', 'soak', 'bench'].flatMap((d) => sources(join(root, d))), ...pages.map((p) => join(root, p))]) {
+      for (const m of readFileSync(file, 'utf8').matchAll(/(?<![\w./-])([a-z-]+)\/((?:[a-z-]+\/)*[a-z-]+)\.ts\b/g)) {
+        if (!folders.has(m[1]!)) continue;
+        const named = `src/${m[1]}/${m[2]}.ts`;
+        if (!existsSync(join(root, named))) stale.push(`${relative(root, file)}: ${m[0]}`);
+      }
+    }
+    expect(stale).toEqual([]);
+  });
 });
