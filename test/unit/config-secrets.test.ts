@@ -25,6 +25,7 @@ const PUBLIC_TEXT = new Set([
   'clients.networks',
   'clients.users[].username',
   'clients.users[].allowedSenders',
+  'limits.connectionRateExempt',
   'upstreams[].name',
   // The SMTP user name (an SES access key id is one): identifies the account, does not open it.
   'upstreams[].auth.user',
