@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertRecord, AuditRecord } from '../../src/audit/records.js';
 import type { AlertRuleConfig, Config } from '../../src/config/types.js';
-import { defaultAlertRules } from '../../src/config/default-alert-rules.js';
+import { defaultAlertRules } from '../../src/config/sections/alerts.js';
 import { PASSWORD_AUTH_DISABLED_HINT } from '../../src/classify/rules.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';

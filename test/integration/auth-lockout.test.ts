@@ -2,7 +2,7 @@ import { randomBytes, scryptSync } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AlertRecord, RejectRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, UserConfig } from '../../src/config/types.js';
-import { defaultAlertRules } from '../../src/config/default-alert-rules.js';
+import { defaultAlertRules } from '../../src/config/sections/alerts.js';
 import { parseExposition } from '../helpers/exposition.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';

@@ -26,6 +26,7 @@ const PUBLIC_TEXT = new Set([
   'limits.connectionRateExempt',
   'clients.users[].username',
   'clients.users[].allowedSenders',
+  'limits.connectionRateExempt',
   'upstreams[].name',
   // The SMTP user name (an SES access key id is one): identifies the account, does not open it.
   'upstreams[].auth.user',

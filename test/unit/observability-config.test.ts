@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { validateConfig } from '../../src/config/schema.js';
-import { defaultAlertRules } from '../../src/config/default-alert-rules.js';
+import { defaultAlertRules } from '../../src/config/sections/alerts.js';
 
 const BASE = { listen: [{ port: 2525 }], upstreams: [{ name: 'ses', url: 'smtp://u:p@smtp.example.com:587' }] };
 
