@@ -72,7 +72,15 @@ export async function smtpTalk(port: number, host = '127.0.0.1', opts: SmtpTalkO
   const defaultTimeout = opts.timeoutMs ?? 5000;
   let socket: net.Socket = await new Promise<net.Socket>((resolve, reject) => {
     const s = opts.tls
-      ? tls.connect({ host, port, localAddress: opts.localAddress, ca: opts.tls.ca, servername: opts.tls.servername ?? 'localhost', rejectUnauthorized: opts.tls.rejectUnauthorized ?? true })
+      ? // tls.connect takes the socket options of net.connect too (localAddress); its types leave them out.
+        tls.connect({
+          host,
+          port,
+          localAddress: opts.localAddress,
+          ca: opts.tls.ca,
+          servername: opts.tls.servername ?? 'localhost',
+          rejectUnauthorized: opts.tls.rejectUnauthorized ?? true,
+        } as tls.ConnectionOptions)
       : net.connect({ host, port, localAddress: opts.localAddress });
     s.once(opts.tls ? 'secureConnect' : 'connect', () => {
       s.off('error', reject);
@@ -149,8 +157,11 @@ export async function smtpTalk(port: number, host = '127.0.0.1', opts: SmtpTalkO
           return reply;
         }
         if (closed) {
-          throw new Error(`connection closed before a full reply${code ? ` (expected ${code})` : ''}` +
-            (buffer ? `; partial: ${JSON.stringify(buffer)}` : '') + (lastError ? `; ${(lastError as Error).message}` : ''));
+          throw new Error(
+            `connection closed before a full reply${code ? ` (expected ${code})` : ''}` +
+              (buffer ? `; partial: ${JSON.stringify(buffer)}` : '') +
+              (lastError ? `; ${(lastError as Error).message}` : ''),
+          );
         }
         const left = deadline - Date.now();
         if (left <= 0) {

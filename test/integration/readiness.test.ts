@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { RelayEvents } from '../../src/event-bus.js';
+import type { RelayEvents } from '../../src/observe/relay-events.js';
 import type { ReadinessReport } from '../../src/observe/readiness.js';
 import { parseExposition } from '../helpers/exposition.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
@@ -56,9 +56,7 @@ describe('readiness', () => {
     await untilStatus(relay, 200, 5_000);
     const { body } = await readyz(relay);
     expect(body).toMatchObject({ ready: true, reasons: [], listeners: [{ host: '127.0.0.1', port: relay.port }] });
-    expect(body.upstreams).toEqual([
-      expect.objectContaining({ name: 'primary', probe: expect.objectContaining({ enabled: true, ok: true, class: null }) }),
-    ]);
+    expect(body.upstreams).toEqual([expect.objectContaining({ name: 'primary', probe: expect.objectContaining({ enabled: true, ok: true, class: null }) })]);
   });
 
   it('turns not ready within one probe interval after the upstream stops, with the failure class, and back', async () => {
@@ -93,7 +91,9 @@ describe('readiness with wrong upstream credentials', () => {
   beforeAll(async () => {
     upstream = await startFakeUpstream({ auth: { user: 'relay', pass: 'right' } });
     relay = await startRelay({
-      upstreams: [{ name: 'provider', port: upstream.port, auth: { user: 'relay', pass: 'wrong' }, probe: { enabled: true, interval: INTERVAL_MS, timeout: 1_000 } }],
+      upstreams: [
+        { name: 'provider', port: upstream.port, auth: { user: 'relay', pass: 'wrong' }, probe: { enabled: true, interval: INTERVAL_MS, timeout: 1_000 } },
+      ],
       clients: { allowInsecureAuth: true },
       http: { port: 0 },
     });
@@ -134,13 +134,21 @@ describe('readiness and the circuit breaker', () => {
 
   async function start(): Promise<void> {
     relay = await startRelay({
-      upstreams: [{ name: 'primary', port: upstream.port, probe: { enabled: true, interval: PROBE_INTERVAL, timeout: 2_000 }, breaker: { failures: 2, cooldown: COOLDOWN } }],
+      upstreams: [
+        {
+          name: 'primary',
+          port: upstream.port,
+          probe: { enabled: true, interval: PROBE_INTERVAL, timeout: 2_000 },
+          breaker: { failures: 2, cooldown: COOLDOWN },
+        },
+      ],
       http: { port: 0 },
     });
     states = [];
     relay.app.bus.subscribe('upstream-state', (e) => states.push(e));
   }
-  const send = (id: string) => relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage({ messageId: `<${id}@x>` }), timeoutMs: 15_000 });
+  const send = (id: string) =>
+    relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage({ messageId: `<${id}@x>` }), timeoutMs: 15_000 });
 
   it('turns not ready the moment the breaker of the last usable upstream opens, though its last probe passed', async () => {
     await start();

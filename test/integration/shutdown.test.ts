@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { App } from '../../src/app.js';
-import type { AuditRecord, RelayRecord } from '../../src/audit/records.js';
+import type { AuditRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import { createLogger } from '../../src/logger.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { relayConfig, simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
@@ -136,7 +136,10 @@ describe('graceful shutdown', () => {
       }
       await stopped;
 
-      const records = (await readFile(config.audit.file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+      const records = (await readFile(config.audit.file, 'utf8'))
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as AuditRecord);
       const sessions = records.filter((r): r is SessionRecord => r.type === 'session');
       expect(sessions.map((s) => s.client.port).sort()).toEqual([...ports].sort());
       // Written before the trail was closed: the final checkpoint comes after them.
@@ -187,7 +190,10 @@ describe('graceful shutdown', () => {
       expect(res).toMatchObject({ ok: false, code: 451 });
       const id = ID_IN_REPLY.exec(res.response ?? '')?.[1];
       const text = await readFile(base.audit.file, 'utf8');
-      const records = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+      const records = text
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as AuditRecord);
       const record = records.find((r): r is RelayRecord => r.type === 'relay' && r.id === id);
       expect(record).toMatchObject({ outcome: 'unknown', duplicateRisk: true, clientReply: { code: 451 } });
     } finally {

@@ -67,8 +67,8 @@ describe('AUTH lockout', () => {
     const durations: number[] = [];
     for (let i = 0; i < 6; i++) {
       const verdict = await t.lockAddress('203.0.113.9');
-      expect(verdict.kind).toBe('locked');
-      const started = (verdict as { started: { durationMs: number }[] }).started[0]!;
+      if (verdict.kind !== 'locked') throw new Error(`expected a lockout, got ${verdict.kind}`);
+      const started = verdict.started[0]!;
       durations.push(started.durationMs / MIN);
       t.advance(started.durationMs);
     }

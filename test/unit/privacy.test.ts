@@ -40,8 +40,14 @@ describe('masking one address', () => {
 describe('masking addresses inside texts', () => {
   it.each([
     ['5.1.1 <ana@example.org>: Recipient address rejected: User unknown', `5.1.1 <${pseudonym('ana')}@example.org>: Recipient address rejected: User unknown`],
-    ["5.1.1 The email account that you tried to reach does not exist: 'bo.li+tag@mail.example.net'", `5.1.1 The email account that you tried to reach does not exist: '${pseudonym('bo.li+tag')}@mail.example.net'`],
-    ['Requested action not taken: mailbox unavailable (ana@example.org, bo@example.net).', `Requested action not taken: mailbox unavailable (${pseudonym('ana')}@example.org, ${pseudonym('bo')}@example.net).`],
+    [
+      "5.1.1 The email account that you tried to reach does not exist: 'bo.li+tag@mail.example.net'",
+      `5.1.1 The email account that you tried to reach does not exist: '${pseudonym('bo.li+tag')}@mail.example.net'`,
+    ],
+    [
+      'Requested action not taken: mailbox unavailable (ana@example.org, bo@example.net).',
+      `Requested action not taken: mailbox unavailable (${pseudonym('ana')}@example.org, ${pseudonym('bo')}@example.net).`,
+    ],
     ['2.0.0 Ok: queued as 4XyZ12AbC', '2.0.0 Ok: queued as 4XyZ12AbC'],
   ])('masks %j', (text, masked) => {
     expect(maskAddressesInText(text, 'pseudonymize', KEY)).toBe(masked);
@@ -93,9 +99,9 @@ describe('masking a relay record', () => {
     failure: {
       class: 'recipient_rejected',
       retryable: false,
-      actor: 'nobody',
+      actor: 'none',
       scope: 'recipient',
-      detail: { rule: null, code: 'EENVELOPE', cause: null, timeoutType: null, message: 'Can\'t send mail - recipient ana@example.org' },
+      detail: { rule: null, code: 'EENVELOPE', cause: null, timeoutType: null, message: "Can't send mail - recipient ana@example.org" },
     },
     timing: { totalMs: 1, receiveMs: 1, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
     duplicateRisk: false,

@@ -19,12 +19,22 @@ function readiness(upstreams: string[], probed: string[]): { bus: RelayBus; read
 }
 
 function probe(bus: RelayBus, upstream: string, ok: boolean): void {
-  const result: ProbeResult = { upstream, ok, class: ok ? null : 'connect', time: new Date().toISOString(), ms: 1, reply: null, error: null, tls: null };
+  const result: ProbeResult = {
+    upstream,
+    ok,
+    class: ok ? null : 'connect',
+    time: new Date().toISOString(),
+    ms: 1,
+    reply: null,
+    error: null,
+    hint: null,
+    tls: null,
+  };
   bus.publish('probe', result);
 }
 
 function breaker(bus: RelayBus, upstream: string, state: 'open' | 'half-open' | 'closed'): void {
-  bus.publish('upstream-state', { upstream, state, reason: 'test' });
+  bus.publish('upstream-state', { upstream, from: state === 'closed' ? 'half-open' : 'closed', state, reason: 'test' });
 }
 
 describe('readiness with circuit breakers', () => {

@@ -9,7 +9,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import type { SMTPError } from 'nodemailer';
+import type { SMTPError } from 'nodemailer/lib/smtp-connection';
 import { classify } from '../../src/classify/classify.js';
 import { extractQueueId } from '../../src/smtp/reply-text.js';
 import { failureFacts, successFacts } from '../../src/upstream/upstream-attempt.js';
@@ -91,17 +91,14 @@ function run(entry: CorpusEntry): Outcome {
  * site's text, not for a provider's.
  */
 const KNOWN_MISSES: ReadonlyMap<string, string> = new Map([
-  [
-    '550 "You are not allowed to send email"',
-    'a message written into one Exim configuration\'s ACL; at RCPT it reads as a recipient refusal',
-  ],
+  ['550 "You are not allowed to send email"', "a message written into one Exim configuration's ACL; at RCPT it reads as a recipient refusal"],
   [
     "554 5.7.1 Recipient address rejected: Username admin@risingworld.dk and sender doesn't match",
     'one host\'s own check_recipient_access text; under Postfix\'s "Recipient address rejected" prefix it reads as a recipient refusal',
   ],
   [
     '554 Security failure',
-    'Exim\'s answer to every command after a failed STARTTLS (spec, TLS chapter); nodemailer stops at the failed STARTTLS, so a relay never sends the command this answers',
+    "Exim's answer to every command after a failed STARTTLS (spec, TLS chapter); nodemailer stops at the failed STARTTLS, so a relay never sends the command this answers",
   ],
 ]);
 
@@ -128,7 +125,9 @@ describe('real provider replies', () => {
     lines.push(`${'all'.padEnd(14)} ${String(right).padStart(3)}/${String(outcomes.length).padEnd(3)} ${((100 * right) / outcomes.length).toFixed(1)} %`);
     console.log(`reply corpus accuracy\n${lines.join('\n')}`);
     for (const o of outcomes.filter((x) => !isRight(x))) {
-      console.log(`MISS ${o.entry.provider} ${o.entry.phase} want ${o.entry.class} got ${o.got} (${o.rule}) ${o.queueId ?? ''} :: ${o.entry.reply.split('\n')[0]}`);
+      console.log(
+        `MISS ${o.entry.provider} ${o.entry.phase} want ${o.entry.class} got ${o.got} (${o.rule}) ${o.queueId ?? ''} :: ${o.entry.reply.split('\n')[0]}`,
+      );
     }
   });
 

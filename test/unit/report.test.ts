@@ -60,7 +60,7 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
   const rs = all.filter((r) => (!opts.since || r.time >= opts.since) && (!opts.until || r.time < opts.until));
   const relays = rs.filter((r): r is RelayRecord => r.type === 'relay');
   const rejects = rs.filter((r) => r.type === 'reject');
-  const count = <T,>(items: T[], key: (t: T) => string): Record<string, number> => {
+  const count = <T>(items: T[], key: (t: T) => string): Record<string, number> => {
     const m: Record<string, number> = {};
     for (const i of items) m[key(i)] = (m[key(i)] ?? 0) + 1;
     return m;
@@ -71,16 +71,41 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
     return {
       relay: rs.length,
       outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, ...count(rs, (r) => r.outcome) },
-      failureClasses: count(rs.filter((r) => r.failure), (r) => r.failure!.class),
+      failureClasses: count(
+        rs.filter((r) => r.failure),
+        (r) => r.failure!.class,
+      ),
     };
   };
-  const groups = new Map<string, { count: number; firstSeen: string; lastSeen: string; id: string; class: string; upstream: string | null; normalized: string; decidedBy: { upstream: number; mailtrail: number } }>();
+  const groups = new Map<
+    string,
+    {
+      count: number;
+      firstSeen: string;
+      lastSeen: string;
+      id: string;
+      class: string;
+      upstream: string | null;
+      normalized: string;
+      decidedBy: { upstream: number; mailtrail: number };
+    }
+  >();
   for (const r of relays) {
     const fp = errorFingerprint(r);
     if (!fp) continue;
     const g = groups.get(fp.key);
     const by = upstreamTried(r) ? { upstream: 1, mailtrail: 0 } : { upstream: 0, mailtrail: 1 };
-    if (!g) groups.set(fp.key, { count: 1, firstSeen: r.time, lastSeen: r.time, id: r.id, class: fp.class, upstream: fp.upstream, normalized: fp.normalized, decidedBy: by });
+    if (!g)
+      groups.set(fp.key, {
+        count: 1,
+        firstSeen: r.time,
+        lastSeen: r.time,
+        id: r.id,
+        class: fp.class,
+        upstream: fp.upstream,
+        normalized: fp.normalized,
+        decidedBy: by,
+      });
     else {
       g.count += 1;
       g.decidedBy.upstream += by.upstream;
@@ -132,9 +157,21 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
     outcomes,
     decidedBy: { upstream: decided(true), mailtrail: decided(false) },
     successRate: ratio(outcomes.delivered, relays.length),
-    failureClasses: count(relays.filter((r) => r.failure), (r) => r.failure!.class),
+    failureClasses: count(
+      relays.filter((r) => r.failure),
+      (r) => r.failure!.class,
+    ),
     rejectClasses: count(rejects, (r) => (r as { class: string }).class),
-    recipients: { accepted: 0, rejected: 0, deferred: 0, unknown: 0, ...count(relays.flatMap((r) => r.rcpt), (x) => x.status) },
+    recipients: {
+      accepted: 0,
+      rejected: 0,
+      deferred: 0,
+      unknown: 0,
+      ...count(
+        relays.flatMap((r) => r.rcpt),
+        (x) => x.status,
+      ),
+    },
     duplicateRisk: relays.filter((r) => r.duplicateRisk).length,
     duplicateOf: relays.filter((r) => r.duplicateOf).length,
     failovers: relays.filter((r) => new Set(r.attempts.map((a) => a.upstream)).size > 1).length,
@@ -143,14 +180,21 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
       delivered: relays.filter((r) => r.outcome === 'delivered' || r.outcome === 'partial').reduce((s, r) => s + r.message.size, 0),
     },
     sessions: { count: rs.filter((r) => r.type === 'session').length, bytes: rs.reduce((s, r) => s + (r.type === 'session' ? r.bytes : 0), 0) },
-    alerts: { fired: rs.filter((r) => r.type === 'alert' && r.state === 'fired').length, resolved: rs.filter((r) => r.type === 'alert' && r.state === 'resolved').length },
+    alerts: {
+      fired: rs.filter((r) => r.type === 'alert' && r.state === 'fired').length,
+      resolved: rs.filter((r) => r.type === 'alert' && r.state === 'resolved').length,
+    },
     groups,
     latency,
     hours,
     senderDomains: topOf(relays.map((r) => dom(r.from))),
     recipientDomains: topOf(relays.flatMap((r) => r.rcpt.map((x) => dom(x.to)))),
     first: rs.map((r) => r.time).sort()[0] ?? null,
-    last: rs.map((r) => r.time).sort().at(-1) ?? null,
+    last:
+      rs
+        .map((r) => r.time)
+        .sort()
+        .at(-1) ?? null,
     by,
   };
 }
@@ -159,16 +203,21 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
   const rows = new Map<string, { relay: number; outcomes: Record<string, number>; byMailtrail: number; rejects: number }>();
   const row = (k: string) => {
     let r = rows.get(k);
-    if (!r) rows.set(k, (r = { relay: 0, outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 }, byMailtrail: 0, rejects: 0 }));
+    if (!r)
+      rows.set(k, (r = { relay: 0, outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 }, byMailtrail: 0, rejects: 0 }));
     return r;
   };
   for (const r of relays) {
     const keys =
-      by === 'upstream' ? [upstreamTried(r) ? r.upstream!.name : '(no upstream tried)']
-      : by === 'sender-domain' ? [dom(r.from)]
-      : by === 'recipient-domain' ? [...new Set(r.rcpt.map((x) => dom(x.to)))]
-      : by === 'client' ? [r.client.ip]
-      : [r.client.user ?? '(none)'];
+      by === 'upstream'
+        ? [upstreamTried(r) ? r.upstream!.name : '(no upstream tried)']
+        : by === 'sender-domain'
+          ? [dom(r.from)]
+          : by === 'recipient-domain'
+            ? [...new Set(r.rcpt.map((x) => dom(x.to)))]
+            : by === 'client'
+              ? [r.client.ip]
+              : [r.client.user ?? '(none)'];
     for (const k of keys.length ? keys : ['(none)']) {
       const g = row(k);
       g.relay += 1;
@@ -177,10 +226,26 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
     }
   }
   for (const r of rejects) {
-    const k = by === 'upstream' ? '(no upstream tried)' : by === 'sender-domain' ? dom(r.from) : by === 'recipient-domain' ? dom(r.to) : by === 'client' ? r.client.ip : r.client.user ?? '(none)';
+    const k =
+      by === 'upstream'
+        ? '(no upstream tried)'
+        : by === 'sender-domain'
+          ? dom(r.from)
+          : by === 'recipient-domain'
+            ? dom(r.to)
+            : by === 'client'
+              ? r.client.ip
+              : (r.client.user ?? '(none)');
     row(k).rejects += 1;
   }
-  return [...rows.entries()].map(([key, g]) => ({ key, relay: g.relay, outcomes: g.outcomes, successRate: ratio(g.outcomes.delivered!, g.relay), byMailtrail: g.byMailtrail, rejects: g.rejects }));
+  return [...rows.entries()].map(([key, g]) => ({
+    key,
+    relay: g.relay,
+    outcomes: g.outcomes,
+    successRate: ratio(g.outcomes.delivered!, g.relay),
+    byMailtrail: g.byMailtrail,
+    rejects: g.rejects,
+  }));
 }
 
 function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
@@ -191,7 +256,11 @@ function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
   expect(report.successRate).toBe(n.successRate);
   expect(report.deferrals).toBe(n.outcomes.deferred);
   expect(report.decidedBy).toEqual(n.decidedBy);
-  expect(report.rejections).toEqual({ byUpstream: n.decidedBy.upstream.outcomes.rejected, byMailtrail: n.decidedBy.mailtrail.outcomes.rejected, refusals: n.records.reject });
+  expect(report.rejections).toEqual({
+    byUpstream: n.decidedBy.upstream.outcomes.rejected,
+    byMailtrail: n.decidedBy.mailtrail.outcomes.rejected,
+    refusals: n.records.reject,
+  });
   expect(report.failureClasses).toEqual(n.failureClasses);
   expect(report.rejectClasses).toEqual(n.rejectClasses);
   expect(report.recipients).toEqual(n.recipients);
@@ -216,13 +285,21 @@ function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
   expect(report.latency.upstreams.map((l) => l.upstream)).toEqual([...n.latency.keys()].sort());
   for (const l of report.latency.upstreams) {
     const exact = n.latency.get(l.upstream)!;
-    for (const [name, values] of [['totalMs', exact.total], ['connectMs', exact.connect], ['dataMs', exact.data]] as const) {
+    for (const [name, values] of [
+      ['totalMs', exact.total],
+      ['connectMs', exact.connect],
+      ['dataMs', exact.data],
+    ] as const) {
       const q = l[name];
       expect(q.count, `${l.upstream} ${name} count`).toBe(values.length);
       expect(q.min).toBe(Math.min(...values));
       expect(q.max).toBe(Math.max(...values));
       expect(q.mean).toBe(Math.round((values.reduce((s, v) => s + v, 0) / values.length) * 10) / 10);
-      for (const [p, key] of [[0.5, 'p50'], [0.95, 'p95'], [0.99, 'p99']] as const) {
+      for (const [p, key] of [
+        [0.5, 'p50'],
+        [0.95, 'p95'],
+        [0.99, 'p99'],
+      ] as const) {
         const truth = exactPercentile(values, p);
         expect(Math.abs(q[key]! - truth), `${l.upstream} ${name} ${key}: ${q[key]} vs exact ${truth}`).toBeLessThanOrEqual(QUANTILE_RELATIVE_ERROR * truth);
       }
@@ -257,25 +334,109 @@ describe('mailtrail report', () => {
     // ...plus the odd cases by hand: null sender, a recipient without a domain, no upstream tried,
     // a refusal without a sender, a duplicate, a failover, a type this version does not know.
     const odd: object[] = [
-      relay({ time: '2026-11-25T06:00:00.500Z', from: '', rcpt: [{ to: 'postmaster', status: 'accepted', reply: null }, { to: 'Ana@Example.ORG', status: 'accepted', reply: null }] }),
-      relay({ time: '2026-11-25T06:00:00.600Z', outcome: 'aborted', upstream: null, attempts: [], upstreamReply: null, clientReply: { code: 0, enhanced: null, text: '' }, failure: { class: 'client_aborted', retryable: true, actor: 'sender', scope: 'message', detail: { rule: null, code: 'ECONNECTION', cause: null, timeoutType: null, message: null } }, timing: { totalMs: 0, receiveMs: 0, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 } }),
-      reject({ time: '2026-11-25T06:00:00.700Z', from: null, to: null, command: 'AUTH', class: 'auth_failed', client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null } }),
-      throttled({ time: '2026-11-25T06:00:00.800Z', duplicateOf: '01M880124BS96NHR6QERZ7R4AD', attempts: [
-        { upstream: 'ses', startedAt: '2026-11-25T06:00:00.700Z', ms: 5, phase: 'connecting', reply: null, error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }, class: 'connect' },
-        { upstream: 'backup', startedAt: '2026-11-25T06:00:00.750Z', ms: 40, phase: 'envelope', reply: { code: 454, enhanced: '4.7.0', text: 'Throttling failure: Maximum sending rate exceeded.' }, error: null, class: 'throttled' },
-      ] }),
+      relay({
+        time: '2026-11-25T06:00:00.500Z',
+        from: '',
+        rcpt: [
+          { to: 'postmaster', status: 'accepted', reply: null },
+          { to: 'Ana@Example.ORG', status: 'accepted', reply: null },
+        ],
+      }),
+      relay({
+        time: '2026-11-25T06:00:00.600Z',
+        outcome: 'aborted',
+        upstream: null,
+        attempts: [],
+        upstreamReply: null,
+        clientReply: { code: 0, enhanced: null, text: '' },
+        failure: {
+          class: 'client_aborted',
+          retryable: true,
+          actor: 'sender',
+          scope: 'message',
+          detail: { rule: null, code: 'ECONNECTION', cause: null, timeoutType: null, message: null },
+        },
+        timing: { totalMs: 0, receiveMs: 0, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+      }),
+      reject({
+        time: '2026-11-25T06:00:00.700Z',
+        from: null,
+        to: null,
+        command: 'AUTH',
+        class: 'auth_failed',
+        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null },
+      }),
+      throttled({
+        time: '2026-11-25T06:00:00.800Z',
+        duplicateOf: '01M880124BS96NHR6QERZ7R4AD',
+        attempts: [
+          {
+            upstream: 'ses',
+            startedAt: '2026-11-25T06:00:00.700Z',
+            ms: 5,
+            phase: 'connecting',
+            reply: null,
+            error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null },
+            class: 'connect',
+          },
+          {
+            upstream: 'backup',
+            startedAt: '2026-11-25T06:00:00.750Z',
+            ms: 40,
+            phase: 'envelope',
+            reply: { code: 454, enhanced: '4.7.0', text: 'Throttling failure: Maximum sending rate exceeded.' },
+            error: null,
+            class: 'throttled',
+          },
+        ],
+      }),
       alert({ time: '2026-11-25T06:00:00.900Z', state: 'resolved' }),
       // Skipped without a connection (breaker open): not a latency sample of that upstream.
-      throttled({ time: '2026-11-25T06:00:00.950Z', upstream: { name: 'skipped-only', host: 'h', port: 25, tls: null, reusedConnection: null, queueId: null }, upstreamReply: null, attempts: [
-        { upstream: 'skipped-only', startedAt: '2026-11-25T06:00:00.950Z', ms: 0, phase: 'connecting', reply: null, error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' }, class: 'upstream_unavailable' },
-      ] }),
+      throttled({
+        time: '2026-11-25T06:00:00.950Z',
+        upstream: { name: 'skipped-only', host: 'h', port: 25, tls: null, reusedConnection: null, queueId: null },
+        upstreamReply: null,
+        attempts: [
+          {
+            upstream: 'skipped-only',
+            startedAt: '2026-11-25T06:00:00.950Z',
+            ms: 0,
+            phase: 'connecting',
+            reply: null,
+            error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' },
+            class: 'upstream_unavailable',
+          },
+        ],
+      }),
       // Refused by mailtrail itself after DATA (over limits.maxMessageSize): no upstream tried.
       oversize({ time: '2026-11-25T06:00:00.960Z' }),
       // The primary tried (refused), the backup skipped after it: the primary decided.
-      throttled({ time: '2026-11-25T06:00:00.970Z', outcome: 'deferred', upstream: { name: 'ses', host: 'h', port: 25, tls: null, reusedConnection: false, queueId: null }, upstreamReply: null, attempts: [
-        { upstream: 'ses', startedAt: '2026-11-25T06:00:00.900Z', ms: 70, phase: 'connecting', reply: null, error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }, class: 'connect' },
-        { upstream: 'backup', startedAt: '2026-11-25T06:00:00.970Z', ms: 0, phase: 'connecting', reply: null, error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' }, class: 'upstream_unavailable' },
-      ] }),
+      throttled({
+        time: '2026-11-25T06:00:00.970Z',
+        outcome: 'deferred',
+        upstream: { name: 'ses', host: 'h', port: 25, tls: null, reusedConnection: false, queueId: null },
+        upstreamReply: null,
+        attempts: [
+          {
+            upstream: 'ses',
+            startedAt: '2026-11-25T06:00:00.900Z',
+            ms: 70,
+            phase: 'connecting',
+            reply: null,
+            error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null },
+            class: 'connect',
+          },
+          {
+            upstream: 'backup',
+            startedAt: '2026-11-25T06:00:00.970Z',
+            ms: 0,
+            phase: 'connecting',
+            reply: null,
+            error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' },
+            class: 'upstream_unavailable',
+          },
+        ],
+      }),
       { v: 1, type: 'future-type', time: '2026-11-25T06:00:01.000Z', id: 'X' },
     ];
     const records = [...odd, ...generated];
@@ -297,7 +458,9 @@ describe('mailtrail report', () => {
     expect(report.records.relay).toBeGreaterThan(8000);
     // The trail really is mixed: every outcome, refusals, sessions, alerts, checkpoints, duplicates.
     for (const o of Object.values(report.outcomes)) expect(o).toBeGreaterThan(0);
-    expect(report.records.reject * report.records.session * report.records.alert * report.records.checkpoint * report.duplicateOf * report.failovers).toBeGreaterThan(0);
+    expect(
+      report.records.reject * report.records.session * report.records.alert * report.records.checkpoint * report.duplicateOf * report.failovers,
+    ).toBeGreaterThan(0);
     compare(report, naive(all, {}));
     expect(report.skipped).toEqual({ torn: 1, malformed: 0 });
     expect(stderr).toMatch(/skipped 1 torn last line/);
@@ -320,7 +483,13 @@ describe('mailtrail report', () => {
         { to: 'gone@example.org', status: 'rejected', reply: { code: 550, enhanced: '5.1.1', text: '<gone@example.org>: User unknown' } },
       ],
       upstreamReply: { code: 250, enhanced: null, text: 'Ok: queued as Q1', phase: 'data' },
-      failure: { class: 'recipient_rejected', retryable: false, actor: 'recipient', scope: 'recipient', detail: { rule: 'some-recipients-refused', code: null, cause: null, timeoutType: null, message: null } },
+      failure: {
+        class: 'recipient_rejected',
+        retryable: false,
+        actor: 'recipient',
+        scope: 'recipient',
+        detail: { rule: 'some-recipients-refused', code: null, cause: null, timeoutType: null, message: null },
+      },
     });
     const file = await writeTrail(dir, 'partial.log', [partial]);
     const { report } = await runReport([file]);
@@ -376,7 +545,17 @@ describe('mailtrail report', () => {
     const io = memoryIo();
     expect(await reportCommand([...files, '--by', 'upstream'], io)).toBe(0);
     const text = io.out();
-    for (const section of ['Grand totals', 'Failure classes', 'Refusals by class', 'Error groups', 'Latency per upstream', 'Traffic per hour', 'Top sender domains', 'Top recipient domains', 'By upstream']) {
+    for (const section of [
+      'Grand totals',
+      'Failure classes',
+      'Refusals by class',
+      'Error groups',
+      'Latency per upstream',
+      'Traffic per hour',
+      'Top sender domains',
+      'Top recipient domains',
+      'By upstream',
+    ]) {
       expect(text).toContain(section);
     }
     expect(text).toMatch(/success rate\s+\d+\.\d%/);
@@ -387,12 +566,43 @@ describe('mailtrail report', () => {
     // One of each: an upstream's 5xx, an upstream's 4xx, mailtrail's own 552 for a message over
     // limits.maxMessageSize, every upstream skipped (breaker open), and a refusal before DATA.
     const trail = [
-      relay({ time: '2026-11-25T10:00:01.000Z', outcome: 'rejected', upstreamReply: { code: 554, enhanced: '5.7.1', text: 'Message rejected: spam', phase: 'data' }, clientReply: { code: 554, enhanced: '5.7.1', text: 'Message rejected: spam' }, failure: { class: 'content_rejected', retryable: false, actor: 'sender', scope: 'message', detail: { rule: 'spam', code: null, cause: null, timeoutType: null, message: null } } }),
+      relay({
+        time: '2026-11-25T10:00:01.000Z',
+        outcome: 'rejected',
+        upstreamReply: { code: 554, enhanced: '5.7.1', text: 'Message rejected: spam', phase: 'data' },
+        clientReply: { code: 554, enhanced: '5.7.1', text: 'Message rejected: spam' },
+        failure: {
+          class: 'content_rejected',
+          retryable: false,
+          actor: 'sender',
+          scope: 'message',
+          detail: { rule: 'spam', code: null, cause: null, timeoutType: null, message: null },
+        },
+      }),
       throttled({ time: '2026-11-25T10:00:02.000Z' }),
       oversize({ time: '2026-11-25T10:00:03.000Z' }),
-      throttled({ time: '2026-11-25T10:00:04.000Z', upstreamReply: null, failure: { class: 'upstream_unavailable', retryable: true, actor: 'upstream', scope: 'connection', detail: { rule: 'breaker-open', code: 'EBREAKEROPEN', cause: null, timeoutType: null, message: 'circuit breaker open' } }, attempts: [
-        { upstream: 'ses', startedAt: '2026-11-25T10:00:04.000Z', ms: 0, phase: 'connecting', reply: null, error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' }, class: 'upstream_unavailable' },
-      ] }),
+      throttled({
+        time: '2026-11-25T10:00:04.000Z',
+        upstreamReply: null,
+        failure: {
+          class: 'upstream_unavailable',
+          retryable: true,
+          actor: 'upstream',
+          scope: 'connection',
+          detail: { rule: 'breaker-open', code: 'EBREAKEROPEN', cause: null, timeoutType: null, message: 'circuit breaker open' },
+        },
+        attempts: [
+          {
+            upstream: 'ses',
+            startedAt: '2026-11-25T10:00:04.000Z',
+            ms: 0,
+            phase: 'connecting',
+            reply: null,
+            error: { code: 'EBREAKEROPEN', cause: null, message: 'circuit breaker open' },
+            class: 'upstream_unavailable',
+          },
+        ],
+      }),
       reject({ time: '2026-11-25T10:00:05.000Z', to: 'x@example.net' }),
     ];
 
@@ -400,10 +610,22 @@ describe('mailtrail report', () => {
       const file = await writeTrail(dir, 'decided.log', trail);
       const { report } = await runReport([file, '--by', 'upstream']);
       expect(report.rejections).toEqual({ byUpstream: 1, byMailtrail: 1, refusals: 1 });
-      expect(report.decidedBy.upstream).toMatchObject({ relay: 2, outcomes: { rejected: 1, deferred: 1 }, failureClasses: { content_rejected: 1, throttled: 1 } });
-      expect(report.decidedBy.mailtrail).toMatchObject({ relay: 2, outcomes: { rejected: 1, deferred: 1 }, failureClasses: { too_large: 1, upstream_unavailable: 1 } });
+      expect(report.decidedBy.upstream).toMatchObject({
+        relay: 2,
+        outcomes: { rejected: 1, deferred: 1 },
+        failureClasses: { content_rejected: 1, throttled: 1 },
+      });
+      expect(report.decidedBy.mailtrail).toMatchObject({
+        relay: 2,
+        outcomes: { rejected: 1, deferred: 1 },
+        failureClasses: { too_large: 1, upstream_unavailable: 1 },
+      });
       const groups = Object.fromEntries(report.errorGroups.groups.map((g) => [g.class, g]));
-      expect(groups.too_large).toMatchObject({ upstream: null, decidedBy: { upstream: 0, mailtrail: 1 }, normalized: 'message exceeds limits.maxMessageSize (<n> bytes)' });
+      expect(groups.too_large).toMatchObject({
+        upstream: null,
+        decidedBy: { upstream: 0, mailtrail: 1 },
+        normalized: 'message exceeds limits.maxMessageSize (<n> bytes)',
+      });
       expect(groups.upstream_unavailable).toMatchObject({ upstream: 'ses', decidedBy: { upstream: 0, mailtrail: 1 } });
       expect(groups.content_rejected).toMatchObject({ upstream: 'ses', decidedBy: { upstream: 1, mailtrail: 0 } });
       const rows = Object.fromEntries(report.by!.groups.map((g) => [g.key, g]));
@@ -453,7 +675,7 @@ describe('mailtrail report', () => {
 describe('the latency histogram', () => {
   it('gives every percentile within 1% of the exact nearest-rank value, exactly below 100 ms', () => {
     let seed = 3;
-    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const sets: Record<string, number[]> = {
       small: Array.from({ length: 5000 }, () => Math.floor(rand() * 100)),
       lognormal: Array.from({ length: 20000 }, () => Math.round(Math.exp(4 + 1.5 * Math.sqrt(-2 * Math.log(rand() + 1e-12)) * Math.cos(2 * Math.PI * rand())))),
@@ -494,7 +716,7 @@ describe('the top-K counter (Space-Saving)', () => {
 
   it('never undercounts, bounds its overestimate, and keeps every key above total/capacity', () => {
     let seed = 11;
-    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const truth = new Map<string, number>();
     const s = new SpaceSaving(50);
     for (let i = 0; i < 50_000; i++) {
