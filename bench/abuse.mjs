@@ -84,8 +84,17 @@ async function startRelay(dir, { maxConnections }) {
   const [plain, secure] = [await freePort(), await freePort()];
   const { hashPassword } = await import('../dist/auth/password.js');
   const config = {
-    listen: [{ host: '127.0.0.1', port: plain }, { host: '127.0.0.1', port: secure, implicitTls: true }],
-    clients: { networks: ['127.0.0.0/8'], users: [{ username: 'billing', password: PASSWORD }, { username: HASHED_USER, passwordHash: await hashPassword(PASSWORD) }] },
+    listen: [
+      { host: '127.0.0.1', port: plain },
+      { host: '127.0.0.1', port: secure, implicitTls: true },
+    ],
+    clients: {
+      networks: ['127.0.0.0/8'],
+      users: [
+        { username: 'billing', password: PASSWORD },
+        { username: HASHED_USER, passwordHash: await hashPassword(PASSWORD) },
+      ],
+    },
     limits: { maxConnections, maxConnectionsPerIp: maxConnections },
     upstreams: [{ name: 'sink', url: `smtp://127.0.0.1:${sink.port}`, tls: { mode: 'none' }, probe: { enabled: false } }],
     dataDir: join(dir, 'data'),
@@ -154,7 +163,9 @@ async function slowClients(mode) {
   const cut = tricklers.filter((c) => c.closedAt !== null).map((c) => (c.closedAt - c.readyAt) / 1000);
   const told = [...new Set(tricklers.map((c) => c.lines.at(-1)?.replace(/ \(id .*$/, '')).filter(Boolean))];
   console.log(`slow clients (${mode}): ${TRICKLERS} tricklers at 1 byte / 5 s holding every slot`);
-  console.log(`  cut: ${cut.length}/${TRICKLERS}${cut.length ? `, ${Math.min(...cut).toFixed(1)}–${Math.max(...cut).toFixed(1)} s after the server was ready` : ` within ${SLOW_SECONDS} s`}`);
+  console.log(
+    `  cut: ${cut.length}/${TRICKLERS}${cut.length ? `, ${Math.min(...cut).toFixed(1)}–${Math.max(...cut).toFixed(1)} s after the server was ready` : ` within ${SLOW_SECONDS} s`}`,
+  );
   console.log(`  told: ${told.join(' | ') || '-'}`);
   console.log(`  a real client got in: ${firstIn === null ? `never within ${SLOW_SECONDS} s (421 too many connections)` : `after ${firstIn.toFixed(0)} s`}`);
   for (const c of tricklers) c.sock.destroy();
@@ -200,7 +211,10 @@ async function passwordGuessing() {
   // a lockout needs, so every one is a real check.
   const timings = {};
   const clients = {};
-  for (const [user, from] of [[HASHED_USER, '127.0.0.2'], ['nobody', '127.0.0.3']]) {
+  for (const [user, from] of [
+    [HASHED_USER, '127.0.0.2'],
+    ['nobody', '127.0.0.3'],
+  ]) {
     clients[user] = await connect(relay.secure, true, from);
     await clients[user].next();
     clients[user].send('EHLO timer.example');
@@ -216,7 +230,9 @@ async function passwordGuessing() {
   for (const c of Object.values(clients)) c.sock.destroy();
   const median = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
   for (const [user, xs] of Object.entries(timings)) {
-    console.log(`  failed AUTH for ${user === 'nobody' ? 'an unknown user' : 'a user with a hashed password'}: median ${median(xs.map((x) => x[0])).toFixed(1)} ms (replies ${[...new Set(xs.map((x) => x[1]))]})`);
+    console.log(
+      `  failed AUTH for ${user === 'nobody' ? 'an unknown user' : 'a user with a hashed password'}: median ${median(xs.map((x) => x[0])).toFixed(1)} ms (replies ${[...new Set(xs.map((x) => x[1]))]})`,
+    );
   }
   await relay.stop();
   rmSync(dir, { recursive: true, force: true });

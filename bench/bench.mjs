@@ -190,8 +190,11 @@ async function throughput(s, sinkPort, mtPort, pid) {
     ratio: direct.rate > 0 ? through.rate / direct.rate : null,
     cpuMsPerMessage: cpu0 !== null && cpu1 !== null && through.sent > 0 ? (cpu1 - cpu0) / through.sent : null,
   };
-  log(`${row.label}: direct ${row.direct.msgPerSec}/s, through ${row.through.msgPerSec}/s (${pct(row.ratio)}), ${fix(row.cpuMsPerMessage, 2)} CPU-ms/msg` +
-    (through.error ? `  ERROR ${through.error}` : '') + (direct.error ? `  DIRECT ERROR ${direct.error}` : ''));
+  log(
+    `${row.label}: direct ${row.direct.msgPerSec}/s, through ${row.through.msgPerSec}/s (${pct(row.ratio)}), ${fix(row.cpuMsPerMessage, 2)} CPU-ms/msg` +
+      (through.error ? `  ERROR ${through.error}` : '') +
+      (direct.error ? `  DIRECT ERROR ${direct.error}` : ''),
+  );
   return row;
 }
 
@@ -246,7 +249,9 @@ async function latency(sinkPort, mtPort) {
       messages: { direct: direct.sent, through: through.sent },
       error: through.error ?? direct.error ?? null,
     };
-    log(`latency ${reuse ? 'reused' : 'new conn'}: direct p50 ${fix(d.p50, 3)} ms p99 ${fix(d.p99, 3)} ms; through p50 ${fix(t.p50, 3)} ms p99 ${fix(t.p99, 3)} ms`);
+    log(
+      `latency ${reuse ? 'reused' : 'new conn'}: direct p50 ${fix(d.p50, 3)} ms p99 ${fix(d.p99, 3)} ms; through p50 ${fix(t.p50, 3)} ms p99 ${fix(t.p99, 3)} ms`,
+    );
   }
   return out;
 }
@@ -260,8 +265,16 @@ async function bigMessage(mtPort, pid) {
   const peak = sampler.stop();
   await sleep(1000);
   const after = memory(pid).rss;
-  const out = { sizeMiB: 50, ok: r.sent === 1, error: r.error ?? null, seconds: round(r.elapsedMs / 1000, 2),
-    beforeMiB: toMiB(before), peakMiB: toMiB(peak), afterMiB: toMiB(after), addedMiB: toMiB(peak - before) };
+  const out = {
+    sizeMiB: 50,
+    ok: r.sent === 1,
+    error: r.error ?? null,
+    seconds: round(r.elapsedMs / 1000, 2),
+    beforeMiB: toMiB(before),
+    peakMiB: toMiB(peak),
+    afterMiB: toMiB(after),
+    addedMiB: toMiB(peak - before),
+  };
   log(`50 MiB message: ${out.ok ? 'relayed' : 'FAILED ' + out.error} in ${out.seconds} s; RSS ${out.beforeMiB} → peak ${out.peakMiB} → ${out.afterMiB} MiB`);
   return out;
 }

@@ -28,7 +28,10 @@ function checkConfig(file) {
     execFileSync(process.execPath, [CLI, 'check-config', '--config', file], { encoding: 'utf8', stdio: 'pipe' });
     return [];
   } catch (err) {
-    return String(err.stderr ?? '').split('\n').map((l) => l.trim()).filter(Boolean);
+    return String(err.stderr ?? '')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
   }
 }
 

@@ -119,17 +119,179 @@ const UPSTREAMS = {
  */
 const SCENARIOS = [
   [9300, { outcome: 'delivered' }],
-  [120, { outcome: 'deferred', cls: 'throttled', retryable: true, actor: 'upstream', scope: 'account', rule: 'ses-max-send-rate', code: 'EENVELOPE', reply: [454, '4.7.0', 'Throttling failure: Maximum sending rate exceeded.'], replyPhase: 'mail', phase: 'envelope', client: [451, '4.7.0', 'Upstream is throttling: try again later'] }],
-  [40, { outcome: 'deferred', cls: 'quota', retryable: true, actor: 'operator', scope: 'account', rule: 'ses-daily-quota', code: 'EENVELOPE', reply: [454, '4.7.0', 'Throttling failure: Daily message quota exceeded.'], replyPhase: 'mail', phase: 'envelope', client: [451, '4.7.0', 'Upstream sending quota reached: try again later'] }],
-  [60, { outcome: 'deferred', cls: 'upstream_unavailable', retryable: true, actor: 'upstream', scope: 'connection', rule: 'reply-421', code: 'ECONNECTION', reply: [421, '4.3.2', 'Service not available, closing transmission channel'], replyPhase: 'greeting', phase: 'connecting', client: [451, '4.3.2', 'Upstream unavailable: try again later'] }],
-  [50, { outcome: 'deferred', cls: 'timeout', retryable: true, actor: 'upstream', scope: 'connection', rule: 'timeout', code: 'ETIMEDOUT', timeoutType: 'GREETING_TIMEOUT', phase: 'connecting', client: [451, '4.4.2', 'Upstream timed out: try again later'] }],
-  [40, { outcome: 'deferred', cls: 'recipient_deferred', retryable: true, actor: 'recipient', scope: 'recipient', rule: 'rcpt-4xx', code: 'EENVELOPE', reply: [452, '4.2.2', '<{rcpt}>: Recipient address rejected: mailbox full'], replyPhase: 'rcpt', phase: 'envelope', client: [452, '4.2.2', '<{rcpt}>: Recipient address rejected: mailbox full'] }],
-  [90, { outcome: 'rejected', cls: 'recipient_rejected', retryable: false, actor: 'recipient', scope: 'recipient', rule: 'rcpt-5xx', code: 'EENVELOPE', reply: [550, '5.1.1', '<{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table'], replyPhase: 'rcpt', phase: 'envelope', client: [550, '5.1.1', '<{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table'] }],
-  [50, { outcome: 'rejected', cls: 'content_rejected', retryable: false, actor: 'sender', scope: 'message', rule: 'data-5xx-policy', code: 'EMESSAGE', reply: [554, '5.7.1', 'Message rejected: spam content detected (score {n})'], replyPhase: 'data', phase: 'done', client: [554, '5.7.1', 'Message rejected: spam content detected (score {n})'] }],
-  [15, { outcome: 'rejected', cls: 'sender_rejected', retryable: false, actor: 'sender', scope: 'message', rule: 'ses-unverified-identity', code: 'EENVELOPE', reply: [554, '5.7.1', 'Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: {from}'], replyPhase: 'mail', phase: 'envelope', client: [554, '5.7.1', 'Message rejected: Email address is not verified.'] }],
-  [100, { outcome: 'partial', cls: 'recipient_rejected', retryable: false, actor: 'recipient', scope: 'recipient', rule: 'rcpt-5xx', code: null, reply: [250, null, 'Ok: queued as {queue}'], replyPhase: 'data', phase: 'done', client: null, partial: true }],
-  [30, { outcome: 'unknown', cls: 'unknown_outcome', retryable: null, actor: 'upstream', scope: 'message', rule: 'lost-after-dot', code: 'ECONNECTION', cause: 'ECONNRESET', phase: 'sent', client: [451, '4.4.2', 'Connection lost after the message was sent: the upstream may have it; retry may duplicate'] }],
-  [20, { outcome: 'aborted', cls: 'client_aborted', retryable: true, actor: 'sender', scope: 'message', rule: null, code: 'ECONNECTION', phase: null, client: [0, null, ''] }],
+  [
+    120,
+    {
+      outcome: 'deferred',
+      cls: 'throttled',
+      retryable: true,
+      actor: 'upstream',
+      scope: 'account',
+      rule: 'ses-max-send-rate',
+      code: 'EENVELOPE',
+      reply: [454, '4.7.0', 'Throttling failure: Maximum sending rate exceeded.'],
+      replyPhase: 'mail',
+      phase: 'envelope',
+      client: [451, '4.7.0', 'Upstream is throttling: try again later'],
+    },
+  ],
+  [
+    40,
+    {
+      outcome: 'deferred',
+      cls: 'quota',
+      retryable: true,
+      actor: 'operator',
+      scope: 'account',
+      rule: 'ses-daily-quota',
+      code: 'EENVELOPE',
+      reply: [454, '4.7.0', 'Throttling failure: Daily message quota exceeded.'],
+      replyPhase: 'mail',
+      phase: 'envelope',
+      client: [451, '4.7.0', 'Upstream sending quota reached: try again later'],
+    },
+  ],
+  [
+    60,
+    {
+      outcome: 'deferred',
+      cls: 'upstream_unavailable',
+      retryable: true,
+      actor: 'upstream',
+      scope: 'connection',
+      rule: 'reply-421',
+      code: 'ECONNECTION',
+      reply: [421, '4.3.2', 'Service not available, closing transmission channel'],
+      replyPhase: 'greeting',
+      phase: 'connecting',
+      client: [451, '4.3.2', 'Upstream unavailable: try again later'],
+    },
+  ],
+  [
+    50,
+    {
+      outcome: 'deferred',
+      cls: 'timeout',
+      retryable: true,
+      actor: 'upstream',
+      scope: 'connection',
+      rule: 'timeout',
+      code: 'ETIMEDOUT',
+      timeoutType: 'GREETING_TIMEOUT',
+      phase: 'connecting',
+      client: [451, '4.4.2', 'Upstream timed out: try again later'],
+    },
+  ],
+  [
+    40,
+    {
+      outcome: 'deferred',
+      cls: 'recipient_deferred',
+      retryable: true,
+      actor: 'recipient',
+      scope: 'recipient',
+      rule: 'rcpt-4xx',
+      code: 'EENVELOPE',
+      reply: [452, '4.2.2', '<{rcpt}>: Recipient address rejected: mailbox full'],
+      replyPhase: 'rcpt',
+      phase: 'envelope',
+      client: [452, '4.2.2', '<{rcpt}>: Recipient address rejected: mailbox full'],
+    },
+  ],
+  [
+    90,
+    {
+      outcome: 'rejected',
+      cls: 'recipient_rejected',
+      retryable: false,
+      actor: 'recipient',
+      scope: 'recipient',
+      rule: 'rcpt-5xx',
+      code: 'EENVELOPE',
+      reply: [550, '5.1.1', '<{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table'],
+      replyPhase: 'rcpt',
+      phase: 'envelope',
+      client: [550, '5.1.1', '<{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table'],
+    },
+  ],
+  [
+    50,
+    {
+      outcome: 'rejected',
+      cls: 'content_rejected',
+      retryable: false,
+      actor: 'sender',
+      scope: 'message',
+      rule: 'data-5xx-policy',
+      code: 'EMESSAGE',
+      reply: [554, '5.7.1', 'Message rejected: spam content detected (score {n})'],
+      replyPhase: 'data',
+      phase: 'done',
+      client: [554, '5.7.1', 'Message rejected: spam content detected (score {n})'],
+    },
+  ],
+  [
+    15,
+    {
+      outcome: 'rejected',
+      cls: 'sender_rejected',
+      retryable: false,
+      actor: 'sender',
+      scope: 'message',
+      rule: 'ses-unverified-identity',
+      code: 'EENVELOPE',
+      reply: [554, '5.7.1', 'Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: {from}'],
+      replyPhase: 'mail',
+      phase: 'envelope',
+      client: [554, '5.7.1', 'Message rejected: Email address is not verified.'],
+    },
+  ],
+  [
+    100,
+    {
+      outcome: 'partial',
+      cls: 'recipient_rejected',
+      retryable: false,
+      actor: 'recipient',
+      scope: 'recipient',
+      rule: 'rcpt-5xx',
+      code: null,
+      reply: [250, null, 'Ok: queued as {queue}'],
+      replyPhase: 'data',
+      phase: 'done',
+      client: null,
+      partial: true,
+    },
+  ],
+  [
+    30,
+    {
+      outcome: 'unknown',
+      cls: 'unknown_outcome',
+      retryable: null,
+      actor: 'upstream',
+      scope: 'message',
+      rule: 'lost-after-dot',
+      code: 'ECONNECTION',
+      cause: 'ECONNRESET',
+      phase: 'sent',
+      client: [451, '4.4.2', 'Connection lost after the message was sent: the upstream may have it; retry may duplicate'],
+    },
+  ],
+  [
+    20,
+    {
+      outcome: 'aborted',
+      cls: 'client_aborted',
+      retryable: true,
+      actor: 'sender',
+      scope: 'message',
+      rule: null,
+      code: 'ECONNECTION',
+      phase: null,
+      client: [0, null, ''],
+    },
+  ],
   [85, { outcome: 'delivered', failover: { cls: 'connect', code: 'ESOCKET', cause: 'ECONNREFUSED' } }],
 ];
 
@@ -183,7 +345,8 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
     return now;
   };
   const iso = (ms) => new Date(ms).toISOString();
-  const address = (domains, pick) => `${token(rand, 3 + Math.floor(rand() * 8), 'abcdefghijklmnopqrstuvwxyz')}${rand() < 0.3 ? '.' + token(rand, 4, 'abcdefghijklmnopqrstuvwxyz') : ''}@${domains[pick(rand)]}`;
+  const address = (domains, pick) =>
+    `${token(rand, 3 + Math.floor(rand() * 8), 'abcdefghijklmnopqrstuvwxyz')}${rand() < 0.3 ? '.' + token(rand, 4, 'abcdefghijklmnopqrstuvwxyz') : ''}@${domains[pick(rand)]}`;
 
   while (written < records) {
     const c = CLIENTS[Math.floor(rand() * CLIENTS.length)];
@@ -206,10 +369,21 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
         const to = rj.command === 'RCPT' ? address(recipientDomains, pickRecipientDomain) : null;
         const id = ulid(time, rand);
         yield seal({
-          v: 1, type: 'reject', time: iso(time), id, session: { id: sessionId, txn }, client, command: rj.command, from, to,
-          authUser: rj.cls === 'auth_failed' ? 'billing' : null, class: rj.cls,
+          v: 1,
+          type: 'reject',
+          time: iso(time),
+          id,
+          session: { id: sessionId, txn },
+          client,
+          command: rj.command,
+          from,
+          to,
+          authUser: rj.cls === 'auth_failed' ? 'billing' : null,
+          class: rj.cls,
           // Every refusal's text ends with its record's id (smtp-server's own ones too).
-          clientReply: { code: rj.reply[0], enhanced: rj.reply[1], text: `${rj.reply[2]} (id ${id})` }, source: rj.source, count: 1,
+          clientReply: { code: rj.reply[0], enhanced: rj.reply[1], text: `${rj.reply[2]} (id ${id})` },
+          source: rj.source,
+          count: 1,
         });
         if (rj.cls !== 'too_many_recipients') continue;
       }
@@ -220,7 +394,20 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
       const storm = time < stormUntil;
       let sc = retry && rand() < 0.85 ? SCENARIOS[0][1] : weighted(rand, SCENARIOS);
       if (storm && rand() < 0.5) sc = SCENARIOS[1][1];
-      const record = relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDomains, recipientDomains, pickSenderDomain, pickRecipientDomain, address });
+      const record = relayRecord({
+        rand,
+        time,
+        sessionId,
+        txn,
+        client,
+        sc,
+        retry,
+        senderDomains,
+        recipientDomains,
+        pickSenderDomain,
+        pickRecipientDomain,
+        address,
+      });
       if (record.outcome === 'deferred' || record.outcome === 'unknown') {
         if (retries.length < 1000) retries.push({ due: time + 60_000 + Math.floor(rand() * 600_000), of: record });
       }
@@ -231,12 +418,34 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
       if (sc.cls === 'throttled' && !storm && rand() < 0.005 && written < records) {
         stormUntil = time + 120_000;
         const at = tick();
-        yield seal({ v: 1, type: 'alert', time: iso(at), id: ulid(at, rand), state: 'fired', rule: 'throttling', upstream: 'ses', class: 'throttled', message: 'ses is throttling: 12 of the last 50 messages deferred (451 4.7.0 Maximum sending rate exceeded)', sinks: ['webhook'] });
+        yield seal({
+          v: 1,
+          type: 'alert',
+          time: iso(at),
+          id: ulid(at, rand),
+          state: 'fired',
+          rule: 'throttling',
+          upstream: 'ses',
+          class: 'throttled',
+          message: 'ses is throttling: 12 of the last 50 messages deferred (451 4.7.0 Maximum sending rate exceeded)',
+          sinks: ['webhook'],
+        });
       }
       if (stormUntil && time >= stormUntil && written < records) {
         stormUntil = 0;
         const at = tick();
-        yield seal({ v: 1, type: 'alert', time: iso(at), id: ulid(at, rand), state: 'resolved', rule: 'throttling', upstream: 'ses', class: 'throttled', message: 'ses is no longer throttling', sinks: ['webhook'] });
+        yield seal({
+          v: 1,
+          type: 'alert',
+          time: iso(at),
+          id: ulid(at, rand),
+          state: 'resolved',
+          rule: 'throttling',
+          upstream: 'ses',
+          class: 'throttled',
+          message: 'ses is no longer throttling',
+          sinks: ['webhook'],
+        });
       }
       if (chain && sinceCheckpoint >= 1000 && written < records) {
         const at = tick();
@@ -249,8 +458,19 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
     const end = tick();
     // A session record's id is chosen when the connection opens.
     yield seal({
-      v: 1, type: 'session', time: iso(end), id: ulid(sessionStart, rand), session: { id: sessionId }, client, transactions: txn,
-      accepted, rejected: refused, bytes, durationMs: end - sessionStart, refusals, refusalsSummarised: {},
+      v: 1,
+      type: 'session',
+      time: iso(end),
+      id: ulid(sessionStart, rand),
+      session: { id: sessionId },
+      client,
+      transactions: txn,
+      accepted,
+      rejected: refused,
+      bytes,
+      durationMs: end - sessionStart,
+      refusals,
+      refusalsSummarised: {},
     });
   }
 }
@@ -260,7 +480,9 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
   const id = ulid(time, rand);
   const prior = retry?.of ?? null;
   const from = prior ? prior.from : address(senderDomains, pickSenderDomain);
-  const to = prior ? prior.rcpt.map((r) => r.to) : Array.from({ length: 1 + Math.floor(rand() * rand() * 4) }, () => address(recipientDomains, pickRecipientDomain));
+  const to = prior
+    ? prior.rcpt.map((r) => r.to)
+    : Array.from({ length: 1 + Math.floor(rand() * rand() * 4) }, () => address(recipientDomains, pickRecipientDomain));
   const message = prior
     ? prior.message
     : {
@@ -270,7 +492,12 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
         subject: null,
         headerFrom: rand() < 0.5 ? from : `App <${from}>`,
       };
-  const fill = (text, rcpt) => text.replace('{rcpt}', rcpt).replace('{from}', from).replace('{n}', String(5 + Math.floor(rand() * 20))).replace('{queue}', queueId);
+  const fill = (text, rcpt) =>
+    text
+      .replace('{rcpt}', rcpt)
+      .replace('{from}', from)
+      .replace('{n}', String(5 + Math.floor(rand() * 20)))
+      .replace('{queue}', queueId);
   const upstreamName = client.user === 'news' ? 'sendgrid' : 'ses';
   const u = UPSTREAMS[upstreamName];
   const reused = rand() < 0.8;
@@ -285,7 +512,15 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
   let startedAt = time - (receiveMs + waitMs + connectMs + envelopeMs + dataMs);
   if (sc.failover) {
     const failMs = lognormal(rand, 15, 0.5);
-    attempts.push({ upstream: u.name, startedAt: iso(startedAt), ms: failMs, phase: 'connecting', reply: null, error: { code: sc.failover.code, cause: sc.failover.cause, message: `connect ${sc.failover.cause} ${u.host}:${u.port}` }, class: sc.failover.cls });
+    attempts.push({
+      upstream: u.name,
+      startedAt: iso(startedAt),
+      ms: failMs,
+      phase: 'connecting',
+      reply: null,
+      error: { code: sc.failover.code, cause: sc.failover.cause, message: `connect ${sc.failover.cause} ${u.host}:${u.port}` },
+      class: sc.failover.cls,
+    });
     startedAt += failMs;
     deciding = UPSTREAMS.backup;
   }
@@ -299,13 +534,35 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
   if (outcome === 'delivered') {
     for (const t of to) rcpt.push({ to: t, status: 'accepted', reply: null });
     upstreamReply = { code: 250, enhanced: null, text: okText, phase: 'data' };
-    attempts.push({ upstream: deciding.name, startedAt: iso(startedAt), ms: attemptMs, phase: 'done', reply: { code: 250, enhanced: null, text: okText }, error: null, class: null });
+    attempts.push({
+      upstream: deciding.name,
+      startedAt: iso(startedAt),
+      ms: attemptMs,
+      phase: 'done',
+      reply: { code: 250, enhanced: null, text: okText },
+      error: null,
+      class: null,
+    });
     clientReply = { code: 250, enhanced: '2.0.0', text: `Ok: relayed as ${queueId} (id ${id})` };
   } else if (sc.partial) {
     if (to.length < 2) to.push(address(recipientDomains, pickRecipientDomain));
-    to.forEach((t, i) => rcpt.push(i === to.length - 1 ? { to: t, status: 'rejected', reply: { code: 550, enhanced: '5.1.1', text: `<${t}>: Recipient address rejected: User unknown` } } : { to: t, status: 'accepted', reply: null }));
+    to.forEach((t, i) =>
+      rcpt.push(
+        i === to.length - 1
+          ? { to: t, status: 'rejected', reply: { code: 550, enhanced: '5.1.1', text: `<${t}>: Recipient address rejected: User unknown` } }
+          : { to: t, status: 'accepted', reply: null },
+      ),
+    );
     upstreamReply = { code: 250, enhanced: null, text: okText, phase: 'data' };
-    attempts.push({ upstream: deciding.name, startedAt: iso(startedAt), ms: attemptMs, phase: 'done', reply: { code: 250, enhanced: null, text: okText }, error: null, class: 'recipient_rejected' });
+    attempts.push({
+      upstream: deciding.name,
+      startedAt: iso(startedAt),
+      ms: attemptMs,
+      phase: 'done',
+      reply: { code: 250, enhanced: null, text: okText },
+      error: null,
+      class: 'recipient_rejected',
+    });
     clientReply = { code: 250, enhanced: '2.0.0', text: `Ok: relayed as ${queueId} (id ${id})` };
     failure = failureOf(sc, null);
   } else if (outcome === 'aborted') {
@@ -316,10 +573,25 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
   } else {
     const reply = sc.reply ? { code: sc.reply[0], enhanced: sc.reply[1], text: fill(sc.reply[2], to[0]) } : null;
     const status = outcome === 'unknown' ? 'unknown' : outcome === 'rejected' ? 'rejected' : 'deferred';
-    for (const t of to) rcpt.push({ to: t, status, reply: sc.replyPhase === 'rcpt' && reply ? { code: reply.code, enhanced: reply.enhanced, text: fill(sc.reply[2], t) } : null });
+    for (const t of to)
+      rcpt.push({
+        to: t,
+        status,
+        reply: sc.replyPhase === 'rcpt' && reply ? { code: reply.code, enhanced: reply.enhanced, text: fill(sc.reply[2], t) } : null,
+      });
     upstreamReply = reply ? { ...reply, phase: sc.replyPhase } : null;
-    const error = reply ? null : { code: sc.code, cause: sc.cause ?? null, message: sc.timeoutType ? 'Greeting never received' : 'Connection closed unexpectedly' };
-    attempts.push({ upstream: deciding.name, startedAt: iso(startedAt), ms: attemptMs, phase: sc.phase, reply: reply ? { code: reply.code, enhanced: reply.enhanced, text: reply.text } : null, error, class: sc.cls });
+    const error = reply
+      ? null
+      : { code: sc.code, cause: sc.cause ?? null, message: sc.timeoutType ? 'Greeting never received' : 'Connection closed unexpectedly' };
+    attempts.push({
+      upstream: deciding.name,
+      startedAt: iso(startedAt),
+      ms: attemptMs,
+      phase: sc.phase,
+      reply: reply ? { code: reply.code, enhanced: reply.enhanced, text: reply.text } : null,
+      error,
+      class: sc.cls,
+    });
     clientReply = { code: sc.client[0], enhanced: sc.client[1], text: `${fill(sc.client[2], to[0])} (id ${id})` };
     failure = failureOf(sc, reply ? `${reply.code} ${reply.text}` : error.message);
   }
@@ -328,15 +600,41 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
   function finish() {
     const noUpstream = outcome === 'aborted';
     return {
-      v: 1, type: 'relay', time: iso(time), id, session: { id: sessionId, txn }, client, from, rcpt, message,
+      v: 1,
+      type: 'relay',
+      time: iso(time),
+      id,
+      session: { id: sessionId, txn },
+      client,
+      from,
+      rcpt,
+      message,
       route: noUpstream ? null : 'default',
-      upstream: noUpstream ? null : { name: deciding.name, host: deciding.host, port: deciding.port, tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', authorized: true }, reusedConnection: reused, queueId: outcome === 'delivered' || outcome === 'partial' ? queueId : null },
+      upstream: noUpstream
+        ? null
+        : {
+            name: deciding.name,
+            host: deciding.host,
+            port: deciding.port,
+            tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', authorized: true },
+            reusedConnection: reused,
+            queueId: outcome === 'delivered' || outcome === 'partial' ? queueId : null,
+          },
       attempts: noUpstream ? [] : attempts,
       upstreamReply: noUpstream ? null : upstreamReply,
-      clientReply, outcome, failure,
+      clientReply,
+      outcome,
+      failure,
       timing: noUpstream
         ? { totalMs: receiveMs, receiveMs, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 }
-        : { totalMs: receiveMs + waitMs + connectMs + envelopeMs + dataMs + (attempts.length > 1 ? attempts[0].ms : 0), receiveMs, waitMs, connectMs, envelopeMs, dataMs },
+        : {
+            totalMs: receiveMs + waitMs + connectMs + envelopeMs + dataMs + (attempts.length > 1 ? attempts[0].ms : 0),
+            receiveMs,
+            waitMs,
+            connectMs,
+            envelopeMs,
+            dataMs,
+          },
       duplicateRisk: outcome === 'unknown',
       duplicateOf: prior ? prior.id : null,
     };
@@ -344,7 +642,13 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
 }
 
 function failureOf(sc, message) {
-  return { class: sc.cls, retryable: sc.retryable, actor: sc.actor, scope: sc.scope, detail: { rule: sc.rule, code: sc.code, cause: sc.cause ?? null, timeoutType: sc.timeoutType ?? null, message } };
+  return {
+    class: sc.cls,
+    retryable: sc.retryable,
+    actor: sc.actor,
+    scope: sc.scope,
+    detail: { rule: sc.rule, code: sc.code, cause: sc.cause ?? null, timeoutType: sc.timeoutType ?? null, message },
+  };
 }
 
 /** Writes the trail to `file` (gzip-compressed with `gzip`); resolves with the number of bytes. */
@@ -409,5 +713,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const t0 = performance.now();
   const bytes = await writeTrail(out, opts, gzip);
   const s = (performance.now() - t0) / 1000;
-  process.stdout.write(`${opts.records.toLocaleString('en-US')} records, ${(bytes / 1024 / 1024).toFixed(0)} MB of JSON${gzip ? ' (gzip-compressed)' : ''} in ${s.toFixed(1)} s → ${out}\n`);
+  process.stdout.write(
+    `${opts.records.toLocaleString('en-US')} records, ${(bytes / 1024 / 1024).toFixed(0)} MB of JSON${gzip ? ' (gzip-compressed)' : ''} in ${s.toFixed(1)} s → ${out}\n`,
+  );
 }

@@ -75,7 +75,12 @@ export function summarizeProfile(profile, messages = null) {
     [...map.entries()]
       .sort((a, b) => b[1] - a[1])
       .slice(0, n)
-      .map(([name, us]) => ({ name, ms: Math.round(us / 100) / 10, share: us / busyUs, usPerMessage: messages ? Math.round((us / messages) * 10) / 10 : null }));
+      .map(([name, us]) => ({
+        name,
+        ms: Math.round(us / 100) / 10,
+        share: us / busyUs,
+        usPerMessage: messages ? Math.round((us / messages) * 10) / 10 : null,
+      }));
   return {
     messages,
     sampledMs: Math.round(totalUs / 1000),
@@ -90,7 +95,11 @@ export function formatProfile(s) {
   const pct = (x) => `${(x * 100).toFixed(1).padStart(5)} %`;
   const per = (f) => (f.usPerMessage === null ? '' : `${String(f.usPerMessage).padStart(7)} µs/msg`);
   const row = (f) => `  ${pct(f.share)}  ${String(f.ms).padStart(8)} ms ${per(f)}  ${f.name}`;
-  const lines = [`CPU profile: ${s.busyMs} ms on the main thread (of ${s.sampledMs} ms sampled)` + (s.messages ? `, ${s.messages} messages relayed` : ''), '', 'by area (self time):'];
+  const lines = [
+    `CPU profile: ${s.busyMs} ms on the main thread (of ${s.sampledMs} ms sampled)` + (s.messages ? `, ${s.messages} messages relayed` : ''),
+    '',
+    'by area (self time):',
+  ];
   for (const a of s.byArea) lines.push(row(a));
   lines.push('', 'functions by self time:');
   for (const f of s.topSelf) lines.push(row(f));

@@ -120,12 +120,26 @@ function runChild(cmd, args, timeoutMs) {
 export async function generateLoad({ port, sessions, messages, size, reuse, timeoutMs = 60_000 }) {
   const smtpSource = findProgram('smtp-source');
   if (smtpSource) {
-    const args = ['-s', String(sessions), '-m', String(messages), '-l', String(size), ...(reuse ? ['-d'] : []),
-      '-M', 'bench.mailtrail.test', '-f', 'bench@bench.mailtrail.test', '-t', 'sink@bench.mailtrail.test', `127.0.0.1:${port}`];
+    const args = [
+      '-s',
+      String(sessions),
+      '-m',
+      String(messages),
+      '-l',
+      String(size),
+      ...(reuse ? ['-d'] : []),
+      '-M',
+      'bench.mailtrail.test',
+      '-f',
+      'bench@bench.mailtrail.test',
+      '-t',
+      'sink@bench.mailtrail.test',
+      `127.0.0.1:${port}`,
+    ];
     const r = await runChild(smtpSource, args, timeoutMs);
     // smtp-source stops at the first unexpected reply and says so on stderr.
     const ok = r.code === 0 && !r.err.trim();
-    return { sent: ok ? messages : 0, failed: ok ? 0 : messages, elapsedMs: r.elapsedMs, error: ok ? null : (r.err.trim() || `exit ${r.code ?? r.signal}`) };
+    return { sent: ok ? messages : 0, failed: ok ? 0 : messages, elapsedMs: r.elapsedMs, error: ok ? null : r.err.trim() || `exit ${r.code ?? r.signal}` };
   }
   return ownLoad({ port, sessions, messages, size, reuse, deadlineMs: timeoutMs });
 }

@@ -132,7 +132,10 @@ async function worker(attack, port, deadline) {
 
 function trailLines(file, fromByte) {
   const text = readFileSync(file).subarray(fromByte).toString('utf8');
-  return text.split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l));
 }
 
 async function runAttack(attack, port, auditFile) {

@@ -76,7 +76,12 @@ function bump(map: Record<string, number>, key: string): void {
 
 const stripAngles = (id: string | null): string | null => (id === null ? null : id.replace(/^<|>$/g, ''));
 
-export function account(clients: readonly ClientMessage[], upstream: readonly ReceivedMessage[], trail: TrailContents, killedGenerations: ReadonlySet<number>): Accounting {
+export function account(
+  clients: readonly ClientMessage[],
+  upstream: readonly ReceivedMessage[],
+  trail: TrailContents,
+  killedGenerations: ReadonlySet<number>,
+): Accounting {
   const problems: string[] = [];
   let unaccounted = 0;
   const problem = (text: string): void => {
@@ -179,7 +184,9 @@ export function account(clients: readonly ClientMessage[], upstream: readonly Re
     if (records.length !== 1) problem(`${c.messageId}: ${records.length} relay records for one transaction`);
     // Rule 2: the upstream may have it, so either the client knows (2xx) or the trail says unknown.
     if (mayHave(c.messageId) && !(code >= 200 && code < 300) && record.failure?.class !== 'unknown_outcome') {
-      problem(`${c.messageId}: the upstream has it, the client got ${code} and the record says ${record.failure?.class ?? record.outcome}, not unknown_outcome`);
+      problem(
+        `${c.messageId}: the upstream has it, the client got ${code} and the record says ${record.failure?.class ?? record.outcome}, not unknown_outcome`,
+      );
     }
   }
 

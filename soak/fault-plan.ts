@@ -55,7 +55,10 @@ const DATA: Weighted<DataFault | undefined> = [
 /** The name under which each fault of the tables above is counted, e.g. "after DATA: drop-after-dot". */
 export function everyFault(): string[] {
   const names = (kind: string, table: Weighted<unknown>): string[] =>
-    table.map(([, v]) => nameOf(v)).filter((n) => n !== 'none' && n !== 'ok').map((n) => `${kind}: ${n}`);
+    table
+      .map(([, v]) => nameOf(v))
+      .filter((n) => n !== 'none' && n !== 'ok')
+      .map((n) => `${kind}: ${n}`);
   return [...names('greeting', GREETING), ...names('MAIL FROM', MAIL_FROM), ...names('RCPT', RCPT), ...names('after DATA', DATA)];
 }
 
@@ -86,10 +89,7 @@ export interface FaultInjector {
  * moment (refused connections); every ~`dropEveryMs` it drops every open connection (the relay's
  * pooled connections die under it, some mid-transaction).
  */
-export function injectFaults(
-  upstream: FakeUpstream,
-  opts: { random?: () => number; refuseEveryMs?: number; dropEveryMs?: number } = {},
-): FaultInjector {
+export function injectFaults(upstream: FakeUpstream, opts: { random?: () => number; refuseEveryMs?: number; dropEveryMs?: number } = {}): FaultInjector {
   const random = opts.random ?? Math.random;
   const counts: FaultCounts = {};
   const count = (kind: string, value: unknown): void => {
@@ -102,7 +102,11 @@ export function injectFaults(
   // after that the dice decide.
   const forced = new Map<string, unknown[]>();
   const roll = <T>(kind: string, table: Weighted<T>): T => {
-    if (!forced.has(kind)) forced.set(kind, table.map(([, v]) => v).filter((v) => nameOf(v) !== 'none' && nameOf(v) !== 'ok'));
+    if (!forced.has(kind))
+      forced.set(
+        kind,
+        table.map(([, v]) => v).filter((v) => nameOf(v) !== 'none' && nameOf(v) !== 'ok'),
+      );
     const queue = forced.get(kind)!;
     const value = queue.length > 0 && random() < 0.5 ? (queue.shift() as T) : pick(table, random);
     count(kind, value);
@@ -129,9 +133,12 @@ export function injectFaults(
     const tick = (): void => {
       if (stopped) return;
       timers.push(
-        setTimeout(() => {
-          void Promise.resolve(fn()).finally(tick);
-        }, ms * (0.5 + random())),
+        setTimeout(
+          () => {
+            void Promise.resolve(fn()).finally(tick);
+          },
+          ms * (0.5 + random()),
+        ),
       );
     };
     tick();

@@ -54,7 +54,10 @@ async function checkConfig(file: string): Promise<string[]> {
     return [];
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? '');
-    return stderr.split('\n').map((l) => l.trim()).filter((l) => l && !l.startsWith('mailtrail: invalid configuration'));
+    return stderr
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('mailtrail: invalid configuration'));
   }
 }
 

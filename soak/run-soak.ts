@@ -52,7 +52,10 @@ function freePort(): Promise<number> {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function errorLines(stderr: string): string[] {
-  return stderr.split('\n').filter((l) => /"level":"(error|fatal)"/.test(l)).slice(0, 20);
+  return stderr
+    .split('\n')
+    .filter((l) => /"level":"(error|fatal)"/.test(l))
+    .slice(0, 20);
 }
 
 export async function runSoak(opts: SoakOptions): Promise<SoakReport> {

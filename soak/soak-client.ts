@@ -182,14 +182,7 @@ export async function runClient(
 }
 
 /** One message over an open session. Returns false when the session is over. */
-async function sendOne(
-  conn: Connection,
-  messageId: string,
-  client: number,
-  generation: number,
-  opts: ClientOptions,
-  log: ClientMessage[],
-): Promise<boolean> {
+async function sendOne(conn: Connection, messageId: string, client: number, generation: number, opts: ClientOptions, log: ClientMessage[]): Promise<boolean> {
   const recipients = 1 + Math.floor(opts.random() * 3);
   const to = Array.from({ length: recipients }, (_, i) => `rcpt${i}-${client}@dest.example`);
   // Mostly small, now and then big enough that a reset mid-DATA really cuts the body.

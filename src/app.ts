@@ -240,7 +240,14 @@ export class App {
       listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
     });
     const served = config.http !== null;
-    const metrics = served ? new Metrics(bus, { upstreams: names, sinks: config.alerts.sinks.map((s) => s.name), sessionsActive: () => this.#listeners?.activeSessions ?? 0, processMetrics: true }) : null;
+    const metrics = served
+      ? new Metrics(bus, {
+          upstreams: names,
+          sinks: config.alerts.sinks.map((s) => s.name),
+          sessionsActive: () => this.#listeners?.activeSessions ?? 0,
+          processMetrics: true,
+        })
+      : null;
     const recent = served ? new RecentTransactions(bus) : null;
     const errors = served ? new ErrorGroups(bus) : null;
     const { alerts: alertsConfig } = config;

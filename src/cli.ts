@@ -51,7 +51,8 @@ const CHECK_CONFIG = configCommand('check-config', 'validate a config; exit 1 li
 
 const HASH_PASSWORD = {
   name: 'hash-password',
-  usage: "usage: mailtrail hash-password   reads a password on standard input (printf '%s' \"$PW\" | mailtrail hash-password), prints a passwordHash for clients.users",
+  usage:
+    'usage: mailtrail hash-password   reads a password on standard input (printf \'%s\' "$PW" | mailtrail hash-password), prints a passwordHash for clients.users',
   options: { help: { type: 'boolean', short: 'h' } },
   // Never echo it back: a stray argument here is most likely the password itself.
   args: { max: 0, instead: 'the password is read from standard input, not from the command line (where the shell history and the process list would keep it)' },
@@ -227,7 +228,7 @@ function print(text: string): number {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`mailtrail: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.stderr.write(`mailtrail: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);
   },
 );

@@ -38,7 +38,10 @@ export function startupOutputPlan(terminals: { stdout: boolean; stderr: boolean 
 export function announceStart(info: RunningInfo, config: Config, streams: StartupStreams, log: Logger): void {
   const plan = startupOutputPlan({ stdout: streams.stdout.isTTY === true, stderr: streams.stderr.isTTY === true }, info.auditFile === '-');
   if (plan.banner) streams[plan.banner].write(startupBanner(info, config));
-  log.info({ listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile, http: info.http, warnings: info.warnings.length }, 'mailtrail started');
+  log.info(
+    { listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile, http: info.http, warnings: info.warnings.length },
+    'mailtrail started',
+  );
   if (plan.logWarnings) {
     for (const w of info.warnings) log.warn({ code: w.code, ...w.fields }, w.message);
   }
@@ -52,9 +55,13 @@ export function startupBanner(info: RunningInfo, config: Config): string {
   for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port} (${u.tls})`);
   if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
   lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
-  if (info.http) lines.push(`  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`);
+  if (info.http)
+    lines.push(
+      `  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`,
+    );
   lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
   for (const w of info.warnings) lines.push(`  warning   ${w.message}`);
-  if (info.sinkDir) lines.push('  try       swaks --server ' + `${info.listeners[0]?.host}:${info.listeners[0]?.port}` + ' --from app@example.com --to you@example.org');
+  if (info.sinkDir)
+    lines.push('  try       swaks --server ' + `${info.listeners[0]?.host}:${info.listeners[0]?.port}` + ' --from app@example.com --to you@example.org');
   return lines.join('\n') + '\n';
 }

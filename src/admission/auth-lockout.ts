@@ -40,7 +40,15 @@ export type AuthVerdict =
 export type AuthEvent =
   | { readonly kind: 'failure' }
   | { readonly kind: 'refused' }
-  | { readonly kind: 'lockout'; readonly scope: LockScope; readonly address: string; readonly level: number; readonly durationMs: number; readonly failures: number; readonly windowMs: number };
+  | {
+      readonly kind: 'lockout';
+      readonly scope: LockScope;
+      readonly address: string;
+      readonly level: number;
+      readonly durationMs: number;
+      readonly failures: number;
+      readonly windowMs: number;
+    };
 
 /** What the lockout's events are published as (metrics, the built-in alert). */
 export interface AuthEvents {

@@ -39,7 +39,10 @@ export function loadPublicKey(pemFile: string): KeyObject {
 }
 
 export function keyIdOf(publicKey: KeyObject): string {
-  return createHash('sha256').update(publicKey.export({ type: 'spki', format: 'der' })).digest('hex').slice(0, 16);
+  return createHash('sha256')
+    .update(publicKey.export({ type: 'spki', format: 'der' }))
+    .digest('hex')
+    .slice(0, 16);
 }
 
 export function signatureValid(publicKey: KeyObject, data: string, signature: string): boolean {

@@ -32,7 +32,8 @@ export class FreeSpaceGuard {
     if (this.#reserve <= 0) return true;
     const now = this.#now();
     const margin = this.#available - this.#writtenSince - this.#reserve;
-    const stale = margin > 0 ? now - this.#checkedAt >= RECHECK_MS || this.#writtenSince * 2 >= this.#available - this.#reserve : now - this.#checkedAt >= LOW_RECHECK_MS;
+    const stale =
+      margin > 0 ? now - this.#checkedAt >= RECHECK_MS || this.#writtenSince * 2 >= this.#available - this.#reserve : now - this.#checkedAt >= LOW_RECHECK_MS;
     if (stale) this.#look(now);
     return this.#available - this.#writtenSince > this.#reserve;
   }

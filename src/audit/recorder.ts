@@ -126,7 +126,10 @@ export class Recorder {
     if (refusal === this.#refusal) return;
     this.#refusal = refusal;
     if (refusal === 'low-space') {
-      this.#log.error({ file: this.#writer.file, freeBytes: this.#writer.freeBytes }, 'audit trail filesystem below audit.minFreeSpace: refusing messages before relaying');
+      this.#log.error(
+        { file: this.#writer.file, freeBytes: this.#writer.freeBytes },
+        'audit trail filesystem below audit.minFreeSpace: refusing messages before relaying',
+      );
     } else if (refusal === null) {
       this.#log.info({ file: this.#writer.file }, 'audit trail writable again: relaying');
     }

@@ -85,12 +85,7 @@ class Reception {
   #ended = false;
   #settled = false;
 
-  constructor(
-    stream: Readable,
-    opts: ReceiveOptions,
-    resolve: (message: BufferedMessage) => void,
-    reject: (error: ReceiveError) => void,
-  ) {
+  constructor(stream: Readable, opts: ReceiveOptions, resolve: (message: BufferedMessage) => void, reject: (error: ReceiveError) => void) {
     this.#stream = stream;
     this.#opts = opts;
     this.#resolve = resolve;

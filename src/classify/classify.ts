@@ -15,7 +15,6 @@ import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from './upstrea
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import { ERR } from '../error-codes.js';
 
-
 interface Decision {
   readonly class: UpstreamFailureClass;
   readonly rule: string;

@@ -93,7 +93,7 @@ export interface ErrorRule {
  */
 export const PASSWORD_AUTH_DISABLED_HINT =
   'move this account to OAuth2 (XOAUTH2): the provider no longer accepts a password for it. ' +
-  'mailtrail logs in upstream with a password only, so send through the provider\'s connector or SMTP relay that accepts ' +
+  "mailtrail logs in upstream with a password only, so send through the provider's connector or SMTP relay that accepts " +
   'mailtrail by its IP address instead, or, while the provider allows it, enable SMTP AUTH for this mailbox (Microsoft) ' +
   'or use an app password (Google)';
 

@@ -68,12 +68,7 @@ export function count(fallback: number) {
 
 /** A positive number, decimals allowed ("0.5" from the environment too); null = not set. */
 export function rate(max: number) {
-  return z
-    .preprocess(
-      (v) => (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : v),
-      z.number().positive().max(max).nullable(),
-    )
-    .default(null);
+  return z.preprocess((v) => (typeof v === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(v) ? Number(v) : v), z.number().positive().max(max).nullable()).default(null);
 }
 
 /** A share: 0 < r ≤ 1, from the environment too. */

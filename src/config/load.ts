@@ -155,9 +155,7 @@ export function interpolateEnv(raw: unknown, env: NodeJS.ProcessEnv): Interpolat
 
 function interpolateValue(value: unknown, env: NodeJS.ProcessEnv, path: PropertyKey[], problems: ConfigProblem[]): unknown {
   if (typeof value === 'string') {
-    return interpolateString(value, env, (name) =>
-      problems.push({ path: formatPath(path), message: `environment variable ${name} is not set` }),
-    );
+    return interpolateString(value, env, (name) => problems.push({ path: formatPath(path), message: `environment variable ${name} is not set` }));
   }
   if (Array.isArray(value)) return value.map((item, i) => interpolateValue(item, env, [...path, i], problems));
   if (typeof value === 'object' && value !== null) {
@@ -180,7 +178,5 @@ function interpolateString(text: string, env: NodeJS.ProcessEnv, onUnset: (name:
 
 /** True when `problem` is at or below the path of a problem already reported. */
 function coveredBy(problem: ConfigProblem, earlier: readonly ConfigProblem[]): boolean {
-  return earlier.some(
-    (e) => problem.path === e.path || problem.path.startsWith(`${e.path}.`) || problem.path.startsWith(`${e.path}[`),
-  );
+  return earlier.some((e) => problem.path === e.path || problem.path.startsWith(`${e.path}.`) || problem.path.startsWith(`${e.path}[`));
 }

@@ -30,27 +30,31 @@ import type { Config } from './types.js';
 const dataDir = path().default('./data');
 
 /** Key order is the order problems are reported in. */
-export const configSchema = z.strictObject({
-  listen: listenSection,
-  tls: tlsSection,
-  clients: clientsSection,
-  limits: limitsSection,
-  timeouts: timeoutsSection,
-  upstreams: upstreamsSection,
-  routes: routesSection,
-  audit: auditSection,
-  http: httpSection,
-  alerts: alertsSection,
-  log: logSection,
-  /** Name announced in the greeting and EHLO reply; the machine's host name when absent. */
-  hostname: hostName().optional(),
-  dataDir,
-  unknownOutcomeReply: z.preprocess(fromNumericString, z.literal([451, 250])).default(451),
-}).superRefine(routesConsistency, ALWAYS);
+export const configSchema = z
+  .strictObject({
+    listen: listenSection,
+    tls: tlsSection,
+    clients: clientsSection,
+    limits: limitsSection,
+    timeouts: timeoutsSection,
+    upstreams: upstreamsSection,
+    routes: routesSection,
+    audit: auditSection,
+    http: httpSection,
+    alerts: alertsSection,
+    log: logSection,
+    /** Name announced in the greeting and EHLO reply; the machine's host name when absent. */
+    hostname: hostName().optional(),
+    dataDir,
+    unknownOutcomeReply: z.preprocess(fromNumericString, z.literal([451, 250])).default(451),
+  })
+  .superRefine(routesConsistency, ALWAYS);
 
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
-type ConfigFitsSchema = Expect<Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>>;
+type ConfigFitsSchema = Expect<
+  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
+>;
 
 // ---------------------------------------------------------------------------------------------------
 // Validation and normalisation
@@ -77,7 +81,10 @@ const trailSection = z.strictObject({ audit: auditSection, dataDir });
  * of the full file. The trail's readers use it, so a copy of the operator's file whose other keys
  * need secrets (upstream passwords, webhook secrets) still tells them where the trail is.
  */
-export function validateTrailSection(raw: unknown, baseDir: string): { readonly ok: true; readonly config: TrailConfig } | { readonly ok: false; readonly problems: ConfigProblem[] } {
+export function validateTrailSection(
+  raw: unknown,
+  baseDir: string,
+): { readonly ok: true; readonly config: TrailConfig } | { readonly ok: false; readonly problems: ConfigProblem[] } {
   const result = trailSection.safeParse(raw, { error: issueMessage });
   if (!result.success) return { ok: false, problems: problemsFromIssues(result.error.issues) };
   const dataDir = resolve(baseDir, result.data.dataDir);

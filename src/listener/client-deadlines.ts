@@ -274,7 +274,10 @@ class SessionClock {
   #cutMessage(stream: MessageStream, now: number): void {
     const rate = this.#limits.dataMinRate;
     const reply: SmtpReply = { ...CLIENT_REPLIES.data_too_slow, text: `Message data arriving under ${rate} bytes per second, closing connection` };
-    const err = new SlowClientError(reply, `message data under timeouts.dataMinRate (${rate} bytes/s): ${stream.byteLength} bytes in ${seconds(now - this.#dataSince)}`);
+    const err = new SlowClientError(
+      reply,
+      `message data under timeouts.dataMinRate (${rate} bytes/s): ${stream.byteLength} bytes in ${seconds(now - this.#dataSince)}`,
+    );
     this.#phase = 'relaying';
     this.#stream = null;
     // The transaction reads the stream and listens for its errors; smtp-server does the same check.

@@ -79,9 +79,8 @@ export function missingInternals(): string[] {
 function assertInternals(): void {
   const missing = missingInternals();
   if (missing.length > 0) {
-    throw Object.assign(
-      new Error(`smtp-server internals changed (${missing.join(', ')}); the greeting-delay removal must be revisited`),
-      { code: ERR.SMTP_SERVER_INTERNALS },
-    );
+    throw Object.assign(new Error(`smtp-server internals changed (${missing.join(', ')}); the greeting-delay removal must be revisited`), {
+      code: ERR.SMTP_SERVER_INTERNALS,
+    });
   }
 }

@@ -179,7 +179,10 @@ export class SmtpListeners {
       logger: false,
       onConnect: (session, cb) => cb(this.#onConnect(session)),
       onAuth: (auth, session, cb) => {
-        this.#onAuth(auth, session).then((r) => cb(r.err, r.ok), (err: Error) => cb(err));
+        this.#onAuth(auth, session).then(
+          (r) => cb(r.err, r.ok),
+          (err: Error) => cb(err),
+        );
       },
       onMailFrom: (address, session, cb) => cb(this.#onMailFrom(address.address, session)),
       onRcptTo: (address, session, cb) => cb(this.#onRcptTo(address.address, session)),

@@ -26,7 +26,10 @@ export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
     ? `${reply.code}${reply.enhanced ? ` ${reply.enhanced}` : ''} ${normalizeReplyText(reply.text)}`
     : normalizeReplyText(d.cause ?? d.code ?? d.message ?? '');
   const upstream = record.upstream?.name ?? null;
-  const key = createHash('sha256').update(`${record.failure.class}\u0000${upstream ?? ''}\u0000${normalized}`).digest('hex').slice(0, 16);
+  const key = createHash('sha256')
+    .update(`${record.failure.class}\u0000${upstream ?? ''}\u0000${normalized}`)
+    .digest('hex')
+    .slice(0, 16);
   return { key, class: record.failure.class, upstream, normalized };
 }
 
@@ -42,16 +45,18 @@ export function errorReply(record: RelayRecord): RelayRecord['rcpt'][number]['re
 
 /** Masks what varies per message: addresses, bracketed ids, hex/base32 ids, IPs, numbers. */
 export function normalizeReplyText(text: string): string {
-  return text
-    .replace(/\(id [0-9A-Z]{26}\)/g, '(id <id>)')
-    .replace(/<[^<>\s]*@[^<>\s]*>/g, '<address>')
-    .replace(/[^\s<>()[\]"',;:]+@[^\s<>()[\]"',;:]+/g, '<address>')
-    .replace(/\b\d{1,3}(?:\.\d{1,3}){3}\b/g, '<ip>')
-    .replace(/\[[0-9a-fA-F:.]+\]/g, '[<ip>]')
-    .replace(/<[^<>\s]{8,}>/g, '<id>')
-    // Queue ids and similar tokens: 8+ characters mixing letters and digits.
-    .replace(/\b(?=[0-9A-Za-z-]*\d)(?=[0-9A-Za-z-]*[A-Za-z])[0-9A-Za-z][0-9A-Za-z-]{7,}\b/g, '<id>')
-    .replace(/\b\d+\b/g, '<n>')
-    .replace(/\s+/g, ' ')
-    .trim();
+  return (
+    text
+      .replace(/\(id [0-9A-Z]{26}\)/g, '(id <id>)')
+      .replace(/<[^<>\s]*@[^<>\s]*>/g, '<address>')
+      .replace(/[^\s<>()[\]"',;:]+@[^\s<>()[\]"',;:]+/g, '<address>')
+      .replace(/\b\d{1,3}(?:\.\d{1,3}){3}\b/g, '<ip>')
+      .replace(/\[[0-9a-fA-F:.]+\]/g, '[<ip>]')
+      .replace(/<[^<>\s]{8,}>/g, '<id>')
+      // Queue ids and similar tokens: 8+ characters mixing letters and digits.
+      .replace(/\b(?=[0-9A-Za-z-]*\d)(?=[0-9A-Za-z-]*[A-Za-z])[0-9A-Za-z][0-9A-Za-z-]{7,}\b/g, '<id>')
+      .replace(/\b\d+\b/g, '<n>')
+      .replace(/\s+/g, ' ')
+      .trim()
+  );
 }

@@ -27,8 +27,7 @@ const JSON_TYPE = 'application/json; charset=utf-8';
 
 /** The endpoint's address, or why a best-effort endpoint did not start. */
 export type HttpStart =
-  | { readonly address: { readonly host: string; readonly port: number }; readonly error: null }
-  | { readonly address: null; readonly error: string };
+  { readonly address: { readonly host: string; readonly port: number }; readonly error: null } | { readonly address: null; readonly error: string };
 
 /**
  * The HTTP side of observability (node:http, no framework): `/metrics`, `/healthz`, `/readyz`,
@@ -162,4 +161,3 @@ function digest(text: string): Buffer {
 function pathOf(req: IncomingMessage): string {
   return (req.url ?? '').split('?', 1)[0] ?? '';
 }
-

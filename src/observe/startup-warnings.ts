@@ -90,7 +90,14 @@ export function startupWarnings(config: Config, facts: StartupFacts): StartupWar
 
 /** The warnings a configuration carries by itself, before anything starts (check-config shows them). */
 export function configWarnings(config: Config): StartupWarning[] {
-  return startupWarnings(config, { ephemeralCert: config.tls === null, upstreams: config.upstreams, httpNotStarted: null, auditTornTail: false, auditUnchained: null, dataDirUnlocked: null });
+  return startupWarnings(config, {
+    ephemeralCert: config.tls === null,
+    upstreams: config.upstreams,
+    httpNotStarted: null,
+    auditTornTail: false,
+    auditUnchained: null,
+    dataDirUnlocked: null,
+  });
 }
 
 /**

@@ -196,9 +196,7 @@ function describe(facts: UpstreamFacts): string | null {
   if (reply !== null && reply.code >= 400) {
     return `upstream replied ${reply.code}${reply.enhanced === null ? '' : ` ${reply.enhanced}`}`;
   }
-  return (
-    wordsFor(TIMEOUT_WORDS, facts.timeoutType) ?? wordsFor(CAUSE_WORDS, facts.cause) ?? wordsFor(ERROR_WORDS, facts.errorCode)
-  );
+  return wordsFor(TIMEOUT_WORDS, facts.timeoutType) ?? wordsFor(CAUSE_WORDS, facts.cause) ?? wordsFor(ERROR_WORDS, facts.errorCode);
 }
 
 function wordsFor(table: Readonly<Record<string, string>>, key: string | null): string | null {

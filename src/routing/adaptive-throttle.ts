@@ -25,12 +25,7 @@ export class AdaptiveThrottle {
   #decayTimer: NodeJS.Timeout | null = null;
   #closed = false;
 
-  constructor(
-    upstream: string,
-    backoff: UpstreamRateLimitConfig['backoff'],
-    onChange: (delayMs: number) => void,
-    clock: ThrottleClock = performance,
-  ) {
+  constructor(upstream: string, backoff: UpstreamRateLimitConfig['backoff'], onChange: (delayMs: number) => void, clock: ThrottleClock = performance) {
     this.upstream = upstream;
     this.#backoff = backoff;
     this.#onChange = onChange;

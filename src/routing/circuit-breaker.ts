@@ -55,12 +55,7 @@ export class CircuitBreaker {
   #probeInFlight = false;
   #closed = false;
 
-  constructor(
-    upstream: string,
-    config: UpstreamBreakerConfig | null,
-    onChange: (transition: BreakerTransition) => void,
-    clock: BreakerClock = performance,
-  ) {
+  constructor(upstream: string, config: UpstreamBreakerConfig | null, onChange: (transition: BreakerTransition) => void, clock: BreakerClock = performance) {
     this.upstream = upstream;
     this.#config = config;
     this.#onChange = onChange;
@@ -187,7 +182,6 @@ export class CircuitBreaker {
     this.#cooldownTimer = null;
   }
 }
-
 
 /**
  * What a classified attempt says about the upstream's health. Only infrastructure classes count as

@@ -78,7 +78,9 @@ export class EgressRateLimiter {
   }
 
   /** The bookkeeping of `take` without the waiting; `cancel()` gives an unused slot back. */
-  reserve(limitMs: number):
+  reserve(
+    limitMs: number,
+  ):
     | { readonly ok: true; readonly waitMs: number; cancel(): void }
     | { readonly ok: false; readonly waitedMs: 0; readonly refusal: RateRefusal; readonly wouldWaitMs: number } {
     const interval = Math.max(this.#baseInterval, this.#throttle?.delayMs ?? 0);

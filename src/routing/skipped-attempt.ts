@@ -3,7 +3,6 @@ import type { ClassifiedAttempt } from './relay-decision.js';
 import type { UpstreamFacts, Verdict } from '../classify/upstream-facts.js';
 import { ERR } from '../error-codes.js';
 
-
 /**
  * An upstream that mailtrail did not even try: its breaker is open. Recorded in `attempts[]` like
  * any try (phase `connecting`, ms 0, error EBREAKEROPEN) so the trail shows why the next upstream got

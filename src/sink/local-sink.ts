@@ -31,7 +31,10 @@ export class LocalSink {
       banner: 'mailtrail local sink',
       closeTimeout: 1000,
       onData: (stream, _session, cb) => {
-        this.#store(stream).then((id) => cb(null, `Ok: queued as ${id}`), (err: Error) => cb(Object.assign(err, { responseCode: 451 })));
+        this.#store(stream).then(
+          (id) => cb(null, `Ok: queued as ${id}`),
+          (err: Error) => cb(Object.assign(err, { responseCode: 451 })),
+        );
       },
     });
     removeGreetingDelay(this.#server);

@@ -225,7 +225,8 @@ function otherLine(r: Record<string, unknown>, style: Style): string {
   const facts: string[] = [];
   for (const key of ['seq', 'hash']) {
     const v = r[key];
-    if (typeof v === 'number' || (typeof v === 'string' && v.length > 0)) facts.push(`${key}=${typeof v === 'string' && v.length > 16 ? v.slice(0, 16) + '…' : v}`);
+    if (typeof v === 'number' || (typeof v === 'string' && v.length > 0))
+      facts.push(`${key}=${typeof v === 'string' && v.length > 16 ? v.slice(0, 16) + '…' : v}`);
   }
   return [
     paint(style, 'dim', formatTime(r.time as string | undefined)),

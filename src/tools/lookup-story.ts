@@ -5,17 +5,7 @@
  * text is escaped for the terminal first (terminal-text.ts).
  */
 import type { RelayRecord } from '../audit/records.js';
-import {
-  formatAddress,
-  formatBytes,
-  formatMs,
-  formatReply,
-  formatTime,
-  outcomeColor,
-  paint,
-  recordLine,
-  type Style,
-} from './format.js';
+import { formatAddress, formatBytes, formatMs, formatReply, formatTime, outcomeColor, paint, recordLine, type Style } from './format.js';
 import type { TrailEntry } from './trail-reader.js';
 
 export type KeyKind = 'id' | 'message-id' | 'address' | 'queue or connection id';
@@ -83,7 +73,9 @@ function outcomeList(relays: readonly RelayRecord[]): string {
 function relayStory(r: RelayRecord, style: Style, where: string): string[] {
   const lines: string[] = [];
   const cls = r.failure ? `  ${r.failure.class}` : '';
-  lines.push(`${paint(style, 'dim', formatTime(r.time))}  relay  ${paint(style, outcomeColor(r.outcome), r.outcome)}${cls}  ${r.id}  ${paint(style, 'dim', where)}`);
+  lines.push(
+    `${paint(style, 'dim', formatTime(r.time))}  relay  ${paint(style, outcomeColor(r.outcome), r.outcome)}${cls}  ${r.id}  ${paint(style, 'dim', where)}`,
+  );
   const field = (name: string, text: string): void => void lines.push(`    ${name.padEnd(10)}${text}`);
   const m = r.message;
   if (m) {
@@ -95,7 +87,10 @@ function relayStory(r: RelayRecord, style: Style, where: string): string[] {
   if (r.client) {
     const c = r.client;
     const tls = c.tls?.protocol ? ` ${c.tls.protocol}` : ' no TLS';
-    field('client', `${c.ip}:${c.port}${c.helo ? ` helo ${c.helo}` : ''}${c.user ? ` user ${c.user}` : ''}${tls}  connection ${r.session?.id ?? '-'} #${r.session?.txn ?? '-'}`);
+    field(
+      'client',
+      `${c.ip}:${c.port}${c.helo ? ` helo ${c.helo}` : ''}${c.user ? ` user ${c.user}` : ''}${tls}  connection ${r.session?.id ?? '-'} #${r.session?.txn ?? '-'}`,
+    );
   }
   (r.attempts ?? []).forEach((a, i) => {
     const result = a.reply ? formatReply(a.reply) : a.error ? [a.error.code, a.error.cause, a.error.message].filter(Boolean).join(' ') : '-';
@@ -118,7 +113,11 @@ function relayStory(r: RelayRecord, style: Style, where: string): string[] {
   }
   field('replied', r.clientReply?.code === 0 ? 'nothing (the client had gone)' : formatReply(r.clientReply));
   const t = r.timing;
-  if (t) field('timing', `total ${formatMs(t.totalMs)}: receive ${t.receiveMs}, wait ${t.waitMs}, connect ${t.connectMs}, envelope ${t.envelopeMs}, data ${t.dataMs} (ms)`);
+  if (t)
+    field(
+      'timing',
+      `total ${formatMs(t.totalMs)}: receive ${t.receiveMs}, wait ${t.waitMs}, connect ${t.connectMs}, envelope ${t.envelopeMs}, data ${t.dataMs} (ms)`,
+    );
   if (r.duplicateRisk) lines.push(paint(style, 'yellow', '    duplicate risk: connection lost after the final dot; the upstream may have the message'));
   if (r.duplicateOf) lines.push(paint(style, 'yellow', `    duplicate of ${r.duplicateOf}: the same message (hash and envelope) was sent before`));
   return lines;

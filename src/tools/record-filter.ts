@@ -22,7 +22,12 @@ export const NO_FILTER: RecordFilter = { failures: false, outcomes: null, classe
 
 export function listValue(value: string | undefined): ReadonlySet<string> | null {
   if (value === undefined) return null;
-  return new Set(value.split(',').map((v) => v.trim()).filter(Boolean));
+  return new Set(
+    value
+      .split(',')
+      .map((v) => v.trim())
+      .filter(Boolean),
+  );
 }
 
 export function isEmptyFilter(f: RecordFilter): boolean {

@@ -122,7 +122,14 @@ export interface DecidedCounts {
 export interface Report {
   readonly range: { readonly since: string | null; readonly until: string | null; readonly first: string | null; readonly last: string | null };
   /** Records in the range, by type (`other`: types this version does not know). */
-  readonly records: { readonly relay: number; readonly reject: number; readonly session: number; readonly alert: number; readonly checkpoint: number; readonly other: number };
+  readonly records: {
+    readonly relay: number;
+    readonly reject: number;
+    readonly session: number;
+    readonly alert: number;
+    readonly checkpoint: number;
+    readonly other: number;
+  };
   readonly outcomes: OutcomeCounts;
   readonly successRate: number | null;
   readonly deferrals: number;
@@ -271,11 +278,13 @@ export class ReportBuilder {
       if (outcome === 'delivered') hour.delivered += 1;
       else hour.failed += 1;
     }
-    if (this.#opts.by) for (const key of relayKeys(r, this.#opts.by)) this.#countGroup(key, (g) => {
-      g.relay += 1;
-      if (outcome in g.outcomes) g.outcomes[outcome] += 1;
-      if (decider === 'mailtrail') g.byMailtrail += 1;
-    });
+    if (this.#opts.by)
+      for (const key of relayKeys(r, this.#opts.by))
+        this.#countGroup(key, (g) => {
+          g.relay += 1;
+          if (outcome in g.outcomes) g.outcomes[outcome] += 1;
+          if (decider === 'mailtrail') g.byMailtrail += 1;
+        });
   }
 
   #reject(r: RejectRecord): void {
@@ -326,7 +335,16 @@ export class ReportBuilder {
     }
     const decidedBy = { upstream: 0, mailtrail: 0 };
     decidedBy[decider] = 1;
-    this.#errors.set(fp.key, { class: fp.class, upstream: fp.upstream, normalized: fp.normalized, count: 1, firstSeen: r.time, lastSeen: r.time, sample: sampleOf(r), decidedBy });
+    this.#errors.set(fp.key, {
+      class: fp.class,
+      upstream: fp.upstream,
+      normalized: fp.normalized,
+      count: 1,
+      firstSeen: r.time,
+      lastSeen: r.time,
+      sample: sampleOf(r),
+      decidedBy,
+    });
   }
 
   /** For a record an upstream decided: the timings are that upstream's. */
@@ -395,9 +413,7 @@ export class ReportBuilder {
       sessions: { ...this.#sessions },
       alerts: { ...this.#alerts },
       errorGroups: {
-        groups: [...this.#errors.entries()]
-          .map(([key, g]) => ({ key, ...g }))
-          .sort((a, b) => b.count - a.count || (a.firstSeen < b.firstSeen ? -1 : 1)),
+        groups: [...this.#errors.entries()].map(([key, g]) => ({ key, ...g })).sort((a, b) => b.count - a.count || (a.firstSeen < b.firstSeen ? -1 : 1)),
         other: this.#errorsOther,
       },
       latency: {

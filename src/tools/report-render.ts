@@ -32,11 +32,23 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   const own = r.decidedBy.mailtrail;
   out.push(row('decided by an upstream', up.relay, 'an upstream was tried: its reply, or its failure'));
   out.push(row('decided by mailtrail', own.relay, 'no upstream tried: too large, trail not writable, every upstream skipped, client gone'));
-  out.push(row('deferrals', r.deferrals, `client told to retry (4xx): ${formatCount(up.outcomes.deferred)} by an upstream, ${formatCount(own.outcomes.deferred)} by mailtrail; unknown outcomes counted apart`));
+  out.push(
+    row(
+      'deferrals',
+      r.deferrals,
+      `client told to retry (4xx): ${formatCount(up.outcomes.deferred)} by an upstream, ${formatCount(own.outcomes.deferred)} by mailtrail; unknown outcomes counted apart`,
+    ),
+  );
   out.push(row('rejected by an upstream', r.rejections.byUpstream, '5xx from an upstream that was tried'));
   out.push(row('rejected by mailtrail', r.rejections.byMailtrail, 'after DATA, no upstream tried (e.g. over limits.maxMessageSize)'));
   out.push(row('refused by mailtrail', r.rejections.refusals, 'before relaying: reject records (policy, protocol), and those counted in session records'));
-  out.push(row('recipients', r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown, `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`));
+  out.push(
+    row(
+      'recipients',
+      r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown,
+      `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`,
+    ),
+  );
   out.push(row('failovers', r.failovers, 'more than one upstream tried or skipped (failure, open breaker, pacing)'));
   out.push(row('duplicate risk', r.duplicateRisk, `unknown outcome: the upstream may have it; ${formatCount(r.duplicateOf)} later linked as duplicates`));
   out.push(row('bytes', null, `${formatBytes(r.bytes.received)} received, ${formatBytes(r.bytes.delivered)} delivered`));
@@ -57,7 +69,8 @@ export function renderReport(report: Report, fileNames: readonly string[], style
     out.push(paint(style, 'dim', `             first ${formatTime(g.firstSeen)}  last ${formatTime(g.lastSeen)}  e.g. ${g.sample.id}: ${g.sample.reply}`));
   }
   more(out, r.errorGroups.groups.length, 'error groups');
-  if (r.errorGroups.other > 0) out.push(`  ${formatCount(r.errorGroups.other)} failures in groups beyond the first ${formatCount(r.errorGroups.groups.length)} (not grouped)`);
+  if (r.errorGroups.other > 0)
+    out.push(`  ${formatCount(r.errorGroups.other)} failures in groups beyond the first ${formatCount(r.errorGroups.groups.length)} (not grouped)`);
 
   h(`Latency per upstream (ms: p50 / p95 / p99, within ${Math.round(r.latency.relativeError * 100)}%)`);
   if (r.latency.upstreams.length === 0) out.push('  (no relay record reached an upstream)');
@@ -72,7 +85,9 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   out.push(`  ${(perDay ? 'day' : 'hour').padEnd(16)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'failed'.padStart(9)} ${'refused'.padStart(9)}`);
   for (const t of perDay ? byDay(r.perHour) : r.perHour) {
     const label = perDay ? t.hour : `${t.hour.replace('T', ' ')}:00`;
-    out.push(`  ${label.padEnd(16)} ${formatCount(t.relay).padStart(9)} ${formatCount(t.delivered).padStart(10)} ${formatCount(t.failed).padStart(9)} ${formatCount(t.rejects).padStart(9)}`);
+    out.push(
+      `  ${label.padEnd(16)} ${formatCount(t.relay).padStart(9)} ${formatCount(t.delivered).padStart(10)} ${formatCount(t.failed).padStart(9)} ${formatCount(t.rejects).padStart(9)}`,
+    );
   }
 
   h(`Top sender domains (messages${r.senderDomains.exact ? '' : '; counts are upper bounds, ± shown'})`);
@@ -82,11 +97,15 @@ export function renderReport(report: Report, fileNames: readonly string[], style
 
   if (r.by) {
     h(`By ${r.by.key}`);
-    out.push(`  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'success'.padStart(8)} ${'not tried'.padStart(10)} ${'refused'.padStart(8)}`);
+    out.push(
+      `  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'success'.padStart(8)} ${'not tried'.padStart(10)} ${'refused'.padStart(8)}`,
+    );
     for (const g of r.by.groups.slice(0, TEXT_ROWS)) out.push(groupLine(g));
     more(out, r.by.groups.length, 'groups');
     if (r.by.other) out.push(groupLine(r.by.other));
-    out.push(paint(style, 'dim', '  not tried: relayed records mailtrail decided without trying an upstream (also in their outcome column); refused: reject records'));
+    out.push(
+      paint(style, 'dim', '  not tried: relayed records mailtrail decided without trying an upstream (also in their outcome column); refused: reject records'),
+    );
   }
   return out;
 }

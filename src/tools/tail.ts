@@ -247,14 +247,7 @@ function buildFilter(
  * Reads `file` forwards. With `keep` = N only the last N matching lines are printed (a ring buffer:
  * memory is N lines); with null every matching line is printed as it comes.
  */
-async function forwards(
-  file: string,
-  keep: number | null,
-  show: TailPlan['show'],
-  out: LineOutput,
-  problems: ReadProblems,
-  io: ToolIo,
-): Promise<void> {
+async function forwards(file: string, keep: number | null, show: TailPlan['show'], out: LineOutput, problems: ReadProblems, io: ToolIo): Promise<void> {
   if (keep !== null) {
     for (const line of await lastForwards(file, keep, show, problems, io.stdin)) await out.line(line);
     return;

@@ -64,9 +64,7 @@ export function withRotated(file: string): string[] {
   } catch {
     return [file];
   }
-  const rotated = entries
-    .map((entry) => rotationOf(entry, name, join(dir, entry)))
-    .filter((r): r is Rotated => r !== null && isFile(r.path));
+  const rotated = entries.map((entry) => rotationOf(entry, name, join(dir, entry))).filter((r): r is Rotated => r !== null && isFile(r.path));
   const compressed = new Set(rotated.filter((r) => r.gz).map((r) => r.path));
   const files = rotated
     .filter((r) => r.gz || !compressed.has(`${r.path}.gz`))

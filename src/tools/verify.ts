@@ -174,7 +174,7 @@ class ChainWalk {
     for (const u of this.#unparsed) {
       this.warnings.push(`torn last line at ${u.file}:${u.line}: a record cut short by a crash or a failed write (never acknowledged to a client)`);
     }
-    let latest: Copy & { seq: number } | null = null;
+    let latest: (Copy & { seq: number }) | null = null;
     for (const [seq, copy] of this.#copies) if (!latest || seq > latest.seq) latest = { ...copy, seq };
     if (latest && (!this.last || latest.seq > this.last.seq)) {
       const where = this.last ?? { file: latest.file, line: latest.line };
@@ -189,7 +189,8 @@ class ChainWalk {
     const here: Seen = { ...at, seq: record.seq, hash: record.hash };
     this.#judgeJump(here);
     this.#link(here, record.prev);
-    for (const u of unparsed) this.warnings.push(`torn line at ${u.file}:${u.line}: a record cut short by a crash or a failed write; the chain continues after it without a gap`);
+    for (const u of unparsed)
+      this.warnings.push(`torn line at ${u.file}:${u.line}: a record cut short by a crash or a failed write; the chain continues after it without a gap`);
     this.#between = [];
     if (record.type === 'checkpoint') this.#checkpoint(here, record);
     const copy = this.#copies.get(record.seq);
@@ -484,7 +485,9 @@ export function verifyOutput(r: VerifyResult): { out: string[]; err: string[]; c
   return { out: [...out, summary(r)], err, code: r.ioFaultCount > 0 ? EXIT_IO_FAULT : 0 };
 }
 
-const USAGE = 'usage: mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]\n' + '  files in chain order, oldest first (e.g. audit.log.* audit.log); .gz files are read as they are';
+const USAGE =
+  'usage: mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]\n' +
+  '  files in chain order, oldest first (e.g. audit.log.* audit.log); .gz files are read as they are';
 
 const COMMAND = {
   name: 'verify',

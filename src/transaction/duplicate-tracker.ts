@@ -35,7 +35,11 @@ export class DuplicateTracker {
   /** A record was written: remember it when a later identical message would be a retry of it. */
   written(record: Pick<RelayRecord, 'id' | 'outcome' | 'from' | 'rcpt' | 'message'>): void {
     if ((record.outcome !== 'unknown' && record.outcome !== 'deferred') || record.message.sha256 === '') return;
-    const key = envelopeKey(record.message.sha256, record.from, record.rcpt.map((r) => r.to));
+    const key = envelopeKey(
+      record.message.sha256,
+      record.from,
+      record.rcpt.map((r) => r.to),
+    );
     // The first record stays the reference; a retry does not move the window forward.
     if (!this.#cache.has(key)) this.#cache.set(key, record.id);
   }

@@ -123,7 +123,12 @@ export class TransactionProcessor {
     }
   }
 
-  #receiveFailed(err: Error & { code?: string }, input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput, t0: number, state: ClientSession): TransactionReply {
+  #receiveFailed(
+    err: Error & { code?: string },
+    input: (m: MessageFacts, r: SmtpReply, ms: number) => RelayRecordInput,
+    t0: number,
+    state: ClientSession,
+  ): TransactionReply {
     const receiveMs = performance.now() - t0;
     const empty: MessageFacts = { size: 0, sha256: '', messageId: null, subject: null, headerFrom: null };
     const slow = slowClient(err);

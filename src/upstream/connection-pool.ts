@@ -134,7 +134,10 @@ export class ConnectionPool {
       };
       const detach = signal.onStop(() => giveUp(abortError(signal)));
       const timer = Number.isFinite(maxWaitMs)
-        ? setTimeout(() => giveUp(Object.assign(new Error(`No free connection to ${this.upstream.name} within ${Math.round(maxWaitMs)} ms`), { code: ERR.POOL_WAIT })), maxWaitMs)
+        ? setTimeout(
+            () => giveUp(Object.assign(new Error(`No free connection to ${this.upstream.name} within ${Math.round(maxWaitMs)} ms`), { code: ERR.POOL_WAIT })),
+            maxWaitMs,
+          )
         : null;
       this.#waiters.push(waiter);
     });

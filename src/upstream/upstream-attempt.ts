@@ -62,12 +62,20 @@ export async function runAttempt(
   const tls = connection.tls();
   await giveBack(pool, connection, sent.error);
   const facts = sent.error ? failureFacts(sent.error, sent.tracked.phase) : successFacts(sent.info!);
-  return result(pool, facts, startedAt, t0, tls, {
-    waitMs: lease.waitMs,
-    connectMs,
-    envelopeMs: sent.envelopeMs,
-    dataMs: sent.dataMs,
-  }, reused);
+  return result(
+    pool,
+    facts,
+    startedAt,
+    t0,
+    tls,
+    {
+      waitMs: lease.waitMs,
+      connectMs,
+      envelopeMs: sent.envelopeMs,
+      dataMs: sent.dataMs,
+    },
+    reused,
+  );
 }
 
 interface SendOutcome {
@@ -78,12 +86,7 @@ interface SendOutcome {
   readonly dataMs: number;
 }
 
-async function sendOnce(
-  connection: Lease['connection'],
-  envelope: UpstreamEnvelope,
-  body: ReplayableBody,
-  signal: StopSignal,
-): Promise<SendOutcome> {
+async function sendOnce(connection: Lease['connection'], envelope: UpstreamEnvelope, body: ReplayableBody, signal: StopSignal): Promise<SendOutcome> {
   // Most bodies need no dot-stuffing: they go to the socket as they are (direct-body.ts).
   const tracked = Buffer.isBuffer(body) && passesUnchanged(body) ? new DirectBody(body) : new TrackedBody(body);
   const start = performance.now();

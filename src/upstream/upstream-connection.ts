@@ -47,11 +47,7 @@ export class UpstreamConnection {
   }
 
   /** Connects, greets, upgrades and authenticates. Rejects with nodemailer's error (code, command, responseCode). */
-  static open(
-    options: SMTPConnection.Options,
-    auth: UpstreamConfig['auth'],
-    signal: StopSignal,
-  ): Promise<UpstreamConnection> {
+  static open(options: SMTPConnection.Options, auth: UpstreamConfig['auth'], signal: StopSignal): Promise<UpstreamConnection> {
     const conn = new SMTPConnection(options);
     const wrapper = new UpstreamConnection(conn);
     return new Promise<UpstreamConnection>((resolve, reject) => {

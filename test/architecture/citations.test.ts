@@ -28,10 +28,19 @@ describe('documents cited by the code', () => {
   });
 
   it('name source files that exist, in the code, the tests and the docs (folder/file.ts under src/)', () => {
-    const folders = new Set(readdirSync(join(root, 'src'), { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => e.name));
+    const folders = new Set(
+      readdirSync(join(root, 'src'), { withFileTypes: true })
+        .filter((e) => e.isDirectory())
+        .map((e) => e.name),
+    );
     // Folder names the code used to have: a mention of one is a comment that was not updated.
     for (const old of ['relay', 'message']) folders.add(old);
-    const pages = ['README.md', ...readdirSync(join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+    const pages = [
+      'README.md',
+      ...readdirSync(join(root, 'docs'))
+        .filter((f) => f.endsWith('.md'))
+        .map((f) => join('docs', f)),
+    ];
     const stale: string[] = [];
     for (const file of [...['src', 'test', 'soak', 'bench'].flatMap((d) => sources(join(root, d))), ...pages.map((p) => join(root, p))]) {
       for (const m of readFileSync(file, 'utf8').matchAll(/(?<![\w./-])([a-z-]+)\/((?:[a-z-]+\/)*[a-z-]+)\.ts\b/g)) {

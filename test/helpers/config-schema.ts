@@ -5,12 +5,7 @@ import { z } from 'zod';
 export function unwrap(schema: z.ZodType): z.ZodType {
   let current: z.ZodType = schema;
   for (;;) {
-    if (
-      current instanceof z.ZodOptional ||
-      current instanceof z.ZodNullable ||
-      current instanceof z.ZodDefault ||
-      current instanceof z.ZodPrefault
-    ) {
+    if (current instanceof z.ZodOptional || current instanceof z.ZodNullable || current instanceof z.ZodDefault || current instanceof z.ZodPrefault) {
       current = current.unwrap() as z.ZodType;
     } else if (current instanceof z.ZodPipe) {
       // preprocess = transform → schema (the keys are in `out`); transform = schema → transform (in `in`).

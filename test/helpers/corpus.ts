@@ -58,15 +58,17 @@ export function seededBytes(length: number, seed = 0x9e3779b9): Buffer {
 }
 
 function headers(name: string, extra: string[] = []): string {
-  return [
-    `From: Corpus Sender <${FROM}>`,
-    `To: <${TO}>`,
-    `Subject: corpus ${name}`,
-    `Message-ID: <corpus-${name}@client.test>`,
-    `Date: ${DATE}`,
-    'MIME-Version: 1.0',
-    ...extra,
-  ].join('\r\n') + '\r\n';
+  return (
+    [
+      `From: Corpus Sender <${FROM}>`,
+      `To: <${TO}>`,
+      `Subject: corpus ${name}`,
+      `Message-ID: <corpus-${name}@client.test>`,
+      `Date: ${DATE}`,
+      'MIME-Version: 1.0',
+      ...extra,
+    ].join('\r\n') + '\r\n'
+  );
 }
 
 function message(name: string, description: string, raw: Buffer, eightBit = false): CorpusMessage {
@@ -194,10 +196,7 @@ export function corpus(): CorpusMessage[] {
  * expect(m.length).toBe(31457280);
  */
 export function big(sizeBytes: number, seed = 0xc0ffee): Buffer {
-  const head = Buffer.from(
-    headers(`big-${sizeBytes}`, ['Content-Type: application/octet-stream', 'Content-Transfer-Encoding: base64']) + '\r\n',
-    'latin1',
-  );
+  const head = Buffer.from(headers(`big-${sizeBytes}`, ['Content-Type: application/octet-stream', 'Content-Transfer-Encoding: base64']) + '\r\n', 'latin1');
   if (sizeBytes < head.length + 2) throw new Error(`big(): ${sizeBytes} bytes is smaller than the headers (${head.length + 2})`);
   const out = Buffer.allocUnsafe(sizeBytes);
   head.copy(out, 0);

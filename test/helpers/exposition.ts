@@ -48,9 +48,7 @@ export function parseExposition(text: string): Exposition {
     samples,
     types,
     value(name, match = {}) {
-      return samples
-        .filter((s) => s.name === name && Object.entries(match).every(([k, v]) => s.labels[k] === v))
-        .reduce((sum, s) => sum + s.value, 0);
+      return samples.filter((s) => s.name === name && Object.entries(match).every(([k, v]) => s.labels[k] === v)).reduce((sum, s) => sum + s.value, 0);
     },
   };
 }

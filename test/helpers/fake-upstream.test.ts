@@ -361,7 +361,14 @@ describe('corpus and PKI', () => {
     expect(a.length).toBe(1_000_003);
     expect(a.equals(big(1_000_003))).toBe(true);
     expect(a.subarray(-2).toString()).toBe('\r\n');
-    expect(Math.max(...a.toString('latin1').split('\r\n').map((l) => l.length))).toBeLessThanOrEqual(998);
+    expect(
+      Math.max(
+        ...a
+          .toString('latin1')
+          .split('\r\n')
+          .map((l) => l.length),
+      ),
+    ).toBeLessThanOrEqual(998);
   });
 
   test('The test PKI has a CA, a server cert for localhost and 127.0.0.1, and an expired cert', () => {

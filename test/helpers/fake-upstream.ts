@@ -293,11 +293,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     }
   }
 
-  function handleData(
-    stream: SMTPServerDataStream,
-    session: SMTPServerSession,
-    cb: (err?: Error | null, message?: string) => void,
-  ): void {
+  function handleData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
     const fault = faults.data;
     stream.on('error', () => undefined); // the client (or we) may cut the connection mid-body
     if (fault === 'drop-before-reply') {

@@ -125,7 +125,10 @@ function serial(): string {
 
 /** `YYYYMMDDHHMMSSZ` for `openssl ca -startdate/-enddate`. */
 function asn1Time(d: Date): string {
-  return d.toISOString().replace(/[-:T]/g, '').replace(/\.\d+Z$/, 'Z');
+  return d
+    .toISOString()
+    .replace(/[-:T]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 /**
@@ -148,8 +151,25 @@ export async function makeTestPki(): Promise<TestPki> {
 
     // CA
     await openssl(
-      ['req', '-x509', ...EC, '-config', cnf, '-extensions', 'v3_ca', '-days', '3', '-subj', '/CN=mailtrail test CA',
-        '-set_serial', serial(), '-keyout', p('ca.key'), '-out', p('ca.crt')],
+      [
+        'req',
+        '-x509',
+        ...EC,
+        '-config',
+        cnf,
+        '-extensions',
+        'v3_ca',
+        '-days',
+        '3',
+        '-subj',
+        '/CN=mailtrail test CA',
+        '-set_serial',
+        serial(),
+        '-keyout',
+        p('ca.key'),
+        '-out',
+        p('ca.crt'),
+      ],
       dir,
     );
 
@@ -157,26 +177,90 @@ export async function makeTestPki(): Promise<TestPki> {
       openssl(['req', '-new', ...EC, '-config', cnf, '-subj', `/CN=${cn}`, '-keyout', p(`${name}.key`), '-out', p(`${name}.csr`)], dir);
     const signByCa = async (name: string, ext: string) =>
       openssl(
-        ['x509', '-req', '-in', p(`${name}.csr`), '-CA', p('ca.crt'), '-CAkey', p('ca.key'), '-set_serial', serial(),
-          '-days', '2', '-sha256', '-extfile', cnf, '-extensions', ext, '-out', p(`${name}.crt`)],
+        [
+          'x509',
+          '-req',
+          '-in',
+          p(`${name}.csr`),
+          '-CA',
+          p('ca.crt'),
+          '-CAkey',
+          p('ca.key'),
+          '-set_serial',
+          serial(),
+          '-days',
+          '2',
+          '-sha256',
+          '-extfile',
+          cnf,
+          '-extensions',
+          ext,
+          '-out',
+          p(`${name}.crt`),
+        ],
         dir,
       );
 
     await Promise.all([
-      (async () => { await csr('server', 'localhost'); await signByCa('server', 'v3_server'); })(),
-      (async () => { await csr('wrongname', 'wrong.example'); await signByCa('wrongname', 'v3_wrongname'); })(),
+      (async () => {
+        await csr('server', 'localhost');
+        await signByCa('server', 'v3_server');
+      })(),
+      (async () => {
+        await csr('wrongname', 'wrong.example');
+        await signByCa('wrongname', 'v3_wrongname');
+      })(),
       openssl(
-        ['req', '-x509', ...EC, '-config', cnf, '-extensions', 'v3_self', '-days', '2', '-subj', '/CN=localhost',
-          '-set_serial', serial(), '-keyout', p('untrusted.key'), '-out', p('untrusted.crt')],
+        [
+          'req',
+          '-x509',
+          ...EC,
+          '-config',
+          cnf,
+          '-extensions',
+          'v3_self',
+          '-days',
+          '2',
+          '-subj',
+          '/CN=localhost',
+          '-set_serial',
+          serial(),
+          '-keyout',
+          p('untrusted.key'),
+          '-out',
+          p('untrusted.crt'),
+        ],
         dir,
       ),
       (async () => {
         await csr('expired', 'localhost');
         const now = Date.now();
         await openssl(
-          ['ca', '-batch', '-notext', '-config', cnf, '-name', 'test_ca', '-extfile', cnf, '-extensions', 'v3_server',
-            '-cert', p('ca.crt'), '-keyfile', p('ca.key'), '-in', p('expired.csr'), '-out', p('expired.crt'),
-            '-startdate', asn1Time(new Date(now - 10 * 86_400_000)), '-enddate', asn1Time(new Date(now - 86_400_000))],
+          [
+            'ca',
+            '-batch',
+            '-notext',
+            '-config',
+            cnf,
+            '-name',
+            'test_ca',
+            '-extfile',
+            cnf,
+            '-extensions',
+            'v3_server',
+            '-cert',
+            p('ca.crt'),
+            '-keyfile',
+            p('ca.key'),
+            '-in',
+            p('expired.csr'),
+            '-out',
+            p('expired.crt'),
+            '-startdate',
+            asn1Time(new Date(now - 10 * 86_400_000)),
+            '-enddate',
+            asn1Time(new Date(now - 86_400_000)),
+          ],
           dir,
         );
       })(),

@@ -40,7 +40,9 @@ export async function makeRealTrail(auditFile: string): Promise<RealTrail> {
     await send('app@example.com', ['ana@example.org'], '<ok-1@example.com>');
     await send('app@example.com', ['bo@example.net', 'cy@example.net'], '<ok-2@example.com>');
 
-    await primary.setFaults({ rcpt: (a) => (a.startsWith('gone') ? { code: 550, text: '5.1.1 <' + a + '>: Recipient address rejected: User unknown' } : null) });
+    await primary.setFaults({
+      rcpt: (a) => (a.startsWith('gone') ? { code: 550, text: '5.1.1 <' + a + '>: Recipient address rejected: User unknown' } : null),
+    });
     await send('shop@example.com', ['ana@example.org', 'gone@example.org'], '<partial-1@example.com>');
     await send('shop@example.com', ['gone@example.org'], '<rejected-1@example.com>');
     await primary.resetFaults();

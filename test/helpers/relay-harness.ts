@@ -103,10 +103,7 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
 /** A Config built directly (the loader has its own tests), pointing at fake upstreams on loopback. */
 export function relayConfig(spec: RelaySpec, dataDir: string): Config {
   return {
-    listen: [
-      { host: '127.0.0.1', port: 0, implicitTls: false },
-      ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : []),
-    ],
+    listen: [{ host: '127.0.0.1', port: 0, implicitTls: false }, ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : [])],
     tls: spec.tls ?? null,
     clients: {
       networks: ['127.0.0.0/8', '::1/128'],
@@ -178,7 +175,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
   const dataDir = spec.dataDir ?? (await mkdtemp(join(tmpdir(), 'mailtrail-test-')));
   // Clients upgrade to TLS when STARTTLS is offered, so give the relay a certificate they can verify.
   const pki = spec.tls === undefined ? await makeTestPki() : null;
-  const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : spec.tls ?? null;
+  const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : (spec.tls ?? null);
   const config = relayConfig({ ...spec, tls }, dataDir);
   const app = new App(config, spec.logger ?? createLogger('silent'));
   const info = await app.start();

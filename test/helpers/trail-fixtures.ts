@@ -56,8 +56,25 @@ export function relay(over: Partial<RelayRecord> = {}): RelayRecord {
     rcpt: [{ to: 'ana@example.org', status: 'accepted', reply: null }],
     message: { size: 18234, sha256: 'a'.repeat(64), messageId: '<inv-5521@example.com>', subject: null, headerFrom: 'Billing <invoices@example.com>' },
     route: 'default',
-    upstream: { name: 'ses', host: 'email-smtp.eu-west-1.amazonaws.com', port: 587, tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', authorized: true }, reusedConnection: true, queueId: '0102019a7c1d2e3f-000000' },
-    attempts: [{ upstream: 'ses', startedAt: time, ms: 79, phase: 'done', reply: { code: 250, enhanced: null, text: 'Ok 0102019a7c1d2e3f-000000' }, error: null, class: null }],
+    upstream: {
+      name: 'ses',
+      host: 'email-smtp.eu-west-1.amazonaws.com',
+      port: 587,
+      tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', authorized: true },
+      reusedConnection: true,
+      queueId: '0102019a7c1d2e3f-000000',
+    },
+    attempts: [
+      {
+        upstream: 'ses',
+        startedAt: time,
+        ms: 79,
+        phase: 'done',
+        reply: { code: 250, enhanced: null, text: 'Ok 0102019a7c1d2e3f-000000' },
+        error: null,
+        class: null,
+      },
+    ],
     upstreamReply: { code: 250, enhanced: null, text: 'Ok 0102019a7c1d2e3f-000000', phase: 'data' },
     clientReply: { code: 250, enhanced: '2.0.0', text: `Ok: relayed as 0102019a7c1d2e3f-000000 (id ${id})` },
     outcome: 'delivered',
@@ -78,7 +95,13 @@ export function throttled(over: Partial<RelayRecord> = {}): RelayRecord {
     attempts: [{ upstream: 'ses', startedAt: over.time ?? '2026-11-25T10:15:02.400Z', ms: 40, phase: 'envelope', reply, error: null, class: 'throttled' }],
     upstreamReply: { ...reply, phase: 'mail' },
     clientReply: { code: 451, enhanced: '4.7.0', text: 'Upstream is throttling: try again later' },
-    failure: { class: 'throttled', retryable: true, actor: 'upstream', scope: 'account', detail: { rule: 'ses-max-send-rate', code: 'EENVELOPE', cause: null, timeoutType: null, message: null } },
+    failure: {
+      class: 'throttled',
+      retryable: true,
+      actor: 'upstream',
+      scope: 'account',
+      detail: { rule: 'ses-max-send-rate', code: 'EENVELOPE', cause: null, timeoutType: null, message: null },
+    },
     rcpt: [{ to: 'ana@example.org', status: 'deferred', reply: null }],
     ...over,
   });
@@ -95,7 +118,13 @@ export function oversize(over: Partial<RelayRecord> = {}): RelayRecord {
     clientReply: { code: 552, enhanced: '5.3.4', text: 'Message size exceeds the limit' },
     outcome: 'rejected',
     rcpt: [{ to: 'ana@example.org', status: 'rejected', reply: null }],
-    failure: { class: 'too_large', retryable: false, actor: 'sender', scope: 'message', detail: { rule: null, code: null, cause: null, timeoutType: null, message: 'message exceeds limits.maxMessageSize (26214400 bytes)' } },
+    failure: {
+      class: 'too_large',
+      retryable: false,
+      actor: 'sender',
+      scope: 'message',
+      detail: { rule: null, code: null, cause: null, timeoutType: null, message: 'message exceeds limits.maxMessageSize (26214400 bytes)' },
+    },
     timing: { totalMs: 900, receiveMs: 900, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
     ...over,
   });
@@ -225,6 +254,10 @@ export async function runVerify(argv: string[]): Promise<{ code: number; out: st
         cb();
       },
     });
-  const code = await verifyCommand(argv, sink((s) => (out += s)), sink((s) => (err += s)));
+  const code = await verifyCommand(
+    argv,
+    sink((s) => (out += s)),
+    sink((s) => (err += s)),
+  );
   return { code, out, err };
 }

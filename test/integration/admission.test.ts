@@ -85,11 +85,7 @@ describe('admission', () => {
   let passwordHash: string;
 
   beforeAll(async () => {
-    [pki, upstream, passwordHash] = await Promise.all([
-      makeTestPki(),
-      startFakeUpstream({ auth: UPSTREAM_AUTH }),
-      hashPassword(PASSWORDS.hashed),
-    ]);
+    [pki, upstream, passwordHash] = await Promise.all([makeTestPki(), startFakeUpstream({ auth: UPSTREAM_AUTH }), hashPassword(PASSWORDS.hashed)]);
   });
   afterAll(async () => {
     await upstream.close();
@@ -141,11 +137,7 @@ describe('admission', () => {
       upstream.clearRecords();
       const c = await session(relay.port);
       c.sendRaw(
-        Buffer.concat([
-          Buffer.from('MAIL FROM:<app@example.com>\r\nRCPT TO:<ana@example.org>\r\nDATA\r\n'),
-          simpleMessage(),
-          Buffer.from('.\r\nQUIT\r\n'),
-        ]),
+        Buffer.concat([Buffer.from('MAIL FROM:<app@example.com>\r\nRCPT TO:<ana@example.org>\r\nDATA\r\n'), simpleMessage(), Buffer.from('.\r\nQUIT\r\n')]),
       );
       const mail = await c.expect();
       expect(mail.code).toBe(554);

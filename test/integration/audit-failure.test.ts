@@ -34,7 +34,9 @@ describe.skipIf(!existsSync('/dev/full'))('a trail that cannot be written', () =
     const res = await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage({ messageId: '<unrecorded@example.com>' }) });
     expect(res.ok).toBe(false);
     expect(res.code).toBe(451);
-    expect(res.response).toMatch(/^451 4\.3\.0 Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice \(id [0-9A-Z]{26}\)$/);
+    expect(res.response).toMatch(
+      /^451 4\.3\.0 Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice \(id [0-9A-Z]{26}\)$/,
+    );
     expect(upstream.messages).toHaveLength(1);
     expect(relay.app.auditWriteErrors).toBeGreaterThanOrEqual(1);
     const failure = log.lines.find((l) => l.msg === 'audit write failed');

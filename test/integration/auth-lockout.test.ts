@@ -205,7 +205,9 @@ describe('AUTH lockout', () => {
         await hook.waitFor((r) => r.length >= 1);
         await new Promise((r) => setTimeout(r, 300));
         expect(hook.received.map((h) => h.json.alert)).toMatchObject([{ state: 'fired', rule: 'auth-lockout', upstream: null, class: 'auth_locked' }]);
-        expect(hook.received[0]!.json.alert.message).toMatch(/^auth-lockout: AUTH from 127\.0\.5\.1 locked for 1m after 3 failures within 1m: password guessing/);
+        expect(hook.received[0]!.json.alert.message).toMatch(
+          /^auth-lockout: AUTH from 127\.0\.5\.1 locked for 1m after 3 failures within 1m: password guessing/,
+        );
         const alerts = (await relay.records()).filter((r): r is AlertRecord => r.type === 'alert');
         expect(alerts.map((a) => [a.rule, a.state])).toEqual([['auth-lockout', 'fired']]);
       } finally {

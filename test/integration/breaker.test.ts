@@ -33,7 +33,8 @@ describe('the circuit breaker per upstream', () => {
     await Promise.all([primary.close(), secondary.close()]);
   });
 
-  const send = (id: string) => relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage({ messageId: `<${id}@x>` }), timeoutMs: 15_000 });
+  const send = (id: string) =>
+    relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage({ messageId: `<${id}@x>` }), timeoutMs: 15_000 });
   const recordOf = async (id: string) => (await relay.relayRecords()).find((r) => r.message.messageId === `<${id}@x>`)!;
   const alerts = async () => (await relay.records()).filter((r): r is AlertRecord => r.type === 'alert');
 
@@ -80,7 +81,13 @@ describe('the circuit breaker per upstream', () => {
   it('writes an alert record to the trail when the breaker opens', async () => {
     await openPrimary();
     expect(await alerts()).toEqual([
-      expect.objectContaining({ type: 'alert', state: 'fired', rule: 'circuit-breaker', upstream: 'primary', message: expect.stringContaining('circuit breaker open') }),
+      expect.objectContaining({
+        type: 'alert',
+        state: 'fired',
+        rule: 'circuit-breaker',
+        upstream: 'primary',
+        message: expect.stringContaining('circuit breaker open'),
+      }),
     ]);
   });
 
@@ -126,7 +133,12 @@ describe('the circuit breaker per upstream', () => {
   it('answers 451 4.4.1 at once when every upstream of the route is open, with the skips in the record', async () => {
     await Promise.all([primary.setFaults({ greeting: '421' }), secondary.setFaults({ greeting: '421' })]);
     for (let i = 0; i < 3; i++) expect(await send(`both-${i}`)).toMatchObject({ ok: false, code: 451 });
-    expect(states.filter((s) => s.state === 'open').map((s) => s.upstream).sort()).toEqual(['primary', 'secondary']);
+    expect(
+      states
+        .filter((s) => s.state === 'open')
+        .map((s) => s.upstream)
+        .sort(),
+    ).toEqual(['primary', 'secondary']);
     const before = primary.connections + secondary.connections;
     const t0 = performance.now();
     const res = await send('all-open');

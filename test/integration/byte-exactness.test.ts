@@ -25,7 +25,7 @@ const sha256 = (bytes: Buffer): string => createHash('sha256').update(bytes).dig
 function dotStuff(body: Buffer): Buffer {
   const parts: Buffer[] = [];
   let from = 0;
-  for (let lineStart = 0; lineStart < body.length; ) {
+  for (let lineStart = 0; lineStart < body.length;) {
     if (body[lineStart] === 0x2e) {
       parts.push(body.subarray(from, lineStart), Buffer.from('.'));
       from = lineStart;

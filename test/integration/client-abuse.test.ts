@@ -169,7 +169,12 @@ describe('client abuse', () => {
     beforeAll(async () => {
       relay = await startRelay({
         upstreams: [{ name: 'provider', port: upstream.port }],
-        clients: { networks: OUTSIDE, requireTls: false, allowInsecureAuth: true, users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [] }] },
+        clients: {
+          networks: OUTSIDE,
+          requireTls: false,
+          allowInsecureAuth: true,
+          users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [] }],
+        },
       });
     });
     afterAll(() => relay.stop());
@@ -262,12 +267,23 @@ describe('client abuse', () => {
     it('does not count a connection that logs in: an authenticated app may connect once per message from anywhere', async () => {
       const relay = await startRelay({
         upstreams: [{ name: 'provider', port: upstream.port }],
-        clients: { networks: OUTSIDE, requireTls: false, allowInsecureAuth: true, users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [] }] },
+        clients: {
+          networks: OUTSIDE,
+          requireTls: false,
+          allowInsecureAuth: true,
+          users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [] }],
+        },
         limits: { connectionRatePerIp: 2 },
       });
       try {
         for (let i = 0; i < 5; i++) {
-          const res = await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage(), auth: { user: 'app', pass: 'App-Pa55-w0rd' }, startTls: false });
+          const res = await relay.send({
+            from: 'app@example.com',
+            to: ['ana@example.org'],
+            raw: simpleMessage(),
+            auth: { user: 'app', pass: 'App-Pa55-w0rd' },
+            startTls: false,
+          });
           expect(res.code).toBe(250);
         }
         expect(await greetings(relay.port, 3)).toEqual([220, 220, 421]);

@@ -29,11 +29,14 @@ interface Client {
 }
 
 function envelopeFor(c: Client): { to: string[]; raw: Buffer } {
-  const to =
-    c.kind === 'partial'
-      ? [`ok-${c.n}@example.org`, `bad-${c.n}@example.org`]
-      : [`${c.kind === 'big' ? 'ok' : c.kind}-${c.n}@example.org`];
-  const body = c.kind === 'big' ? 'y'.repeat(76).concat('\r\n').repeat(Math.ceil((MAX_SIZE * 1.5) / 78)) : `Message ${c.n}.`;
+  const to = c.kind === 'partial' ? [`ok-${c.n}@example.org`, `bad-${c.n}@example.org`] : [`${c.kind === 'big' ? 'ok' : c.kind}-${c.n}@example.org`];
+  const body =
+    c.kind === 'big'
+      ? 'y'
+          .repeat(76)
+          .concat('\r\n')
+          .repeat(Math.ceil((MAX_SIZE * 1.5) / 78))
+      : `Message ${c.n}.`;
   return { to, raw: simpleMessage({ to: to[0], messageId: c.messageId, body }) };
 }
 
@@ -110,7 +113,6 @@ describe('many clients at once', () => {
     const accepted = clients.filter((c) => c.result!.code === 250);
     expect(upstream.messages).toHaveLength(accepted.length);
     expect(new Set(upstream.messages.map((m) => m.from))).toEqual(new Set(accepted.map((c) => `app-${c.n}@example.com`)));
-
   }, 20_000);
 
   it('raises no process warnings when more than ten transactions are in flight at once', async () => {
@@ -123,9 +125,7 @@ describe('many clients at once', () => {
     process.on('warning', onWarning);
     try {
       const results = await Promise.all(
-        Array.from({ length: 30 }, (_, n) =>
-          fresh.send({ from: 'app@example.com', to: [`ok-${n}@example.org`], raw: simpleMessage(), timeoutMs: 15_000 }),
-        ),
+        Array.from({ length: 30 }, (_, n) => fresh.send({ from: 'app@example.com', to: [`ok-${n}@example.org`], raw: simpleMessage(), timeoutMs: 15_000 })),
       );
       expect(results.every((r) => r.code === 250)).toBe(true);
       await new Promise((r) => setImmediate(r));

@@ -18,7 +18,10 @@ function sendOne(lease: Lease, s: StopSignal): Promise<unknown> {
 /** Settles to 'pending' when `p` has not settled by the next macrotask. */
 async function stateOf(p: Promise<unknown>): Promise<'resolved' | 'rejected' | 'pending'> {
   return Promise.race([
-    p.then(() => 'resolved' as const, () => 'rejected' as const),
+    p.then(
+      () => 'resolved' as const,
+      () => 'rejected' as const,
+    ),
     new Promise<'pending'>((resolve) => setImmediate(() => resolve('pending'))),
   ]);
 }

@@ -112,7 +112,12 @@ describe('spill files left by a crash', () => {
     // A spill file where earlier versions wrote them, and files that only look alike.
     const legacy = { name: `mailtrail-${'ab'.repeat(12)}.eml`, size: 1234 };
     await writeFile(join(dataDir, legacy.name), Buffer.alloc(legacy.size));
-    const bystanders = [join(spill, 'notes.txt'), join(spill, 'mailtrail-1234.eml'), join(spill, `mailtrail-${'cd'.repeat(12)}.eml.bak`), join(dataDir, 'keep.eml')];
+    const bystanders = [
+      join(spill, 'notes.txt'),
+      join(spill, 'mailtrail-1234.eml'),
+      join(spill, `mailtrail-${'cd'.repeat(12)}.eml.bak`),
+      join(dataDir, 'keep.eml'),
+    ];
     for (const f of bystanders) await writeFile(f, 'not a spill file');
     await mkdir(join(spill, `mailtrail-${'ef'.repeat(12)}.eml`));
 
@@ -123,9 +128,7 @@ describe('spill files left by a crash', () => {
     for (const f of bystanders) expect((await stat(f)).isFile()).toBe(true);
     expect((await stat(join(spill, `mailtrail-${'ef'.repeat(12)}.eml`))).isDirectory()).toBe(true);
     const removed = logLines(second, 'removed spill files left by an earlier run');
-    expect(removed).toEqual([
-      expect.objectContaining({ level: 'info', dataDir, count: 2, bytes: left[0]!.size + legacy.size }),
-    ]);
+    expect(removed).toEqual([expect.objectContaining({ level: 'info', dataDir, count: 2, bytes: left[0]!.size + legacy.size })]);
     console.info(`a restart after SIGKILL mid-DATA removed ${String(removed[0]!.count)} spill files, ${String(removed[0]!.bytes)} bytes`);
 
     // And the restarted relay relays through the same folder, and removes its file afterwards.

@@ -69,7 +69,13 @@ describe('egress rate limits per upstream', () => {
       upstreamReply: null,
     });
     expect(throttled[0]!.attempts).toEqual([
-      expect.objectContaining({ upstream: 'ses', phase: 'connecting', reply: null, class: 'throttled', error: expect.objectContaining({ code: 'ERATELIMIT' }) }),
+      expect.objectContaining({
+        upstream: 'ses',
+        phase: 'connecting',
+        reply: null,
+        class: 'throttled',
+        error: expect.objectContaining({ code: 'ERATELIMIT' }),
+      }),
     ]);
   });
 
@@ -77,7 +83,10 @@ describe('egress rate limits per upstream', () => {
     // Each message takes the upstream 300 ms after the dot; slots are 100 ms apart; the deadline is 2 s.
     const upstream = await startFakeUpstream({ faults: { delayMs: { data: 300 } } });
     upstreams.push(upstream);
-    relay = await startRelay({ upstreams: [{ name: 'ses', port: upstream.port, rateLimit: { messagesPerSecond: 10 }, pool: { maxConnections: 50 } }], relayTimeout: 2_000 });
+    relay = await startRelay({
+      upstreams: [{ name: 'ses', port: upstream.port, rateLimit: { messagesPerSecond: 10 }, pool: { maxConnections: 50 } }],
+      relayTimeout: 2_000,
+    });
     const r = relay;
     const results = await Promise.all(Array.from({ length: 40 }, (_, i) => send(r, `budget-${i}`)));
     const records = await r.relayRecords();
@@ -89,7 +98,7 @@ describe('egress rate limits per upstream', () => {
     expect(results.filter((x) => x.ok).length).toBeGreaterThanOrEqual(5);
   });
 
-  it('sends to the next upstream of the route when the first one\'s rate would make the message too late', async () => {
+  it("sends to the next upstream of the route when the first one's rate would make the message too late", async () => {
     const [slow, other] = await Promise.all([startFakeUpstream(), startFakeUpstream()]);
     upstreams.push(slow, other);
     relay = await startRelay({

@@ -60,10 +60,12 @@ describe('failover between upstreams', () => {
   it('moves a message on to the secondary when every connection to a hung primary stays busy for pool.maxWait', async () => {
     // The primary takes 3 s to answer the final dot; it has one connection; messages wait 300 ms for it.
     await primary.setFaults({ delayMs: { data: 3_000 } });
-    const r = await start({ upstreams: [
-      { name: 'primary', port: primary.port, pool: { maxConnections: 1, maxWait: 300 } },
-      { name: 'secondary', port: secondary.port },
-    ] });
+    const r = await start({
+      upstreams: [
+        { name: 'primary', port: primary.port, pool: { maxConnections: 1, maxWait: 300 } },
+        { name: 'secondary', port: secondary.port },
+      ],
+    });
     const first = send(r, '<holds-primary@x>');
     await new Promise((resolve) => setTimeout(resolve, 200));
     const t0 = performance.now();
@@ -128,7 +130,7 @@ describe('failover between upstreams', () => {
     expect(secondary.transactions).toBe(0);
   });
 
-  it('answers with the last upstream\'s failure when every upstream fails before the body', async () => {
+  it("answers with the last upstream's failure when every upstream fails before the body", async () => {
     const r = await start();
     await primary.refuse();
     await secondary.setFaults({ greeting: '421' });

@@ -116,7 +116,29 @@ class FuzzSession {
   }
 }
 
-const VERBS = ['HELO', 'EHLO', 'MAIL FROM:', 'RCPT TO:', 'DATA', 'RSET', 'NOOP', 'QUIT', 'VRFY', 'EXPN', 'HELP', 'AUTH', 'AUTH PLAIN', 'AUTH LOGIN', 'STARTTLS', 'BDAT 10', 'XCLIENT ADDR=1.2.3.4', 'XFORWARD NAME=x', 'TURN', 'ETRN x', ''];
+const VERBS = [
+  'HELO',
+  'EHLO',
+  'MAIL FROM:',
+  'RCPT TO:',
+  'DATA',
+  'RSET',
+  'NOOP',
+  'QUIT',
+  'VRFY',
+  'EXPN',
+  'HELP',
+  'AUTH',
+  'AUTH PLAIN',
+  'AUTH LOGIN',
+  'STARTTLS',
+  'BDAT 10',
+  'XCLIENT ADDR=1.2.3.4',
+  'XFORWARD NAME=x',
+  'TURN',
+  'ETRN x',
+  '',
+];
 
 function garbage(random: () => number, max: number): Buffer {
   const b = Buffer.alloc(1 + Math.floor(random() * max));
@@ -126,7 +148,22 @@ function garbage(random: () => number, max: number): Buffer {
 
 function randomCommand(random: () => number): string {
   const verb = VERBS[Math.floor(random() * VERBS.length)]!;
-  const args = ['', ' <a@b.test>', ' <>', ' <a@b.test> SIZE=99999999999', ' <a@b.test> BODY=8BITMIME SMTPUTF8', ' <"quoted local"@b.test>', ' <@route:a@b.test>', ' a@b.test', ' <a@[127.0.0.1]>', ' <ü@ß.test>', ' <a@b.test> FOO=BAR', ' =', ' %%%', ' \t '];
+  const args = [
+    '',
+    ' <a@b.test>',
+    ' <>',
+    ' <a@b.test> SIZE=99999999999',
+    ' <a@b.test> BODY=8BITMIME SMTPUTF8',
+    ' <"quoted local"@b.test>',
+    ' <@route:a@b.test>',
+    ' a@b.test',
+    ' <a@[127.0.0.1]>',
+    ' <ü@ß.test>',
+    ' <a@b.test> FOO=BAR',
+    ' =',
+    ' %%%',
+    ' \t ',
+  ];
   const line = verb + args[Math.floor(random() * args.length)];
   // Truncate now and then, and vary the line end: CRLF, bare LF, bare CR, nothing.
   const cut = random() < 0.2 ? line.slice(0, Math.floor(random() * line.length)) : line;
@@ -169,53 +206,77 @@ async function transactionUntil(s: FuzzSession, random: () => number): Promise<s
 
 const SCRIPTS: readonly [number, string, Script][] = [
   [3, 'transaction cut short', transactionUntil],
-  [2, 'random commands', async (s, random) => {
-    await s.reply();
-    const n = 1 + Math.floor(random() * 20);
-    for (let i = 0; i < n && !s.closed; i++) {
-      s.write(randomCommand(random));
-      if (random() < 0.5) await s.reply(300);
-    }
-    return 'random commands';
-  }],
-  [1, 'binary garbage', async (s, random) => {
-    if (random() < 0.5) await s.reply();
-    s.write(garbage(random, 4096));
-    await s.reply(300);
-    return 'binary garbage';
-  }],
-  [1, 'overlong line', async (s, random) => {
-    await s.reply();
-    const len = 1000 + Math.floor(random() * 70_000);
-    s.write(`${random() < 0.5 ? 'MAIL FROM:<' : 'EHLO '}${'a'.repeat(len)}${random() < 0.5 ? '>\r\n' : ''}`);
-    await s.reply(1_000);
-    return 'overlong line';
-  }],
-  [1, 'broken STARTTLS', async (s, random) => {
-    await s.reply();
-    s.write('EHLO fuzz.test\r\nSTARTTLS\r\n');
-    await s.reply();
-    await s.reply();
-    // A TLS ClientHello header followed by garbage, or plain text where TLS is expected.
-    s.write(random() < 0.5 ? Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]), garbage(random, 600)]) : 'MAIL FROM:<a@b.test>\r\n');
-    await s.reply(300);
-    return 'broken STARTTLS';
-  }],
-  [1, 'bare LF and NUL in the body', async (s, random) => {
-    await s.reply();
-    s.write('EHLO fuzz.test\r\nMAIL FROM:<fuzz@app.example>\r\nRCPT TO:<r@dest.example>\r\nDATA\r\n');
-    for (let i = 0; i < 4; i++) await s.reply();
-    s.write(`Subject: lf\n\nline one\nline\0two\r\n\n.\n${random() < 0.5 ? 'MAIL FROM:<smuggled@x.test>\n' : ''}\r\n.\r\n`);
-    await s.reply(10_000);
-    return 'bare LF and NUL in the body';
-  }],
-  [1, 'pipelined burst', async (s, random) => {
-    await s.reply();
-    const lines = Array.from({ length: 5 + Math.floor(random() * 60) }, () => randomCommand(random)).join('');
-    s.write(lines);
-    await s.reply(500);
-    return 'pipelined burst';
-  }],
+  [
+    2,
+    'random commands',
+    async (s, random) => {
+      await s.reply();
+      const n = 1 + Math.floor(random() * 20);
+      for (let i = 0; i < n && !s.closed; i++) {
+        s.write(randomCommand(random));
+        if (random() < 0.5) await s.reply(300);
+      }
+      return 'random commands';
+    },
+  ],
+  [
+    1,
+    'binary garbage',
+    async (s, random) => {
+      if (random() < 0.5) await s.reply();
+      s.write(garbage(random, 4096));
+      await s.reply(300);
+      return 'binary garbage';
+    },
+  ],
+  [
+    1,
+    'overlong line',
+    async (s, random) => {
+      await s.reply();
+      const len = 1000 + Math.floor(random() * 70_000);
+      s.write(`${random() < 0.5 ? 'MAIL FROM:<' : 'EHLO '}${'a'.repeat(len)}${random() < 0.5 ? '>\r\n' : ''}`);
+      await s.reply(1_000);
+      return 'overlong line';
+    },
+  ],
+  [
+    1,
+    'broken STARTTLS',
+    async (s, random) => {
+      await s.reply();
+      s.write('EHLO fuzz.test\r\nSTARTTLS\r\n');
+      await s.reply();
+      await s.reply();
+      // A TLS ClientHello header followed by garbage, or plain text where TLS is expected.
+      s.write(random() < 0.5 ? Buffer.concat([Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00]), garbage(random, 600)]) : 'MAIL FROM:<a@b.test>\r\n');
+      await s.reply(300);
+      return 'broken STARTTLS';
+    },
+  ],
+  [
+    1,
+    'bare LF and NUL in the body',
+    async (s, random) => {
+      await s.reply();
+      s.write('EHLO fuzz.test\r\nMAIL FROM:<fuzz@app.example>\r\nRCPT TO:<r@dest.example>\r\nDATA\r\n');
+      for (let i = 0; i < 4; i++) await s.reply();
+      s.write(`Subject: lf\n\nline one\nline\0two\r\n\n.\n${random() < 0.5 ? 'MAIL FROM:<smuggled@x.test>\n' : ''}\r\n.\r\n`);
+      await s.reply(10_000);
+      return 'bare LF and NUL in the body';
+    },
+  ],
+  [
+    1,
+    'pipelined burst',
+    async (s, random) => {
+      await s.reply();
+      const lines = Array.from({ length: 5 + Math.floor(random() * 60) }, () => randomCommand(random)).join('');
+      s.write(lines);
+      await s.reply(500);
+      return 'pipelined burst';
+    },
+  ],
 ];
 
 const TOTAL_WEIGHT = SCRIPTS.reduce((n, [w]) => n + w, 0);

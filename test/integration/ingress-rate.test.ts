@@ -105,7 +105,13 @@ describe('client rate limits', () => {
 
   it('does not count a message it refused for another reason', async () => {
     const r = await start({ messagesPerMinute: 1 });
-    const denied = await r.send({ from: 'app@example.net', to: ['ana@example.org'], raw: simpleMessage(), startTls: true, auth: { user: 'billing', pass: BILLING.password! } });
+    const denied = await r.send({
+      from: 'app@example.net',
+      to: ['ana@example.org'],
+      raw: simpleMessage(),
+      startTls: true,
+      auth: { user: 'billing', pass: BILLING.password! },
+    });
     expect(denied).toMatchObject({ ok: false, code: 553 });
     expect(await asUser(r, BILLING)).toMatchObject({ ok: true, code: 250 });
   });

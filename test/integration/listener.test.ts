@@ -111,7 +111,11 @@ describe('the SMTP listeners', () => {
       processor: processor as unknown as TransactionProcessor,
       recorder: records as unknown as Recorder,
       bus: new EventBus<RelayEvents>(() => undefined),
-      authLockout: new AuthLockout(config.clients.authLockout, config.clients.authLockout && new MemoryLockoutStore(config.clients.authLockout.maxTracked), () => undefined),
+      authLockout: new AuthLockout(
+        config.clients.authLockout,
+        config.clients.authLockout && new MemoryLockoutStore(config.clients.authLockout.maxTracked),
+        () => undefined,
+      ),
       ids: new IdGenerator(),
       log: createLogger('silent'),
       tls: { key: pki.server.key, cert: pki.server.cert },

@@ -141,7 +141,14 @@ describe('metrics after a scripted run against the fake upstream', () => {
 
   it('groups failures by fingerprint with count, first and last seen and a sample', async () => {
     const { groups } = (await (await get(`${relay.httpUrl}/api/errors`)).json()) as {
-      groups: { class: string; upstream: string; count: number; firstSeen: string; lastSeen: string; sample: { reply: { code: number } | null; error: { cause: string } | null } }[];
+      groups: {
+        class: string;
+        upstream: string;
+        count: number;
+        firstSeen: string;
+        lastSeen: string;
+        sample: { reply: { code: number } | null; error: { cause: string } | null };
+      }[];
     };
     // Three refusals of every recipient plus two partial deliveries refusing one recipient with the
     // same reply: one error.

@@ -39,7 +39,9 @@ describe('privacy of the trail', () => {
     expect((await relay.send({ from: 'invoices@example.com', to: ['Ana@Example.org'], raw, auth, startTls: true })).code).toBe(250);
     expect((await relay.send({ from: 'invoices@example.com', to: ['ana@example.org', 'nobody@example.org'], raw, auth, startTls: true })).code).toBe(250);
     expect((await relay.send({ from: 'invoices@example.com', to: ['nobody@example.org'], raw, auth, startTls: true })).code).toBe(550);
-    expect((await relay.send({ from: 'invoices@example.com', to: ['ana@example.org'], raw, auth: { user: 'billing', pass: WRONG_PASSWORD }, startTls: true })).code).toBe(535);
+    expect(
+      (await relay.send({ from: 'invoices@example.com', to: ['ana@example.org'], raw, auth: { user: 'billing', pass: WRONG_PASSWORD }, startTls: true })).code,
+    ).toBe(535);
     const auditFile = relay.auditFile;
     await relay.app.stop();
     trail = await readFile(auditFile, 'utf8');
@@ -68,7 +70,11 @@ describe('privacy of the trail', () => {
   });
 
   it('keeps the domain and the AUTH user name, and the same address always gives the same pseudonym', async () => {
-    const relays = trail.split('\n').filter(Boolean).map((l) => JSON.parse(l) as RelayRecord).filter((r) => r.type === 'relay');
+    const relays = trail
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as RelayRecord)
+      .filter((r) => r.type === 'relay');
     expect(relays).toHaveLength(3);
     expect(relays.every((r) => r.from === `${pseudonym('invoices')}@example.com`)).toBe(true);
     expect(relays[0]!.rcpt[0]!.to).toBe(relays[1]!.rcpt[0]!.to);
@@ -77,7 +83,11 @@ describe('privacy of the trail', () => {
   });
 
   it('publishes to observers the same masked record the file holds', () => {
-    const fileRelays = trail.split('\n').filter(Boolean).map((l) => JSON.parse(l) as RelayRecord).filter((r) => r.type === 'relay');
+    const fileRelays = trail
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as RelayRecord)
+      .filter((r) => r.type === 'relay');
     expect(published.map((r) => JSON.stringify(r))).toEqual(fileRelays.map((r) => JSON.stringify(r)));
   });
 });

@@ -38,14 +38,22 @@ describe('the relay engine', () => {
   });
 
   /** An engine over primary then secondary (each spec may override), with `deadlineMs` overall. */
-  function engine(opts: { primary?: Partial<UpstreamSpec>; secondary?: Partial<UpstreamSpec>; deadlineMs?: number; routes?: RouteConfig[]; maxWaiters?: number } = {}) {
+  function engine(
+    opts: { primary?: Partial<UpstreamSpec>; secondary?: Partial<UpstreamSpec>; deadlineMs?: number; routes?: RouteConfig[]; maxWaiters?: number } = {},
+  ) {
     const channel = (spec: UpstreamSpec) =>
       parts.channel(upstreamConfig({ breaker: null, ...spec }), { onBreakerChange: (t) => transitions.push(t), maxWaiters: opts.maxWaiters });
     const channels = [
       channel({ name: 'primary', port: primary.port, ...opts.primary }),
       channel({ name: 'secondary', port: secondary.port, ...opts.secondary }),
     ];
-    const router = new Router(new RouteTable(opts.routes ?? [], channels.map((c) => c.upstream)), channels);
+    const router = new Router(
+      new RouteTable(
+        opts.routes ?? [],
+        channels.map((c) => c.upstream),
+      ),
+      channels,
+    );
     const relayEngine = new RelayEngine(router, opts.deadlineMs ?? 20_000);
     const body = simpleMessage();
     return {

@@ -100,7 +100,9 @@ describe('the pass-through path', () => {
   });
 
   it('answers 250 on partial acceptance and records each refused recipient with its own reply', async () => {
-    await upstream.setFaults({ rcpt: (a) => (a.startsWith('nobody') ? { code: 550, text: '5.1.1 <nobody@example.org>: Recipient address rejected: User unknown' } : null) });
+    await upstream.setFaults({
+      rcpt: (a) => (a.startsWith('nobody') ? { code: 550, text: '5.1.1 <nobody@example.org>: Recipient address rejected: User unknown' } : null),
+    });
     const raw = simpleMessage({ messageId: '<partial@example.com>' });
     const res = await relay.send({ from: 'a@example.com', to: ['ana@example.org', 'nobody@example.org'], raw });
     expect(res.ok).toBe(true);
@@ -123,7 +125,7 @@ describe('the pass-through path', () => {
     expect(recs.at(-1)!.timing.connectMs).toBe(0);
   });
 
-  it('greets at once, without smtp-server\'s 100 ms early-talker delay', async () => {
+  it("greets at once, without smtp-server's 100 ms early-talker delay", async () => {
     // With the library's delay, a client that speaks before the greeting is cut off ("You talk too soon").
     const talk = await smtpTalk(relay.port);
     talk.send('EHLO early.test');

@@ -69,7 +69,13 @@ describe('rotation under load', () => {
     });
     try {
       const results = await sendUnderLoad(
-        (n) => relay.send({ from: 'app@example.com', to: [`rcpt-${n}@example.org`], raw: simpleMessage({ messageId: `<rot-${n}@example.com>` }), timeoutMs: 20_000 }),
+        (n) =>
+          relay.send({
+            from: 'app@example.com',
+            to: [`rcpt-${n}@example.org`],
+            raw: simpleMessage({ messageId: `<rot-${n}@example.com>` }),
+            timeoutMs: 20_000,
+          }),
         () => undefined,
       );
       await relay.app.stop();

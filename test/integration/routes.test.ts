@@ -35,10 +35,7 @@ describe('routes', () => {
         { name: 'ses-news', port: newsHost.port, auth: NEWS_KEY },
       ],
       clients: { users: [BILLING, OPS] },
-      routes: [
-        route('billing', { users: ['billing'] }, ['ses-billing']),
-        route('newsletters', { senders: ['@news.example.com'] }, ['ses-news', 'smarthost']),
-      ],
+      routes: [route('billing', { users: ['billing'] }, ['ses-billing']), route('newsletters', { senders: ['@news.example.com'] }, ['ses-news', 'smarthost'])],
     });
   });
   afterAll(async () => {
@@ -53,7 +50,7 @@ describe('routes', () => {
     relay.send({ from, to: ['ana@example.org'], raw: simpleMessage({ from, messageId }), startTls: true, auth: { user: user.username, pass: user.password! } });
   const recordOf = async (messageId: string) => (await relay.relayRecords()).find((r) => r.message.messageId === messageId)!;
 
-  it('sends a user\'s mail along its route, with that upstream entry\'s credentials', async () => {
+  it("sends a user's mail along its route, with that upstream entry's credentials", async () => {
     expect(await send(BILLING, 'invoices@example.com', '<inv@x>')).toMatchObject({ ok: true, code: 250 });
     expect(billingHost.messages.map((m) => m.user)).toEqual([BILLING_KEY.user]);
     expect(fallback.messages).toHaveLength(0);
@@ -62,7 +59,7 @@ describe('routes', () => {
     expect(rec.upstream?.name).toBe('ses-billing');
   });
 
-  it('sends mail from a sender domain along its route, with that entry\'s credentials', async () => {
+  it("sends mail from a sender domain along its route, with that entry's credentials", async () => {
     expect(await send(OPS, 'weekly@news.example.com', '<news@x>')).toMatchObject({ ok: true, code: 250 });
     expect(newsHost.messages.map((m) => m.user)).toEqual([NEWS_KEY.user]);
     expect((await recordOf('<news@x>')).route).toBe('newsletters');
@@ -75,7 +72,7 @@ describe('routes', () => {
     expect((await recordOf('<other@x>')).route).toBe('default');
   });
 
-  it('fails over only within the route\'s own list', async () => {
+  it("fails over only within the route's own list", async () => {
     await newsHost.refuse();
     newsHost.dropConnections(); // the relay's pooled connection too
     try {
@@ -127,7 +124,11 @@ describe('two upstream entries on one host with different credentials', () => {
       onData(stream, session, cb) {
         stream.resume();
         stream.on('end', () => {
-          received.push({ user: typeof session.user === 'string' ? session.user : null, from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '', session: session.id });
+          received.push({
+            user: typeof session.user === 'string' ? session.user : null,
+            from: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+            session: session.id,
+          });
           cb(null, 'Ok: queued');
         });
       },
@@ -147,7 +148,7 @@ describe('two upstream entries on one host with different credentials', () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  it('sends each route\'s mail under its own account and never over the other\'s connection', async () => {
+  it("sends each route's mail under its own account and never over the other's connection", async () => {
     for (let i = 0; i < 3; i++) {
       for (const from of ['a@brand-a.example', 'b@brand-b.example']) {
         expect(await relay.send({ from, to: ['ana@example.org'], raw: simpleMessage({ from }) })).toMatchObject({ ok: true });

@@ -147,7 +147,6 @@ describe('SMTP smuggling through mailtrail to a lenient upstream (ends DATA on b
     await upstream?.close();
   });
 
-
   // Control: without mailtrail in between, this upstream does fall for every sequence, so the
   // assertions below would see a second transaction if mailtrail passed the bytes on unchanged.
   it.each(SEQUENCES)('(control) $name sent straight to the lenient upstream does smuggle a second transaction', async ({ seq }) => {

@@ -14,11 +14,14 @@ const CLIENTS = Number(process.env.SOAK_CLIENTS ?? 16);
 describe(`fault soak (${SECONDS} s, ${CLIENTS} clients, SIGTERM and SIGKILL restarts)`, () => {
   let report: SoakReport;
 
-  beforeAll(async () => {
-    await ensureBuilt();
-    report = await runSoak({ seconds: SECONDS, clients: CLIENTS, log: (line) => process.stdout.write(`[soak] ${line}\n`) });
-    process.stdout.write(`\n${report.text}\n\n`);
-  }, SECONDS * 1000 + 120_000);
+  beforeAll(
+    async () => {
+      await ensureBuilt();
+      report = await runSoak({ seconds: SECONDS, clients: CLIENTS, log: (line) => process.stdout.write(`[soak] ${line}\n`) });
+      process.stdout.write(`\n${report.text}\n\n`);
+    },
+    SECONDS * 1000 + 120_000,
+  );
 
   it('loses no message a client was told was accepted', () => {
     expect(report.accounting.lost).toBe(0);

@@ -36,7 +36,12 @@ describe('trail tools on hostile text from real traffic', () => {
   beforeAll(async () => {
     dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-escapes-'));
     upstream = await startFakeUpstream({ faults: { rcpt: (a) => (a.startsWith('gone') ? { code: 550, text: REFUSAL } : null) } });
-    relay = await startRelay({ upstreams: [{ name: 'primary', port: upstream.port, breaker: null }], limits: { maxMessageSize: 4096 }, audit: { subject: true }, dataDir });
+    relay = await startRelay({
+      upstreams: [{ name: 'primary', port: upstream.port, breaker: null }],
+      limits: { maxMessageSize: 4096 },
+      audit: { subject: true },
+      dataDir,
+    });
     file = relay.auditFile;
     const c = await smtpTalk(relay.port);
     await c.expect(220);
@@ -62,7 +67,11 @@ describe('trail tools on hostile text from real traffic', () => {
   });
 
   it('keeps the exact bytes in the trail', async () => {
-    const relays = (await readFile(file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as RelayRecord).filter((r) => r.type === 'relay');
+    const relays = (await readFile(file, 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as RelayRecord)
+      .filter((r) => r.type === 'relay');
     expect(relays[0]!.message).toMatchObject({ messageId: MESSAGE_ID, subject: SUBJECT });
     expect(relays[0]!.from).toBe(SENDER);
     expect(relays[0]!.rcpt[1]!.reply).toMatchObject({ code: 550, enhanced: '5.1.1', text: expect.stringContaining('User unknown') });
@@ -79,7 +88,10 @@ describe('trail tools on hostile text from real traffic', () => {
 
     const json = await tool('lookup', [MESSAGE_ID, file, '--json']);
     expect(json.out).not.toMatch(RAW_CONTROL);
-    const records = json.out.trim().split('\n').map((l) => JSON.parse(l) as RelayRecord);
+    const records = json.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as RelayRecord);
     expect(records.find((r) => r.type === 'relay')!.message.messageId).toBe(MESSAGE_ID);
     expect(records.find((r) => r.type === 'relay')!.message.subject).toBe(SUBJECT);
   });
@@ -95,7 +107,10 @@ describe('trail tools on hostile text from real traffic', () => {
     const human = await tool('tail', [file, '-n', 'all']);
     expect(human.out).toContain('invoice\\u202efdp.exe@example.com → ana@example.org +1');
     expect(human.out).toContain('\\x1b]2;PWNED\\x07 500');
-    for (const args of [[file, '-n', 'all'], [file, '-n', 'all', '--json']]) {
+    for (const args of [
+      [file, '-n', 'all'],
+      [file, '-n', 'all', '--json'],
+    ]) {
       const r = await tool('tail', args);
       expect(r.code).toBe(0);
       expect(r.out).not.toMatch(RAW_CONTROL);
@@ -104,7 +119,10 @@ describe('trail tools on hostile text from real traffic', () => {
     const coloured = await tool('tail', [file, '-n', 'all'], { FORCE_COLOR: '1' });
     expect(coloured.out.replace(/\u001b\[\d+m/g, '')).not.toMatch(RAW_CONTROL);
     const json = await tool('tail', [file, '-n', 'all', '--json']);
-    const parsed = json.out.trim().split('\n').map((l) => JSON.parse(l) as { from?: string; command?: string });
+    const parsed = json.out
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { from?: string; command?: string });
     expect(parsed.map((r) => r.from)).toContain(SENDER);
     expect(parsed.map((r) => r.command)).toContain(VERB);
   });

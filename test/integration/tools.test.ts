@@ -51,7 +51,11 @@ async function freePort(): Promise<number> {
 const children = new Set<ChildProcess>();
 
 function start(args: string[], cwd: string): { proc: ChildProcess; out: () => string; err: () => string; exited: Promise<number | null> } {
-  const proc = spawn(process.execPath, [CLI, ...args], { cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: cwd }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    cwd,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: cwd },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.add(proc);
   let out = '';
   let err = '';
@@ -80,7 +84,10 @@ function trailRecords(files: string[]): AuditRecord[] {
   return files.flatMap((f) => {
     const buf = readFileSync(f);
     const text = (buf[0] === 0x1f && buf[1] === 0x8b ? gunzipSync(buf) : buf).toString('utf8');
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as AuditRecord);
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as AuditRecord);
   });
 }
 
@@ -117,7 +124,14 @@ describe('the trail tools on a real, rotating trail', () => {
     // -n all: what is already there, then what comes. One message first, to know the follower is up
     // before the trail rotates for the first time.
     follower = start(['tail', '-f', '-n', 'all', '--config', 'mailtrail.yaml'], dir);
-    await sendMessage({ port, startTls: false, timeoutMs: 30_000, from: 'warmup@example.com', to: ['r@example.org'], raw: simpleMessage({ messageId: '<warmup@example.com>' }) });
+    await sendMessage({
+      port,
+      startTls: false,
+      timeoutMs: 30_000,
+      from: 'warmup@example.com',
+      to: ['r@example.org'],
+      raw: simpleMessage({ messageId: '<warmup@example.com>' }),
+    });
     await until(() => follower.out().includes('warmup@example.com'), 'tail -f to start', 30_000);
 
     // Mixed faults, decided per message: mostly delivered, some refused recipients, throttling, spam,
@@ -130,10 +144,21 @@ describe('the trail tools on a real, rotating trail', () => {
         data: kind === 7 ? { code: 554, text: '5.7.1 Message rejected: spam' } : kind === 9 && i % 20 === 9 ? 'drop-after-dot' : undefined,
       });
       const to = kind === 3 ? [`r${i}@example.org`, `gone${i}@example.net`] : [`r${i}@example.org`];
-      await sendMessage({ port, startTls: false, timeoutMs: 30_000, from: `app${i % 4}@example.com`, to, raw: simpleMessage({ from: `app${i % 4}@example.com`, to: to[0], messageId: `<m${i}@example.com>` }) });
+      await sendMessage({
+        port,
+        startTls: false,
+        timeoutMs: 30_000,
+        from: `app${i % 4}@example.com`,
+        to,
+        raw: simpleMessage({ from: `app${i % 4}@example.com`, to: to[0], messageId: `<m${i}@example.com>` }),
+      });
     }
     await upstream.resetFaults();
-    const relayCount = (): number => follower.out().split('\n').filter((l) => / (delivered|partial|deferred|rejected|unknown|aborted) /.test(l)).length;
+    const relayCount = (): number =>
+      follower
+        .out()
+        .split('\n')
+        .filter((l) => / (delivered|partial|deferred|rejected|unknown|aborted) /.test(l)).length;
     await until(() => relayCount() >= MESSAGES + 1, `tail -f to print ${MESSAGES + 1} relay lines (has ${relayCount()})`, 60_000);
     follower.proc.kill('SIGINT');
     expect(await follower.exited).toBe(0);

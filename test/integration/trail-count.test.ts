@@ -71,8 +71,19 @@ describe('the trail under 200 concurrent transactions', () => {
 
   async function sendingClient(n: number, kind: Exclude<Kind, 'abort'>): Promise<Outcome> {
     const to = kind === 'partial' ? [`ok-${n}@example.org`, `bad-${n}@example.org`] : [`${kind === 'big' || kind === 'good' ? 'ok' : kind}-${n}@example.org`];
-    const body = kind === 'big' ? 'y'.repeat(76).concat('\r\n').repeat(Math.ceil((MAX_SIZE * 1.5) / 78)) : `Message ${n}.`;
-    const res = await relay.send({ from: `app-${n}@example.com`, to, raw: simpleMessage({ to: to[0], messageId: `<count-${n}@example.com>`, body }), timeoutMs: 25_000 });
+    const body =
+      kind === 'big'
+        ? 'y'
+            .repeat(76)
+            .concat('\r\n')
+            .repeat(Math.ceil((MAX_SIZE * 1.5) / 78))
+        : `Message ${n}.`;
+    const res = await relay.send({
+      from: `app-${n}@example.com`,
+      to,
+      raw: simpleMessage({ to: to[0], messageId: `<count-${n}@example.com>`, body }),
+      timeoutMs: 25_000,
+    });
     const id = ID_IN_REPLY.exec(res.response ?? '')?.[1] ?? null;
     // Read right when the client has its reply: the record must already be there.
     const recordedBeforeReply = id !== null && readFileSync(relay.auditFile, 'utf8').includes(`"id":"${id}"`);

@@ -93,8 +93,23 @@ describe('one SMTP transaction from DATA to the reply', () => {
   });
 
   function processor(spec: Partial<RelaySpec> = {}, overrides: Partial<Config> = {}) {
-    const config: Config = { ...relayConfig({ upstreams: [{ port: upstreams[0]!.port, breaker: null }, { port: upstreams[1]!.port, breaker: null }], ...spec }, dataDir), ...overrides };
-    const router = new Router(new RouteTable(config.routes, config.upstreams), config.upstreams.map((u) => parts.channel(u)));
+    const config: Config = {
+      ...relayConfig(
+        {
+          upstreams: [
+            { port: upstreams[0]!.port, breaker: null },
+            { port: upstreams[1]!.port, breaker: null },
+          ],
+          ...spec,
+        },
+        dataDir,
+      ),
+      ...overrides,
+    };
+    const router = new Router(
+      new RouteTable(config.routes, config.upstreams),
+      config.upstreams.map((u) => parts.channel(u)),
+    );
     const duplicates = new DuplicateTracker({ window: 60_000 });
     const p = new TransactionProcessor({
       config,
@@ -192,10 +207,30 @@ describe('one SMTP transaction from DATA to the reply', () => {
 
   describe('never answers 250 without a written record', () => {
     it.each([
-      { outcome: 'delivered', faults: {}, text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice', delivered: 1 },
-      { outcome: 'unknown', faults: { data: 'drop-after-dot' as const }, text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice', delivered: 0 },
-      { outcome: 'rejected', faults: { data: { code: 554, text: '5.7.1 Rejected' } }, text: 'Cannot record the transaction; message not accepted, try again later', delivered: 0 },
-      { outcome: 'deferred', faults: { data: { code: 451, text: '4.3.0 Try again' } }, text: 'Cannot record the transaction; message not accepted, try again later', delivered: 0 },
+      {
+        outcome: 'delivered',
+        faults: {},
+        text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
+        delivered: 1,
+      },
+      {
+        outcome: 'unknown',
+        faults: { data: 'drop-after-dot' as const },
+        text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
+        delivered: 0,
+      },
+      {
+        outcome: 'rejected',
+        faults: { data: { code: 554, text: '5.7.1 Rejected' } },
+        text: 'Cannot record the transaction; message not accepted, try again later',
+        delivered: 0,
+      },
+      {
+        outcome: 'deferred',
+        faults: { data: { code: 451, text: '4.3.0 Try again' } },
+        text: 'Cannot record the transaction; message not accepted, try again later',
+        delivered: 0,
+      },
     ])('answers 451 4.3.0 when the record of a $outcome transaction cannot be written, saying whether the upstream may have it', async (c) => {
       const { p, duplicates } = processor();
       await upstreams[0]!.setFaults(c.faults);
@@ -242,7 +277,11 @@ describe('one SMTP transaction from DATA to the reply', () => {
       const { p } = processor();
       trail.refusalNow = c.refusal;
       const reply = await run(p);
-      expect(reply.reply).toEqual({ code: 451, enhanced: '4.3.0', text: `Cannot record the transaction; message not accepted, try again later (id ${reply.id})` });
+      expect(reply.reply).toEqual({
+        code: 451,
+        enhanced: '4.3.0',
+        text: `Cannot record the transaction; message not accepted, try again later (id ${reply.id})`,
+      });
       expect(trail.written).toHaveLength(1);
       expect(trail.written[0]).toMatchObject({
         id: reply.id,

@@ -24,7 +24,14 @@ const reply = (code: number, text: string) => ({ code, text });
 
 // Every upstream-side class of docs/failures.md, reproduced end to end against a real SMTP server.
 const CASES: Case[] = [
-  { name: 'a refused connection is class connect, answered 451 4.4.1', refuse: true, expectCode: 451, expectEnhanced: '4.4.1', outcome: 'deferred', cls: 'connect' },
+  {
+    name: 'a refused connection is class connect, answered 451 4.4.1',
+    refuse: true,
+    expectCode: 451,
+    expectEnhanced: '4.4.1',
+    outcome: 'deferred',
+    cls: 'connect',
+  },
   {
     name: 'an upstream host that does not resolve is class dns, answered 451 4.4.3',
     spec: () => ({ host: 'no-such-host.invalid' }),
@@ -114,7 +121,9 @@ const CASES: Case[] = [
   },
   {
     name: 'a 5xx at MAIL FROM for an unverified identity is class sender_rejected, passed through',
-    faults: { mailFrom: reply(554, 'Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: a@example.com') },
+    faults: {
+      mailFrom: reply(554, 'Message rejected: Email address is not verified. The following identities failed the check in region EU-WEST-1: a@example.com'),
+    },
     expectCode: 554,
     outcome: 'rejected',
     cls: 'sender_rejected',

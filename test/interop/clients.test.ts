@@ -34,7 +34,13 @@ describe.skipIf(!available)('interop: real clients', () => {
    */
   const messageFile = async (label: string): Promise<{ path: string; raw: Buffer; messageId: string }> => {
     const messageId = `${label}-${Date.now()}-${seq++}@clients.example`;
-    const raw = simpleMessage({ from: 'app@app.example', to: 'ana@dest.example', messageId: `<${messageId}>`, subject: `interop ${label}`, body: `Sent by ${label}.` });
+    const raw = simpleMessage({
+      from: 'app@app.example',
+      to: 'ana@dest.example',
+      messageId: `<${messageId}>`,
+      subject: `interop ${label}`,
+      body: `Sent by ${label}.`,
+    });
     const path = join(dir, `${label}-${seq}.eml`);
     await writeFile(path, label.startsWith('swaks') ? raw.subarray(0, raw.length - 2) : raw);
     return { path, raw, messageId };
@@ -102,7 +108,18 @@ describe.skipIf(!available)('interop: real clients', () => {
 
     it('speaks TLS from the first byte on the implicit-TLS listener', async () => {
       const m = await messageFile('swaks-implicit');
-      const run = await swaks(['--port', String(relay.tlsPort), '--tls-on-connect', '--tls-verify', '--tls-ca-path', caPath, '--tls-sni', 'localhost', '--data', m.path]);
+      const run = await swaks([
+        '--port',
+        String(relay.tlsPort),
+        '--tls-on-connect',
+        '--tls-verify',
+        '--tls-ca-path',
+        caPath,
+        '--tls-sni',
+        'localhost',
+        '--data',
+        m.path,
+      ]);
       const record = await expectRelayed(run, m.messageId, m.raw);
       expect(record.client.tls).not.toBeNull();
     });
@@ -110,7 +127,21 @@ describe.skipIf(!available)('interop: real clients', () => {
     for (const mech of ['PLAIN', 'LOGIN']) {
       it(`authenticates with AUTH ${mech} after STARTTLS`, async () => {
         const m = await messageFile(`swaks-auth-${mech.toLowerCase()}`);
-        const run = await swaks(['--port', String(relay.port), '--tls', '--tls-ca-path', caPath, '--auth', mech, '--auth-user', USER, '--auth-password', PASS, '--data', m.path]);
+        const run = await swaks([
+          '--port',
+          String(relay.port),
+          '--tls',
+          '--tls-ca-path',
+          caPath,
+          '--auth',
+          mech,
+          '--auth-user',
+          USER,
+          '--auth-password',
+          PASS,
+          '--data',
+          m.path,
+        ]);
         const record = await expectRelayed(run, m.messageId, m.raw);
         expect(record.client.user).toBe(USER);
         expect(record.client.tls).not.toBeNull();
@@ -167,7 +198,7 @@ describe.skipIf(!available)('interop: real clients', () => {
         'port, ca, user, pw, path = sys.argv[1:6]',
         "s = smtplib.SMTP('127.0.0.1', int(port), timeout=20)",
         "s.ehlo('python.example')",
-        "s.starttls(context=ssl.create_default_context(cafile=ca))",
+        's.starttls(context=ssl.create_default_context(cafile=ca))',
         "s.ehlo('python.example')",
         's.login(user, pw)',
         "s.mail('app@app.example')",

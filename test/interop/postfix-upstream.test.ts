@@ -90,7 +90,11 @@ describe.skipIf(!available)('interop: Postfix as the upstream', () => {
   });
 
   it("passes a content refusal after the body through (Postfix's header_checks, 550 5.7.1)", async () => {
-    const r = await relay.send({ from: 'app@app.example', to: ['ana@dest.example'], raw: simpleMessage({ to: 'ana@dest.example', subject: 'please REJECT-ME' }) });
+    const r = await relay.send({
+      from: 'app@app.example',
+      to: ['ana@dest.example'],
+      raw: simpleMessage({ to: 'ana@dest.example', subject: 'please REJECT-ME' }),
+    });
     expect(r).toMatchObject({ ok: false, code: 550 });
     if (r.ok) return;
     expect(r.response).toContain('5.7.1');
@@ -100,7 +104,11 @@ describe.skipIf(!available)('interop: Postfix as the upstream', () => {
   });
 
   it("refuses a message over Postfix's SIZE limit with 552 5.3.4 (too_large)", async () => {
-    const r = await relay.send({ from: 'app@app.example', to: ['ana@dest.example'], raw: simpleMessage({ to: 'ana@dest.example', body: 'x'.repeat(400_000) }) });
+    const r = await relay.send({
+      from: 'app@app.example',
+      to: ['ana@dest.example'],
+      raw: simpleMessage({ to: 'ana@dest.example', body: 'x'.repeat(400_000) }),
+    });
     expect(r).toMatchObject({ ok: false, code: 552 });
     if (r.ok) return;
     const record = await recordFor(idOf(r.response));
@@ -109,7 +117,13 @@ describe.skipIf(!available)('interop: Postfix as the upstream', () => {
 
   it('relays 30 concurrent messages over pooled connections, each with its own queue id', async () => {
     const results = await Promise.all(
-      Array.from({ length: 30 }, (_, i) => relay.send({ from: 'app@app.example', to: ['ana@dest.example'], raw: simpleMessage({ to: 'ana@dest.example', messageId: `<pf-many-${i}-${Date.now()}@app.example>` }) })),
+      Array.from({ length: 30 }, (_, i) =>
+        relay.send({
+          from: 'app@app.example',
+          to: ['ana@dest.example'],
+          raw: simpleMessage({ to: 'ana@dest.example', messageId: `<pf-many-${i}-${Date.now()}@app.example>` }),
+        }),
+      ),
     );
     expect(results.every((r) => r.ok && r.code === 250)).toBe(true);
     const records = await Promise.all(results.map((r) => recordFor(idOf(r.ok ? r.response : ''))));

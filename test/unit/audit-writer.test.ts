@@ -236,7 +236,10 @@ describe('the audit writer', () => {
       const w = await open({ fsync: true, fileOps: faultyOps({ fsync: [2] }) });
       expect(writeAll(w, 3)).toEqual([1, 'EIO', 2]);
       w.close();
-      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [3, 2]]);
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([
+        [1, 1],
+        [3, 2],
+      ]);
       const result = await verifyTrail({ files: [file] });
       expect([result.damage, result.ioFaultCount, result.warnings]).toEqual([null, 0, []]);
     });
@@ -245,7 +248,11 @@ describe('the audit writer', () => {
       const w = await open({ fsync: true, fileOps: faultyOps({ fsync: [2], truncate: 'all' }) });
       expect(writeAll(w, 3)).toEqual([1, 'EIO kept', 3]);
       w.close();
-      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [2, 2], [3, 3]]);
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]);
       const result = await verifyTrail({ files: [file] });
       expect([result.damage, result.ioFaultCount, result.warnings]).toEqual([null, 0, []]);
     });
@@ -254,7 +261,10 @@ describe('the audit writer', () => {
       const w = await open({ fileOps: faultyOps({ shortWrite: { record: 2, keep: 10 } }) });
       expect(writeAll(w, 3)).toEqual([1, 'EIO', 2]);
       w.close();
-      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [3, 2]]);
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([
+        [1, 1],
+        [3, 2],
+      ]);
       expect((await verifyTrail({ files: [file] })).warnings).toEqual([]);
     });
 
@@ -278,7 +288,11 @@ describe('the audit writer', () => {
       const again = await open();
       again.write({ type: 'relay', n: 3 });
       again.close();
-      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([[1, 1], [2, 2], [3, 3]]);
+      expect((await records(file)).map((r) => [r.n, r.seq])).toEqual([
+        [1, 1],
+        [2, 2],
+        [3, 3],
+      ]);
       const result = await verifyTrail({ files: [file] });
       expect([result.damage, result.ioFaultCount, result.warnings]).toEqual([null, 0, []]);
     });

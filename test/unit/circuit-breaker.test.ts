@@ -200,13 +200,20 @@ describe('what an attempt tells the breaker', () => {
   });
 
   it('takes a delivery and a verdict on the message as signs of life', () => {
-    expect(breakerEvidence(classify({ ...base, ok: true, phase: 'done', reply: { code: 250, enhanced: null, text: 'Ok' }, replyPhase: 'data' }), false)).toBe('success');
+    expect(breakerEvidence(classify({ ...base, ok: true, phase: 'done', reply: { code: 250, enhanced: null, text: 'Ok' }, replyPhase: 'data' }), false)).toBe(
+      'success',
+    );
     expect(breakerEvidence(refused(550, '5.1.1', 'User unknown', 'rcpt'), false)).toBe('success');
   });
 
   it('takes throttling, quota and credential refusals as neutral', () => {
     expect(breakerEvidence(refused(454, null, 'Throttling failure: Maximum sending rate exceeded.', 'mail'), false)).toBe('neutral');
-    expect(breakerEvidence(classify({ ...base, errorCode: 'EAUTH', reply: { code: 535, enhanced: '5.7.8', text: 'Authentication failed' }, replyPhase: 'auth' }), false)).toBe('neutral');
+    expect(
+      breakerEvidence(
+        classify({ ...base, errorCode: 'EAUTH', reply: { code: 535, enhanced: '5.7.8', text: 'Authentication failed' }, replyPhase: 'auth' }),
+        false,
+      ),
+    ).toBe('neutral');
   });
 
   it('takes an attempt ended by our own deadline as neutral', () => {

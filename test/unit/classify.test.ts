@@ -6,7 +6,6 @@ import { ERROR_RULES, REPLY_RULES, type ErrorExample, type ReplyExample } from '
 import type { AttemptPhase, ReplyPhase, UpstreamFacts, Verdict } from '../../src/classify/upstream-facts.js';
 import type { SmtpReply } from '../../src/smtp/smtp-reply.js';
 
-
 /** The verdict with the reply the client gets for it (reply/relay-reply.ts), as one value to assert on. */
 function classify(f: UpstreamFacts): Verdict & { clientReply: SmtpReply } {
   const verdict = classifyOnly(f);
@@ -275,7 +274,9 @@ describe('step 2: an upstream reply decides', () => {
   });
 
   it('a 421 without an enhanced code becomes 451 4.3.0', () => {
-    const verdict = classify(facts({ phase: 'envelope', reply: parseReply(421, 'Service not available, closing transmission channel'), errorCode: 'ECONNECTION' }));
+    const verdict = classify(
+      facts({ phase: 'envelope', reply: parseReply(421, 'Service not available, closing transmission channel'), errorCode: 'ECONNECTION' }),
+    );
     expect(failureOf(verdict).class).toBe('upstream_unavailable');
     expect(verdict.clientReply).toMatchObject({ code: 451, enhanced: '4.3.0' });
   });
@@ -312,9 +313,7 @@ describe('step 2: an upstream reply decides', () => {
   });
 
   it("Microsoft's mailbox-full is the sender's own mailbox, so it is a quota, not a recipient problem", () => {
-    const verdict = classify(
-      reply(554, '5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException.MapiExceptionShutoffQuotaExceeded', 'data'),
-    );
+    const verdict = classify(reply(554, '5.2.2 mailbox full; STOREDRV.Submission.Exception:QuotaExceededException.MapiExceptionShutoffQuotaExceeded', 'data'));
     expect(failureOf(verdict).class).toBe('quota');
   });
 

@@ -156,7 +156,12 @@ describe('the secrets of a configuration', () => {
     expect(secrets.filter((s) => text.includes(s))).toEqual([]);
     // Only the secrets went: names, hosts, header names and key paths are there to read.
     expect(described).toMatchObject({
-      clients: { users: [{ username: 'ana', password: '[redacted]', passwordHash: null }, { username: 'bo', password: null, passwordHash: '[redacted]' }] },
+      clients: {
+        users: [
+          { username: 'ana', password: '[redacted]', passwordHash: null },
+          { username: 'bo', password: null, passwordHash: '[redacted]' },
+        ],
+      },
       upstreams: [
         { name: 'ses', host: 'email-smtp.eu-west-1.amazonaws.com', auth: { user: 'AKIAEXAMPLE', pass: '[redacted]' } },
         { name: 'backup', auth: { user: 'relay', pass: '[redacted]' } },
@@ -165,7 +170,12 @@ describe('the secrets of a configuration', () => {
       http: { host: '127.0.0.1', token: '[redacted]' },
       alerts: {
         sinks: [
-          { name: 'chat', url: 'https://hooks.example.com/[redacted]', secret: '[redacted]', headers: { Authorization: '[redacted]', 'X-Api-Key': '[redacted]' } },
+          {
+            name: 'chat',
+            url: 'https://hooks.example.com/[redacted]',
+            secret: '[redacted]',
+            headers: { Authorization: '[redacted]', 'X-Api-Key': '[redacted]' },
+          },
           { name: 'mail', smtp: { host: 'mail.example.org', auth: { user: 'alerts', pass: '[redacted]' } } },
         ],
       },

@@ -490,9 +490,7 @@ clients:
 upstreams: [{ name: a, url: "smtp://h.example" }]
 `),
     );
-    expect(err.problems).toEqual([
-      { path: 'clients.users[0].password', message: 'environment variable BILLING_SMTP_PASSWORD is not set' },
-    ]);
+    expect(err.problems).toEqual([{ path: 'clients.users[0].password', message: 'environment variable BILLING_SMTP_PASSWORD is not set' }]);
   });
 });
 
@@ -510,12 +508,9 @@ describe('units', () => {
     expect(parseSize(input)).toBe(bytes);
   });
 
-  it.each([['lots'], ['-1'], [-1], ['10 XB'], [''], [true], [null], [Number.NaN], ['1e3'], ['constructor']])(
-    'refuses %j as a size',
-    (input) => {
-      expect(parseSize(input)).toBeNull();
-    },
-  );
+  it.each([['lots'], ['-1'], [-1], ['10 XB'], [''], [true], [null], [Number.NaN], ['1e3'], ['constructor']])('refuses %j as a size', (input) => {
+    expect(parseSize(input)).toBeNull();
+  });
 
   it.each([
     [250, 250],

@@ -4,7 +4,12 @@ import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const PAGES = ['README.md', ...readdirSync(join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => join('docs', f))];
+const PAGES = [
+  'README.md',
+  ...readdirSync(join(ROOT, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => join('docs', f)),
+];
 
 /** Every ```yaml block of a page, with the line it starts on. */
 function yamlBlocks(page: string): { line: number; text: string }[] {

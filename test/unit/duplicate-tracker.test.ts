@@ -4,8 +4,19 @@ import type { RelayRecord } from '../../src/audit/records.js';
 
 const HOUR = 3_600_000;
 
-function rec(id: string, outcome: RelayRecord['outcome'], to: string[] = ['ana@example.org', 'bo@example.net'], sha256 = 'h1'): Parameters<DuplicateTracker['written']>[0] {
-  return { id, outcome, from: 'app@example.com', rcpt: to.map((t) => ({ to: t, status: 'unknown', reply: null })), message: { size: 1, sha256, messageId: null, subject: null, headerFrom: null } };
+function rec(
+  id: string,
+  outcome: RelayRecord['outcome'],
+  to: string[] = ['ana@example.org', 'bo@example.net'],
+  sha256 = 'h1',
+): Parameters<DuplicateTracker['written']>[0] {
+  return {
+    id,
+    outcome,
+    from: 'app@example.com',
+    rcpt: to.map((t) => ({ to: t, status: 'unknown', reply: null })),
+    message: { size: 1, sha256, messageId: null, subject: null, headerFrom: null },
+  };
 }
 
 function tracker(): { t: DuplicateTracker; advance: (ms: number) => void } {

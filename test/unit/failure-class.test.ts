@@ -16,7 +16,20 @@ describe('the class groups read off the failure traits', () => {
 
   it('counts for alert streaks every class the operator or the provider must act on', () => {
     expect(where(isProviderSideClass).sort()).toEqual(
-      ['dns', 'connect', 'tls', 'timeout', 'connection_lost', 'unknown_outcome', 'protocol', 'upstream_unavailable', 'throttled', 'quota', 'upstream_auth', 'internal'].sort(),
+      [
+        'dns',
+        'connect',
+        'tls',
+        'timeout',
+        'connection_lost',
+        'unknown_outcome',
+        'protocol',
+        'upstream_unavailable',
+        'throttled',
+        'quota',
+        'upstream_auth',
+        'internal',
+      ].sort(),
     );
   });
 

@@ -51,7 +51,7 @@ function withoutProperty<T>(proto: object, name: string, replacement: PropertyDe
   }
 }
 
-describe('removing smtp-server\'s greeting delay', () => {
+describe("removing smtp-server's greeting delay", () => {
   const servers: SMTPServer[] = [];
   afterEach(async () => {
     await Promise.all(servers.splice(0).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
@@ -122,7 +122,7 @@ describe('removing smtp-server\'s greeting delay', () => {
     talk.close();
   });
 
-  it('sends the greeting well within the library\'s 100 ms delay', async () => {
+  it("sends the greeting well within the library's 100 ms delay", async () => {
     const port = await server({ fast: true });
     const times: number[] = [];
     for (let i = 0; i < 5; i++) times.push(await timeToFirstByte(port));
@@ -130,7 +130,7 @@ describe('removing smtp-server\'s greeting delay', () => {
     expect(times[2]).toBeLessThan(50);
   });
 
-  it('keeps the library\'s maxClients refusal', async () => {
+  it("keeps the library's maxClients refusal", async () => {
     const port = await server({ fast: true, maxClients: 1 });
     const first = await smtpTalk(port);
     await first.expect(220);

@@ -79,14 +79,7 @@ describe('sniffHeaders', () => {
   });
 
   it('unfolds folded headers', async () => {
-    const head = crlf(
-      'Subject: a long',
-      '\tsubject line',
-      'Message-ID:',
-      ' <folded@example.com>',
-      'From: Ana',
-      '  <ana@example.org>',
-    );
+    const head = crlf('Subject: a long', '\tsubject line', 'Message-ID:', ' <folded@example.com>', 'From: Ana', '  <ana@example.org>');
     expect(await sniffHeaders(head, false)).toMatchObject({
       subject: 'a long\tsubject line',
       messageId: '<folded@example.com>',
@@ -132,11 +125,7 @@ describe('sniffHeaders', () => {
 
   it('agrees with mailparser on decoded Message-ID, Subject and From', async () => {
     const blocks = [
-      crlf(
-        'Message-ID: <a.b@example.com>',
-        'Subject: =?UTF-8?B?w6lsw6h2ZQ==?= notes',
-        'From: =?utf-8?B?w4lsw6h2ZQ==?= <e@example.com>',
-      ),
+      crlf('Message-ID: <a.b@example.com>', 'Subject: =?UTF-8?B?w6lsw6h2ZQ==?= notes', 'From: =?utf-8?B?w4lsw6h2ZQ==?= <e@example.com>'),
       crlf('Subject: =?utf-8?q?one?=', ' =?utf-8?q?_two?=', 'From: "Quoted Name" <q@example.com>'),
       crlf('From: Group: a@example.com, "B" <b@example.com>;', 'Subject: plain, with: punctuation'),
     ];
@@ -205,10 +194,6 @@ describe('HeaderCollector', () => {
 
   it('keeps everything of a message that has no body', () => {
     const collector = collect([Buffer.from('Subject: only headers\r\n')]);
-    expect([collector.done, collector.truncated, collector.head().toString()]).toEqual([
-      false,
-      false,
-      'Subject: only headers\r\n',
-    ]);
+    expect([collector.done, collector.truncated, collector.head().toString()]).toEqual([false, false, 'Subject: only headers\r\n']);
   });
 });

@@ -14,9 +14,23 @@ const message = { size: 18234, sha256: SHA, messageId: MID, subject: null, heade
 // The story of one message: refused once for too many recipients, deferred (throttled), retried and
 // lost after the final dot (duplicate risk), retried again and delivered (linked as a duplicate).
 const refusedRcpt = reject({ time: '2026-11-25T10:00:00.500Z', session: { id: 'sessaaaaaaaaaaaa', txn: 0 }, to: 'extra@example.net' });
-const otherTxnRefusal = reject({ time: '2026-11-25T10:00:05.000Z', session: { id: 'sessaaaaaaaaaaaa', txn: 1 }, from: 'someone-else@example.com', class: 'sender_denied', command: 'MAIL' });
+const otherTxnRefusal = reject({
+  time: '2026-11-25T10:00:05.000Z',
+  session: { id: 'sessaaaaaaaaaaaa', txn: 1 },
+  from: 'someone-else@example.com',
+  class: 'sender_denied',
+  command: 'MAIL',
+});
 const deferred = throttled({ time: '2026-11-25T10:00:01.000Z', id: '01M8900000000000000000000A', session: { id: 'sessaaaaaaaaaaaa', txn: 1 }, message });
-const unrelatedSameSession = relay({ time: '2026-11-25T10:00:06.000Z', id: '01M8900000000000000000000X', session: { id: 'sessaaaaaaaaaaaa', txn: 2 }, from: 'someone-else@example.com', rcpt: [{ to: 'z@example.net', status: 'accepted', reply: null }], message: { ...message, messageId: '<other@example.com>', sha256: 'c'.repeat(64) }, upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: 'OTHERQ' } });
+const unrelatedSameSession = relay({
+  time: '2026-11-25T10:00:06.000Z',
+  id: '01M8900000000000000000000X',
+  session: { id: 'sessaaaaaaaaaaaa', txn: 2 },
+  from: 'someone-else@example.com',
+  rcpt: [{ to: 'z@example.net', status: 'accepted', reply: null }],
+  message: { ...message, messageId: '<other@example.com>', sha256: 'c'.repeat(64) },
+  upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: 'OTHERQ' },
+});
 const sessionA = session({ time: '2026-11-25T10:00:07.000Z', session: { id: 'sessaaaaaaaaaaaa' }, transactions: 2, accepted: 1, rejected: 2 });
 const lost = relay({
   time: '2026-11-25T10:05:00.000Z',
@@ -27,10 +41,26 @@ const lost = relay({
   duplicateRisk: true,
   duplicateOf: '01M8900000000000000000000A',
   upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: null },
-  attempts: [{ upstream: 'ses', startedAt: '2026-11-25T10:04:59.900Z', ms: 90, phase: 'sent', reply: null, error: { code: 'ECONNECTION', cause: 'ECONNRESET', message: 'Connection closed unexpectedly' }, class: 'unknown_outcome' }],
+  attempts: [
+    {
+      upstream: 'ses',
+      startedAt: '2026-11-25T10:04:59.900Z',
+      ms: 90,
+      phase: 'sent',
+      reply: null,
+      error: { code: 'ECONNECTION', cause: 'ECONNRESET', message: 'Connection closed unexpectedly' },
+      class: 'unknown_outcome',
+    },
+  ],
   upstreamReply: null,
   clientReply: { code: 451, enhanced: '4.4.2', text: 'Connection lost after the message was sent (id 01M8900000000000000000000B)' },
-  failure: { class: 'unknown_outcome', retryable: null, actor: 'upstream', scope: 'message', detail: { rule: 'lost-after-dot', code: 'ECONNECTION', cause: 'ECONNRESET', timeoutType: null, message: null } },
+  failure: {
+    class: 'unknown_outcome',
+    retryable: null,
+    actor: 'upstream',
+    scope: 'message',
+    detail: { rule: 'lost-after-dot', code: 'ECONNECTION', cause: 'ECONNRESET', timeoutType: null, message: null },
+  },
 });
 const sessionB = session({ time: '2026-11-25T10:05:01.000Z', session: { id: 'sessbbbbbbbbbbbb' } });
 const delivered = relay({
@@ -40,14 +70,44 @@ const delivered = relay({
   message,
   duplicateOf: '01M8900000000000000000000B',
   attempts: [
-    { upstream: 'ses', startedAt: '2026-11-25T10:19:59.800Z', ms: 3, phase: 'connecting', reply: null, error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }, class: 'connect' },
-    { upstream: 'backup', startedAt: '2026-11-25T10:19:59.810Z', ms: 80, phase: 'done', reply: { code: 250, enhanced: null, text: 'Ok: queued as 4XyZ12AbC' }, error: null, class: null },
+    {
+      upstream: 'ses',
+      startedAt: '2026-11-25T10:19:59.800Z',
+      ms: 3,
+      phase: 'connecting',
+      reply: null,
+      error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null },
+      class: 'connect',
+    },
+    {
+      upstream: 'backup',
+      startedAt: '2026-11-25T10:19:59.810Z',
+      ms: 80,
+      phase: 'done',
+      reply: { code: 250, enhanced: null, text: 'Ok: queued as 4XyZ12AbC' },
+      error: null,
+      class: null,
+    },
   ],
-  upstream: { name: 'backup', host: 'smtp.backup.example', port: 587, tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', authorized: true }, reusedConnection: false, queueId: '4XyZ12AbC' },
+  upstream: {
+    name: 'backup',
+    host: 'smtp.backup.example',
+    port: 587,
+    tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', authorized: true },
+    reusedConnection: false,
+    queueId: '4XyZ12AbC',
+  },
 });
 const sessionC = session({ time: '2026-11-25T10:20:01.000Z', session: { id: 'sesscccccccccccc' } });
 const noise = Array.from({ length: 50 }, (_, i) =>
-  relay({ time: `2026-11-25T10:10:${String(i).padStart(2, '0')}.000Z`, session: { id: `noise${i}`.padEnd(16, 'x'), txn: 1 }, from: `n${i}@example.com`, rcpt: [{ to: `r${i}@example.org`, status: 'accepted', reply: null }], message: { ...message, messageId: `<n${i}@example.com>`, sha256: String(i % 10).repeat(64) }, upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: `NQ${i}` } }),
+  relay({
+    time: `2026-11-25T10:10:${String(i).padStart(2, '0')}.000Z`,
+    session: { id: `noise${i}`.padEnd(16, 'x'), txn: 1 },
+    from: `n${i}@example.com`,
+    rcpt: [{ to: `r${i}@example.org`, status: 'accepted', reply: null }],
+    message: { ...message, messageId: `<n${i}@example.com>`, sha256: String(i % 10).repeat(64) },
+    upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: `NQ${i}` },
+  }),
 );
 
 const story: AuditRecord[] = [refusedRcpt, deferred, lost, sessionB, delivered, sessionC, sessionA];
@@ -58,7 +118,11 @@ async function lookup(args: string[], opts: Parameters<typeof memoryIo>[0] = {})
   return { code, out: io.out(), err: io.err(), io };
 }
 
-const ids = (out: string): string[] => out.split('\n').filter(Boolean).map((l) => (JSON.parse(l) as AuditRecord).id);
+const ids = (out: string): string[] =>
+  out
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => (JSON.parse(l) as AuditRecord).id);
 const inTimeOrder = (records: AuditRecord[]): string[] => [...records].sort((a, b) => (a.time < b.time ? -1 : 1)).map((r) => r.id);
 
 describe('mailtrail lookup', () => {
@@ -69,7 +133,9 @@ describe('mailtrail lookup', () => {
     dir = await tempDir();
     // Spread over a compressed rotated file and the current one, noise in between.
     files = [
-      await writeTrail(dir, 'audit.log.1.gz', [refusedRcpt, deferred, otherTxnRefusal, unrelatedSameSession, sessionA, ...noise.slice(0, 25), lost, sessionB], { gzip: true }),
+      await writeTrail(dir, 'audit.log.1.gz', [refusedRcpt, deferred, otherTxnRefusal, unrelatedSameSession, sessionA, ...noise.slice(0, 25), lost, sessionB], {
+        gzip: true,
+      }),
       await writeTrail(dir, 'audit.log', [...noise.slice(25), delivered, sessionC]),
     ];
   });
@@ -105,7 +171,9 @@ describe('mailtrail lookup', () => {
   it('renders the story: verdict, envelope, each attempt and the failover, the reply, timings and duplicate links', async () => {
     const { out } = await lookup([MID, ...files]);
     expect(out).toMatch(/^lookup <inv-5521@example\.com> \(message-id\): 7 record\(s\), 2026-11-25 10:00:00\.500Z → 2026-11-25 10:20:01\.000Z/);
-    expect(out).toContain('latest outcome: delivered at 2026-11-25 10:20:00.000Z via backup (queue 4XyZ12AbC), after 2 earlier transaction(s): deferred, unknown');
+    expect(out).toContain(
+      'latest outcome: delivered at 2026-11-25 10:20:00.000Z via backup (queue 4XyZ12AbC), after 2 earlier transaction(s): deferred, unknown',
+    );
     expect(out).toMatch(/refused +too_many_recipients +invoices@example\.com → extra@example\.net/);
     expect(out).toMatch(/relay {2}deferred {2}throttled {2}01M8900000000000000000000A/);
     expect(out).toMatch(/attempt 1 ses .* reached envelope {2}454 4\.7\.0 Throttling failure: Maximum sending rate exceeded\. {2}→ throttled/);
@@ -132,9 +200,16 @@ describe('mailtrail lookup', () => {
     const key = 'secret-key-0123456789abcdef';
     const sub = join(dir, 'private');
     await mkdir(sub);
-    const masked = relay({ id: '01M8900000000000000000000P', from: maskAddress('invoices@example.com', 'pseudonymize', key), rcpt: [{ to: maskAddress('ana@example.org', 'pseudonymize', key), status: 'accepted', reply: null }] });
+    const masked = relay({
+      id: '01M8900000000000000000000P',
+      from: maskAddress('invoices@example.com', 'pseudonymize', key),
+      rcpt: [{ to: maskAddress('ana@example.org', 'pseudonymize', key), status: 'accepted', reply: null }],
+    });
     const trail = await writeTrail(sub, 'audit.log', [masked, ...noise.slice(0, 3)]);
-    await writeFile(join(sub, 'c.yaml'), `listen:\n  - { port: 2525 }\nupstreams:\n  - name: ses\n    url: smtp://127.0.0.1:2525\naudit:\n  file: audit.log\n  privacy: pseudonymize\n  hmacKey: ${key}\n`);
+    await writeFile(
+      join(sub, 'c.yaml'),
+      `listen:\n  - { port: 2525 }\nupstreams:\n  - name: ses\n    url: smtp://127.0.0.1:2525\naudit:\n  file: audit.log\n  privacy: pseudonymize\n  hmacKey: ${key}\n`,
+    );
     const found = await lookup(['Ana@example.org', '--config', join(sub, 'c.yaml')]);
     expect(found.code).toBe(0);
     expect(found.out).toContain(masked.id);
@@ -200,7 +275,11 @@ describe('the byte-level line filters of lookup', () => {
 
   it('finds a needle in any ASCII case, only in the lines that hold it', () => {
     const text = '{"to":"Ana@Example.ORG"}\n{"to":"bo@example.org"}\n{"x":"ANA@EXAMPLE.ORG","y":"ana@example.org"}\n{"to":"ana@example.orgx"}\n';
-    expect(passing(containsAny(['ana@example.org']), text)).toEqual(['{"to":"Ana@Example.ORG"}', '{"x":"ANA@EXAMPLE.ORG","y":"ana@example.org"}', '{"to":"ana@example.orgx"}']);
+    expect(passing(containsAny(['ana@example.org']), text)).toEqual([
+      '{"to":"Ana@Example.ORG"}',
+      '{"x":"ANA@EXAMPLE.ORG","y":"ana@example.org"}',
+      '{"to":"ana@example.orgx"}',
+    ]);
   });
 
   it('matches non-ASCII needles byte for byte', () => {
@@ -209,7 +288,13 @@ describe('the byte-level line filters of lookup', () => {
 
   it('lets a line through when a named member has a known value, and when a value has an escape', () => {
     const filter = memberValueIn(['messageId', 'id'], new Set(['m-1@x', 'abc']), (s) => s.replace(/^<|>$/g, '').toLowerCase());
-    const text = ['{"id":"ABC","messageId":"<zzz@x>"}', '{"id":"q","messageId":"<M-1@x>"}', '{"id":"q","messageId":"<a\\"b@x>"}', '{"id":"q","other":"abc"}', ''].join('\n');
+    const text = [
+      '{"id":"ABC","messageId":"<zzz@x>"}',
+      '{"id":"q","messageId":"<M-1@x>"}',
+      '{"id":"q","messageId":"<a\\"b@x>"}',
+      '{"id":"q","other":"abc"}',
+      '',
+    ].join('\n');
     expect(passing(filter, text)).toEqual(['{"id":"ABC","messageId":"<zzz@x>"}', '{"id":"q","messageId":"<M-1@x>"}', '{"id":"q","messageId":"<a\\"b@x>"}']);
   });
 });

@@ -118,7 +118,12 @@ describe('the embedded default', () => {
   });
 
   it('takes MAILTRAIL_HTTP as host:port (a port that must be free) or off', () => {
-    expect(loadConfig({ env: { MAILTRAIL_HTTP: '127.0.0.1:9999' }, cwd: '/srv' }).http).toEqual({ host: '127.0.0.1', port: 9999, token: null, bestEffort: false });
+    expect(loadConfig({ env: { MAILTRAIL_HTTP: '127.0.0.1:9999' }, cwd: '/srv' }).http).toEqual({
+      host: '127.0.0.1',
+      port: 9999,
+      token: null,
+      bestEffort: false,
+    });
     expect(loadConfig({ env: { MAILTRAIL_HTTP: 'off' }, cwd: '/srv' }).http).toBeNull();
   });
 

@@ -124,11 +124,17 @@ describe('the recorder', () => {
 
     it('is kept in the operational log, so the operator can still find it', () => {
       const logged: Array<Record<string, unknown>> = [];
-      const r = new Recorder(writer as unknown as AuditWriter, bus, createLogger('error', { write: (s: string) => void logged.push(JSON.parse(s) as Record<string, unknown>) }));
+      const r = new Recorder(
+        writer as unknown as AuditWriter,
+        bus,
+        createLogger('error', { write: (s: string) => void logged.push(JSON.parse(s) as Record<string, unknown>) }),
+      );
       writer.failing = true;
       const record = relay();
       expect(() => r.relay(record)).toThrow();
-      expect(logged.find((l) => l.msg === 'relay record not written to the audit trail; it follows here')).toMatchObject({ record: { id: record.id, type: 'relay' } });
+      expect(logged.find((l) => l.msg === 'relay record not written to the audit trail; it follows here')).toMatchObject({
+        record: { id: record.id, type: 'relay' },
+      });
     });
 
     it('does not throw with onWriteFailure continue, and observers still hear of the record, without chain fields', () => {
@@ -236,7 +242,10 @@ describe('the recorder', () => {
       r.relay(relay({ from: 'invoices@example.com', rcpt: [{ to: 'Ana@Example.org', status: 'accepted', reply: null }] }));
       const [line] = lines();
       const heard = published[0]!.arg as Record<string, unknown>;
-      expect(line).toMatchObject({ from: expect.stringMatching(/^[0-9a-f]{16}@example\.com$/), rcpt: [{ to: expect.stringMatching(/^[0-9a-f]{16}@example\.org$/) }] });
+      expect(line).toMatchObject({
+        from: expect.stringMatching(/^[0-9a-f]{16}@example\.com$/),
+        rcpt: [{ to: expect.stringMatching(/^[0-9a-f]{16}@example\.org$/) }],
+      });
       expect(JSON.stringify(line)).not.toMatch(/invoices@|ana@/i);
       expect(heard).toEqual(line);
     });

@@ -43,7 +43,11 @@ describe('the reply to a relayed transaction', () => {
 
   it('names the upstream queue id in the 250 of a delivery', () => {
     const facts = { ...FACTS, ok: true, phase: 'done' as const, reply: { code: 250, enhanced: '2.0.0', text: 'Ok: queued as 4XyZ12' } };
-    expect(relayReply({ outcome: 'delivered', failure: null, mayFailOver: false }, facts, POLICY)).toEqual({ code: 250, enhanced: '2.0.0', text: 'Ok: relayed as 4XyZ12' });
+    expect(relayReply({ outcome: 'delivered', failure: null, mayFailOver: false }, facts, POLICY)).toEqual({
+      code: 250,
+      enhanced: '2.0.0',
+      text: 'Ok: relayed as 4XyZ12',
+    });
   });
 
   it('answers 451 4.4.1 when every upstream was skipped for an open circuit breaker', () => {

@@ -113,12 +113,10 @@ describe('extractQueueId', () => {
   });
 
   it('reads the transaction id Haraka gives in brackets after "Message Queued"', () => {
-    expect(extractQueueId('250 Message Queued (51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1)')).toBe(
-      '51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1',
-    );
+    expect(extractQueueId('250 Message Queued (51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1)')).toBe('51DE505A-C5B4-4ED3-9FA0-45ED43F49E96.1');
   });
 
-  it('finds no id in a Haraka acceptance without a transaction id, nor in Mailgun\'s', () => {
+  it("finds no id in a Haraka acceptance without a transaction id, nor in Mailgun's", () => {
     expect(extractQueueId('250 Message Queued')).toBeNull();
     expect(extractQueueId('250 Great success')).toBeNull();
   });

@@ -57,10 +57,7 @@ describe('the route table', () => {
   });
 
   it('takes the first matching route', () => {
-    const table = new RouteTable(
-      [route('first', { users: ['billing'] }, ['ses']), route('second', { senders: ['@example.com'] }, ['postmark'])],
-      UPSTREAMS,
-    );
+    const table = new RouteTable([route('first', { users: ['billing'] }, ['ses']), route('second', { senders: ['@example.com'] }, ['postmark'])], UPSTREAMS);
     expect(table.select(key({ user: 'billing', from: 'a@example.com' })).name).toBe('first');
     expect(table.select(key({ user: 'ops', from: 'a@example.com' })).name).toBe('second');
   });
@@ -117,9 +114,12 @@ describe('routes in the config file', () => {
   });
 
   it('refuses a route behind one that matches every message', () => {
-    expect(problems([{ name: 'all', upstreams: ['ses'] }, { name: 'billing', match: { users: ['billing'] }, upstreams: ['backup'] }])).toEqual([
-      { path: 'routes[1]', message: 'never used: routes[0] matches every message' },
-    ]);
+    expect(
+      problems([
+        { name: 'all', upstreams: ['ses'] },
+        { name: 'billing', match: { users: ['billing'] }, upstreams: ['backup'] },
+      ]),
+    ).toEqual([{ path: 'routes[1]', message: 'never used: routes[0] matches every message' }]);
   });
 
   it('refuses duplicate route names, bad sender patterns and bad networks, all at once', () => {

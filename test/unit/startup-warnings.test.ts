@@ -53,7 +53,14 @@ describe('start-up warnings', () => {
 
   it('says why the HTTP endpoint did not start, instead of warning about its token', () => {
     const c = config({ http: { host: '0.0.0.0', port: 8025 } });
-    const facts = { ephemeralCert: false, upstreams: c.upstreams, httpNotStarted: 'EADDRINUSE', auditTornTail: false, auditUnchained: null, dataDirUnlocked: null };
+    const facts = {
+      ephemeralCert: false,
+      upstreams: c.upstreams,
+      httpNotStarted: 'EADDRINUSE',
+      auditTornTail: false,
+      auditUnchained: null,
+      dataDirUnlocked: null,
+    };
     expect(startupWarnings(c, facts).map((w) => w.code)).toEqual(['http_not_started']);
   });
 

@@ -35,8 +35,24 @@ describe('mailtrail tail', () => {
       { to: 'cy@example.net', status: 'accepted', reply: null },
     ],
     attempts: [
-      { upstream: 'ses', startedAt: '2026-11-25T10:15:02.900Z', ms: 4, phase: 'connecting', reply: null, error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null }, class: 'connect' },
-      { upstream: 'backup', startedAt: '2026-11-25T10:15:02.910Z', ms: 50, phase: 'done', reply: { code: 250, enhanced: null, text: 'Ok: queued as Q2' }, error: null, class: null },
+      {
+        upstream: 'ses',
+        startedAt: '2026-11-25T10:15:02.900Z',
+        ms: 4,
+        phase: 'connecting',
+        reply: null,
+        error: { code: 'ESOCKET', cause: 'ECONNREFUSED', message: null },
+        class: 'connect',
+      },
+      {
+        upstream: 'backup',
+        startedAt: '2026-11-25T10:15:02.910Z',
+        ms: 50,
+        phase: 'done',
+        reply: { code: 250, enhanced: null, text: 'Ok: queued as Q2' },
+        error: null,
+        class: null,
+      },
     ],
     upstream: { name: 'backup', host: 'smtp.backup.example', port: 587, tls: null, reusedConnection: false, queueId: 'Q2' },
   });
@@ -48,7 +64,13 @@ describe('mailtrail tail', () => {
     upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: null },
     upstreamReply: { code: 550, enhanced: '5.1.1', text: 'User unknown', phase: 'rcpt' },
     clientReply: { code: 550, enhanced: '5.1.1', text: 'User unknown' },
-    failure: { class: 'recipient_rejected', retryable: false, actor: 'recipient', scope: 'recipient', detail: { rule: 'rcpt-5xx', code: 'EENVELOPE', cause: null, timeoutType: null, message: null } },
+    failure: {
+      class: 'recipient_rejected',
+      retryable: false,
+      actor: 'recipient',
+      scope: 'recipient',
+      detail: { rule: 'rcpt-5xx', code: 'EENVELOPE', cause: null, timeoutType: null, message: null },
+    },
   });
   const lost = relay({
     time: '2026-11-25T10:15:05.000Z',
@@ -56,7 +78,13 @@ describe('mailtrail tail', () => {
     duplicateRisk: true,
     upstreamReply: null,
     upstream: { name: 'ses', host: 'h', port: 587, tls: null, reusedConnection: true, queueId: null },
-    failure: { class: 'unknown_outcome', retryable: null, actor: 'upstream', scope: 'message', detail: { rule: 'lost-after-dot', code: 'ECONNECTION', cause: 'ECONNRESET', timeoutType: null, message: null } },
+    failure: {
+      class: 'unknown_outcome',
+      retryable: null,
+      actor: 'upstream',
+      scope: 'message',
+      detail: { rule: 'lost-after-dot', code: 'ECONNECTION', cause: 'ECONNRESET', timeoutType: null, message: null },
+    },
   });
   const records = [
     relay({ time: '2026-11-25T10:15:02.481Z', id: '01JDQ5K8Z3M4V6T9A1B2C3D4E5' }),
@@ -101,13 +129,25 @@ describe('mailtrail tail', () => {
 
   it('gives refusals, sessions and alerts their own compact lines', async () => {
     const { lines } = await tail([file]);
-    expect(lines[2]).toMatch(/^2026-11-25 10:15:03\.500Z {2}refused +too_many_recipients +invoices@example\.com → x@example\.net {2}RCPT 452 4\.5\.3 {2}10\.0\.4\.17 \(billing\) {2}\S+$/);
-    expect(lines[6]).toMatch(/^2026-11-25 10:15:06\.000Z {2}session +10\.0\.4\.17 \(billing\) {2}1 txn, 1 accepted, 0 refused {2}18 KB {2}5\.1s {2}TLSv1\.3 {2}session k3x9q0abcdefghij$/);
+    expect(lines[2]).toMatch(
+      /^2026-11-25 10:15:03\.500Z {2}refused +too_many_recipients +invoices@example\.com → x@example\.net {2}RCPT 452 4\.5\.3 {2}10\.0\.4\.17 \(billing\) {2}\S+$/,
+    );
+    expect(lines[6]).toMatch(
+      /^2026-11-25 10:15:06\.000Z {2}session +10\.0\.4\.17 \(billing\) {2}1 txn, 1 accepted, 0 refused {2}18 KB {2}5\.1s {2}TLSv1\.3 {2}session k3x9q0abcdefghij$/,
+    );
     expect(lines[7]).toMatch(/alert fired +throttling +ses throttled {2}ses is throttling/);
   });
 
   it('names the username a failed AUTH tried, apart from an authenticated user', async () => {
-    const failed = reject({ command: 'AUTH', from: null, to: null, class: 'auth_failed', authUser: 'billing', clientReply: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' }, client: { ip: '10.0.4.99', port: 1, helo: null, user: null, tls: null } });
+    const failed = reject({
+      command: 'AUTH',
+      from: null,
+      to: null,
+      class: 'auth_failed',
+      authUser: 'billing',
+      clientReply: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
+      client: { ip: '10.0.4.99', port: 1, helo: null, user: null, tls: null },
+    });
     const f = await writeTrail(dir, 'auth-failed.log', [failed]);
     const { lines } = await tail([f]);
     expect(lines[0]).toMatch(/refused +auth_failed .* AUTH 535 5\.7\.8 {2}10\.0\.4\.99 \(tried billing\) /);
@@ -118,7 +158,11 @@ describe('mailtrail tail', () => {
     await mkdir(sub, { recursive: true });
     const at = (n: number): string => `2026-11-25T12:00:${String(n).padStart(2, '0')}.000Z`;
     await writeFile(join(sub, 'audit.log.2026-11-25T115900.000Z.gz'), gzipSync(toLines([0, 1, 2, 3].map((n) => relay({ time: at(n) })))));
-    await writeTrail(sub, 'audit.log.2026-11-25T120030.000Z', [4, 5].map((n) => relay({ time: at(n) })));
+    await writeTrail(
+      sub,
+      'audit.log.2026-11-25T120030.000Z',
+      [4, 5].map((n) => relay({ time: at(n) })),
+    );
     await writeTrail(sub, 'audit.log', [relay({ time: at(6) })]);
     await writeFile(join(sub, 'c.yaml'), 'audit: { file: audit.log }\n');
     const { lines } = await tail(['-n', '5', '--config', join(sub, 'c.yaml')]);
@@ -194,7 +238,10 @@ describe('mailtrail tail', () => {
     const cfgDir = join(dir, 'configured');
     await mkdir(join(cfgDir, 'trail'), { recursive: true });
     await writeTrail(cfgDir, 'trail/audit.log', [bounced]);
-    await writeFile(join(cfgDir, 'mailtrail.yaml'), 'listen:\n  - { port: 2525 }\nupstreams:\n  - name: ses\n    url: smtp://127.0.0.1:2525\naudit:\n  file: trail/audit.log\n');
+    await writeFile(
+      join(cfgDir, 'mailtrail.yaml'),
+      'listen:\n  - { port: 2525 }\nupstreams:\n  - name: ses\n    url: smtp://127.0.0.1:2525\naudit:\n  file: trail/audit.log\n',
+    );
     expect((await tail(['--config', join(cfgDir, 'mailtrail.yaml')])).lines).toHaveLength(1);
     expect((await tail([], { env: { MAILTRAIL_CONFIG: join(cfgDir, 'mailtrail.yaml') } })).lines[0]).toContain('recipient_rejected');
     // No configuration at all: the embedded default's ./data/audit.log.
@@ -207,9 +254,15 @@ describe('mailtrail tail', () => {
     const key = 'k'.repeat(32);
     const cfgDir = join(dir, 'private');
     await mkdir(cfgDir);
-    const masked = relay({ from: maskAddress('invoices@example.com', 'pseudonymize', key), rcpt: [{ to: maskAddress('Ana@Example.org', 'pseudonymize', key), status: 'accepted', reply: null }] });
+    const masked = relay({
+      from: maskAddress('invoices@example.com', 'pseudonymize', key),
+      rcpt: [{ to: maskAddress('Ana@Example.org', 'pseudonymize', key), status: 'accepted', reply: null }],
+    });
     const trail = await writeTrail(cfgDir, 'audit.log', [masked, relay({ rcpt: [{ to: 'bo@example.org', status: 'accepted', reply: null }] })]);
-    await writeFile(join(cfgDir, 'c.yaml'), `listen:\n  - { port: 2525 }\nupstreams:\n  - name: ses\n    url: smtp://127.0.0.1:2525\naudit:\n  file: audit.log\n  privacy: pseudonymize\n  hmacKey: ${key}\n`);
+    await writeFile(
+      join(cfgDir, 'c.yaml'),
+      `listen:\n  - { port: 2525 }\nupstreams:\n  - name: ses\n    url: smtp://127.0.0.1:2525\naudit:\n  file: audit.log\n  privacy: pseudonymize\n  hmacKey: ${key}\n`,
+    );
     const { lines } = await tail([trail, '--to', 'ana@example.org', '--config', join(cfgDir, 'c.yaml')]);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toContain(`→ ${maskAddress('ana@example.org', 'pseudonymize', key)}`);
@@ -243,7 +296,12 @@ describe('mailtrail tail -f', () => {
       },
     };
   }
-  const ids = (io: MemoryIo): string[] => io.out().split('\n').filter(Boolean).map((l) => l.split(/ {2}/).at(-1)!.trim());
+  const ids = (io: MemoryIo): string[] =>
+    io
+      .out()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => l.split(/ {2}/).at(-1)!.trim());
 
   it('prints the last records, then each new one as it is written', async () => {
     const file = await writeTrail(dir, 'grow.log', [relay({ id: '01M8A00000000000000000000A' }), relay({ id: '01M8A00000000000000000000B' })]);

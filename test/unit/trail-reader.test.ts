@@ -134,7 +134,10 @@ describe('the trail reader', () => {
 
   it('does not parse the lines a prefilter refuses', async () => {
     const file = join(dir, 'prefilter.log');
-    await writeFile(file, [JSON.stringify(relay({ from: 'wanted@example.com' })), 'garbage that would count as malformed', JSON.stringify(relay())].join('\n') + '\n');
+    await writeFile(
+      file,
+      [JSON.stringify(relay({ from: 'wanted@example.com' })), 'garbage that would count as malformed', JSON.stringify(relay())].join('\n') + '\n',
+    );
     const { entries, problems } = await readAll([file], { prefilter: (buf, start, end) => buf.toString('utf8', start, end).includes('wanted@') });
     expect(entries.map((e) => e.line)).toEqual([1]);
     expect(problems.total).toBe(0);
@@ -161,7 +164,7 @@ describe('reading a trail backwards (tail)', () => {
   it('gives the same lines as reading forwards, in reverse, across read-chunk boundaries', async () => {
     // Line lengths from 1 byte to 300 KB, about 5 MB in all: many lines straddle the 1 MiB chunks.
     let seed = 7;
-    const rand = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const rand = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
     const lines = Array.from({ length: 400 }, (_, i) => `${i}:${'y'.repeat(Math.floor(rand() ** 3 * 300_000))}`);
     lines[17] = '';
     const file = join(dir, 'backwards.log');

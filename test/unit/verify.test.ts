@@ -56,7 +56,6 @@ async function writeLines(file: string, ls: readonly string[]): Promise<void> {
   await writeFile(file, ls.map((l) => `${l}\n`).join(''));
 }
 
-
 describe('mailtrail verify', () => {
   let dir: string;
   let trail: Trail;
@@ -154,7 +153,9 @@ describe('mailtrail verify', () => {
     expect((await runVerify([trail.file])).code).toBe(0); // the chain alone cannot tell
     const r = await runVerify([trail.file, '--checkpoints', trail.copies]);
     expect(r.code).toBe(1);
-    expect(r.out).toMatch(/^DAMAGED truncated at .*audit\.log:15 \(seq 15\): the trail ends at seq 15, but the checkpoint at .*checkpoints\.log:3 attests seq 28/);
+    expect(r.out).toMatch(
+      /^DAMAGED truncated at .*audit\.log:15 \(seq 15\): the trail ends at seq 15, but the checkpoint at .*checkpoints\.log:3 attests seq 28/,
+    );
   });
 
   it('reports a wrong public key as bad-signature', async () => {
@@ -163,7 +164,9 @@ describe('mailtrail verify', () => {
     await writeFile(otherFile, other);
     const r = await runVerify([trail.file, '--public-key', otherFile]);
     expect(r.code).toBe(1);
-    expect(r.out).toMatch(new RegExp(`^DAMAGED bad-signature at ${trail.file}:11 \\(seq 11\\): signed with key [0-9a-f]{16}, not with the given key [0-9a-f]{16}`));
+    expect(r.out).toMatch(
+      new RegExp(`^DAMAGED bad-signature at ${trail.file}:11 \\(seq 11\\): signed with key [0-9a-f]{16}, not with the given key [0-9a-f]{16}`),
+    );
   });
 
   it('reports a checkpoint whose signature was replaced as bad-signature', async () => {
@@ -200,7 +203,15 @@ describe('mailtrail verify', () => {
   it('verifies a trail split over plain and gzip-compressed files given in chain order', async () => {
     const ls = await lines(trail.file);
     const older = join(dir, 'audit.log.2026-11-25T101502.123Z.gz');
-    await writeFile(older, gzipSync(ls.slice(0, 12).map((l) => `${l}\n`).join('')));
+    await writeFile(
+      older,
+      gzipSync(
+        ls
+          .slice(0, 12)
+          .map((l) => `${l}\n`)
+          .join(''),
+      ),
+    );
     await writeLines(trail.file, ls.slice(12));
     const r = await runVerify([older, trail.file, '--checkpoints', trail.copies, '--public-key', trail.publicKeyFile]);
     expect(r.out).toMatch(/^intact: 28 record\(s\) in 2 file\(s\), seq 1\.\.28/);
@@ -232,7 +243,9 @@ describe('mailtrail verify', () => {
       expect(r.code).toBe(3);
       const [fault, summary, ...rest] = r.out.trim().split('\n');
       expect(rest).toEqual([]);
-      expect(fault).toBe(`IO-FAULT at ${trail.file}:9 (seq 9): the same record written again at ${trail.file}:10: a write that failed after reaching the file, not tampering`);
+      expect(fault).toBe(
+        `IO-FAULT at ${trail.file}:9 (seq 9): the same record written again at ${trail.file}:10: a write that failed after reaching the file, not tampering`,
+      );
       expect(summary).toMatch(/^intact, but 1 record\(s\) left outside the chain by failed writes \(I\/O faults\): 28 record\(s\) in 1 file\(s\), seq 1\.\.28/);
       expect(summary).toContain('3 matched in the checkpoints file');
     });
@@ -246,7 +259,11 @@ describe('mailtrail verify', () => {
       await writeLines(trail.file, ls);
       const r = await runVerify([trail.file, '--checkpoints', trail.copies]);
       expect(r.code).toBe(3);
-      expect(r.out).toMatch(new RegExp(`^IO-FAULT at ${trail.file}:9 \\(seq 9\\): the record at ${trail.file}:10 has the same seq and prev, and the chain continues from that one; this one is outside the chain`));
+      expect(r.out).toMatch(
+        new RegExp(
+          `^IO-FAULT at ${trail.file}:9 \\(seq 9\\): the record at ${trail.file}:10 has the same seq and prev, and the chain continues from that one; this one is outside the chain`,
+        ),
+      );
       const result = await verifyTrail({ files: [trail.file] });
       expect([result.damage, result.records, result.lastSeq, result.ioFaultCount]).toEqual([null, 28, 28, 1]);
     });

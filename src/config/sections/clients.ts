@@ -13,11 +13,7 @@ const user = z
     /** Exactly one of password / passwordHash is set. */
     password: z.string().min(1).nullable().optional(),
     /** scrypt hash in the form `scrypt$N$r$p$saltBase64$hashBase64`. */
-    passwordHash: z
-      .string()
-      .refine(isPasswordHash, 'not a scrypt hash in the form scrypt$N$r$p$salt$hash')
-      .nullable()
-      .optional(),
+    passwordHash: z.string().refine(isPasswordHash, 'not a scrypt hash in the form scrypt$N$r$p$salt$hash').nullable().optional(),
     /** Allowed MAIL FROM: "@domain" or a full address; empty = any sender. */
     allowedSenders: z.array(sender()).default([]),
   })

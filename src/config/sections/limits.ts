@@ -33,7 +33,12 @@ export const limitsSection = z
     connectionRateExempt: z.array(cidr).nullable().default(null),
   })
   .superRefine((value: unknown, ctx) => {
-    if (isRecord(value) && typeof value.softErrorLimit === 'number' && typeof value.hardErrorLimit === 'number' && value.softErrorLimit > value.hardErrorLimit) {
+    if (
+      isRecord(value) &&
+      typeof value.softErrorLimit === 'number' &&
+      typeof value.hardErrorLimit === 'number' &&
+      value.softErrorLimit > value.hardErrorLimit
+    ) {
       ctx.addIssue({ code: 'custom', message: 'must not be above limits.hardErrorLimit', path: ['softErrorLimit'] });
     }
   }, ALWAYS)

@@ -4,8 +4,6 @@
 import { z } from 'zod';
 import type { Loaded } from '../loaded.js';
 
-export const logSection = z
-  .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-  .prefault({});
+export const logSection = z.strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') }).prefault({});
 
 export type LogConfig = Loaded<typeof logSection>;

@@ -39,9 +39,7 @@ export function routesConsistency(value: unknown, ctx: z.RefinementCtx): void {
     (Array.isArray(value.upstreams) ? value.upstreams : []).map((u) => (isRecord(u) ? u.name : undefined)).filter((n) => typeof n === 'string'),
   );
   const clientsValue = isRecord(value.clients) ? value.clients : {};
-  const userNames = new Set(
-    (Array.isArray(clientsValue.users) ? clientsValue.users : []).map((u) => (isRecord(u) ? u.username : undefined)),
-  );
+  const userNames = new Set((Array.isArray(clientsValue.users) ? clientsValue.users : []).map((u) => (isRecord(u) ? u.username : undefined)));
   let catchAll: number | null = null;
   value.routes.forEach((r: unknown, i) => {
     if (!isRecord(r)) return;

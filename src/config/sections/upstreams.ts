@@ -62,9 +62,7 @@ const rateLimit = z
     /** Longest wait for a sending slot; null = as long as the relay deadline allows. */
     maxWait: optionalDuration(),
     /** Adaptive slow-down after a throttling reply: first delay (0 = off), cap, and halving period. */
-    backoff: z
-      .strictObject({ initial: duration(100, 0), max: duration(10_000), decay: duration(10_000) })
-      .prefault({}),
+    backoff: z.strictObject({ initial: duration(100, 0), max: duration(10_000), decay: duration(10_000) }).prefault({}),
   })
   .prefault({});
 
@@ -72,7 +70,10 @@ const upstream = z
   .strictObject({
     name: entryName(),
     url: smtpUrl,
-    auth: z.strictObject({ user: z.string().min(1), pass: z.string().min(1) }).nullable().optional(),
+    auth: z
+      .strictObject({ user: z.string().min(1), pass: z.string().min(1) })
+      .nullable()
+      .optional(),
     tls: z
       .strictObject({
         ...smtpTlsShape,
@@ -104,7 +105,10 @@ function upstreamConsistency(value: unknown, ctx: z.RefinementCtx): void {
 export const upstreamsSection = z
   .array(upstream)
   .min(1)
-  .superRefine(unique('name', 'duplicate upstream name', (s) => s.toLowerCase()), ALWAYS);
+  .superRefine(
+    unique('name', 'duplicate upstream name', (s) => s.toLowerCase()),
+    ALWAYS,
+  );
 
 export type UpstreamProbeConfig = Loaded<typeof probe>;
 export type UpstreamBreakerConfig = Loaded<typeof breaker>;

@@ -214,7 +214,8 @@ export class AlertEngine {
     stats.addProbe(failure, probeClears);
     for (const rule of this.#probeOrder) {
       const c = rule.condition;
-      if (c.kind === 'consecutiveFailures') this.#judgeStreak(rule, c.count, result.upstream, stats, ' (messages and health probes)', 'a health probe passed', now);
+      if (c.kind === 'consecutiveFailures')
+        this.#judgeStreak(rule, c.count, result.upstream, stats, ' (messages and health probes)', 'a health probe passed', now);
       if (c.kind !== 'class') continue;
       if (failure !== null && result.class !== null && c.classes.includes(result.class)) {
         const summary = classSummary('the health probe', failure);

@@ -75,7 +75,16 @@ export class Incidents {
       open.shownClass = detail.shownClass;
       return;
     }
-    const incident: Incident = { ...key, key: k, openedAt: now, sinks: detail.sinks, notified: false, firedAt: null, summary: detail.summary, shownClass: detail.shownClass };
+    const incident: Incident = {
+      ...key,
+      key: k,
+      openedAt: now,
+      sinks: detail.sinks,
+      notified: false,
+      firedAt: null,
+      summary: detail.summary,
+      shownClass: detail.shownClass,
+    };
     this.#open.set(k, incident);
     this.#tryFire(incident, now);
     this.#hooks.changed(this.open);

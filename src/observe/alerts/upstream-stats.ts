@@ -12,7 +12,6 @@ import { ERR } from '../../error-codes.js';
  */
 export type AttemptKind = 'success' | 'failure' | 'neutral';
 
-
 export interface AttemptFact {
   readonly upstream: string;
   readonly kind: AttemptKind;
@@ -172,7 +171,10 @@ export class UpstreamStats {
 
   /** Nearest-rank p95 of the relay times in the window. */
   p95(window: number, now: number): { p95: number; count: number } {
-    const values = this.#latency.since(now - window).map((s) => s.ms).sort((a, b) => a - b);
+    const values = this.#latency
+      .since(now - window)
+      .map((s) => s.ms)
+      .sort((a, b) => a - b);
     if (values.length === 0) return { p95: 0, count: 0 };
     return { p95: values[Math.ceil(values.length * 0.95) - 1]!, count: values.length };
   }
