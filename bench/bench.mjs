@@ -67,7 +67,7 @@ async function main() {
   const results = { startedAt: new Date().toISOString(), machine: machine(), runSeconds: RUN_SECONDS, profiled: profile, nodeArgs: NODE_ARGS };
   let sink = null;
   let mt = null;
-  let setup = null;
+  let setup;
   try {
     sink = await startSink();
     results.tools = { sink: sink.kind, load: loadGeneratorKind(), latency: 'bench smtp-load (node)' };
@@ -102,7 +102,7 @@ async function main() {
       results.memory.bigMessage = await bigMessage(setup.port, mt.pid);
       results.memory.idleConnections = await idleConnections(setup.port, mt.pid);
     }
-    results.trail = trailCheck(setup.auditFile, results);
+    results.trail = trailCheck(setup.auditFile);
     if (setup.httpPort) results.http = await httpCheck(setup.httpPort);
   } finally {
     if (mt) await mt.stop('SIGTERM');
@@ -294,7 +294,7 @@ async function idleConnections(mtPort, pid) {
 }
 
 /** Every message relayed through mailtrail has one relay record with a 2xx reply. */
-function trailCheck(file, results) {
+function trailCheck(file) {
   let relay = 0;
   let accepted = 0;
   let torn = 0;

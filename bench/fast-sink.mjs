@@ -77,7 +77,6 @@ function serve(socket) {
             break;
           }
         }
-        pos = chunk.length;
         break;
       }
       const eol = chunk.indexOf(10, pos);

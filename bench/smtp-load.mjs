@@ -35,13 +35,11 @@ function headers(n, from, to, tag) {
 
 /** A connection that hands out whole SMTP replies (multi-line replies joined). */
 class ReplyReader {
-  #socket;
   #buffer = '';
   #waiter = null;
   #closed = false;
 
   constructor(socket) {
-    this.#socket = socket;
     socket.setEncoding('latin1');
     socket.on('data', (d) => {
       this.#buffer += d;

@@ -23,7 +23,7 @@ export type Explicit<T> = T extends undefined
  * The loaded form of schema `S`: its output, absent values as null, frozen. `Changes` gives the type
  * of the keys the load sets otherwise (a path resolved to a default, a key the file does not have).
  */
-export type Loaded<S extends z.ZodType, Changes extends object = {}> = [keyof Changes] extends [never]
+export type Loaded<S extends z.ZodType, Changes extends object = Record<never, never>> = [keyof Changes] extends [never]
   ? Frozen<Explicit<z.output<S>>>
   : Frozen<Omit<Explicit<z.output<S>>, keyof Changes> & Changes>;
 

@@ -52,7 +52,7 @@ export const configSchema = z
 
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
-type ConfigFitsSchema = Expect<
+type _ConfigFitsSchema = Expect<
   Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
 >;
 

@@ -315,17 +315,26 @@ export class SmtpListeners {
     const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
     this.#deadlines.receiving(session.id, stream);
     // The processor's reply text already carries the transaction id.
-    this.#deps.processor.process(stream, session, state).then(({ id, reply }) => {
-      if (reply.code >= 200 && reply.code < 300) {
-        // A delivered message forgives the errors before it (error-limits.ts); a refused one is the
-        // upstream's verdict or our own trouble, never the client's error.
-        state.errors = 0;
-        return cb(null, wireText(reply, null));
-      }
-      state.ownRefusalPending = true;
-      // code 0: the client vanished; smtp-server will not write to a closed socket anyway.
-      cb(reply.code === 0 ? smtpError(CLIENT_REPLIES.internal, id) : smtpError(reply, null));
-    });
+    this.#deps.processor
+      .process(stream, session, state)
+      .then(({ id, reply }) => {
+        if (reply.code >= 200 && reply.code < 300) {
+          // A delivered message forgives the errors before it (error-limits.ts); a refused one is the
+          // upstream's verdict or our own trouble, never the client's error.
+          state.errors = 0;
+          return cb(null, wireText(reply, null));
+        }
+        state.ownRefusalPending = true;
+        // code 0: the client vanished; smtp-server will not write to a closed socket anyway.
+        cb(reply.code === 0 ? smtpError(CLIENT_REPLIES.internal, id) : smtpError(reply, null));
+      })
+      .catch((err: unknown) => {
+        // The processor never throws by design; should it ever, the client still gets an answer (451)
+        // instead of waiting for its timeout, and the log says why.
+        this.#deps.log.error({ err }, 'transaction failed unexpectedly');
+        state.ownRefusalPending = true;
+        cb(smtpError(CLIENT_REPLIES.internal, null));
+      });
   }
 
   #onClose(session: SMTPServerSession): void {

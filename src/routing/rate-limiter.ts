@@ -112,7 +112,7 @@ export class EgressRateLimiter {
 
 function sleep(ms: number, signal: StopSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    if (signal.stopped) return reject(signal.reason);
+    if (signal.stopped) return reject(signal.reason ?? new Error('stopped'));
     const timer = setTimeout(() => {
       detach();
       resolve();

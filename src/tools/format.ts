@@ -132,7 +132,7 @@ export function recordLine(parsed: AuditRecord, style: Style, json?: string): st
     case 'checkpoint':
       return checkpointLine(record, style);
     default:
-      return otherLine(record as unknown as Record<string, unknown>, style);
+      return otherLine(record, style);
   }
 }
 

@@ -19,7 +19,7 @@
  */
 // eslint-disable-next-line no-control-regex
 const UNSAFE = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
-// eslint-disable-next-line no-control-regex
+
 const UNSAFE_ALL = new RegExp(UNSAFE.source, 'g');
 /** A line break with the blanks around it: multi-line SMTP replies read as `line / line`. */
 const LINE_BREAK = /\s*\n\s*/g;

@@ -87,8 +87,8 @@ export class SpaceSaving {
     this.#keys[j] = k;
     this.#counts[j] = c;
     this.#errors[j] = e;
-    this.#index.set(this.#keys[i]!, i);
-    this.#index.set(this.#keys[j]!, j);
+    this.#index.set(this.#keys[i], i);
+    this.#index.set(this.#keys[j], j);
   }
 
   #siftUp(i: number): void {

@@ -142,7 +142,7 @@ export function successFacts(info: SendInfo): UpstreamFacts {
     syscall: null,
     message: null,
     accepted: (info.accepted ?? []).map(String),
-    rejected: recipientFacts(info.rejectedErrors as NodemailerError[] | undefined),
+    rejected: recipientFacts(info.rejectedErrors),
   };
 }
 

@@ -132,7 +132,7 @@ export class UpstreamConnection {
         (err, info) => {
           detach();
           if (err) reject(err);
-          else resolve(info as SendInfo);
+          else resolve(info);
         },
       );
       if (socket) process.nextTick(() => socket.uncork());

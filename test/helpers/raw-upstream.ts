@@ -234,7 +234,8 @@ export async function startRawUpstream(opts: RawUpstreamOptions = {}): Promise<R
     let busy = false; // a reply is being produced (async script function)
     let tx: { mailFrom: string; rcptTo: string[] } | null = null;
 
-    const write = (value: RawReplyValue | 'drop' | 'hang'): boolean => {
+    // RawReplyValue includes the strings 'drop' and 'hang', which this treats as actions.
+    const write = (value: RawReplyValue): boolean => {
       if (value === 'drop') {
         mode = 'closed';
         socket.destroy();

@@ -160,7 +160,7 @@ export async function smtpTalk(port: number, host = '127.0.0.1', opts: SmtpTalkO
           throw new Error(
             `connection closed before a full reply${code ? ` (expected ${code})` : ''}` +
               (buffer ? `; partial: ${JSON.stringify(buffer)}` : '') +
-              (lastError ? `; ${(lastError as Error).message}` : ''),
+              (lastError ? `; ${lastError.message}` : ''),
           );
         }
         const left = deadline - Date.now();

@@ -267,7 +267,9 @@ describe('AUTH lockout', () => {
         }
         c.close();
         const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-        expect(Math.abs(median(known) - median(unknown)), `known ${known.map(Math.round)} unknown ${unknown.map(Math.round)}`).toBeLessThan(25);
+        expect(Math.abs(median(known) - median(unknown)), `known ${known.map(Math.round).join(',')} unknown ${unknown.map(Math.round).join(',')}`).toBeLessThan(
+          25,
+        );
       } finally {
         await relay.stop();
       }

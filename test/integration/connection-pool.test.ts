@@ -79,12 +79,12 @@ describe('the upstream connection pool', () => {
     expect(await stateOf(third)).toBe('pending');
     expect(pool.pending).toBe(3);
     expect(upstream.connections).toBe(2);
-    pool.release(held[0]!.connection, true);
+    pool.release(held[0].connection, true);
     const lease = await third;
-    expect(lease.connection).toBe(held[0]!.connection);
+    expect(lease.connection).toBe(held[0].connection);
     expect(upstream.connections).toBe(2);
     pool.release(lease.connection, true);
-    pool.release(held[1]!.connection, true);
+    pool.release(held[1].connection, true);
     expect(pool.pending).toBe(0);
   });
 

@@ -119,7 +119,7 @@ describe('two upstream entries on one host with different credentials', () => {
       closeTimeout: 200,
       onAuth(auth, _session, cb) {
         if (auth.username && ACCOUNTS[auth.username] === auth.password) return cb(null, { user: auth.username });
-        cb(null, { message: '5.7.8 Authentication credentials invalid', responseCode: 535 } as never);
+        cb(null, { message: '5.7.8 Authentication credentials invalid', responseCode: 535 });
       },
       onData(stream, session, cb) {
         stream.resume();

@@ -24,7 +24,7 @@ const VERB = '\u001b]2;PWNED\u0007';
 /** An upstream's refusal with escapes (the SMTP libraries pass on the visible part). */
 const REFUSAL = '5.1.1 \u001b[31mUser unknown\u009b0m';
 /** What no output may hold: C0 but the newline ending each line, DEL, C1, the bidi controls. */
-// eslint-disable-next-line no-control-regex
+
 const RAW_CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/;
 
 describe('trail tools on hostile text from real traffic', () => {

@@ -59,8 +59,8 @@ function start(args: string[], cwd: string): { proc: ChildProcess; out: () => st
   children.add(proc);
   let out = '';
   let err = '';
-  proc.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const exited = new Promise<number | null>((r) => proc.once('close', (code) => (children.delete(proc), r(code))));
   return { proc, out: () => out, err: () => err, exited };
 }

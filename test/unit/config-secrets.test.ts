@@ -78,7 +78,7 @@ function secretValues(value: unknown, key = ''): string[] {
     const url = new URL(value);
     return [url.password, url.pathname.replace(/^\/+/, ''), url.search.slice(1)].filter((part) => part !== '');
   }
-  if (SECRET_KEYS.has(key)) return [String(value)];
+  if (SECRET_KEYS.has(key)) return [typeof value === 'string' ? value : JSON.stringify(value)];
   if (SECRET_MAP_KEYS.has(key)) return Object.values(value as Record<string, unknown>).map(String);
   if (Array.isArray(value)) return value.flatMap((item) => secretValues(item));
   if (typeof value === 'object') return Object.entries(value).flatMap(([k, v]) => secretValues(v, k));

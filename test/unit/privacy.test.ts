@@ -106,7 +106,7 @@ describe('masking a relay record', () => {
     timing: { totalMs: 1, receiveMs: 1, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
     duplicateRisk: false,
     duplicateOf: null,
-  } as RelayRecord;
+  };
 
   it('leaves no local part in clear anywhere in the record, and keeps the AUTH user and the field order', () => {
     const masked = new RecordPrivacy('pseudonymize', KEY).relay(record);

@@ -143,7 +143,7 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
       .map(([key, c]) => ({ key, count: c, error: 0 }))
       .sort((a, b) => b.count - a.count || (a.key < b.key ? -1 : 1))
       .slice(0, opts.top ?? 10);
-  const by = opts.by ? naiveGroups(relays, rejects as Extract<AuditRecord, { type: 'reject' }>[], opts.by) : null;
+  const by = opts.by ? naiveGroups(relays, rejects, opts.by) : null;
   return {
     rs,
     records: {

@@ -9,7 +9,7 @@ import { Checkpointer } from '../../src/audit/checkpoint.js';
 import { generateCheckpointKeys, loadSigner } from '../../src/audit/checkpoint-signer.js';
 import { IdGenerator } from '../../src/ids.js';
 import { createLogger } from '../../src/logger.js';
-import { verifyCommand, verifyTrail } from '../../src/tools/verify.js';
+import { verifyTrail } from '../../src/tools/verify.js';
 import { runVerify } from '../helpers/trail-fixtures.js';
 
 const silent = createLogger('silent');

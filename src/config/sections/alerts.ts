@@ -177,11 +177,11 @@ type ParsedRule = NonNullable<z.output<typeof alertsSection>['rules']>[number];
 type ParsedEmail = z.output<typeof emailSink>;
 // These do not compile when the hand-written types above and the schema drift apart (loaded.ts): a
 // condition key of the schema is in RULE_CONDITIONS (the one-condition check) and is a kind here.
-type ConditionKeysFitSchema = Expect<Same<Exclude<keyof ParsedRule, 'name' | 'sinks'>, RuleCondition>>;
-type ConditionKindsFitSchema = Expect<Same<AlertCondition['kind'], RuleCondition>>;
-type FailureRateFitsSchema = Expect<Carries<Extract<AlertCondition, { kind: 'failureRate' }>, NonNullable<ParsedRule['failureRate']>>>;
-type LatencyFitsSchema = Expect<Carries<Extract<AlertCondition, { kind: 'latency' }>, NonNullable<ParsedRule['latency']>>>;
-type EmailSinkFitsSchema = Expect<Carries<EmailSinkConfig, ParsedEmail, 'url' | 'tls'>>;
+type _ConditionKeysFitSchema = Expect<Same<Exclude<keyof ParsedRule, 'name' | 'sinks'>, RuleCondition>>;
+type _ConditionKindsFitSchema = Expect<Same<AlertCondition['kind'], RuleCondition>>;
+type _FailureRateFitsSchema = Expect<Carries<Extract<AlertCondition, { kind: 'failureRate' }>, NonNullable<ParsedRule['failureRate']>>>;
+type _LatencyFitsSchema = Expect<Carries<Extract<AlertCondition, { kind: 'latency' }>, NonNullable<ParsedRule['latency']>>>;
+type _EmailSinkFitsSchema = Expect<Carries<EmailSinkConfig, ParsedEmail, 'url' | 'tls'>>;
 
 /**
  * The rules used when `alerts.sinks` is configured and `alerts.rules` is not (docs/observability.md

@@ -18,7 +18,7 @@ function distinctListeners(items: readonly unknown[], ctx: z.RefinementCtx): voi
   const seen = new Set<string>();
   items.forEach((item, i) => {
     if (!isRecord(item) || item.port === 0) return;
-    const key = `${String(item.host ?? '127.0.0.1')}:${String(item.port)}`;
+    const key = `${typeof item.host === 'string' ? item.host : '127.0.0.1'}:${String(item.port)}`;
     if (seen.has(key)) ctx.addIssue({ code: 'custom', message: 'same host and port as an earlier listener', path: [i] });
     seen.add(key);
   });

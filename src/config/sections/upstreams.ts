@@ -140,7 +140,7 @@ export interface UpstreamConfig {
 
 type ParsedUpstream = z.output<typeof upstream>;
 // Does not compile when UpstreamConfig and the schema drift apart (loaded.ts).
-type UpstreamFitsSchema = Expect<Carries<UpstreamConfig, ParsedUpstream, 'url' | 'tls'>>;
+type _UpstreamFitsSchema = Expect<Carries<UpstreamConfig, ParsedUpstream, 'url' | 'tls'>>;
 
 /** Relative `tls.ca` paths resolve against `baseDir`. */
 export function toUpstream(u: ParsedUpstream, baseDir: string): UpstreamConfig {

@@ -97,7 +97,7 @@ export class DeliveryQueue {
     for (const lane of this.#lanes.values()) {
       for (const n of lane.queue.splice(0)) this.#report({ sink: lane.sink.name, result: 'dropped', attempts: 0, id: n.id, error: 'shutting down' });
     }
-    await Promise.allSettled([...this.#lanes.values()].map((l) => l.working));
+    await Promise.allSettled([...this.#lanes.values()].flatMap((l) => (l.working ? [l.working] : [])));
   }
 
   async #work(lane: SinkLane): Promise<void> {
