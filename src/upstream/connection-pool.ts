@@ -101,8 +101,12 @@ export class ConnectionPool {
 
   #takeIdle(): UpstreamConnection | null {
     // LIFO: the most recently used connection is the least likely to have been dropped by the server.
+    // One idle past pool.idleTimeout is closed here, not only by the next sweep: docs/config.md promises
+    // it is closed after that long, and the server may already have dropped it.
+    const cutoff = Date.now() - this.upstream.pool.idleTimeout;
     for (let c = this.#idle.pop(); c; c = this.#idle.pop()) {
-      if (c.alive) return c;
+      if (c.alive && c.idleSince > cutoff) return c;
+      if (c.alive) c.quit();
     }
     return null;
   }

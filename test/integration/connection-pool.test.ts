@@ -257,4 +257,16 @@ describe('the upstream connection pool recycling connections', () => {
     expect(raw.connections).toBe(2);
     pool.release(second.connection, true);
   });
+
+  it('never hands out a connection idle longer than pool.idleTimeout, even before the sweep ran', async () => {
+    // The sweep runs every max(1 s, idleTimeout / 2): 400 ms after a 300 ms timeout it has not run yet.
+    const pool = poolFor({ idleTimeout: 300 });
+    const first = await pool.acquire(s);
+    pool.release(first.connection, true);
+    await new Promise((r) => setTimeout(r, 400));
+    const second = await pool.acquire(s);
+    expect(second.reused).toBe(false);
+    expect(first.connection.alive).toBe(false);
+    pool.release(second.connection, true);
+  });
 });
