@@ -58,6 +58,8 @@ const SESSION_CLOSE_WAIT_MS = 2_000;
 export class SmtpListeners {
   #deps: ListenerDeps;
   #servers: SMTPServer[] = [];
+  /** Connections admitted and not closed yet (`maxConnections` counts these). */
+  #admitted = 0;
   #sessions = new Map<string, SessionState>();
   #perIp = new Map<string, number>();
   #lastCommand = new Map<string, string>();
@@ -247,10 +249,12 @@ export class SmtpListeners {
     state.recordId = this.#deps.ids.next();
     this.#sessions.set(session.id, state);
     const perIp = this.#perIp.get(state.ip) ?? 0;
-    if (this.#sessions.size > config.limits.maxConnections || perIp >= config.limits.maxConnectionsPerIp) {
+    // Only admitted connections count: a burst of refused ones, not closed yet, must not refuse the next client.
+    if (this.#admitted >= config.limits.maxConnections || perIp >= config.limits.maxConnectionsPerIp) {
       return this.#refuse(session, 'too_many_connections', 'CONNECT');
     }
     state.counted = true;
+    this.#admitted += 1;
     this.#perIp.set(state.ip, perIp + 1);
     return null;
   }
@@ -348,6 +352,7 @@ export class SmtpListeners {
     this.#sessions.delete(state.id);
     this.#lastCommand.delete(state.id);
     if (state.counted) {
+      this.#admitted -= 1;
       const n = (this.#perIp.get(state.ip) ?? 1) - 1;
       if (n <= 0) this.#perIp.delete(state.ip);
       else this.#perIp.set(state.ip, n);

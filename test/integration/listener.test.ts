@@ -1,4 +1,5 @@
 import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -268,6 +269,21 @@ describe('the SMTP listeners', () => {
       const { first } = await connect(port);
       expect(first.code).toBe(421);
       expect(records.rejects.map((r) => r.class)).toEqual(['too_many_connections']);
+    });
+
+    it('counts only admitted connections toward limits.maxConnections, not refused ones that have not closed yet', async () => {
+      const port = await start({ limits: { maxConnections: 1, maxConnectionsPerIp: 50 } });
+      const a = await connect(port);
+      // Refused, and kept half-open: the server has answered 421, but the connection is not gone yet.
+      const refused = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      refused.on('error', () => undefined);
+      const firstLine = await new Promise<string>((resolve) => refused.once('data', (d: Buffer) => resolve(d.toString('latin1'))));
+      expect(firstLine).toMatch(/^421 /);
+      await command(a.c, 'QUIT');
+      await waitFor(() => records.sessions.length === 1, 5_000);
+      const next = await connect(port);
+      expect(next.first.code).toBe(220);
+      refused.destroy();
     });
   });
 
