@@ -11,5 +11,12 @@ export interface AuditEvents {
   /** A record could not be written to the trail. */
   'audit-write-error': [{ readonly id: string }];
   /** The trail stopped or started taking records (`reason`: why not; null when writable). */
-  'audit-state': [{ readonly writable: boolean; readonly reason: AuditRefusal | null }];
+  'audit-state': [
+    {
+      readonly writable: boolean;
+      readonly reason: AuditRefusal | null;
+      /** Messages are refused before relaying meanwhile (audit.onWriteFailure: refuse); with continue they are relayed without records. */
+      readonly refusing: boolean;
+    },
+  ];
 }

@@ -133,7 +133,7 @@ export class Recorder {
     } else if (refusal === null) {
       this.#log.info({ file: this.#writer.file }, 'audit trail writable again: relaying');
     }
-    this.#bus.publish('audit-state', { writable: refusal === null, reason: refusal });
+    this.#bus.publish('audit-state', { writable: refusal === null, reason: refusal, refusing: refusal !== null && this.#opts.onWriteFailure === 'refuse' });
   }
 
   /**

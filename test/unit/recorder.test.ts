@@ -118,7 +118,7 @@ describe('the recorder', () => {
       expect(r.writeErrors).toBe(1);
       expect(published).toEqual([
         { event: 'audit-write-error', arg: { id: record.id } },
-        { event: 'audit-state', arg: { writable: false, reason: 'write-failed' } },
+        { event: 'audit-state', arg: { writable: false, reason: 'write-failed', refusing: true } },
       ]);
     });
 
@@ -182,8 +182,8 @@ describe('the recorder', () => {
       expect(r.refusal()).toBeNull();
       // Observers heard each change once.
       expect(published.filter((p) => p.event === 'audit-state').map((p) => p.arg)).toEqual([
-        { writable: false, reason: 'write-failed' },
-        { writable: true, reason: null },
+        { writable: false, reason: 'write-failed', refusing: true },
+        { writable: true, reason: null, refusing: false },
       ]);
     });
 
@@ -196,7 +196,7 @@ describe('the recorder', () => {
       writer.failing = true;
       write(r);
       expect(r.refusal()).toBe('write-failed');
-      expect(published.filter((p) => p.event === 'audit-state').map((p) => p.arg)).toEqual([{ writable: false, reason: 'write-failed' }]);
+      expect(published.filter((p) => p.event === 'audit-state').map((p) => p.arg)).toEqual([{ writable: false, reason: 'write-failed', refusing: true }]);
       writer.failing = false;
       r.relay(relay());
       expect(r.refusal()).toBeNull();
@@ -210,8 +210,8 @@ describe('the recorder', () => {
       writer.noRoom = false;
       expect(r.refusal()).toBeNull();
       expect(published.map((p) => p.arg)).toEqual([
-        { writable: false, reason: 'low-space' },
-        { writable: true, reason: null },
+        { writable: false, reason: 'low-space', refusing: true },
+        { writable: true, reason: null, refusing: false },
       ]);
     });
 
@@ -231,6 +231,13 @@ describe('the recorder', () => {
       writer.noRoom = true;
       r.relay(relay());
       expect(r.refusal()).toBeNull();
+    });
+
+    it('tells observers the trail failed but messages are not refused, with onWriteFailure continue', () => {
+      const r = recorder({ onWriteFailure: 'continue' });
+      writer.failing = true;
+      r.relay(relay());
+      expect(published.filter((p) => p.event === 'audit-state').map((p) => p.arg)).toEqual([{ writable: false, reason: 'write-failed', refusing: false }]);
     });
   });
 

@@ -111,7 +111,7 @@ export class AlertEngine {
       bus.subscribe('relay', (record) => this.#receive({ kind: 'relay', record })),
       bus.subscribe('probe', (result) => this.#receive({ kind: 'probe', result })),
       // Built in, whatever the rules: a trail that takes no records stops all relaying.
-      bus.subscribe('audit-state', (s) => this.#onAuditState(s.reason, Date.now())),
+      bus.subscribe('audit-state', (s) => this.#onAuditState(s.reason, s.refusing, Date.now())),
       // Built in too: password guessing, or an application with a wrong password.
       bus.subscribe('auth', (e) => this.#onAuth(e, Date.now())),
     );
@@ -148,7 +148,7 @@ export class AlertEngine {
     }
   }
 
-  #onAuditState(reason: AuditRefusal | null, now: number): void {
+  #onAuditState(reason: AuditRefusal | null, refusing: boolean, now: number): void {
     const key: IncidentKey = { rule: AUDIT_TRAIL_RULE, upstream: RELAY_ITSELF, class: 'internal' };
     if (reason === null) {
       this.#incidents.clear(key, 'the audit trail takes records again', now);
@@ -158,7 +158,9 @@ export class AlertEngine {
       reason === 'low-space'
         ? "the audit trail's filesystem is below audit.minFreeSpace"
         : 'the audit trail cannot be written (disk full, permissions: see the log)';
-    const summary = `${why}; every message is refused with 451 before relaying until it is fixed`;
+    const summary = refusing
+      ? `${why}; every message is refused with 451 before relaying until it is fixed`
+      : `${why}; messages are relayed without their audit records (audit.onWriteFailure: continue) until it is fixed`;
     this.#incidents.raise(key, { summary, shownClass: 'internal', sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
   }
 
