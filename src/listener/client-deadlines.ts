@@ -3,7 +3,7 @@ import type { SMTPServerSession } from 'smtp-server';
 import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
 import type { ServerTimeoutsConfig } from '../config/types.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
-import { CLIENT_REPLIES } from '../reply/client-replies.js';
+import { CLIENT_REPLIES, commandTooSlowReply, dataTooSlowReply } from '../reply/client-replies.js';
 import { ERR } from '../error-codes.js';
 
 /**
@@ -261,10 +261,7 @@ class SessionClock {
   }
 
   #cut(kind: 'command' | 'session'): void {
-    const reply: SmtpReply =
-      kind === 'command'
-        ? { ...CLIENT_REPLIES.command_too_slow, text: `Timeout: no complete command within ${seconds(this.#limits.command)}, closing connection` }
-        : CLIENT_REPLIES.session_ended;
+    const reply: SmtpReply = kind === 'command' ? commandTooSlowReply(this.#limits.command) : CLIENT_REPLIES.session_ended;
     const name = kind === 'command' ? 'command_too_slow' : 'session_ended';
     const text = this.#record(this.#connection.session, name, kind === 'command' ? 'COMMAND' : 'SESSION', reply);
     this.stop();
@@ -273,7 +270,7 @@ class SessionClock {
 
   #cutMessage(stream: MessageStream, now: number): void {
     const rate = this.#limits.dataMinRate;
-    const reply: SmtpReply = { ...CLIENT_REPLIES.data_too_slow, text: `Message data arriving under ${rate} bytes per second, closing connection` };
+    const reply = dataTooSlowReply(rate);
     const err = new SlowClientError(
       reply,
       `message data under timeouts.dataMinRate (${rate} bytes/s): ${stream.byteLength} bytes in ${seconds(now - this.#dataSince)}`,

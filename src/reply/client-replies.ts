@@ -84,3 +84,13 @@ export function rateLimitedReply(detail: string): SmtpReply {
 export function connectionRateReply(ip: string): SmtpReply {
   return { ...CLIENT_REPLIES.connection_rate, text: `Too many connections from ${ip}, try again later` };
 }
+
+/** 421 4.4.2 naming `timeouts.command`, so the client's log says which limit cut it. */
+export function commandTooSlowReply(commandMs: number): SmtpReply {
+  return { ...CLIENT_REPLIES.command_too_slow, text: `Timeout: no complete command within ${Math.max(1, Math.round(commandMs / 1000))} s, closing connection` };
+}
+
+/** 421 4.4.2 naming `timeouts.dataMinRate`. */
+export function dataTooSlowReply(bytesPerSecond: number): SmtpReply {
+  return { ...CLIENT_REPLIES.data_too_slow, text: `Message data arriving under ${bytesPerSecond} bytes per second, closing connection` };
+}
