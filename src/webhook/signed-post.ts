@@ -48,6 +48,15 @@ export function describeAnswer(answer: WebhookAnswer): string {
   return `webhook answered ${answer.status}${answer.text ? `: ${answer.text}` : ''}`;
 }
 
+/** A POST that got no answer, for the log: `ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:8080`. */
+export function describePostError(err: unknown): string {
+  if (err instanceof Error) {
+    const code = (err as Error & { code?: string }).code;
+    return code && !err.message.includes(code) ? `${code}: ${err.message}` : err.message;
+  }
+  return String(err);
+}
+
 /**
  * POSTs `body` as JSON. Resolves with any HTTP answer (the caller decides what is success and what
  * is worth retrying); rejects on network errors, TLS errors and when `signal` fires.
