@@ -42,6 +42,7 @@ export function entryOf(name: string): OutboxEntry | null {
 
 export class DeliveryOutbox {
   readonly dir: string;
+  #made: Promise<unknown> | null = null;
 
   constructor(dir: string) {
     this.dir = dir;
@@ -49,7 +50,7 @@ export class DeliveryOutbox {
 
   /** Creates the folder; removes the `.tmp` leftovers of writes a crash cut short. */
   async prepare(): Promise<void> {
-    await mkdir(this.dir, { recursive: true });
+    await this.#mkdir();
     const leftovers: string[] = [];
     for await (const e of await opendir(this.dir)) if (e.isFile() && e.name.endsWith(TMP)) leftovers.push(e.name);
     await Promise.all(leftovers.map((name) => unlink(join(this.dir, name)).catch(() => undefined)));
@@ -61,6 +62,8 @@ export class DeliveryOutbox {
    */
   async write(id: string, type: DeliveryEventType, keys: readonly string[], body: Buffer): Promise<OutboxEntry[]> {
     const written: OutboxEntry[] = [];
+    // Events may be emitted before start(): the folder is made on first use either way.
+    await this.#mkdir();
     for (const key of keys) {
       const name = `${id}.${type}.${key}.json`;
       const path = join(this.dir, name);
@@ -101,6 +104,14 @@ export class DeliveryOutbox {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
+  }
+
+  #mkdir(): Promise<unknown> {
+    this.#made ??= mkdir(this.dir, { recursive: true }).catch((err: unknown) => {
+      this.#made = null;
+      throw err;
+    });
+    return this.#made;
   }
 
   /** Every entry in the folder, streamed (the folder may hold many): nothing is listed in memory at once. */

@@ -165,6 +165,17 @@ describe('delivery events: what an endpoint receives', () => {
     expect(hook.received[0]!.json.id).toBe(recordId);
   });
 
+  it('makes the outbox folder when an event is emitted before start', async () => {
+    const hook = await receiver();
+    const dir = join(await outboxDir(), 'spool', 'events');
+    const { events } = outbox(dir, [{ url: hook.url, secret: SECRET }]);
+    const id = await events.emit(event());
+    expect(await eventFiles(dir)).toHaveLength(1);
+    await events.start();
+    await hook.waitFor((r) => r.length === 1);
+    expect(hook.received[0]!.json.id).toBe(id);
+  });
+
   it('refuses an id that is not a ULID', async () => {
     const { events } = outbox(await outboxDir(), [{ url: 'http://127.0.0.1:1/hook', secret: null }]);
     await expect(events.emit(event({ id: '../../etc/passwd' }))).rejects.toThrow(/not a ULID/);
