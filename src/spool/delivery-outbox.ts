@@ -32,7 +32,7 @@ export function isEventId(id: string): boolean {
 }
 
 /** The entry a file name stands for; null for anything else in the folder. */
-export function entryOf(name: string): OutboxEntry | null {
+function entryOf(name: string): OutboxEntry | null {
   const parts = name.split('.');
   if (parts.length !== 4 || parts[3] !== 'json') return null;
   const [id, type, key] = parts as [string, string, string];

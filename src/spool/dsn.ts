@@ -355,7 +355,7 @@ function field(name: string, value: string): string {
  * §3's `utf-8;` type in the 7-bit utf-8-addr-xtext form (non-ASCII characters, "\", "+", "=" and
  * controls as `\x{HEX}`), the domain as its A-label so the field stays short.
  */
-export function typedAddress(address: string): string {
+function typedAddress(address: string): string {
   const clean = address.replace(CONTROLS, '').trim();
   if (!NON_ASCII.test(clean)) return `rfc822; ${clean.slice(0, MAX_WORD)}`;
   const at = clean.lastIndexOf('@');
@@ -431,7 +431,7 @@ function isUtf8(bytes: Buffer | string): boolean {
 }
 
 /** RFC 5322 §3.3 date-time in UTC: "Sun, 06 Dec 2026 04:02:14 +0000". */
-export function rfc5322Date(date: Date): string {
+function rfc5322Date(date: Date): string {
   return date.toUTCString().replace(/GMT$/, '+0000');
 }
 
