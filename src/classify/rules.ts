@@ -793,7 +793,7 @@ export const SMTP_RULES: readonly ReplyRule[] = [
 export const REPLY_RULES: readonly ReplyRule[] = [...PROVIDER_RULES, ...SMTP_RULES];
 
 /** Where a token request's failure is not the SMTP upstream's: every hint below says which side failed. */
-const NOT_THE_UPSTREAM = 'the SMTP upstream itself was not contacted';
+const NOT_THE_UPSTREAM = 'the SMTP upstream itself is not at fault (it was not asked to log in)';
 
 /**
  * No OAuth2 access token for the upstream (error ETOKEN, upstream/oauth2/token-error.ts): the identity

@@ -21,8 +21,10 @@ export type UpstreamLogin =
 export function upstreamLogin(upstream: UpstreamConfig, onTokenFetch: (fetch: TokenFetch) => void = () => undefined): UpstreamLogin | null {
   const auth = upstream.auth;
   if (auth === null) return null;
-  if (auth.type === 'password') return { kind: 'password', user: auth.user, pass: auth.pass };
-  return { kind: 'xoauth2', user: auth.user, tokens: new TokenCache(tokenEndpointFor(auth), { upstream: upstream.name, onFetch: onTokenFetch }) };
+  if (auth.type === 'oauth2') {
+    return { kind: 'xoauth2', user: auth.user, tokens: new TokenCache(tokenEndpointFor(auth), { upstream: upstream.name, onFetch: onTokenFetch }) };
+  }
+  return { kind: 'password', user: auth.user, pass: auth.pass };
 }
 
 /**

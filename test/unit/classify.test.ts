@@ -58,6 +58,7 @@ function replyFacts(example: ReplyExample): UpstreamFacts {
     reply: parseReply(example.code, example.text),
     replyPhase: example.phase,
     errorCode: errorCodeFor(example.phase),
+    command: example.command ?? null,
   });
 }
 
