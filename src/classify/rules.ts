@@ -345,7 +345,7 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
   {
     name: 'xoauth2-token-refused',
     class: 'upstream_auth',
-    match: { command: /^AUTH XOAUTH2$/i, codeClass: 5, phase: ['auth'] },
+    match: { command: /^AUTH XOAUTH2$/i, codes: [535], phase: ['auth'] },
     example: {
       code: 535,
       text: '5.7.3 Authentication unsuccessful [SGXP274CA0016.SGPP274.PROD.OUTLOOK.COM 2025-03-20T11:25:21.972Z 08DD66EDEFB0DFDF]',

@@ -75,7 +75,13 @@ function configFile(): Record<string, unknown> {
     dataDir: join(dir, 'data'),
     log: { level: 'debug' },
     upstreams: [
-      upstream('m365', microsoft.port, { user: 'printer@contoso.example', tenantId: 'contoso.example', clientId: 'mailtrail', clientSecret: CLIENT_SECRET, tokenUrl }),
+      upstream('m365', microsoft.port, {
+        user: 'printer@contoso.example',
+        tenantId: 'contoso.example',
+        clientId: 'mailtrail',
+        clientSecret: CLIENT_SECRET,
+        tokenUrl,
+      }),
       upstream('m365cert', microsoft.port, {
         user: 'scanner@contoso.example',
         tenantId: 'contoso.example',
@@ -83,7 +89,13 @@ function configFile(): Record<string, unknown> {
         clientCertificate: { key: creds.certificate.keyPath, cert: creds.certificate.certPath },
         tokenUrl,
       }),
-      upstream('m365bad', microsoft.port, { user: 'fax@contoso.example', tenantId: 'contoso.example', clientId: 'mailtrail', clientSecret: WRONG_SECRET, tokenUrl }),
+      upstream('m365bad', microsoft.port, {
+        user: 'fax@contoso.example',
+        tenantId: 'contoso.example',
+        clientId: 'mailtrail',
+        clientSecret: WRONG_SECRET,
+        tokenUrl,
+      }),
       upstream('gmail', google.port, { user: 'app@example.com', serviceAccountKeyFile: creds.serviceAccount.file, tokenUrl: idp.tokenUrl('/token') }),
       upstream('other', microsoft.port, {
         user: 'app@example.net',
@@ -127,7 +139,13 @@ describe('a relay with OAuth2 upstreams, run from the command line', () => {
     child = await startMailtrail(file, 1);
     const port = Number(/SMTP\s+127\.0\.0\.1:(\d+)/.exec(child.stdout())?.[1]);
     const send = (route: string, i: number) =>
-      sendMessage({ port, startTls: false, from: `app@${route}.test`, to: ['ana@example.org'], raw: simpleMessage({ from: `app@${route}.test`, subject: `${route} ${i}` }) });
+      sendMessage({
+        port,
+        startTls: false,
+        from: `app@${route}.test`,
+        to: ['ana@example.org'],
+        raw: simpleMessage({ from: `app@${route}.test`, subject: `${route} ${i}` }),
+      });
     // Bounded: 5 rounds over ~4 s, across token renewals and refresh token rotations.
     const codes: Record<string, number[]> = {};
     for (let i = 0; i < 5; i++) {
@@ -138,7 +156,13 @@ describe('a relay with OAuth2 upstreams, run from the command line', () => {
     await waitFor(() => idp.refreshTokensIssued.length >= 2, 10_000);
     await child.stop();
 
-    expect(codes).toEqual({ m365: [250, 250, 250, 250, 250], m365cert: [250, 250, 250, 250, 250], m365bad: [451, 451, 451, 451, 451], gmail: [250, 250, 250, 250, 250], other: [250, 250, 250, 250, 250] });
+    expect(codes).toEqual({
+      m365: [250, 250, 250, 250, 250],
+      m365cert: [250, 250, 250, 250, 250],
+      m365bad: [451, 451, 451, 451, 451],
+      gmail: [250, 250, 250, 250, 250],
+      other: [250, 250, 250, 250, 250],
+    });
     expect(hook.received[0]!.json.text).toMatch(/AADSTS7000215/);
     const outputs: Record<string, string> = {
       stdout: child.stdout(),
