@@ -285,20 +285,23 @@ describe('an OAuth2 upstream (Microsoft 365, client credentials)', () => {
 });
 
 describe('an OAuth2 upstream (Google Workspace, service account)', () => {
+  /** A service account acting for app@example.com, against the test server instead of Google's endpoint. */
+  const gmail = (): OAuth2Auth => ({
+    ...m365(),
+    provider: 'google',
+    grant: 'jwt_bearer',
+    user: 'app@example.com',
+    tokenUrl: idp.tokenUrl('/token'),
+    scope: GOOGLE_SCOPE,
+    tenantId: null,
+    clientId: null,
+    clientSecret: null,
+    serviceAccountKeyFile: creds.serviceAccount.file,
+  });
+
   it('signs a JWT for the mailbox and logs in with the token Google would issue', async () => {
     const upstream = await upstreamFor('google');
-    const relay = await relayFor(upstream, {
-      ...m365(),
-      provider: 'google',
-      grant: 'jwt_bearer',
-      user: 'app@example.com',
-      tokenUrl: idp.tokenUrl('/token'),
-      scope: GOOGLE_SCOPE,
-      tenantId: null,
-      clientId: null,
-      clientSecret: null,
-      serviceAccountKeyFile: creds.serviceAccount.file,
-    });
+    const relay = await relayFor(upstream, gmail());
     const before = idp.count({ grant: 'urn:ietf:params:oauth:grant-type:jwt-bearer', ok: true });
     expect((await send(relay)).code).toBe(250);
     expect(idp.count({ grant: 'urn:ietf:params:oauth:grant-type:jwt-bearer', ok: true }) - before).toBe(1);
@@ -308,18 +311,7 @@ describe('an OAuth2 upstream (Google Workspace, service account)', () => {
 
   it('answers the 334 challenge with an empty line and retries once with a fresh token', async () => {
     const upstream = await upstreamFor('google');
-    const relay = await relayFor(upstream, {
-      ...m365(),
-      provider: 'google',
-      grant: 'jwt_bearer',
-      user: 'app@example.com',
-      tokenUrl: idp.tokenUrl('/token'),
-      scope: GOOGLE_SCOPE,
-      tenantId: null,
-      clientId: null,
-      clientSecret: null,
-      serviceAccountKeyFile: creds.serviceAccount.file,
-    });
+    const relay = await relayFor(upstream, gmail());
     upstream.faults.refuseTokens = 1;
     expect((await send(relay)).code).toBe(250);
     expect(upstream.xoauth2Logins.map((l) => l.accepted)).toEqual([false, true]);
