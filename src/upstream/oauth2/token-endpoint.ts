@@ -4,7 +4,7 @@
  * makes its request through its library over one TokenHttp, and turns any failure into a TokenError
  * from the wire facts that transport kept.
  */
-import { TokenError, tokenError, unusableResponse } from './token-error.js';
+import { tokenError, unusableResponse } from './token-error.js';
 import type { TokenHttp } from './token-http.js';
 
 export interface IssuedToken {
@@ -44,5 +44,3 @@ export function issued(endpoint: string, accessToken: unknown, expiresAt: number
   if (expiresAt !== null && !Number.isFinite(expiresAt)) throw unusableResponse(endpoint, 'no valid expiry');
   return { accessToken, expiresAt: expiresAt ?? obtainedAt + ASSUMED_LIFETIME_MS, obtainedAt };
 }
-
-export { TokenError };

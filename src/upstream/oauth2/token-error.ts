@@ -56,9 +56,14 @@ export function tokenError(endpoint: string, exchange: TokenExchange | null, thr
     const description = oauth.description ? `: ${oauth.description}` : '';
     return new TokenError(`${who} refused the token request (HTTP ${exchange.status} ${oauth.error})${description}`, cause, exchange.status);
   }
+  const kind = thrown instanceof Error ? thrown.name : 'error';
+  // msal-node sends nothing while the Retry-After of a provider's 429 or 5xx runs, and throws its
+  // ServerError again: the provider cannot issue tokens right now.
+  if (exchange === null && kind === 'ServerError') {
+    return new TokenError(`${who} asked to wait before the next token request (Retry-After)`, 'temporarily_unavailable', null);
+  }
   // Answered 2xx, and the library still failed: a response it cannot use (no access_token, not JSON).
   // The library's text is not quoted: it may echo the response, which holds a token.
-  const kind = thrown instanceof Error ? thrown.name : 'error';
   return new TokenError(`${who} sent a token response mailtrail cannot use (${kind})`, 'invalid_token_response', exchange?.status ?? null);
 }
 
