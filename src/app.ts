@@ -39,6 +39,9 @@ import { ClientRateLimits } from './admission/client-rate-limits.js';
 import { listenerTls } from './listener/ephemeral-cert.js';
 import { SmtpListeners } from './listener/listener.js';
 import { ERR } from './error-codes.js';
+import { CredentialFileError } from './config/upstream-auth.js';
+import { upstreamLogin, type UpstreamLogin } from './upstream/upstream-login.js';
+import type { TokenFetch } from './upstream/oauth2/token-events.js';
 
 export interface RunningInfo {
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
@@ -112,7 +115,9 @@ export class App {
     await stage('dataDir', () => this.#openDataDir());
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
+    const logins = await stage('upstreams', () => this.#buildLogins(upstreams));
     this.#router = Router.build({
+      logins,
       upstreams,
       routes: config.routes,
       hostname: config.hostname,
@@ -226,6 +231,36 @@ export class App {
   }
 
   /**
+   * Each upstream's login; an OAuth2 one with its token cache, whose requests are published on the bus
+   * (metrics) and logged when their outcome changes. A credential file gone since the configuration was
+   * checked stops the start, named by its key.
+   */
+  #buildLogins(upstreams: readonly UpstreamConfig[]): Map<string, UpstreamLogin | null> {
+    const lastOk = new Map<string, boolean>();
+    const onTokenFetch = (fetch: TokenFetch): void => {
+      this.bus.publish('upstream-token', fetch);
+      if (lastOk.get(fetch.upstream) === fetch.ok) return;
+      lastOk.set(fetch.upstream, fetch.ok);
+      if (fetch.ok) this.#log.info({ upstream: fetch.upstream, ms: Math.round(fetch.ms) }, 'upstream OAuth2 token obtained');
+      else
+        this.#log.warn(
+          { upstream: fetch.upstream, code: fetch.error?.code, cause: fetch.error?.originalCode, error: fetch.error?.message },
+          'upstream OAuth2 token request failed',
+        );
+    };
+    return new Map(
+      upstreams.map((upstream, i) => {
+        try {
+          return [upstream.name, upstreamLogin(upstream, onTokenFetch)] as const;
+        } catch (err) {
+          if (err instanceof CredentialFileError) throw new StartError(`upstreams[${i}].auth.${err.key}`, err);
+          throw err;
+        }
+      }),
+    );
+  }
+
+  /**
    * Probes, readiness, metrics, the recent-transaction cache, error groups and the alert engine with
    * its sinks; all fed by the bus only. The HTTP endpoint serves them when `http` is configured.
    */
@@ -233,7 +268,12 @@ export class App {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
-    const probes = new UpstreamProbes(upstreams, config.hostname, this.#router!, bus, log);
+    const probes = new UpstreamProbes(
+      this.#router!.channels.map((c) => c.pool),
+      this.#router!,
+      bus,
+      log,
+    );
     const readiness = new Readiness(bus, {
       upstreams: names,
       probed: probes.probed,
@@ -243,6 +283,7 @@ export class App {
     const metrics = served
       ? new Metrics(bus, {
           upstreams: names,
+          oauth2Upstreams: upstreams.filter((u) => u.auth?.type === 'oauth2').map((u) => u.name),
           sinks: config.alerts.sinks.map((s) => s.name),
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,

@@ -45,6 +45,11 @@ export const ERR = {
   SPILL: 'ESPILL',
   /** A part of the configuration could not be brought up at start-up (a port in use, an unwritable folder). */
   START: 'ESTART',
+  /**
+   * No OAuth2 access token for an upstream: the identity provider could not be reached, refused the
+   * request (its error in the message and the cause), or answered with something unusable.
+   */
+  TOKEN: 'ETOKEN',
   /** A command was used wrongly (unknown option, unexpected argument). */
   USAGE: 'EUSAGE',
 } as const;

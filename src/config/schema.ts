@@ -25,6 +25,7 @@ import { routesConsistency, routesSection, toRoute } from './sections/routes.js'
 import { timeoutsSection, toTimeouts } from './sections/timeouts.js';
 import { tlsSection, toListenerTls } from './sections/tls.js';
 import { toUpstream, upstreamsSection } from './sections/upstreams.js';
+import { authFileProblems } from './upstream-auth.js';
 import type { Config } from './types.js';
 
 const dataDir = path().default('./data');
@@ -68,7 +69,11 @@ export type ValidationResult = { readonly ok: true; readonly config: Config } | 
 export function validateConfig(raw: unknown, baseDir: string): ValidationResult {
   const result = configSchema.safeParse(raw, { error: issueMessage });
   if (!result.success) return { ok: false, problems: problemsFromIssues(result.error.issues) };
-  return { ok: true, config: deepFreeze(toConfig(result.data, baseDir)) };
+  const config = toConfig(result.data, baseDir);
+  // The files an OAuth2 login names (service account key, certificate): only now are their paths resolved.
+  const fileProblems = authFileProblems(config.upstreams.map((u) => u.auth));
+  if (fileProblems.length > 0) return { ok: false, problems: fileProblems };
+  return { ok: true, config: deepFreeze(config) };
 }
 
 /** Where the trail is and how it was written: what the trail's readers need of a configuration. */

@@ -4,10 +4,13 @@ import type { RelayRecord } from '../audit/records.js';
 import type { RelayBus } from './relay-events.js';
 import type { ProbeResult } from '../routing/routing-events.js';
 import type { AuthEvent } from '../admission/auth-lockout.js';
+import type { TokenFetch } from '../upstream/oauth2/token-events.js';
 
 export interface MetricsOptions {
   /** Upstream names, so their series exist (at 0) before the first message. */
   readonly upstreams: readonly string[];
+  /** Names of the upstreams that log in with OAuth2, so their token series exist (at 0) before the first request. */
+  readonly oauth2Upstreams?: readonly string[];
   /** Alert sink names, likewise. */
   readonly sinks?: readonly string[];
   /** Client sessions open now (read at scrape time). */
@@ -86,6 +89,14 @@ export class Metrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
+  readonly #tokenRequests = new Counter({
+    name: 'mailtrail_upstream_token_requests_total',
+    help: 'OAuth2 token requests to the identity provider of an upstream, by result: ok or failed.',
+    labelNames: ['upstream', 'result'] as const,
+    registers: [this.registry],
+  });
+  /** When each OAuth2 upstream's cached token expires (epoch ms), read at scrape time. */
+  readonly #tokenExpiry = new Map<string, number>();
   readonly #rejects = new Counter({
     name: 'mailtrail_client_rejects_total',
     help: 'Clients refused by mailtrail before relaying, by class (auth_failed, relay_denied, ...): every refusal, recorded on its own or summarised.',
@@ -156,6 +167,9 @@ export class Metrics {
         if (cls !== NONE) this.#probeFailures.inc({ upstream, class: cls }, 0);
       }
     }
+    for (const upstream of options.oauth2Upstreams ?? []) {
+      for (const result of ['ok', 'failed'] as const) this.#tokenRequests.inc({ upstream, result }, 0);
+    }
     for (const sink of options.sinks ?? []) {
       for (const result of ['sent', 'failed', 'dropped'] as const) this.#notifications.inc({ sink, result }, 0);
     }
@@ -174,6 +188,17 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(options.sessionsActive());
+      },
+    });
+    const tokenExpiry = this.#tokenExpiry;
+    new Gauge({
+      name: 'mailtrail_upstream_token_expiry_seconds',
+      help: 'Seconds until the OAuth2 access token cached for the upstream expires (negative once it has); absent before the first token.',
+      labelNames: ['upstream'] as const,
+      registers: [this.registry],
+      collect() {
+        const now = Date.now();
+        for (const [upstream, expiresAt] of tokenExpiry) this.set({ upstream }, Math.round((expiresAt - now) / 100) / 10);
       },
     });
     if (options.processMetrics) {
@@ -195,6 +220,7 @@ export class Metrics {
       bus.subscribe('alert', (a) => this.#alerts.inc({ rule: a.rule, state: a.state })),
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
       bus.subscribe('auth', (e) => this.#onAuth(e)),
+      bus.subscribe('upstream-token', (t) => this.#onToken(t)),
     );
   }
 
@@ -210,6 +236,11 @@ export class Metrics {
   /** Stops listening to the bus (the registry keeps its values). */
   close(): void {
     for (const off of this.#unsubscribe.splice(0)) off();
+  }
+
+  #onToken(fetch: TokenFetch): void {
+    this.#tokenRequests.inc({ upstream: fetch.upstream, result: fetch.ok ? 'ok' : 'failed' });
+    if (fetch.expiresAt !== null) this.#tokenExpiry.set(fetch.upstream, fetch.expiresAt);
   }
 
   #onRelay(record: RelayRecord): void {

@@ -3,6 +3,7 @@ import { isInfrastructureClass } from '../classify/failure-class.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { Logger } from '../logger.js';
 import { ConnectionPool } from '../upstream/connection-pool.js';
+import type { UpstreamLogin } from '../upstream/upstream-login.js';
 import { AdaptiveThrottle } from './adaptive-throttle.js';
 import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
 import { EgressRateLimiter } from './rate-limiter.js';
@@ -45,6 +46,11 @@ export interface RouterOptions {
   /** Where breaker and pacing changes are published (metrics, readiness, the breaker's alert records). */
   readonly events: EventPublisher<RoutingEvents>;
   readonly log: Logger;
+  /**
+   * How each upstream logs in, by name (the composition root builds them: an OAuth2 login's token cache
+   * publishes on the bus); an upstream missing here gets the login its `auth` asks for.
+   */
+  readonly logins?: ReadonlyMap<string, UpstreamLogin | null>;
 }
 
 /**
@@ -82,7 +88,9 @@ export class Router {
       });
       return {
         upstream,
-        pool: new ConnectionPool(upstream, options.hostname),
+        pool: options.logins?.has(name)
+          ? new ConnectionPool(upstream, options.hostname, options.logins.get(name) ?? null)
+          : new ConnectionPool(upstream, options.hostname),
         breaker,
         limiter: new EgressRateLimiter(name, upstream.rateLimit, options.maxWaiters, throttle),
         throttle,

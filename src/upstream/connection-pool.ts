@@ -3,6 +3,7 @@ import type { UpstreamConfig } from '../config/types.js';
 import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
 import type { StopSignal } from './deadline.js';
 import { ERR } from '../error-codes.js';
+import { upstreamLogin, type UpstreamLogin } from './upstream-login.js';
 
 /** A connection handed out by the pool, with the facts the audit record needs. */
 export interface Lease {
@@ -28,15 +29,18 @@ interface Waiter {
 export class ConnectionPool {
   readonly upstream: UpstreamConfig;
   #options: SMTPConnection.Options;
+  #login: UpstreamLogin | null;
   #idle: UpstreamConnection[] = [];
   #busy = 0;
   #waiters: Waiter[] = [];
   #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  constructor(upstream: UpstreamConfig, ehloName: string) {
+  /** `login`: how connections log in; by default the one `upstream.auth` asks for (upstream-login.ts). */
+  constructor(upstream: UpstreamConfig, ehloName: string, login: UpstreamLogin | null = upstreamLogin(upstream)) {
     this.upstream = upstream;
     this.#options = connectionOptions(upstream, ehloName);
+    this.#login = login;
     this.#sweeper = setInterval(() => this.#sweepIdle(), Math.max(1000, upstream.pool.idleTimeout / 2));
     this.#sweeper.unref();
   }
@@ -62,7 +66,7 @@ export class ConnectionPool {
     if (idle) return { connection: idle, reused: true, waitMs, connectMs: 0 };
     const connectStart = performance.now();
     try {
-      const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+      const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
       return { connection, reused: false, waitMs, connectMs: performance.now() - connectStart };
     } catch (err) {
       this.#freeSlot();
@@ -73,8 +77,16 @@ export class ConnectionPool {
   /** Opens a fresh connection outside the idle list, used when a reused one turned out dead. */
   async reopen(signal: StopSignal): Promise<Omit<Lease, 'waitMs'>> {
     const connectStart = performance.now();
-    const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+    const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
     return { connection, reused: false, connectMs: performance.now() - connectStart };
+  }
+
+  /**
+   * A connection for a health probe: opened as the pool's are (same options, same login, so the same
+   * token cache), never pooled and outside the pool's slots. The caller closes it.
+   */
+  openUnpooled(signal: StopSignal): Promise<UpstreamConnection> {
+    return UpstreamConnection.open(this.#options, this.#login, signal);
   }
 
   /** Gives a connection back. `reusable` false (or a dead/worn connection) closes it. */
@@ -93,6 +105,7 @@ export class ConnectionPool {
   close(): void {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    if (this.#login?.kind === 'xoauth2') this.#login.tokens.close();
     for (const c of this.#idle.splice(0)) c.quit();
     for (const w of this.#waiters.splice(0)) {
       w.reject(Object.assign(new Error('Upstream pool is closed'), { code: ERR.SHUTDOWN }));

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { App } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
+import type { UpstreamAuth } from '../../src/config/upstream-auth.js';
 import { createLogger, type Logger } from '../../src/logger.js';
 import { spillDir } from '../../src/buffer/temp-files.js';
 import { makeTestPki, type TestPki } from './pki.js';
@@ -14,7 +15,8 @@ export interface UpstreamSpec {
   port: number;
   host?: string;
   implicitTls?: boolean;
-  auth?: { user: string; pass: string } | null;
+  /** A password (`{ user, pass }`, type implied) or a whole `auth` as loaded (an OAuth2 one). */
+  auth?: { user: string; pass: string } | UpstreamAuth | null;
   tls?: Partial<UpstreamConfig['tls']>;
   timeouts?: Partial<UpstreamConfig['timeouts']>;
   pool?: Partial<UpstreamConfig['pool']>;
@@ -83,7 +85,7 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
     host: spec.host ?? '127.0.0.1',
     port: spec.port,
     implicitTls: spec.implicitTls ?? false,
-    auth: spec.auth ?? null,
+    auth: spec.auth ? ('type' in spec.auth ? spec.auth : { type: 'password', ...spec.auth }) : null,
     tls: { mode: 'none', ca: null, verify: true, servername: null, ...spec.tls },
     pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, ...spec.pool },
     timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },

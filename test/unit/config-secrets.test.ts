@@ -30,6 +30,16 @@ const PUBLIC_TEXT = new Set([
   'upstreams[].name',
   // The SMTP user name (an SES access key id is one): identifies the account, does not open it.
   'upstreams[].auth.user',
+  // OAuth2: who the application is and where it asks; the secrets are clientSecret and refreshToken.
+  'upstreams[].auth.tenantId',
+  'upstreams[].auth.clientId',
+  'upstreams[].auth.tokenUrl',
+  'upstreams[].auth.scope',
+  'upstreams[].auth.ca',
+  // Paths: the private keys they hold are read by the token sources and never enter the configuration.
+  'upstreams[].auth.clientCertificate.key',
+  'upstreams[].auth.clientCertificate.cert',
+  'upstreams[].auth.serviceAccountKeyFile',
   'upstreams[].tls.ca',
   'upstreams[].tls.servername',
   'upstreams[].ehloName',
@@ -97,6 +107,16 @@ clients:
 upstreams:
   - { name: ses, url: "smtp://AKIAEXAMPLE:Upstream-Url-Pass-Quartz-3@email-smtp.eu-west-1.amazonaws.com:587" }
   - { name: backup, url: "smtps://smtp.backup.example", auth: { user: relay, pass: Upstream-Auth-Pass-Quartz-4 } }
+  - name: idp
+    url: smtp://smtp.example.net:587
+    auth:
+      type: oauth2
+      user: app@example.net
+      tokenUrl: https://idp.example.net/oauth2/token
+      clientId: mailtrail
+      clientSecret: Client-Secret-Quartz-14
+      refreshToken: Refresh-Token-Quartz-15
+      scope: https://mail.example.net/send
 audit:
   privacy: pseudonymize
   hmacKey: Hmac-Key-Quartz-5-0123456789
@@ -132,6 +152,8 @@ describe('the secrets of a configuration', () => {
         'clients.users[].passwordHash',
         'upstreams[].url',
         'upstreams[].auth.pass',
+        'upstreams[].auth.clientSecret',
+        'upstreams[].auth.refreshToken',
         'audit.hmacKey',
         'http.token',
         'alerts.sinks[].webhook.url',
@@ -165,6 +187,7 @@ describe('the secrets of a configuration', () => {
       upstreams: [
         { name: 'ses', host: 'email-smtp.eu-west-1.amazonaws.com', auth: { user: 'AKIAEXAMPLE', pass: '[redacted]' } },
         { name: 'backup', auth: { user: 'relay', pass: '[redacted]' } },
+        { name: 'idp', auth: { type: 'oauth2', user: 'app@example.net', clientId: 'mailtrail', clientSecret: '[redacted]', refreshToken: '[redacted]' } },
       ],
       audit: { hmacKey: '[redacted]', checkpoint: { signingKey: '/etc/mailtrail/checkpoint.key' } },
       http: { host: '127.0.0.1', token: '[redacted]' },
