@@ -49,6 +49,10 @@ export interface RelaySpec {
   alerts?: Partial<Config['alerts']>;
   /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
   dataDir?: string;
+  /** The listeners' delivery mode; default passthrough. */
+  mode?: Config['listen'][number]['mode'];
+  /** Spool settings over the defaults (folder `<dataDir>/spool`, no free-space reserve). */
+  spool?: Partial<Config['spool']>;
 }
 
 export interface RunningRelay {
@@ -103,7 +107,10 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
 /** A Config built directly (the loader has its own tests), pointing at fake upstreams on loopback. */
 export function relayConfig(spec: RelaySpec, dataDir: string): Config {
   return {
-    listen: [{ host: '127.0.0.1', port: 0, implicitTls: false }, ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : [])],
+    listen: [
+      { host: '127.0.0.1', port: 0, implicitTls: false, mode: spec.mode ?? 'passthrough' },
+      ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true, mode: spec.mode ?? 'passthrough' }] : []),
+    ],
     tls: spec.tls ?? null,
     clients: {
       networks: ['127.0.0.0/8', '::1/128'],
@@ -162,6 +169,19 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       hmacKey: null,
       duplicateWindow: 24 * 3_600_000,
       ...spec.audit,
+    },
+    spool: {
+      dir: join(dataDir, 'spool'),
+      hybridWait: 10_000,
+      retry: { first: 300_000, max: 3_600_000 },
+      maxAge: 5 * 86_400_000,
+      // Off here, as audit.minFreeSpace: a test machine's disk may be fuller than production's reserve.
+      minFreeSpace: 0,
+      dsn: true,
+      unknownOutcome: 'hold',
+      concurrency: 10,
+      events: [],
+      ...spec.spool,
     },
     log: { level: 'silent' },
     hostname: 'mailtrail.test',

@@ -27,7 +27,7 @@ import { AuthLockout } from '../../src/admission/auth-lockout.js';
 import { MemoryLockoutStore } from '../../src/admission/lockout-store.js';
 
 const ID = /\(id ([0-9A-Z]{26})\)$/;
-const USER = { username: 'billing', password: 'Billing-Pa55-7f3kq', passwordHash: null, allowedSenders: [] };
+const USER = { username: 'billing', password: 'Billing-Pa55-7f3kq', passwordHash: null, allowedSenders: [], mode: null };
 
 /** The recorder as the listener sees it: reject and session records, kept in order. */
 class RecordsStub {
