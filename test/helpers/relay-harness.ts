@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { App } from '../../src/app.js';
+import { App, type AppOptions } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
 import { createLogger, type Logger } from '../../src/logger.js';
@@ -53,6 +53,8 @@ export interface RelaySpec {
   mode?: Config['listen'][number]['mode'];
   /** Spool settings over the defaults (folder `<dataDir>/spool`, no free-space reserve). */
   spool?: Partial<Config['spool']>;
+  /** What the app is given in place of the system (a free-space probe, failing file operations). */
+  appOptions?: AppOptions;
 }
 
 export interface RunningRelay {
@@ -197,7 +199,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
   const pki = spec.tls === undefined ? await makeTestPki() : null;
   const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : (spec.tls ?? null);
   const config = relayConfig({ ...spec, tls }, dataDir);
-  const app = new App(config, spec.logger ?? createLogger('silent'));
+  const app = new App(config, spec.logger ?? createLogger('silent'), spec.appOptions);
   const info = await app.start();
   const read = async (): Promise<AuditRecord[]> => {
     const text = await readFile(config.audit.file, 'utf8').catch(() => '');
