@@ -17,7 +17,7 @@
  * Every change of one entry waits for the previous change of that entry, so two callers never
  * rewrite one meta at once; different entries go on in parallel.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, chmodSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, readdirSync, readSync, renameSync, rmSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
@@ -452,12 +452,13 @@ export class SpoolStore {
     const requeue: SpoolEntry[] = [];
     const unrecorded: SpoolEntry[] = [];
     const unknown: SpoolSummary[] = [];
+    const reader = new SmallFileReader();
     // ULIDs sort by time: the index starts in acceptance order.
     for (const name of readdirSync(this.#meta).sort()) {
       const m = ID_FILE.exec(name);
       if (m?.[2] !== 'json') continue;
       const id = m[1]!;
-      const parsed = parseSpoolEntry(readFileSync(join(this.#meta, name), 'utf8'));
+      const parsed = parseSpoolEntry(reader.read(join(this.#meta, name)));
       const problem =
         'problem' in parsed ? parsed.problem : parsed.entry.id !== id ? 'its id is not its file name' : !bodies.has(id) ? 'its body is missing' : null;
       if (problem !== null || !('entry' in parsed)) {
@@ -505,6 +506,31 @@ export class SpoolStore {
     mkdirSync(damaged, { recursive: true, mode: 0o700 });
     renameSync(join(this.#meta, metaName), join(damaged, metaName));
     if (bodyId !== null) renameSync(this.bodyPath(bodyId), join(damaged, bodyId + BODY));
+  }
+}
+
+/**
+ * Reads many small files into one reused buffer: open, read, close and nothing else. readFileSync
+ * also stats each file and allocates a buffer per file, which doubles the time start-up spends on
+ * 100,000 metas (bench/spool-scale.mjs).
+ */
+class SmallFileReader {
+  #buffer = Buffer.alloc(16 * 1024);
+
+  read(path: string): string {
+    const fd = openSync(path, 'r');
+    try {
+      let length = 0;
+      for (;;) {
+        if (length === this.#buffer.length) this.#buffer = Buffer.concat([this.#buffer, Buffer.alloc(this.#buffer.length)]);
+        const n = readSync(fd, this.#buffer, length, this.#buffer.length - length, length);
+        if (n === 0) break;
+        length += n;
+      }
+      return this.#buffer.toString('utf8', 0, length);
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 

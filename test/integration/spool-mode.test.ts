@@ -296,7 +296,7 @@ describe('a start-up on a spool the process before left', () => {
     const again = (await relay.records()).filter((r) => r.type === 'spool');
     expect(again).toHaveLength(1);
     expect(relay.app.spool!.counts().total).toBe(4);
-    expect(((await relay.relayRecords())).filter((r) => r.outcome === 'queued')).toHaveLength(1);
+    expect((await relay.relayRecords()).filter((r) => r.outcome === 'queued')).toHaveLength(1);
   });
 
   it('refuses to start a second relay on a spool folder in use', async () => {
