@@ -30,6 +30,15 @@ describe('the ephemeral self-signed certificate', () => {
     expect(other.publicKey.export({ type: 'spki', format: 'der' }).equals(x509.publicKey.export({ type: 'spki', format: 'der' }))).toBe(false);
   });
 
+  it('always encodes its serial number as DER wants it: no leading zero byte a reader refuses as padding', () => {
+    // A serial whose first byte came out 0x00 (about one certificate in 256) made OpenSSL refuse it
+    // ("asn1 encoding routines::illegal padding"), and a relay without tls.cert then failed to start.
+    for (let i = 0; i < 3000; i++) {
+      const serial = new X509Certificate(selfSignedCertificate('relay.example.com', ['localhost'], 1).cert).serialNumber;
+      expect(serial.length, serial).toBe(32);
+    }
+  });
+
   it('serves a real TLS handshake that a client pinning it accepts', async () => {
     const server = createServer({ key, cert }, (s) => s.end('ok'));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
