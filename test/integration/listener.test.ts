@@ -147,7 +147,7 @@ describe('the SMTP listeners', () => {
 
   it('binds each configured listener on the port it was given, resolving port 0', async () => {
     const port = await start();
-    expect(listeners!.addresses).toEqual([{ host: '127.0.0.1', port, implicitTls: false }]);
+    expect(listeners!.addresses).toEqual([{ host: '127.0.0.1', port, implicitTls: false, mode: 'passthrough' }]);
     expect(port).toBeGreaterThan(0);
     const { first } = await connect(port);
     expect(first.code).toBe(220);

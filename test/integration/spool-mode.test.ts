@@ -10,7 +10,7 @@ import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { SpoolRecord } from '../../src/audit/records.js';
+import { RECORD_FIELDS, type SpoolRecord } from '../../src/audit/records.js';
 import type { UserConfig } from '../../src/config/types.js';
 import { ERR } from '../../src/error-codes.js';
 import { IdGenerator } from '../../src/ids.js';
@@ -84,6 +84,8 @@ describe('spool mode', () => {
     });
 
     const [record] = await r.relayRecords();
+    // Every documented field, `spool` included, in the documented order.
+    expect(Object.keys(record!)).toEqual([...RECORD_FIELDS.relay]);
     expect(record).toMatchObject({
       id,
       outcome: 'queued',
