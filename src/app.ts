@@ -42,16 +42,31 @@ import { ERR } from './error-codes.js';
 import { CredentialFileError } from './config/upstream-auth.js';
 import { upstreamLogin, type UpstreamLogin } from './upstream/upstream-login.js';
 import type { TokenFetch } from './upstream/oauth2/token-events.js';
+import type { FreeSpaceProbe } from './audit/free-space.js';
+import { SpoolStore } from './spool/spool-store.js';
+import type { SpoolFileOps } from './spool/spool-files.js';
+import { spoolRecord } from './spool/spool-records.js';
+import { usesSpool } from './transaction/delivery-mode.js';
 
 export interface RunningInfo {
-  readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
+  readonly listeners: readonly { host: string; port: number; implicitTls: boolean; mode: 'passthrough' | 'spool' | 'hybrid' }[];
   readonly auditFile: string;
   readonly upstreams: readonly { name: string; host: string; port: number; tls: string }[];
   readonly sinkDir: string | null;
+  /** The spool and the messages it holds at start-up; null when no listener or user spools. */
+  readonly spool: { readonly dir: string; readonly entries: number } | null;
   /** The HTTP endpoint (metrics, health, API), or null when off or its best-effort bind failed. */
   readonly http: { readonly host: string; readonly port: number } | null;
   /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
   readonly warnings: readonly StartupWarning[];
+}
+
+/**
+ * What a test may put in place of the system under the relay: the spool's free-space probe (a full
+ * disk without filling one) and its file operations (a failing fsync). Production passes nothing.
+ */
+export interface AppOptions {
+  readonly spool?: { readonly freeSpace?: FreeSpaceProbe; readonly fileOps?: Partial<SpoolFileOps> };
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -89,12 +104,16 @@ export class App {
   #processor: TransactionProcessor | null = null;
   #recorder: Recorder | null = null;
   #observers: Observers | null = null;
+  #spool: SpoolStore | null = null;
+  #spoolUnlocked: string | null = null;
+  #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
 
-  constructor(config: Config, log: Logger) {
+  constructor(config: Config, log: Logger, options: AppOptions = {}) {
     this.config = config;
     this.#log = log;
+    this.#options = options;
     this.bus = new EventBus<RelayEvents>((err, event) => log.error({ err, event }, 'event subscriber failed'));
     // Every transaction in flight listens on the shutdown signal; that is by design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
@@ -102,6 +121,11 @@ export class App {
 
   get auditWriteErrors(): number {
     return this.#recorder?.writeErrors ?? 0;
+  }
+
+  /** The spool (docs/spool.md): null before start, and when no listener or user is in spool or hybrid mode. */
+  get spool(): SpoolStore | null {
+    return this.#spool;
   }
 
   /** Circuit breaker state and adaptive slow-down of each upstream (empty before start). */
@@ -132,6 +156,8 @@ export class App {
     // Observers subscribe before the first client can connect, so they see every record.
     this.#observers = this.#buildObservers(upstreams, this.#recorder, ids);
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
+    // Before any client: recovery settles what the process before left, and its records are written.
+    this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -140,6 +166,7 @@ export class App {
       ids,
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
+      spool: this.#spool,
     });
     const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
@@ -162,6 +189,7 @@ export class App {
       auditFile: config.audit.file,
       upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port, tls: u.implicitTls ? 'implicit TLS' : `TLS ${u.tls.mode}` })),
       sinkDir: this.#sink?.dir ?? null,
+      spool: this.#spool ? { dir: this.#spool.dir, entries: this.#spool.counts().total } : null,
       http: http?.address ?? null,
       warnings: startupWarnings(config, {
         ephemeralCert: tls.ephemeral,
@@ -170,6 +198,7 @@ export class App {
         auditTornTail: this.#writer.atOpen.tornTail,
         auditUnchained: this.#writer.atOpen.unchainedFile,
         dataDirUnlocked: this.#dataDirUnlocked,
+        spoolUnlocked: this.#spoolUnlocked,
       }),
     };
   }
@@ -201,6 +230,8 @@ export class App {
     await stopped;
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
+    // Every transaction is done: the spool's last writes, then its lock.
+    await this.#spool?.close();
     this.#router?.close();
     await this.#sink?.stop();
     // The final checkpoint, then the file closed; rotated files finish compressing.
@@ -258,6 +289,62 @@ export class App {
         }
       }),
     );
+  }
+
+  /**
+   * The spool, when some listener or user is in spool or hybrid mode (no folder, no lock, no cost
+   * otherwise): opened, recovered, and every entry committed without its acceptance record in the
+   * trail gets a `recovered` record (docs/spool.md, "Recovery"). Entries whose final dot may have gone
+   * out unanswered are left as they are, listed by unknownOutcomes(), for the queue to settle.
+   */
+  async #openSpool(recorder: Recorder, ids: IdGenerator): Promise<SpoolStore | null> {
+    const { config } = this;
+    if (!usesSpool(config.listen, config.clients.users)) return null;
+    const log = this.#log;
+    const {
+      store,
+      recovery: r,
+      unlocked,
+    } = await SpoolStore.open({
+      dir: config.spool.dir,
+      minFreeSpace: config.spool.minFreeSpace,
+      log,
+      ...this.#options.spool,
+    });
+    this.#spoolUnlocked = unlocked;
+    log.info({ dir: store.dir, entries: r.entries, ms: r.ms }, 'spool opened');
+    if (r.tmpRemoved > 0 || r.orphanBodies.length > 0) {
+      log.info(
+        { dir: store.dir, tmp: r.tmpRemoved, bodies: r.orphanBodies.length },
+        'removed spool files a crash left before their commit (never acknowledged)',
+      );
+    }
+    if (r.requeued.length > 0) log.info({ count: r.requeued.length, ids: r.requeued.slice(0, 100) }, 'spool entries left delivering queued again');
+    if (r.damaged.length > 0) log.error({ dir: store.dir, damaged: r.damaged.slice(0, 100) }, 'spool entries that cannot be read moved to damaged/');
+    if (r.unknownOutcomes.length > 0) {
+      const ids = r.unknownOutcomes.map((e) => e.id);
+      log.warn(
+        { count: ids.length, ids: ids.slice(0, 100) },
+        'spool entries whose final dot got no answer before the last stop (the upstream may have them): left to settle',
+      );
+    }
+    for (const entry of r.unrecorded) {
+      try {
+        const written = recorder.spool(
+          spoolRecord({
+            id: ids.next(),
+            spoolId: entry.id,
+            event: 'recovered',
+            reason: 'in the spool without its acceptance record (a crash between the two): it is delivered as queued',
+          }),
+        );
+        if (written) await store.markRecorded(entry.id);
+      } catch (err) {
+        // The next start tries again; the entry is delivered either way.
+        log.error({ err, id: entry.id }, 'could not record a recovered spool entry');
+      }
+    }
+    return store;
   }
 
   /**

@@ -50,10 +50,12 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
 export function startupBanner(info: RunningInfo, config: Config): string {
   const lines = ['mailtrail is running'];
   for (const l of info.listeners) {
-    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
+    const mode = l.mode === 'passthrough' ? '' : `, ${l.mode} mode`;
+    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? `(implicit TLS${mode})` : `(STARTTLS offered${mode})`}`);
   }
   for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port} (${u.tls})`);
   if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
+  if (info.spool) lines.push(`  spool     ${info.spool.dir} (${info.spool.entries} message(s) queued)`);
   lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
   if (info.http)
     lines.push(

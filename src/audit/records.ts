@@ -1,4 +1,4 @@
-import type { Actor, ClientRejectClass, FailureClass, Outcome, Scope } from '../classify/failure-class.js';
+import type { Actor, ClientRejectClass, DeliveryOutcome, FailureClass, RelayOutcome, Scope } from '../classify/failure-class.js';
 import type { AttemptPhase, ReplyPhase } from '../classify/upstream-facts.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 
@@ -20,7 +20,8 @@ export interface ClientFacts {
 
 export interface RecipientEntry {
   readonly to: string;
-  readonly status: 'accepted' | 'rejected' | 'deferred' | 'unknown';
+  /** The upstream's verdict on the recipient; `queued`: taken into the spool, its fate in later `delivery` records. */
+  readonly status: 'accepted' | 'rejected' | 'deferred' | 'unknown' | 'queued';
   readonly reply: SmtpReply | null;
 }
 
@@ -97,7 +98,7 @@ export interface RelayRecord extends ChainLinks {
   readonly attempts: readonly AttemptEntry[];
   readonly upstreamReply: (SmtpReply & { readonly phase: ReplyPhase | null }) | null;
   readonly clientReply: SmtpReply;
-  readonly outcome: Outcome;
+  readonly outcome: RelayOutcome;
   readonly failure: FailureEntry | null;
   readonly timing: {
     readonly totalMs: number;
@@ -109,6 +110,93 @@ export interface RelayRecord extends ChainLinks {
   };
   readonly duplicateRisk: boolean;
   readonly duplicateOf: string | null;
+  /**
+   * Only on a record of a message taken into the spool (outcome `queued`): how and why. Absent
+   * otherwise, so pass-through records are what they always were.
+   */
+  readonly spool?: SpoolAcceptance;
+}
+
+/** How a message came to be spooled (docs/spool.md). */
+export interface SpoolAcceptance {
+  /** The mode that spooled it: the listener's, or the user's own. */
+  readonly mode: 'spool' | 'hybrid';
+  /** Why, in words: "spool mode", "hybrid: no verdict within 10s", "hybrid: upstream_unavailable"... */
+  readonly reason: string;
+}
+
+/** What happens to a spooled message after a delivery attempt (the queue's retry policy). */
+export interface NextStep {
+  /** `retry` the message at `at`; `park` the upstream and keep the message queued; `hold` it for the operator; `end` it (delivered or bounced). */
+  readonly action: 'retry' | 'park' | 'hold' | 'end';
+  /** When the message is due again (`retry`, `park`); null for `hold` and `end`. */
+  readonly at: string | null;
+}
+
+/**
+ * One delivery attempt of a spooled message (docs/spool.md): its own `id`, the message by `spoolId`
+ * (the id of the transaction that accepted it). The upstream parts read as in a `relay` record.
+ */
+export interface DeliveryRecord extends ChainLinks {
+  readonly v: number;
+  readonly type: 'delivery';
+  readonly time: string;
+  readonly id: string;
+  readonly spoolId: string;
+  /** 1 for the first delivery attempt of the message, 2 for the next... */
+  readonly attempt: number;
+  readonly route: string | null;
+  readonly upstream: UpstreamFactsRecord | null;
+  readonly attempts: readonly AttemptEntry[];
+  readonly upstreamReply: (SmtpReply & { readonly phase: ReplyPhase | null }) | null;
+  /** The recipients this attempt was for, and what became of each. */
+  readonly rcpt: readonly RecipientEntry[];
+  readonly outcome: DeliveryOutcome;
+  readonly failure: FailureEntry | null;
+  readonly next: NextStep;
+  readonly timing: {
+    readonly totalMs: number;
+    readonly waitMs: number;
+    readonly connectMs: number;
+    readonly envelopeMs: number;
+    readonly dataMs: number;
+  };
+  readonly duplicateRisk: boolean;
+}
+
+/** The events of a `spool` record: a message's end, and every change of it no attempt made. */
+export const SPOOL_EVENTS = ['delivered', 'bounced', 'expired', 'deleted', 'held', 'released', 'retry-now', 'recovered', 'parked', 'unparked'] as const;
+export type SpoolEvent = (typeof SPOOL_EVENTS)[number];
+
+/** The operator behind a `spool` record. */
+export interface SpoolActor {
+  readonly channel: 'cli' | 'console' | 'api';
+  /** Who, as the channel knows them (a system user, a console login); null when it cannot tell. */
+  readonly user: string | null;
+  /** Where from (a client address); null for a local channel. */
+  readonly address: string | null;
+}
+
+/**
+ * A spooled message ended (delivered, bounced, expired, deleted) or changed state without an attempt
+ * (held, released, retried now, recovered at start-up), or an upstream's queue was parked or unparked.
+ */
+export interface SpoolRecord extends ChainLinks {
+  readonly v: number;
+  readonly type: 'spool';
+  readonly time: string;
+  readonly id: string;
+  /** The message; null for an event about an upstream (`parked`, `unparked`). */
+  readonly spoolId: string | null;
+  readonly event: SpoolEvent;
+  /** The upstream a `parked` or `unparked` event is about; null otherwise. */
+  readonly upstream: string | null;
+  /** Why, in words; null when the event says it all. */
+  readonly reason: string | null;
+  /** The operator who did it; null for mailtrail itself. */
+  readonly by: SpoolActor | null;
+  /** The delivery status notification queued for the sender (its spool id); null when none. */
+  readonly dsn: { readonly id: string } | null;
 }
 
 /** mailtrail refused the client before relaying (docs/failures.md, client-side table). */
@@ -201,7 +289,7 @@ export interface CheckpointRecord extends ChainLinks {
   readonly signature: string | null;
 }
 
-export type AuditRecord = RelayRecord | RejectRecord | SessionRecord | AlertRecord | CheckpointRecord;
+export type AuditRecord = RelayRecord | RejectRecord | SessionRecord | AlertRecord | CheckpointRecord | DeliveryRecord | SpoolRecord;
 
 /**
  * The field names of each record type at run time, for the docs test (docs/audit-record.md lists the
@@ -229,6 +317,7 @@ export const RECORD_FIELDS = {
     'timing',
     'duplicateRisk',
     'duplicateOf',
+    'spool',
     'seq',
     'prev',
     'hash',
@@ -272,13 +361,40 @@ export const RECORD_FIELDS = {
   ],
   alert: ['v', 'type', 'time', 'id', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
   checkpoint: ['v', 'type', 'time', 'id', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
+  delivery: [
+    'v',
+    'type',
+    'time',
+    'id',
+    'spoolId',
+    'attempt',
+    'route',
+    'upstream',
+    'attempts',
+    'upstreamReply',
+    'rcpt',
+    'outcome',
+    'failure',
+    'next',
+    'timing',
+    'duplicateRisk',
+    'seq',
+    'prev',
+    'hash',
+  ],
+  spool: ['v', 'type', 'time', 'id', 'spoolId', 'event', 'upstream', 'reason', 'by', 'dsn', 'seq', 'prev', 'hash'],
 } as const satisfies {
   relay: readonly (keyof RelayRecord)[];
   reject: readonly (keyof RejectRecord)[];
   session: readonly (keyof SessionRecord)[];
   alert: readonly (keyof AlertRecord)[];
   checkpoint: readonly (keyof CheckpointRecord)[];
+  delivery: readonly (keyof DeliveryRecord)[];
+  spool: readonly (keyof SpoolRecord)[];
 };
+
+/** Fields a record of the type may leave out: the chain's (with `audit.chain: false`) and the relay record's `spool`. */
+export const OPTIONAL_FIELDS: ReadonlySet<string> = new Set(['seq', 'prev', 'hash', 'spool']);
 
 type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
 /** Compile-time check: every field of each type is listed above (an error here names the missing one). */
@@ -288,6 +404,8 @@ export const RECORD_FIELDS_COMPLETE: [
   Missing<SessionRecord, typeof RECORD_FIELDS.session>,
   Missing<AlertRecord, typeof RECORD_FIELDS.alert>,
   Missing<CheckpointRecord, typeof RECORD_FIELDS.checkpoint>,
-] extends [never, never, never, never, never]
+  Missing<DeliveryRecord, typeof RECORD_FIELDS.delivery>,
+  Missing<SpoolRecord, typeof RECORD_FIELDS.spool>,
+] extends [never, never, never, never, never, never, never]
   ? true
   : never = true;

@@ -22,6 +22,7 @@ import { limitsSection, toLimits } from './sections/limits.js';
 import { listenSection } from './sections/listen.js';
 import { logSection } from './sections/log.js';
 import { routesConsistency, routesSection, toRoute } from './sections/routes.js';
+import { spoolSection, toSpool } from './sections/spool.js';
 import { timeoutsSection, toTimeouts } from './sections/timeouts.js';
 import { tlsSection, toListenerTls } from './sections/tls.js';
 import { toUpstream, upstreamsSection } from './sections/upstreams.js';
@@ -41,6 +42,7 @@ export const configSchema = z
     upstreams: upstreamsSection,
     routes: routesSection,
     audit: auditSection,
+    spool: spoolSection,
     http: httpSection,
     alerts: alertsSection,
     log: logSection,
@@ -54,7 +56,7 @@ export const configSchema = z
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
 type _ConfigFitsSchema = Expect<
-  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
+  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'spool' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
 >;
 
 // ---------------------------------------------------------------------------------------------------
@@ -107,6 +109,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     upstreams: parsed.upstreams.map((u) => toUpstream(u, baseDir)),
     routes: parsed.routes.map(toRoute),
     audit: toAudit(parsed.audit, baseDir, dataDir),
+    spool: toSpool(parsed.spool, baseDir, dataDir),
     http: toHttp(parsed.http),
     alerts: toAlerts(parsed.alerts, baseDir),
     log: parsed.log,

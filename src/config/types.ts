@@ -14,6 +14,7 @@ import type { LimitsConfig } from './sections/limits.js';
 import type { ListenerConfig } from './sections/listen.js';
 import type { LogConfig } from './sections/log.js';
 import type { RouteConfig } from './sections/routes.js';
+import type { SpoolConfig } from './sections/spool.js';
 import type { ServerTimeoutsConfig } from './sections/timeouts.js';
 import type { ListenerTlsConfig } from './sections/tls.js';
 import type { UpstreamConfig } from './sections/upstreams.js';
@@ -35,6 +36,7 @@ export type { LimitsConfig } from './sections/limits.js';
 export type { ListenerConfig } from './sections/listen.js';
 export type { LogConfig } from './sections/log.js';
 export type { RouteConfig } from './sections/routes.js';
+export type { SpoolConfig, SpoolEventSinkConfig } from './sections/spool.js';
 export type { ServerTimeoutsConfig } from './sections/timeouts.js';
 export type { ListenerTlsConfig } from './sections/tls.js';
 export type { UpstreamBreakerConfig, UpstreamConfig, UpstreamProbeConfig, UpstreamRateLimitConfig } from './sections/upstreams.js';
@@ -54,6 +56,8 @@ export interface Config {
    */
   readonly routes: readonly RouteConfig[];
   readonly audit: AuditConfig;
+  /** The spool: store-and-forward for listeners and users in `spool` or `hybrid` mode (docs/spool.md). */
+  readonly spool: SpoolConfig;
   /** The HTTP endpoint (metrics, health, recent transactions, error groups); null = off. */
   readonly http: HttpConfig | null;
   /** Alert rules, sinks and delivery limits. */

@@ -63,7 +63,7 @@ export class SmtpListeners {
   #sessions = new Map<string, SessionState>();
   #perIp = new Map<string, number>();
   #lastCommand = new Map<string, string>();
-  #bound: { host: string; port: number; implicitTls: boolean }[] = [];
+  #bound: { host: string; port: number; implicitTls: boolean; mode: ListenerConfig['mode'] }[] = [];
   #errorLimits: ErrorLimits;
   #connectionRate: ConnectionRate;
   #refusals: RefusalRecorder;
@@ -89,7 +89,7 @@ export class SmtpListeners {
   }
 
   /** Addresses actually bound (port 0 resolved), in config order. */
-  get addresses(): readonly { host: string; port: number; implicitTls: boolean }[] {
+  get addresses(): readonly { host: string; port: number; implicitTls: boolean; mode: ListenerConfig['mode'] }[] {
     return this.#bound;
   }
 
@@ -110,7 +110,7 @@ export class SmtpListeners {
       });
       const addr = server.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : listener.port;
-      this.#bound.push({ host: listener.host, port, implicitTls: listener.implicitTls });
+      this.#bound.push({ host: listener.host, port, implicitTls: listener.implicitTls, mode: listener.mode });
     }
   }
 
@@ -179,7 +179,7 @@ export class SmtpListeners {
       // Refusals smtp-server makes itself are captured per connection (observeProtocol), not through
       // its logger, which would format an entry for every command and reply.
       logger: false,
-      onConnect: (session, cb) => cb(this.#onConnect(session)),
+      onConnect: (session, cb) => cb(this.#onConnect(session, listener)),
       onAuth: (auth, session, cb) => {
         this.#onAuth(auth, session).then(
           (r) => cb(r.err, r.ok),
@@ -188,7 +188,7 @@ export class SmtpListeners {
       },
       onMailFrom: (address, session, cb) => cb(this.#onMailFrom(address.address, session)),
       onRcptTo: (address, session, cb) => cb(this.#onRcptTo(address.address, session)),
-      onData: (stream, session, cb) => this.#onData(stream, session, cb),
+      onData: (stream, session, cb) => this.#onData(stream, session, listener, cb),
       onClose: (session) => this.#onClose(session),
     });
     removeGreetingDelay(server, (connection) => {
@@ -237,7 +237,7 @@ export class SmtpListeners {
     };
   }
 
-  #onConnect(session: SMTPServerSession): Error | null | undefined {
+  #onConnect(session: SMTPServerSession, listener: ListenerConfig): Error | null | undefined {
     const { admission, config } = this.#deps;
     const overRate = this.#connectionRate.admit(session.remoteAddress, () => ({ sessionId: session.id, client: new SessionState(session, false).client() }));
     if (overRate !== null) {
@@ -245,7 +245,7 @@ export class SmtpListeners {
       this.#refusals.overRate();
       return smtpError(connectionRateReply(session.remoteAddress), overRate);
     }
-    const state = new SessionState(session, admission.isTrustedNetwork(session.remoteAddress));
+    const state = new SessionState(session, admission.isTrustedNetwork(session.remoteAddress), listener.mode);
     state.recordId = this.#deps.ids.next();
     this.#sessions.set(session.id, state);
     const perIp = this.#perIp.get(state.ip) ?? 0;
@@ -315,8 +315,8 @@ export class SmtpListeners {
     return over === null ? null : this.#refuse(session, 'rate_limited', 'MAIL', { from }, rateLimitedReply(describeLimit(over)));
   }
 
-  #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
-    const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+  #onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: ListenerConfig, cb: (err?: Error | null, message?: string) => void): void {
+    const state = this.#sessions.get(session.id) ?? new SessionState(session, false, listener.mode);
     this.#deadlines.receiving(session.id, stream);
     // The processor's reply text already carries the transaction id.
     this.#deps.processor

@@ -1,5 +1,6 @@
 import type { SMTPServerSession } from 'smtp-server';
 import type { ClientFacts, TlsFacts } from '../audit/records.js';
+import type { DeliveryMode } from '../config/fields.js';
 import { RefusalTally } from './refusal-tally.js';
 
 /**
@@ -12,6 +13,7 @@ export class SessionState {
   readonly port: number;
   readonly startedAt = performance.now();
   readonly trusted: boolean;
+  readonly listenerMode: DeliveryMode;
   transactions = 0;
   accepted = 0;
   rejected = 0;
@@ -35,12 +37,13 @@ export class SessionState {
   /** smtp-server mutates its session object as the dialogue goes on (HELO, AUTH, STARTTLS). */
   readonly #session: SMTPServerSession;
 
-  constructor(session: SMTPServerSession, trusted: boolean) {
+  constructor(session: SMTPServerSession, trusted: boolean, listenerMode: DeliveryMode = 'passthrough') {
     this.#session = session;
     this.id = session.id;
     this.ip = session.remoteAddress;
     this.port = session.remotePort;
     this.trusted = trusted;
+    this.listenerMode = listenerMode;
   }
 
   client(): ClientFacts {

@@ -27,7 +27,7 @@ gzip files are read as they are).
   -f, --follow        keep printing new records; follows the file across rotation (like tail -F)
   -n, --lines N|all   how many records to show first (default 10; "all" = the whole file)
   --failures          only failed relay records (not delivered) and refusals
-  --outcome LIST      delivered, partial, deferred, rejected, unknown, aborted; "refused" = refusals
+  --outcome LIST      delivered, partial, deferred, rejected, unknown, aborted, queued; "refused" = refusals
   --class LIST        failure class (throttled, connect, relay_denied...)
   --from TEXT         MAIL FROM contains TEXT (an address, a domain "@example.com"...)
   --to TEXT           a recipient contains TEXT

@@ -11,6 +11,7 @@ import {
   type MessageFacts,
   type RecipientEntry,
   type RelayRecord,
+  type SpoolAcceptance,
 } from '../audit/records.js';
 
 export interface RelayRecordInput {
@@ -87,6 +88,25 @@ export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failu
     failure,
     timing: { totalMs: Math.round(input.totalMs), receiveMs: Math.round(input.receiveMs), waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
   });
+}
+
+/**
+ * The acceptance record of a message taken into the spool (docs/spool.md): outcome `queued`, every
+ * recipient `queued`, nothing tried yet, and how and why it was spooled. Pure.
+ */
+export function queuedRecord(input: RelayRecordInput, spool: SpoolAcceptance): RelayRecord {
+  const record = assemble(input, {
+    rcpt: input.to.map((to) => ({ to, status: 'queued', reply: null })),
+    route: null,
+    upstream: null,
+    attempts: [],
+    upstreamReply: null,
+    outcome: 'queued',
+    failure: null,
+    timing: { totalMs: Math.round(input.totalMs), receiveMs: Math.round(input.receiveMs), waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+  });
+  // After duplicateOf, as docs/audit-record.md lists it; only spooled records have the field.
+  return { ...record, spool };
 }
 
 export function localFailure(cls: FailureClass, retryable: boolean, code: string | null, message: string | null): FailureEntry {

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { App } from '../../src/app.js';
+import { App, type AppOptions } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
 import type { UpstreamAuth } from '../../src/config/upstream-auth.js';
@@ -51,6 +51,12 @@ export interface RelaySpec {
   alerts?: Partial<Config['alerts']>;
   /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
   dataDir?: string;
+  /** The listeners' delivery mode; default passthrough. */
+  mode?: Config['listen'][number]['mode'];
+  /** Spool settings over the defaults (folder `<dataDir>/spool`, no free-space reserve). */
+  spool?: Partial<Config['spool']>;
+  /** What the app is given in place of the system (a free-space probe, failing file operations). */
+  appOptions?: AppOptions;
 }
 
 export interface RunningRelay {
@@ -105,7 +111,10 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
 /** A Config built directly (the loader has its own tests), pointing at fake upstreams on loopback. */
 export function relayConfig(spec: RelaySpec, dataDir: string): Config {
   return {
-    listen: [{ host: '127.0.0.1', port: 0, implicitTls: false }, ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : [])],
+    listen: [
+      { host: '127.0.0.1', port: 0, implicitTls: false, mode: spec.mode ?? 'passthrough' },
+      ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true, mode: spec.mode ?? 'passthrough' }] : []),
+    ],
     tls: spec.tls ?? null,
     clients: {
       networks: ['127.0.0.0/8', '::1/128'],
@@ -165,6 +174,19 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       duplicateWindow: 24 * 3_600_000,
       ...spec.audit,
     },
+    spool: {
+      dir: join(dataDir, 'spool'),
+      hybridWait: 10_000,
+      retry: { first: 300_000, max: 3_600_000 },
+      maxAge: 5 * 86_400_000,
+      // Off here, as audit.minFreeSpace: a test machine's disk may be fuller than production's reserve.
+      minFreeSpace: 0,
+      dsn: true,
+      unknownOutcome: 'hold',
+      concurrency: 10,
+      events: [],
+      ...spec.spool,
+    },
     log: { level: 'silent' },
     hostname: 'mailtrail.test',
     dataDir,
@@ -179,7 +201,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
   const pki = spec.tls === undefined ? await makeTestPki() : null;
   const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : (spec.tls ?? null);
   const config = relayConfig({ ...spec, tls }, dataDir);
-  const app = new App(config, spec.logger ?? createLogger('silent'));
+  const app = new App(config, spec.logger ?? createLogger('silent'), spec.appOptions);
   const info = await app.start();
   const read = async (): Promise<AuditRecord[]> => {
     const text = await readFile(config.audit.file, 'utf8').catch(() => '');

@@ -58,6 +58,7 @@ function clientSession(user: string | null = null): ClientSession {
   return {
     id: 'SESSION0000000000000000001',
     ip: '127.0.0.1',
+    listenerMode: 'passthrough',
     transactions: 0,
     accepted: 0,
     rejected: 0,

@@ -52,6 +52,7 @@ const PUBLIC_TEXT = new Set([
   // A path; the signing key itself is read by the checkpoint signer and never enters the configuration.
   'audit.checkpoint.signingKey',
   'audit.checkpoint.file',
+  'spool.dir',
   'http.host',
   'alerts.sinks[].name',
   'alerts.sinks[].email.tls.ca',
@@ -121,6 +122,9 @@ audit:
   privacy: pseudonymize
   hmacKey: Hmac-Key-Quartz-5-0123456789
   checkpoint: { signingKey: /etc/mailtrail/checkpoint.key }
+spool:
+  events:
+    - { url: "https://events.example.com/hooks/Events-Path-Quartz-14?key=Events-Query-Quartz-15", secret: Events-Secret-Quartz-16 }
 http: { host: 127.0.0.1, port: 8025, token: Http-Token-Quartz-6-0123456789 }
 alerts:
   sinks:
@@ -160,6 +164,8 @@ describe('the secrets of a configuration', () => {
         'alerts.sinks[].webhook.secret',
         'alerts.sinks[].webhook.headers',
         'alerts.sinks[].email.url',
+        'spool.events[].url',
+        'spool.events[].secret',
       ]),
     );
   });
@@ -190,6 +196,7 @@ describe('the secrets of a configuration', () => {
         { name: 'idp', auth: { type: 'oauth2', user: 'app@example.net', clientId: 'mailtrail', clientSecret: '[redacted]', refreshToken: '[redacted]' } },
       ],
       audit: { hmacKey: '[redacted]', checkpoint: { signingKey: '/etc/mailtrail/checkpoint.key' } },
+      spool: { events: [{ url: 'https://events.example.com/[redacted]', secret: '[redacted]' }] },
       http: { host: '127.0.0.1', token: '[redacted]' },
       alerts: {
         sinks: [

@@ -2,7 +2,7 @@
  * `listen`: where mailtrail accepts SMTP (docs/config.md, "Keys": `listen`, `listen[].*`).
  */
 import { z } from 'zod';
-import { ALWAYS, bindHost, flag, isRecord, port } from '../fields.js';
+import { ALWAYS, bindHost, deliveryMode, flag, isRecord, port } from '../fields.js';
 import type { Loaded } from '../loaded.js';
 
 const listener = z.strictObject({
@@ -10,6 +10,8 @@ const listener = z.strictObject({
   port: port(),
   /** TLS from the first byte (port 465 style); otherwise STARTTLS is offered. */
   implicitTls: flag(false),
+  /** How this listener's messages are delivered (docs/spool.md); a user's own `mode` overrides it. */
+  mode: deliveryMode().default('passthrough'),
 });
 
 /** Port 0 (ephemeral) may repeat; anything else on the same host and port would fail to bind. */
