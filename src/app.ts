@@ -338,6 +338,7 @@ export class App {
         interval: audit.checkpoint.interval,
         signer: audit.checkpoint.signingKey === null ? null : loadSigner(audit.checkpoint.signingKey),
         copyFile: audit.checkpoint.file,
+        instance: this.config.instance.id,
       });
       checkpoints.start();
     }
@@ -345,6 +346,7 @@ export class App {
       onWriteFailure: audit.onWriteFailure,
       privacy: new RecordPrivacy(audit.privacy, audit.hmacKey),
       checkpoints,
+      instance: this.config.instance.id,
     });
   }
 

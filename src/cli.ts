@@ -170,7 +170,7 @@ async function serve(file: string | undefined): Promise<number> {
   } catch (err) {
     return reportConfigError(err);
   }
-  const log = createLogger(config.log.level);
+  const log = createLogger(config.log.level, 2, config.instance.id);
   const app = new App(config, log);
   let info: RunningInfo;
   try {

@@ -48,7 +48,7 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
 }
 
 export function startupBanner(info: RunningInfo, config: Config): string {
-  const lines = ['mailtrail is running'];
+  const lines = ['mailtrail is running', `  instance  ${config.instance.id}`];
   for (const l of info.listeners) {
     lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
   }

@@ -5,7 +5,7 @@ import type { AuditRefusal } from './audit-refusal.js';
 import type { AuditWriter } from './audit-writer.js';
 import type { Checkpointer } from './checkpoint.js';
 import { RecordPrivacy } from './privacy.js';
-import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from './records.js';
+import type { AlertRecord, Built, RecordHead, RejectRecord, RelayRecord, SessionRecord } from './records.js';
 
 export interface RecorderOptions {
   /**
@@ -18,6 +18,8 @@ export interface RecorderOptions {
   readonly privacy: RecordPrivacy;
   /** Told about every record written, to write checkpoints; null with the chain off. */
   readonly checkpoints: Checkpointer | null;
+  /** `instance` of every record written (records.ts, RecordHead). */
+  readonly instance: string;
 }
 
 /**
@@ -43,6 +45,7 @@ export class Recorder {
       onWriteFailure: opts.onWriteFailure ?? 'refuse',
       privacy: opts.privacy ?? new RecordPrivacy('clear', null),
       checkpoints: opts.checkpoints ?? null,
+      instance: opts.instance ?? 'mailtrail',
     };
   }
 
@@ -60,7 +63,8 @@ export class Recorder {
   }
 
   /** Throws when the record could not be written and `onWriteFailure` is `refuse`. */
-  relay(record: RelayRecord): void {
+  relay(built: Built<RelayRecord>): void {
+    const record = this.#stamp(built);
     const masked = this.#opts.privacy.relay(record);
     let written: RelayRecord;
     try {
@@ -83,23 +87,33 @@ export class Recorder {
     this.#bus.publish('relay', written);
   }
 
-  reject(record: RejectRecord): void {
-    this.#bus.publish('reject', this.#bestEffort(this.#opts.privacy.reject(record)));
+  reject(record: Built<RejectRecord>): void {
+    this.#bus.publish('reject', this.#bestEffort(this.#opts.privacy.reject(this.#stamp(record))));
   }
 
-  session(record: SessionRecord): void {
-    this.#bus.publish('session', this.#bestEffort(record));
+  session(record: Built<SessionRecord>): void {
+    this.#bus.publish('session', this.#bestEffort(this.#stamp(record)));
   }
 
   /** Best effort: an alert that cannot be recorded is still delivered to its sinks. */
-  alert(record: AlertRecord): void {
-    this.#bus.publish('alert', this.#bestEffort(this.#opts.privacy.alert(record)));
+  alert(record: Built<AlertRecord>): void {
+    this.#bus.publish('alert', this.#bestEffort(this.#opts.privacy.alert(this.#stamp(record))));
   }
 
   /** The final checkpoint, then the file flushed and closed. */
   close(): void {
     this.#opts.checkpoints?.stop();
     this.#writer.close();
+  }
+
+  /**
+   * A copy of the record with `instance` after `id`, where every type has it (records.ts,
+   * RecordHead): the head's members keep their places when the builder's values overwrite them.
+   * Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
+   */
+  #stamp<R extends RecordHead>(built: Built<R>): R {
+    const { v, type, time, id } = built as unknown as RecordHead;
+    return Object.assign({ v, type, time, id, instance: this.#opts.instance }, built) as unknown as R;
   }
 
   #write<R extends object>(record: R): R {
@@ -109,8 +123,8 @@ export class Recorder {
       this.#report(null);
     }
     this.#opts.checkpoints?.recorded();
-    // Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
-    return chain ? Object.assign({}, record, chain) : record;
+    // The record is the recorder's own copy (#stamp), so the chain fields are added in place.
+    return chain ? Object.assign(record, chain) : record;
   }
 
   #bestEffort<R extends { readonly id: string }>(record: R): R {

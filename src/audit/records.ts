@@ -11,11 +11,28 @@ export interface TlsFacts {
 }
 
 export interface ClientFacts {
+  /** The client: the peer of the connection, or the one a trusted proxy's PROXY header named. */
   readonly ip: string;
   readonly port: number;
   readonly helo: string | null;
   readonly user: string | null;
   readonly tls: TlsFacts | null;
+  /** The load balancer the connection came through (PROXY protocol, listener/proxy-gate.ts); null when direct. */
+  readonly proxy: ProxyFacts | null;
+}
+
+export interface ProxyFacts {
+  /** The proxy's own address: the peer of the TCP connection mailtrail accepted. */
+  readonly ip: string;
+  readonly port: number;
+  /** `v1` (text) or `v2` (binary) header; null when the proxy sent none or an unreadable one. */
+  readonly version: 'v1' | 'v2' | null;
+  /**
+   * What the header said: `proxy` (a client's connection, its address in `client`), `local` (the
+   * proxy's own connection, a health check: v2 LOCAL or v1 UNKNOWN; `client` is the proxy), or null
+   * when there was no valid header.
+   */
+  readonly command: 'proxy' | 'local' | null;
 }
 
 export interface RecipientEntry {
@@ -72,6 +89,23 @@ export interface FailureEntry {
  * when `audit.chain` is on (the default), absent when it is off. Added by the writer: the builders
  * never set them.
  */
+/**
+ * The fields every record type starts with, whatever its type (types added later too).
+ * `instance` is set by the Recorder (audit/recorder.ts) and the Checkpointer, never by the builders,
+ * which make a `Built<R>`.
+ */
+export interface RecordHead {
+  readonly v: number;
+  readonly type: string;
+  readonly time: string;
+  readonly id: string;
+  /** The relay that wrote the record (`instance.id`; with workers, `<id>.w<N>`): one chain per instance. */
+  readonly instance: string;
+}
+
+/** A record as its builder makes it: everything but what the recorder and the writer add. */
+export type Built<R extends RecordHead> = Omit<R, 'instance' | keyof ChainLinks>;
+
 export interface ChainLinks {
   /** Position in the trail: 1, 2, 3... with no gaps, across files and restarts. */
   readonly seq?: number;
@@ -81,8 +115,7 @@ export interface ChainLinks {
   readonly hash?: string;
 }
 
-export interface RelayRecord extends ChainLinks {
-  readonly v: number;
+export interface RelayRecord extends RecordHead, ChainLinks {
   readonly type: 'relay';
   readonly time: string;
   readonly id: string;
@@ -112,8 +145,7 @@ export interface RelayRecord extends ChainLinks {
 }
 
 /** mailtrail refused the client before relaying (docs/failures.md, client-side table). */
-export interface RejectRecord extends ChainLinks {
-  readonly v: number;
+export interface RejectRecord extends RecordHead, ChainLinks {
   readonly type: 'reject';
   readonly time: string;
   readonly id: string;
@@ -139,8 +171,7 @@ export interface RejectRecord extends ChainLinks {
   readonly count: number;
 }
 
-export interface SessionRecord extends ChainLinks {
-  readonly v: number;
+export interface SessionRecord extends RecordHead, ChainLinks {
   readonly type: 'session';
   readonly time: string;
   readonly id: string;
@@ -164,8 +195,7 @@ export interface SessionRecord extends ChainLinks {
  * An alert fired or resolved, so the trail shows what operators were told. Reserved here; the
  * alerting code writes them.
  */
-export interface AlertRecord extends ChainLinks {
-  readonly v: number;
+export interface AlertRecord extends RecordHead, ChainLinks {
   readonly type: 'alert';
   readonly time: string;
   readonly id: string;
@@ -186,8 +216,7 @@ export interface AlertRecord extends ChainLinks {
  * The chain head at a point in time, written every `audit.checkpoint.every` records, every
  * `audit.checkpoint.interval` and at shutdown (audit/checkpoint.ts); optionally Ed25519-signed.
  */
-export interface CheckpointRecord extends ChainLinks {
-  readonly v: number;
+export interface CheckpointRecord extends RecordHead, ChainLinks {
   readonly type: 'checkpoint';
   readonly time: string;
   readonly id: string;
@@ -214,6 +243,7 @@ export const RECORD_FIELDS = {
     'type',
     'time',
     'id',
+    'instance',
     'session',
     'client',
     'from',
@@ -238,6 +268,7 @@ export const RECORD_FIELDS = {
     'type',
     'time',
     'id',
+    'instance',
     'session',
     'client',
     'command',
@@ -257,6 +288,7 @@ export const RECORD_FIELDS = {
     'type',
     'time',
     'id',
+    'instance',
     'session',
     'client',
     'transactions',
@@ -270,8 +302,8 @@ export const RECORD_FIELDS = {
     'prev',
     'hash',
   ],
-  alert: ['v', 'type', 'time', 'id', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
-  checkpoint: ['v', 'type', 'time', 'id', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
+  alert: ['v', 'type', 'time', 'id', 'instance', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
+  checkpoint: ['v', 'type', 'time', 'id', 'instance', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
 } as const satisfies {
   relay: readonly (keyof RelayRecord)[];
   reject: readonly (keyof RejectRecord)[];
@@ -279,6 +311,13 @@ export const RECORD_FIELDS = {
   alert: readonly (keyof AlertRecord)[];
   checkpoint: readonly (keyof CheckpointRecord)[];
 };
+
+/**
+ * Fields added to schema v1 after records were first written: every record written now has them, but
+ * trails written before do not, so the JSON Schema does not require them (readers take them as
+ * absent; the trail tools group such records by file, docs/fleet.md).
+ */
+export const LATER_FIELDS: readonly string[] = ['instance'];
 
 type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
 /** Compile-time check: every field of each type is listed above (an error here names the missing one). */

@@ -31,6 +31,12 @@ export interface RelaySpec {
   limits?: Partial<LimitsConfig>;
   tls?: { cert: string; key: string } | null;
   implicitTlsListener?: boolean;
+  /** A listener taking the PROXY protocol from these networks (its port: `proxyPort`). */
+  proxyListener?: { trustedProxies: string[]; implicitTls?: boolean };
+  /** `timeouts.proxyHeader`; default 5 s. */
+  proxyHeaderTimeout?: number;
+  /** `instance.id`; default `test-relay`. */
+  instance?: string;
   relayTimeout?: number;
   clientIdle?: number;
   /** Client deadlines over the defaults (command: clientIdle + 1 min, session: 10 min, dataMinRate: 500 B/s). */
@@ -56,6 +62,8 @@ export interface RunningRelay {
   readonly port: number;
   /** Port of the implicit-TLS listener, when asked for. */
   readonly tlsPort: number | null;
+  /** Port of the PROXY protocol listener, when asked for. */
+  readonly proxyPort: number | null;
   /** `http://127.0.0.1:PORT` of the HTTP endpoint, when asked for. */
   readonly httpUrl: string | null;
   readonly dataDir: string;
@@ -103,7 +111,21 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
 /** A Config built directly (the loader has its own tests), pointing at fake upstreams on loopback. */
 export function relayConfig(spec: RelaySpec, dataDir: string): Config {
   return {
-    listen: [{ host: '127.0.0.1', port: 0, implicitTls: false }, ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : [])],
+    listen: [
+      { host: '127.0.0.1', port: 0, implicitTls: false, proxyProtocol: false, trustedProxies: [] },
+      ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true, proxyProtocol: false, trustedProxies: [] }] : []),
+      ...(spec.proxyListener
+        ? [
+            {
+              host: '127.0.0.1',
+              port: 0,
+              implicitTls: spec.proxyListener.implicitTls ?? false,
+              proxyProtocol: true,
+              trustedProxies: spec.proxyListener.trustedProxies,
+            },
+          ]
+        : []),
+    ],
     tls: spec.tls ?? null,
     clients: {
       networks: ['127.0.0.0/8', '::1/128'],
@@ -137,6 +159,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       dataMinRate: 500,
       ...spec.deadlines,
       relay: spec.relayTimeout ?? 20_000,
+      proxyHeader: spec.proxyHeaderTimeout ?? 5_000,
       shutdown: 5_000,
     },
     upstreams: spec.upstreams.map(upstreamConfig),
@@ -164,6 +187,9 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       ...spec.audit,
     },
     log: { level: 'silent' },
+    instance: { id: spec.instance ?? 'test-relay' },
+    workers: { count: 1, allowLocalLimits: false },
+    state: { redis: null },
     hostname: 'mailtrail.test',
     dataDir,
     localSink: null,
@@ -190,6 +216,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     app,
     port: info.listeners[0]!.port,
     tlsPort: info.listeners.find((l) => l.implicitTls)?.port ?? null,
+    proxyPort: spec.proxyListener ? info.listeners[info.listeners.length - 1]!.port : null,
     httpUrl: info.http ? `http://${info.http.host}:${info.http.port}` : null,
     dataDir,
     spillDir: spillDir(dataDir),

@@ -364,7 +364,7 @@ describe('mailtrail report', () => {
         to: null,
         command: 'AUTH',
         class: 'auth_failed',
-        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null },
+        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null, proxy: null },
       }),
       throttled({
         time: '2026-11-25T06:00:00.800Z',
