@@ -25,11 +25,15 @@ export function multipliedLimits(config: Pick<Config, 'clients' | 'limits' | 'up
 }
 
 /**
- * Why `count` processes may not start with this config, or null when they may: more than one, no
- * `state.redis`, no `workers.allowLocalLimits`, and limits kept per process.
+ * Why `count` processes may not start with this config, or null when they may: more than one with
+ * the trail on standard output; or more than one, no `state.redis`, no `workers.allowLocalLimits`,
+ * and limits kept per process.
  */
-export function workersProblem(config: Pick<Config, 'clients' | 'limits' | 'upstreams' | 'state' | 'workers'>, count: number): string | null {
-  if (count <= 1 || config.state.redis !== null || config.workers.allowLocalLimits) return null;
+export function workersProblem(config: Pick<Config, 'clients' | 'limits' | 'upstreams' | 'state' | 'workers' | 'audit'>, count: number): string | null {
+  if (count <= 1) return null;
+  // Records of several processes on one stream would interleave (a record can be longer than a pipe's atomic write).
+  if (config.audit.file === '-') return `audit.file "-" (standard output) cannot be shared by ${count} processes; give the trail a file`;
+  if (config.state.redis !== null || config.workers.allowLocalLimits) return null;
   const keys = multipliedLimits(config);
   if (keys.length === 0) return null;
   return (
