@@ -33,7 +33,7 @@ Usage:
                                            check the trail's hash chain; exit 1 naming the first bad record,
                                            3 for a record a failed write left outside the chain
   mailtrail keygen [--out PREFIX]          an Ed25519 key pair for signing checkpoints
-  mailtrail tail [FILE] [-f] [-n N] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
+  mailtrail tail [FILE...] [-f] [-n N] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
                                            the last records, one line each; -f follows across rotation
   mailtrail report [FILE...] [--since 1h] [--until T] [--by KEY] [--top N] [--json]
                                            totals, success rate, error groups, latency, traffic, top domains

@@ -217,7 +217,9 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
             ? [...new Set(r.rcpt.map((x) => dom(x.to)))]
             : by === 'client'
               ? [r.client.ip]
-              : [r.client.user ?? '(none)'];
+              : by === 'instance'
+                ? [(r as { instance?: string }).instance ?? '(none)']
+                : [r.client.user ?? '(none)'];
     for (const k of keys.length ? keys : ['(none)']) {
       const g = row(k);
       g.relay += 1;
@@ -235,7 +237,9 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
             ? dom(r.to)
             : by === 'client'
               ? r.client.ip
-              : (r.client.user ?? '(none)');
+              : by === 'instance'
+                ? ((r as { instance?: string }).instance ?? '(none)')
+                : (r.client.user ?? '(none)');
     row(k).rejects += 1;
   }
   return [...rows.entries()].map(([key, g]) => ({
