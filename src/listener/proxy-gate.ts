@@ -61,10 +61,16 @@ const REFUSAL_LINGER_MS = 1_000;
 export function installProxyGate(server: SMTPServer, opts: ProxyGateOptions): void {
   const srv = server as unknown as { _handleProxy(socket: Socket, callback: (err: Error | null, options?: GateSocketOptions) => void): void };
   srv._handleProxy = (socket, callback) => {
-    const sessionId = connectionId();
-    const peer = { ip: unmapIpv4(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
     // Errors after the refusal (a reset while the reply is written) must not reach the process.
     socket.on('error', () => undefined);
+    // Gone before it could be looked at (a load balancer's layer-4 health check connects and closes at
+    // once): no address to judge, nobody to answer, nothing to record.
+    if (socket.remoteAddress === undefined) {
+      socket.destroy();
+      return callback(Object.assign(new Error('PROXY protocol: the peer closed at once'), { code: 'EPROXY' }));
+    }
+    const sessionId = connectionId();
+    const peer = { ip: unmapIpv4(socket.remoteAddress), port: socket.remotePort ?? 0 };
     const refuse = (kind: ProxyRefusal['kind'], reason: string, version: ProxyRefusal['version']): void => {
       const line = opts.refuse({ kind, reason, sessionId, peer, version });
       if (line !== null && socket.writable) socket.end(`${line}\r\n`);
@@ -74,6 +80,10 @@ export function installProxyGate(server: SMTPServer, opts: ProxyGateOptions): vo
     };
     if (!opts.trusted.has(peer.ip)) return refuse('untrusted', 'peer not in trustedProxies', null);
     readHeader(socket, opts.timeoutMs, (result) => {
+      if (result.kind === 'gone') {
+        socket.destroy();
+        return callback(Object.assign(new Error('PROXY protocol: the peer closed before sending anything'), { code: 'EPROXY' }));
+      }
       if (result.kind === 'refused') return refuse('invalid', result.reason, result.version);
       const { header } = result;
       const client = header.source ?? peer;
@@ -94,7 +104,13 @@ export function proxyFactsOf(socketOptions: unknown): ProxyFacts | null {
 }
 
 type Read =
-  { readonly kind: 'header'; readonly header: ProxyHeader } | { readonly kind: 'refused'; readonly reason: string; readonly version: ProxyRefusal['version'] };
+  | { readonly kind: 'header'; readonly header: ProxyHeader }
+  | { readonly kind: 'refused'; readonly reason: string; readonly version: ProxyRefusal['version'] }
+  /**
+   * Closed before a single byte: nobody to answer and nothing refused (a port check, a client behind
+   * the balancer that left at once); not recorded, as no session would have been.
+   */
+  | { readonly kind: 'gone' };
 
 /**
  * Reads the header from a paused socket, as smtp-server's own reader does: chunk by chunk, giving
@@ -127,11 +143,7 @@ function readHeader(socket: Socket, timeoutMs: number, done: (read: Read) => voi
     }
   };
   const onEnd = (): void =>
-    finish({
-      kind: 'refused',
-      reason: received.length === 0 ? 'closed before a PROXY header' : 'closed in the middle of a PROXY header',
-      version: versionSoFar(),
-    });
+    finish(received.length === 0 ? { kind: 'gone' } : { kind: 'refused', reason: 'closed in the middle of a PROXY header', version: versionSoFar() });
   const timer = setTimeout(
     () =>
       finish({

@@ -172,6 +172,17 @@ describe('a PROXY protocol listener', () => {
     expect((await r.rejectRecords()).map((x) => x.class)).toEqual(['proxy_invalid']);
   });
 
+  it('records nothing for a trusted peer that closes before sending a byte (a port check)', async () => {
+    const r = await start();
+    const c = await smtpTalk(r.proxyPort!, '127.0.0.1', { localAddress: '127.0.0.1' });
+    c.close();
+    const later = await through(proxyV1('192.0.2.50', 40000));
+    await later.expect(220);
+    later.close();
+    await until(async () => ((await r.sessionRecords()).length > 0 ? true : undefined), 'the later session record');
+    expect(await r.rejectRecords()).toEqual([]);
+  });
+
   it('reads a header that arrives a byte at a time', async () => {
     const r = await start();
     const c = await smtpTalk(r.proxyPort!, '127.0.0.1', { localAddress: '127.0.0.1' });
