@@ -4,12 +4,23 @@
  * The "load balancer" here is the test itself, writing the header HAProxy would, from 127.0.0.1
  * (trusted) or 127.0.0.2 (any other loopback address: not trusted).
  */
+import { readFileSync } from 'node:fs';
+import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { proxyV1, proxyV2 } from '../helpers/proxy-protocol.js';
 import { simpleMessage, startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
-import { smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';
+import { sendOver, smtpTalk, type SmtpTalk } from '../helpers/smtp-client.js';
+
+const validate = new Ajv2020({ allErrors: true, strict: true }).compile(
+  JSON.parse(readFileSync(new URL('../../docs/audit-record.schema.json', import.meta.url), 'utf8')) as object,
+);
+
+/** Every record the relay wrote, checked against the audit record's JSON Schema (client.proxy included). */
+async function expectValidRecords(r: RunningRelay): Promise<void> {
+  for (const record of await r.records()) expect(validate(record), `${record.type}: ${JSON.stringify(validate.errors?.slice(0, 3))}`).toBe(true);
+}
 
 let upstream: FakeUpstream | null = null;
 let relay: RunningRelay | null = null;
@@ -41,22 +52,8 @@ async function through(header: Buffer, from = '127.0.0.1'): Promise<SmtpTalk> {
   return c;
 }
 
-async function sendMessageOver(c: SmtpTalk, from: string, to: string, messageId: string): Promise<void> {
-  await c.expect(220);
-  c.send('EHLO app.example');
-  await c.expect(250);
-  c.send(`MAIL FROM:<${from}>`);
-  await c.expect(250);
-  c.send(`RCPT TO:<${to}>`);
-  await c.expect(250);
-  c.send('DATA');
-  await c.expect(354);
-  c.sendRaw(Buffer.concat([simpleMessage({ from, to, messageId }), Buffer.from('.\r\n')]));
-  await c.expect(250);
-  c.send('QUIT');
-  await c.expect(221);
-  await c.waitClosed();
-}
+const sendMessageOver = async (c: SmtpTalk, from: string, to: string, messageId: string): Promise<void> =>
+  void (await sendOver(c, { from, to, raw: simpleMessage({ from, to, messageId }) }));
 
 async function until<T>(read: () => Promise<T | undefined>, what: string, ms = 5_000): Promise<T> {
   const end = Date.now() + ms;
@@ -81,6 +78,7 @@ describe('a PROXY protocol listener', () => {
     expect(record.client).toMatchObject({ ip: '192.0.2.10', port: 51000, proxy: { ip: '127.0.0.1', version: 'v1', command: 'proxy' } });
     expect((await sessionOf(r, record.session.id)).client).toMatchObject({ ip: '192.0.2.10', proxy: { ip: '127.0.0.1' } });
     expect(upstream!.messages).toHaveLength(1);
+    await expectValidRecords(r);
   });
 
   it('relays for the client a v2 header names, TLVs and all, IPv4 and IPv6', async () => {
@@ -144,6 +142,7 @@ describe('a PROXY protocol listener', () => {
     expect(await r.sessionRecords()).toEqual([]);
     const metrics = await (await fetch(`${r.httpUrl}/metrics`)).text();
     expect(metrics).toMatch(/^mailtrail_client_rejects_total\{class="proxy_untrusted"\} 2$/m);
+    await expectValidRecords(r);
   });
 
   it('refuses a trusted peer that sends no header, after timeouts.proxyHeader, without a greeting', async () => {
@@ -156,6 +155,7 @@ describe('a PROXY protocol listener', () => {
     await c.waitClosed();
     const [reject] = (await r.rejectRecords()) as [RejectRecord];
     expect(reject).toMatchObject({ class: 'proxy_invalid', client: { ip: '127.0.0.1', proxy: { ip: '127.0.0.1', version: null, command: null } } });
+    await expectValidRecords(r);
   });
 
   it.each([
@@ -211,6 +211,7 @@ describe('a PROXY protocol listener', () => {
       ['127.0.0.1', 'v2', 'local'],
       ['127.0.0.1', 'v1', 'local'],
     ]);
+    await expectValidRecords(r);
   });
 
   it('takes the header before the TLS handshake on an implicit-TLS listener', async () => {

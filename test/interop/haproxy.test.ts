@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RelayRecord } from '../../src/audit/records.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
-import { smtpTalk } from '../helpers/smtp-client.js';
+import { sendOver, smtpTalk } from '../helpers/smtp-client.js';
 import { findTool, freePort, haveTools, waitForPort } from './interop-tools.js';
 
 const available = haveTools('haproxy');
@@ -67,24 +67,12 @@ describe.skipIf(!available)('interop: HAProxy in front, PROXY protocol', () => {
     await upstream?.close();
   });
 
-  async function sendThrough(port: number, messageId: string): Promise<string> {
-    const c = await smtpTalk(port, '127.0.0.1', { localAddress: '127.0.0.2' });
-    await c.expect(220);
-    c.send('EHLO app.example');
-    await c.expect(250);
-    c.send('MAIL FROM:<app@example.com>');
-    await c.expect(250);
-    c.send('RCPT TO:<ana@example.org>');
-    await c.expect(250);
-    c.send('DATA');
-    await c.expect(354);
-    c.sendRaw(Buffer.concat([simpleMessage({ messageId }), Buffer.from('.\r\n')]));
-    const done = await c.expect(250);
-    c.send('QUIT');
-    await c.expect(221);
-    c.close();
-    return done.text;
-  }
+  const sendThrough = async (port: number, messageId: string): Promise<string> =>
+    sendOver(await smtpTalk(port, '127.0.0.1', { localAddress: '127.0.0.2' }), {
+      from: 'app@example.com',
+      to: 'ana@example.org',
+      raw: simpleMessage({ messageId }),
+    });
 
   const recordOf = async (messageId: string): Promise<RelayRecord> => (await relay.relayRecords()).find((r) => r.message.messageId === messageId)!;
 

