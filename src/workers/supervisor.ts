@@ -153,6 +153,8 @@ export class Supervisor {
         }
       });
       worker.on('exit', (code, signal) => {
+        // Only a worker that served is restarted here; one that failed to start was answered above.
+        const served = slot.ready;
         slot.ready = false;
         slot.worker = null;
         if (!settled) {
@@ -160,7 +162,7 @@ export class Supervisor {
           resolve({ kind: 'failed', message: `worker ${slot.n} exited before it was ready (${signal ?? `exit code ${code}`})` });
           return;
         }
-        if (!this.#stopping) this.#restart(slot, code, signal);
+        if (!this.#stopping && served) this.#restart(slot, code, signal);
       });
     });
   }
@@ -177,8 +179,13 @@ export class Supervisor {
       slot.restartTimer = null;
       if (this.#stopping) return;
       void this.#fork(slot).then((result) => {
-        if (result.kind === 'ready') this.#log.info({ worker: slot.n, workerInstance: instance }, 'worker restarted');
-        else this.#log.error({ worker: slot.n, workerInstance: instance, reason: result.message }, 'worker did not start again');
+        if (result.kind === 'ready') {
+          this.#log.info({ worker: slot.n, workerInstance: instance }, 'worker restarted');
+          return;
+        }
+        // Tried again, later each time (the delay doubles up to MAX_RESTART_DELAY_MS).
+        this.#log.error({ worker: slot.n, workerInstance: instance, reason: result.message }, 'worker did not start again');
+        if (!this.#stopping) this.#restart(slot, null, null);
       });
     }, delay);
   }

@@ -123,6 +123,32 @@ describe('a PROXY protocol listener', () => {
     expect(replies[2]).toContain('Too many connections from 198.51.100.1');
   });
 
+  it('locks out AUTH guesses per real client, not per load balancer', async () => {
+    await start({
+      clients: {
+        networks: [],
+        requireTls: false,
+        allowInsecureAuth: true,
+        users: [{ username: 'app', password: 'right-password', passwordHash: null, allowedSenders: [] }],
+        authLockout: { failures: 2, window: 600_000, lockout: 300_000, maxLockout: 3_600_000, maxTracked: 100 },
+      },
+    });
+    const auth = async (ip: string, user: string) => {
+      const c = await through(proxyV2({ src: ip, sport: 40000 }));
+      await c.expect(220);
+      c.send('EHLO app.example');
+      await c.expect(250);
+      c.send(`AUTH PLAIN ${Buffer.from(`\0${user}\0wrong-password`).toString('base64')}`);
+      const reply = await c.expect();
+      c.close();
+      return reply.code;
+    };
+    // The second failure from one client locks its address (that attempt is answered 454 already);
+    // another client behind the same balancer is not held.
+    expect([await auth('198.51.100.20', 'u1'), await auth('198.51.100.20', 'u2'), await auth('198.51.100.20', 'u3')]).toEqual([535, 454, 454]);
+    expect(await auth('198.51.100.21', 'u4')).toBe(535);
+  });
+
   it('refuses a peer outside trustedProxies at once, header or not, before any greeting; recorded and counted', async () => {
     const r = await start({ http: { port: 0 } });
     const c = await through(proxyV1('192.0.2.10', 51000), '127.0.0.2');

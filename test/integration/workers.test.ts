@@ -5,6 +5,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -54,13 +55,13 @@ async function waitFor(check: () => boolean, what: string, ms = 20_000): Promise
   }
 }
 
-async function writeConfig(extra = 'workers: { count: 2, allowLocalLimits: true }'): Promise<string> {
+async function writeConfig(extra = 'workers: { count: 2, allowLocalLimits: true }', port = 0): Promise<string> {
   dir = await mkdtemp(join(tmpdir(), 'mailtrail-workers-'));
   upstream ??= await startFakeUpstream();
   const file = join(dir, 'mailtrail.yaml');
   await writeFile(
     file,
-    `listen: [{ host: 127.0.0.1, port: 0 }]
+    `listen: [{ host: 127.0.0.1, port: ${port} }]
 upstreams: [{ name: fake, url: "smtp://127.0.0.1:${upstream.port}", tls: { mode: none }, probe: { enabled: false } }]
 clients: { networks: [127.0.0.0/8] }
 http: { host: 127.0.0.1, port: 0 }
@@ -158,6 +159,20 @@ describe('mailtrail serve --workers', () => {
     const relayed = [...trail(1), ...trail(2)].filter((r) => r.type === 'relay');
     expect(relayed).toHaveLength(4);
     expect(s.err()).toMatch(/every worker finishes its transactions in flight/);
+  });
+
+  it('stops every worker and exits 1 when one cannot start, naming it and why', async () => {
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const s = await serve(await writeConfig(undefined, (taken.address() as AddressInfo).port));
+      expect(await s.exited).toBe(1);
+      expect(s.err()).toMatch(/^mailtrail: cannot start: worker \d: listen: .*EADDRINUSE/m);
+      expect(s.err()).not.toContain('restarting');
+      expect(s.out()).not.toContain('mailtrail is running');
+    } finally {
+      taken.close();
+    }
   });
 
   it('refuses to start several processes while limits are kept per process, naming the keys', async () => {
