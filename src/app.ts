@@ -21,7 +21,7 @@ import { WebhookSink } from './observe/alerts/webhook-sink.js';
 import { ErrorGroups } from './observe/error-groups.js';
 import { EventBus } from './event-bus.js';
 import type { RelayBus, RelayEvents } from './observe/relay-events.js';
-import { ObservabilityServer } from './observe/http-server.js';
+import { ObservabilityServer, type HttpSources } from './observe/http-server.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './observe/metrics.js';
 import { Readiness } from './observe/readiness.js';
@@ -59,6 +59,8 @@ export interface RunningInfo {
   readonly http: { readonly host: string; readonly port: number } | null;
   /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
   readonly warnings: readonly StartupWarning[];
+  /** Set by a supervisor announcing its workers (workers/supervisor.ts); absent for one process. */
+  readonly workers?: { readonly count: number; readonly instances: readonly string[] };
 }
 
 /**
@@ -81,6 +83,16 @@ interface Observers {
   readonly delivery: DeliveryQueue;
   readonly emailSinks: readonly EmailSink[];
   readonly http: ObservabilityServer | null;
+  /** What the HTTP endpoint serves; null when `http` is off. */
+  readonly sources: HttpSources | null;
+}
+
+export interface AppOptions {
+  /**
+   * false: build what the HTTP endpoint serves (with `http` configured) but bind no endpoint; a
+   * supervisor serves it for its workers (workers/, docs/fleet.md). Default true.
+   */
+  readonly httpServer?: boolean;
 }
 
 /** How long stop() lets queued alert notifications go out before dropping them. */
@@ -201,6 +213,16 @@ export class App {
         spoolUnlocked: this.#spoolUnlocked,
       }),
     };
+  }
+
+  /** What the HTTP endpoint serves (null before start or with `http` off): a supervisor asks its workers for it. */
+  get httpSources(): HttpSources | null {
+    return this.#observers?.sources ?? null;
+  }
+
+  /** The metrics as prom-client's JSON, for a supervisor to add up over its workers; null with `http` off. */
+  async metricsJson(): Promise<unknown[] | null> {
+    return (await this.#observers?.metrics?.registry.getMetricsAsJSON()) ?? null;
   }
 
   /** Reopen the audit file (SIGHUP after logrotate). */
@@ -401,22 +423,18 @@ export class App {
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
     });
     alerts.start();
-    const http =
-      config.http === null
-        ? null
-        : new ObservabilityServer(
-            config.http,
-            {
-              metrics,
-              readiness: () => readiness.report(),
-              transaction: (id) => recent?.get(id),
-              byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
-              errors: () => errors?.list() ?? [],
-            },
-            log,
-          );
+    const sources: HttpSources | null = served
+      ? {
+          metrics,
+          readiness: () => readiness.report(),
+          transaction: (id) => recent?.get(id),
+          byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
+          errors: () => errors?.list() ?? [],
+        }
+      : null;
+    const http = config.http === null || sources === null || this.#options.httpServer === false ? null : new ObservabilityServer(config.http, sources, log);
     const breakerRecords = new BreakerRecords(bus, recorder, ids);
-    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http };
+    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http, sources };
   }
 
   /** Last: queued alert notices get a short grace; the endpoint answers until the very end. */
@@ -466,6 +484,7 @@ export class App {
         interval: audit.checkpoint.interval,
         signer: audit.checkpoint.signingKey === null ? null : loadSigner(audit.checkpoint.signingKey),
         copyFile: audit.checkpoint.file,
+        instance: this.config.instance.id,
       });
       checkpoints.start();
     }
@@ -473,6 +492,7 @@ export class App {
       onWriteFailure: audit.onWriteFailure,
       privacy: new RecordPrivacy(audit.privacy, audit.hmacKey),
       checkpoints,
+      instance: this.config.instance.id,
     });
   }
 

@@ -134,7 +134,8 @@ function knock(path: string): Promise<string | null> {
 function listen(server: net.Server, path: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(path, () => {
+    // exclusive: a cluster worker (docs/fleet.md) holds its own lock, not one the supervisor shares out.
+    server.listen({ path, exclusive: true }, () => {
       server.off('error', reject);
       resolve();
     });

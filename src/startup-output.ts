@@ -39,7 +39,14 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
   const plan = startupOutputPlan({ stdout: streams.stdout.isTTY === true, stderr: streams.stderr.isTTY === true }, info.auditFile === '-');
   if (plan.banner) streams[plan.banner].write(startupBanner(info, config));
   log.info(
-    { listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile, http: info.http, warnings: info.warnings.length },
+    {
+      listeners: info.listeners,
+      upstreams: info.upstreams,
+      audit: info.auditFile,
+      http: info.http,
+      warnings: info.warnings.length,
+      workers: info.workers?.count ?? 1,
+    },
     'mailtrail started',
   );
   if (plan.logWarnings) {
@@ -48,7 +55,11 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
 }
 
 export function startupBanner(info: RunningInfo, config: Config): string {
-  const lines = ['mailtrail is running'];
+  const lines = ['mailtrail is running', `  instance  ${config.instance.id}`];
+  if (info.workers) {
+    const { count, instances } = info.workers;
+    lines.push(`  workers   ${count} processes sharing the listeners: instances ${instances[0]} … ${instances[instances.length - 1]}`);
+  }
   for (const l of info.listeners) {
     const mode = l.mode === 'passthrough' ? '' : `, ${l.mode} mode`;
     lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? `(implicit TLS${mode})` : `(STARTTLS offered${mode})`}`);

@@ -5,7 +5,7 @@ import type { AuditRefusal } from './audit-refusal.js';
 import type { AuditWriter } from './audit-writer.js';
 import type { Checkpointer } from './checkpoint.js';
 import { RecordPrivacy } from './privacy.js';
-import type { AlertRecord, DeliveryRecord, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from './records.js';
+import type { AlertRecord, Built, DeliveryRecord, RecordHead, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from './records.js';
 
 export interface RecorderOptions {
   /**
@@ -18,6 +18,8 @@ export interface RecorderOptions {
   readonly privacy: RecordPrivacy;
   /** Told about every record written, to write checkpoints; null with the chain off. */
   readonly checkpoints: Checkpointer | null;
+  /** `instance` of every record written (records.ts, RecordHead). */
+  readonly instance: string;
 }
 
 /**
@@ -43,6 +45,7 @@ export class Recorder {
       onWriteFailure: opts.onWriteFailure ?? 'refuse',
       privacy: opts.privacy ?? new RecordPrivacy('clear', null),
       checkpoints: opts.checkpoints ?? null,
+      instance: opts.instance ?? 'mailtrail',
     };
   }
 
@@ -63,9 +66,9 @@ export class Recorder {
    * Throws when the record could not be written and `onWriteFailure` is `refuse`; with `continue`,
    * returns false then (true: the record is in the trail).
    */
-  relay(record: RelayRecord): boolean {
+  relay(built: Built<RelayRecord>): boolean {
     const before = this.writeErrors;
-    this.#bus.publish('relay', this.#required(this.#opts.privacy.relay(record), 'relay', 'relaying without an audit record'));
+    this.#bus.publish('relay', this.#required(this.#opts.privacy.relay(this.#stamp(built)), 'relay', 'relaying without an audit record'));
     return this.writeErrors === before;
   }
 
@@ -74,9 +77,9 @@ export class Recorder {
    * `continue`): the queue must not move the message on (to its end, or its next attempt) on a record
    * that is not in the trail.
    */
-  delivery(record: DeliveryRecord): boolean {
+  delivery(built: Built<DeliveryRecord>): boolean {
     const before = this.writeErrors;
-    this.#bus.publish('delivery', this.#required(this.#opts.privacy.delivery(record), 'delivery', 'going on without a delivery record'));
+    this.#bus.publish('delivery', this.#required(this.#opts.privacy.delivery(this.#stamp(built)), 'delivery', 'going on without a delivery record'));
     return this.writeErrors === before;
   }
 
@@ -85,23 +88,23 @@ export class Recorder {
    * false like it with `continue`): an end record comes before the message's files are removed, and a
    * failed one must keep them.
    */
-  spool(record: SpoolRecord): boolean {
+  spool(built: Built<SpoolRecord>): boolean {
     const before = this.writeErrors;
-    this.#bus.publish('spool', this.#required(this.#opts.privacy.spool(record), 'spool', 'going on without a spool record'));
+    this.#bus.publish('spool', this.#required(this.#opts.privacy.spool(this.#stamp(built)), 'spool', 'going on without a spool record'));
     return this.writeErrors === before;
   }
 
-  reject(record: RejectRecord): void {
-    this.#bus.publish('reject', this.#bestEffort(this.#opts.privacy.reject(record)));
+  reject(record: Built<RejectRecord>): void {
+    this.#bus.publish('reject', this.#bestEffort(this.#opts.privacy.reject(this.#stamp(record))));
   }
 
-  session(record: SessionRecord): void {
-    this.#bus.publish('session', this.#bestEffort(record));
+  session(record: Built<SessionRecord>): void {
+    this.#bus.publish('session', this.#bestEffort(this.#stamp(record)));
   }
 
   /** Best effort: an alert that cannot be recorded is still delivered to its sinks. */
-  alert(record: AlertRecord): void {
-    this.#bus.publish('alert', this.#bestEffort(this.#opts.privacy.alert(record)));
+  alert(record: Built<AlertRecord>): void {
+    this.#bus.publish('alert', this.#bestEffort(this.#opts.privacy.alert(this.#stamp(record))));
   }
 
   /** The final checkpoint, then the file flushed and closed. */
@@ -134,6 +137,16 @@ export class Recorder {
     }
   }
 
+  /**
+   * A copy of the record with `instance` after `id`, where every type has it (records.ts,
+   * RecordHead): the head's members keep their places when the builder's values overwrite them.
+   * Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
+   */
+  #stamp<R extends RecordHead>(built: Built<R>): R {
+    const { v, type, time, id } = built as unknown as RecordHead;
+    return Object.assign({ v, type, time, id, instance: this.#opts.instance }, built) as unknown as R;
+  }
+
   #write<R extends object>(record: R): R {
     const chain = this.#writer.write(record);
     if (this.#failing) {
@@ -141,8 +154,8 @@ export class Recorder {
       this.#report(null);
     }
     this.#opts.checkpoints?.recorded();
-    // Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
-    return chain ? Object.assign({}, record, chain) : record;
+    // The record is the recorder's own copy (#stamp), so the chain fields are added in place.
+    return chain ? Object.assign(record, chain) : record;
   }
 
   #bestEffort<R extends { readonly id: string }>(record: R): R {

@@ -11,11 +11,28 @@ export interface TlsFacts {
 }
 
 export interface ClientFacts {
+  /** The client: the peer of the connection, or the one a trusted proxy's PROXY header named. */
   readonly ip: string;
   readonly port: number;
   readonly helo: string | null;
   readonly user: string | null;
   readonly tls: TlsFacts | null;
+  /** The load balancer the connection came through (PROXY protocol, listener/proxy-gate.ts); null when direct. */
+  readonly proxy: ProxyFacts | null;
+}
+
+export interface ProxyFacts {
+  /** The proxy's own address: the peer of the TCP connection mailtrail accepted. */
+  readonly ip: string;
+  readonly port: number;
+  /** `v1` (text) or `v2` (binary) header; null when the proxy sent none or an unreadable one. */
+  readonly version: 'v1' | 'v2' | null;
+  /**
+   * What the header said: `proxy` (a client's connection, its address in `client`), `local` (the
+   * proxy's own connection, a health check: v2 LOCAL or v1 UNKNOWN; `client` is the proxy), or null
+   * when there was no valid header.
+   */
+  readonly command: 'proxy' | 'local' | null;
 }
 
 export interface RecipientEntry {
@@ -73,6 +90,23 @@ export interface FailureEntry {
  * when `audit.chain` is on (the default), absent when it is off. Added by the writer: the builders
  * never set them.
  */
+/**
+ * The fields every record type starts with, whatever its type (types added later too).
+ * `instance` is set by the Recorder (audit/recorder.ts) and the Checkpointer, never by the builders,
+ * which make a `Built<R>`.
+ */
+export interface RecordHead {
+  readonly v: number;
+  readonly type: string;
+  readonly time: string;
+  readonly id: string;
+  /** The relay that wrote the record (`instance.id`; with workers, `<id>.w<N>`): one chain per instance. */
+  readonly instance: string;
+}
+
+/** A record as its builder makes it: everything but what the recorder and the writer add. */
+export type Built<R extends RecordHead> = Omit<R, 'instance' | keyof ChainLinks>;
+
 export interface ChainLinks {
   /** Position in the trail: 1, 2, 3... with no gaps, across files and restarts. */
   readonly seq?: number;
@@ -82,8 +116,7 @@ export interface ChainLinks {
   readonly hash?: string;
 }
 
-export interface RelayRecord extends ChainLinks {
-  readonly v: number;
+export interface RelayRecord extends RecordHead, ChainLinks {
   readonly type: 'relay';
   readonly time: string;
   readonly id: string;
@@ -137,11 +170,8 @@ export interface NextStep {
  * One delivery attempt of a spooled message (docs/spool.md): its own `id`, the message by `spoolId`
  * (the id of the transaction that accepted it). The upstream parts read as in a `relay` record.
  */
-export interface DeliveryRecord extends ChainLinks {
-  readonly v: number;
+export interface DeliveryRecord extends RecordHead, ChainLinks {
   readonly type: 'delivery';
-  readonly time: string;
-  readonly id: string;
   readonly spoolId: string;
   /** 1 for the first delivery attempt of the message, 2 for the next... */
   readonly attempt: number;
@@ -181,11 +211,8 @@ export interface SpoolActor {
  * A spooled message ended (delivered, bounced, expired, deleted) or changed state without an attempt
  * (held, released, retried now, recovered at start-up), or an upstream's queue was parked or unparked.
  */
-export interface SpoolRecord extends ChainLinks {
-  readonly v: number;
+export interface SpoolRecord extends RecordHead, ChainLinks {
   readonly type: 'spool';
-  readonly time: string;
-  readonly id: string;
   /** The message; null for an event about an upstream (`parked`, `unparked`). */
   readonly spoolId: string | null;
   readonly event: SpoolEvent;
@@ -200,8 +227,7 @@ export interface SpoolRecord extends ChainLinks {
 }
 
 /** mailtrail refused the client before relaying (docs/failures.md, client-side table). */
-export interface RejectRecord extends ChainLinks {
-  readonly v: number;
+export interface RejectRecord extends RecordHead, ChainLinks {
   readonly type: 'reject';
   readonly time: string;
   readonly id: string;
@@ -227,8 +253,7 @@ export interface RejectRecord extends ChainLinks {
   readonly count: number;
 }
 
-export interface SessionRecord extends ChainLinks {
-  readonly v: number;
+export interface SessionRecord extends RecordHead, ChainLinks {
   readonly type: 'session';
   readonly time: string;
   readonly id: string;
@@ -252,8 +277,7 @@ export interface SessionRecord extends ChainLinks {
  * An alert fired or resolved, so the trail shows what operators were told. Reserved here; the
  * alerting code writes them.
  */
-export interface AlertRecord extends ChainLinks {
-  readonly v: number;
+export interface AlertRecord extends RecordHead, ChainLinks {
   readonly type: 'alert';
   readonly time: string;
   readonly id: string;
@@ -274,8 +298,7 @@ export interface AlertRecord extends ChainLinks {
  * The chain head at a point in time, written every `audit.checkpoint.every` records, every
  * `audit.checkpoint.interval` and at shutdown (audit/checkpoint.ts); optionally Ed25519-signed.
  */
-export interface CheckpointRecord extends ChainLinks {
-  readonly v: number;
+export interface CheckpointRecord extends RecordHead, ChainLinks {
   readonly type: 'checkpoint';
   readonly time: string;
   readonly id: string;
@@ -302,6 +325,7 @@ export const RECORD_FIELDS = {
     'type',
     'time',
     'id',
+    'instance',
     'session',
     'client',
     'from',
@@ -327,6 +351,7 @@ export const RECORD_FIELDS = {
     'type',
     'time',
     'id',
+    'instance',
     'session',
     'client',
     'command',
@@ -346,6 +371,7 @@ export const RECORD_FIELDS = {
     'type',
     'time',
     'id',
+    'instance',
     'session',
     'client',
     'transactions',
@@ -359,13 +385,14 @@ export const RECORD_FIELDS = {
     'prev',
     'hash',
   ],
-  alert: ['v', 'type', 'time', 'id', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
-  checkpoint: ['v', 'type', 'time', 'id', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
+  alert: ['v', 'type', 'time', 'id', 'instance', 'state', 'rule', 'upstream', 'class', 'message', 'sinks', 'seq', 'prev', 'hash'],
+  checkpoint: ['v', 'type', 'time', 'id', 'instance', 'head', 'count', 'keyId', 'signature', 'seq', 'prev', 'hash'],
   delivery: [
     'v',
     'type',
     'time',
     'id',
+    'instance',
     'spoolId',
     'attempt',
     'route',
@@ -382,7 +409,7 @@ export const RECORD_FIELDS = {
     'prev',
     'hash',
   ],
-  spool: ['v', 'type', 'time', 'id', 'spoolId', 'event', 'upstream', 'reason', 'by', 'dsn', 'seq', 'prev', 'hash'],
+  spool: ['v', 'type', 'time', 'id', 'instance', 'spoolId', 'event', 'upstream', 'reason', 'by', 'dsn', 'seq', 'prev', 'hash'],
 } as const satisfies {
   relay: readonly (keyof RelayRecord)[];
   reject: readonly (keyof RejectRecord)[];
@@ -395,6 +422,13 @@ export const RECORD_FIELDS = {
 
 /** Fields a record of the type may leave out: the chain's (with `audit.chain: false`) and the relay record's `spool`. */
 export const OPTIONAL_FIELDS: ReadonlySet<string> = new Set(['seq', 'prev', 'hash', 'spool']);
+
+/**
+ * Fields added to schema v1 after records were first written: every record written now has them, but
+ * trails written before do not, so the JSON Schema does not require them (readers take them as
+ * absent; the trail tools group such records by file, docs/fleet.md).
+ */
+export const LATER_FIELDS: readonly string[] = ['instance'];
 
 type Missing<T, L extends readonly unknown[]> = Exclude<keyof T, L[number]>;
 /** Compile-time check: every field of each type is listed above (an error here names the missing one). */

@@ -37,6 +37,8 @@ export const CLIENT_REJECT_CLASSES = [
   'too_many_recipients',
   'too_many_connections',
   'connection_rate',
+  'proxy_untrusted',
+  'proxy_invalid',
   'client_aborted',
   'client_timeout',
   'client_too_slow',

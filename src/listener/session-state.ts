@@ -1,5 +1,5 @@
 import type { SMTPServerSession } from 'smtp-server';
-import type { ClientFacts, TlsFacts } from '../audit/records.js';
+import type { ClientFacts, ProxyFacts, TlsFacts } from '../audit/records.js';
 import type { DeliveryMode } from '../config/fields.js';
 import { RefusalTally } from './refusal-tally.js';
 
@@ -14,6 +14,8 @@ export class SessionState {
   readonly startedAt = performance.now();
   readonly trusted: boolean;
   readonly listenerMode: DeliveryMode;
+  /** The load balancer the connection came through (proxy-gate.ts); null when direct. */
+  readonly proxy: ProxyFacts | null;
   transactions = 0;
   accepted = 0;
   rejected = 0;
@@ -37,8 +39,9 @@ export class SessionState {
   /** smtp-server mutates its session object as the dialogue goes on (HELO, AUTH, STARTTLS). */
   readonly #session: SMTPServerSession;
 
-  constructor(session: SMTPServerSession, trusted: boolean, listenerMode: DeliveryMode = 'passthrough') {
+  constructor(session: SMTPServerSession, trusted: boolean, proxy: ProxyFacts | null = null, listenerMode: DeliveryMode = 'passthrough') {
     this.#session = session;
+    this.proxy = proxy;
     this.id = session.id;
     this.ip = session.remoteAddress;
     this.port = session.remotePort;
@@ -55,6 +58,7 @@ export class SessionState {
       helo: session.hostNameAppearsAs || null,
       user: typeof user === 'string' ? user : null,
       tls: tlsFacts(session),
+      proxy: this.proxy,
     };
   }
 }

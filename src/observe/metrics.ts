@@ -32,7 +32,9 @@ const SIZE_BUCKETS = [1, 10, 100, 1024, 5 * 1024, 10 * 1024, 25 * 1024, 50 * 102
 
 /**
  * The Prometheus metrics, fed only by bus events (the relay path never calls them). Each instance
- * has its own registry: no global state, so several apps can run in one process. Label values are
+ * has its own registry: no global state, so several apps can run in one process. With several workers
+ * (docs/fleet.md) the supervisor adds their series up, except where a gauge names its `aggregator`
+ * (an upstream is up when every worker says so; its breaker state is the worst of theirs). Label values are
  * upstream names, failure classes, outcomes and rule/sink names from the config: never an address.
  */
 export class Metrics {
@@ -67,12 +69,14 @@ export class Metrics {
   });
   readonly #up = new Gauge({
     name: 'mailtrail_upstream_up',
+    aggregator: 'min',
     help: '1 when the last health probe of the upstream passed (connect, EHLO, STARTTLS, AUTH), else 0.',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
   readonly #breaker = new Gauge({
     name: 'mailtrail_upstream_state',
+    aggregator: 'max',
     help: 'Circuit breaker of the upstream: 0 closed (in use), 1 half-open (one trial), 2 open (skipped).',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
@@ -85,6 +89,7 @@ export class Metrics {
   });
   readonly #lastSuccess = new Gauge({
     name: 'mailtrail_upstream_last_success_timestamp_seconds',
+    aggregator: 'max',
     help: 'Unix time of the last message the upstream accepted (delivered or partial).',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
@@ -132,6 +137,7 @@ export class Metrics {
   });
   readonly #auditWritable = new Gauge({
     name: 'mailtrail_audit_writable',
+    aggregator: 'min',
     help: 'Whether the audit trail takes records (1), or messages are refused before relaying because it cannot or is below audit.minFreeSpace (0).',
     registers: [this.registry],
   });

@@ -20,6 +20,10 @@ export const CLIENT_REPLIES = {
   // Postfix's wording for both (smtpd.c): the connection is closed after it.
   connection_rate: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
   too_many_errors: { code: 421, enhanced: '4.7.0', text: 'Error: too many errors' },
+  // A proxyProtocol listener is its load balancers' door (listener/proxy-gate.ts): permanent for a stranger.
+  proxy_untrusted: { code: 554, enhanced: '5.7.1', text: 'This port takes connections from its load balancers only' },
+  // 4.3.5 "system incorrectly configured" (RFC 3463): the load balancer in front sent no valid PROXY header.
+  proxy_invalid: { code: 421, enhanced: '4.3.5', text: 'Load balancer sent no valid PROXY protocol header, closing connection' },
   rate_limited: { code: 451, enhanced: '4.7.1', text: 'Rate limit reached, try again later' },
   internal: { code: 451, enhanced: '4.3.0', text: 'Local problem: message not accepted, try again later' },
   audit_failed: { code: 451, enhanced: '4.3.0', text: 'Cannot record the transaction; message not accepted, try again later' },
@@ -57,6 +61,8 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   too_many_connections: 'too_many_connections',
   connection_rate: 'connection_rate',
   too_many_errors: 'too_many_errors',
+  proxy_untrusted: 'proxy_untrusted',
+  proxy_invalid: 'proxy_invalid',
   rate_limited: 'rate_limited',
   command_too_slow: 'client_too_slow',
   data_too_slow: 'client_too_slow',

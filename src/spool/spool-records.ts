@@ -3,7 +3,7 @@
  * attempt, or an upstream's queue parked or unparked. Pure; the caller writes it (Recorder.spool)
  * before acting on it (docs/spool.md: the end record first, then the files go).
  */
-import { AUDIT_SCHEMA_VERSION, type SpoolActor, type SpoolEvent, type SpoolRecord } from '../audit/records.js';
+import { AUDIT_SCHEMA_VERSION, type Built, type SpoolActor, type SpoolEvent, type SpoolRecord } from '../audit/records.js';
 
 export interface SpoolRecordInput {
   /** This record's own id. */
@@ -22,7 +22,7 @@ export interface SpoolRecordInput {
   readonly at?: number;
 }
 
-export function spoolRecord(input: SpoolRecordInput): SpoolRecord {
+export function spoolRecord(input: SpoolRecordInput): Built<SpoolRecord> {
   return {
     v: AUDIT_SCHEMA_VERSION,
     type: 'spool',

@@ -23,6 +23,7 @@ export interface Story {
   readonly privacyNote: string | null;
 }
 import { forTerminal } from './terminal-text.js';
+import { instanceOf } from './trail-instances.js';
 
 export function renderStory(raw: Story, style: Style): string[] {
   const story = forTerminal(raw);
@@ -31,7 +32,10 @@ export function renderStory(raw: Story, style: Style): string[] {
   if (entries.length === 0) return out;
   const first = (entries[0]!.record as { time?: string }).time;
   const last = (entries[entries.length - 1]!.record as { time?: string }).time;
-  out.push(paint(style, 'bold', `lookup ${story.key} (${story.kind}): ${entries.length} record(s), ${formatTime(first)} → ${formatTime(last)}`));
+  // The trails of several instances: one story across them, each record saying whose it is.
+  const instances = [...new Set(entries.map((e) => instanceOf(e.record) ?? '-'))];
+  const across = instances.length > 1 ? ` across ${instances.length} instances (${instances.join(', ')})` : '';
+  out.push(paint(style, 'bold', `lookup ${story.key} (${story.kind}): ${entries.length} record(s)${across}, ${formatTime(first)} → ${formatTime(last)}`));
   if (story.privacyNote) out.push(paint(style, 'dim', `  note: ${story.privacyNote}`));
   const relays = entries.map((e) => e.record).filter((r): r is RelayRecord => r.type === 'relay');
   const verdict = verdictLine(relays, story.dropped, style);
@@ -47,8 +51,9 @@ export function renderStory(raw: Story, style: Style): string[] {
   }
   for (const e of entries) {
     out.push('');
-    if (e.record.type === 'relay') out.push(...relayStory(e.record, style, `${e.file}:${e.line}`));
-    else out.push(`${recordLine(e.record, style)}  ${paint(style, 'dim', `${e.file}:${e.line}`)}`);
+    const where = `${across ? `${instanceOf(e.record) ?? '-'}  ` : ''}${e.file}:${e.line}`;
+    if (e.record.type === 'relay') out.push(...relayStory(e.record, style, where));
+    else out.push(`${recordLine(e.record, style)}  ${paint(style, 'dim', where)}`);
   }
   return out;
 }

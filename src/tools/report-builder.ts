@@ -27,6 +27,7 @@
  * - `--by upstream` groups relay records by the upstream that decided, and those mailtrail decided
  *   (with the reject records) under "(no upstream tried)".
  */
+import { instanceOf } from './trail-instances.js';
 import type { AlertRecord, AuditRecord, DeliveryRecord, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from '../audit/records.js';
 import { RELAY_OUTCOMES, type DeliveryOutcome, type RelayOutcome } from '../classify/failure-class.js';
 import { errorFingerprint, errorReply } from '../observe/error-fingerprint.js';
@@ -35,7 +36,7 @@ import { SpaceSaving, type TopEntry } from './top-k.js';
 import { inRange, type TimeRange } from './time-range.js';
 import { ERR } from '../error-codes.js';
 
-export const GROUP_BY = ['upstream', 'sender-domain', 'recipient-domain', 'client', 'user'] as const;
+export const GROUP_BY = ['upstream', 'sender-domain', 'recipient-domain', 'client', 'user', 'instance'] as const;
 export type GroupBy = (typeof GROUP_BY)[number];
 
 export const OUTCOMES: readonly RelayOutcome[] = RELAY_OUTCOMES;
@@ -510,11 +511,13 @@ export function relayKeys(r: RelayRecord, by: GroupBy): string[] {
       return [r.client?.ip ?? NONE];
     case 'user':
       return [r.client?.user ?? NONE];
+    case 'instance':
+      return [instanceOf(r) ?? NONE];
   }
 }
 
 /** What grouping and the hourly counts need of a refusal: a reject record, or a session record's summary. */
-type RefusalFacts = Pick<RejectRecord, 'time' | 'client' | 'from' | 'to'>;
+type RefusalFacts = Pick<RejectRecord, 'time' | 'client' | 'from' | 'to'> & { readonly instance?: string };
 
 /** The `--by` key of a refusal (no upstream was involved: NO_UPSTREAM by upstream). */
 export function rejectKey(r: RefusalFacts, by: GroupBy): string {
@@ -529,6 +532,8 @@ export function rejectKey(r: RefusalFacts, by: GroupBy): string {
       return r.client?.ip ?? NONE;
     case 'user':
       return r.client?.user ?? NONE;
+    case 'instance':
+      return r.instance ?? NONE;
   }
 }
 

@@ -6,7 +6,7 @@ import type { Logger } from '../logger.js';
 import type { DuplicateTracker } from './duplicate-tracker.js';
 import { auditRefusalText } from '../audit/audit-refusal.js';
 import type { Recorder } from '../audit/recorder.js';
-import type { MessageFacts, RelayRecord } from '../audit/records.js';
+import type { Built, MessageFacts, RelayRecord } from '../audit/records.js';
 import { localFailure, queuedRecord, relayedRecord, unrelayedRecord, type RelayRecordInput } from './relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../buffer/data-buffer.js';
 import { CLIENT_REPLIES, queuedReply, withId } from '../reply/client-replies.js';
@@ -235,7 +235,7 @@ export class TransactionProcessor {
     return this.#finish(unrelayedRecord(input(empty, reply, receiveMs), 'deferred', failure), state);
   }
 
-  #finish(record: RelayRecord, state: ClientSession): TransactionReply {
+  #finish(record: Built<RelayRecord>, state: ClientSession): TransactionReply {
     try {
       this.#deps.recorder.relay(record);
     } catch {

@@ -33,6 +33,12 @@ export interface RelaySpec {
   limits?: Partial<LimitsConfig>;
   tls?: { cert: string; key: string } | null;
   implicitTlsListener?: boolean;
+  /** A listener taking the PROXY protocol from these networks (its port: `proxyPort`). */
+  proxyListener?: { trustedProxies: string[]; implicitTls?: boolean };
+  /** `timeouts.proxyHeader`; default 5 s. */
+  proxyHeaderTimeout?: number;
+  /** `instance.id`; default `test-relay`. */
+  instance?: string;
   relayTimeout?: number;
   clientIdle?: number;
   /** Client deadlines over the defaults (command: clientIdle + 1 min, session: 10 min, dataMinRate: 500 B/s). */
@@ -64,6 +70,8 @@ export interface RunningRelay {
   readonly port: number;
   /** Port of the implicit-TLS listener, when asked for. */
   readonly tlsPort: number | null;
+  /** Port of the PROXY protocol listener, when asked for. */
+  readonly proxyPort: number | null;
   /** `http://127.0.0.1:PORT` of the HTTP endpoint, when asked for. */
   readonly httpUrl: string | null;
   readonly dataDir: string;
@@ -112,8 +120,22 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
 export function relayConfig(spec: RelaySpec, dataDir: string): Config {
   return {
     listen: [
-      { host: '127.0.0.1', port: 0, implicitTls: false, mode: spec.mode ?? 'passthrough' },
-      ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true, mode: spec.mode ?? 'passthrough' }] : []),
+      { host: '127.0.0.1', port: 0, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: spec.mode ?? 'passthrough' },
+      ...(spec.implicitTlsListener
+        ? [{ host: '127.0.0.1', port: 0, implicitTls: true, proxyProtocol: false, trustedProxies: [], mode: spec.mode ?? 'passthrough' }]
+        : []),
+      ...(spec.proxyListener
+        ? [
+            {
+              host: '127.0.0.1',
+              port: 0,
+              implicitTls: spec.proxyListener.implicitTls ?? false,
+              proxyProtocol: true,
+              trustedProxies: spec.proxyListener.trustedProxies,
+              mode: spec.mode ?? 'passthrough',
+            },
+          ]
+        : []),
     ],
     tls: spec.tls ?? null,
     clients: {
@@ -148,6 +170,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       dataMinRate: 500,
       ...spec.deadlines,
       relay: spec.relayTimeout ?? 20_000,
+      proxyHeader: spec.proxyHeaderTimeout ?? 5_000,
       shutdown: 5_000,
     },
     upstreams: spec.upstreams.map(upstreamConfig),
@@ -188,6 +211,9 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       ...spec.spool,
     },
     log: { level: 'silent' },
+    instance: { id: spec.instance ?? 'test-relay' },
+    workers: { count: 1, allowLocalLimits: false },
+    state: { redis: null },
     hostname: 'mailtrail.test',
     dataDir,
     localSink: null,
@@ -214,6 +240,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     app,
     port: info.listeners[0]!.port,
     tlsPort: info.listeners.find((l) => l.implicitTls)?.port ?? null,
+    proxyPort: spec.proxyListener ? info.listeners[info.listeners.length - 1]!.port : null,
     httpUrl: info.http ? `http://${info.http.host}:${info.http.port}` : null,
     dataDir,
     spillDir: spillDir(dataDir),

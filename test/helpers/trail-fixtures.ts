@@ -39,7 +39,14 @@ export function fakeId(ms = Date.parse('2026-11-25T10:00:00.000Z')): string {
   return t + r;
 }
 
-const CLIENT = { ip: '10.0.4.17', port: 51822, helo: 'billing-7f9c', user: 'billing', tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' } };
+const CLIENT = {
+  ip: '10.0.4.17',
+  port: 51822,
+  helo: 'billing-7f9c',
+  user: 'billing',
+  tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' },
+  proxy: null,
+};
 
 /** A delivered relay record at `time`; override anything (nested objects are replaced, not merged). */
 export function relay(over: Partial<RelayRecord> = {}): RelayRecord {
@@ -50,6 +57,7 @@ export function relay(over: Partial<RelayRecord> = {}): RelayRecord {
     type: 'relay',
     time,
     id,
+    instance: 'mt-a',
     session: { id: 'k3x9q0abcdefghij', txn: 1 },
     client: CLIENT,
     from: 'invoices@example.com',
@@ -137,6 +145,7 @@ export function delivery(spoolId: string, over: Partial<DeliveryRecord> = {}): D
     type: 'delivery',
     time,
     id: fakeId(Date.parse(time)),
+    instance: 'mt-a',
     spoolId,
     attempt: 1,
     route: 'default',
@@ -156,7 +165,20 @@ export function delivery(spoolId: string, over: Partial<DeliveryRecord> = {}): D
 /** A spooled message's end, or another spool event. */
 export function spoolEvent(spoolId: string | null, over: Partial<SpoolRecord> = {}): SpoolRecord {
   const time = over.time ?? '2026-11-25T10:15:03.100Z';
-  return { v: 1, type: 'spool', time, id: fakeId(Date.parse(time)), spoolId, event: 'delivered', upstream: null, reason: null, by: null, dsn: null, ...over };
+  return {
+    v: 1,
+    type: 'spool',
+    time,
+    id: fakeId(Date.parse(time)),
+    instance: 'mt-a',
+    spoolId,
+    event: 'delivered',
+    upstream: null,
+    reason: null,
+    by: null,
+    dsn: null,
+    ...over,
+  };
 }
 
 /** A message over limits.maxMessageSize: mailtrail answered 552 itself, no upstream was tried. */
@@ -189,6 +211,7 @@ export function reject(over: Partial<RejectRecord> = {}): RejectRecord {
     type: 'reject',
     time,
     id: over.id ?? fakeId(Date.parse(time)),
+    instance: 'mt-a',
     session: { id: 'k3x9q0abcdefghij', txn: 0 },
     client: CLIENT,
     command: 'RCPT',
@@ -210,6 +233,7 @@ export function session(over: Partial<SessionRecord> = {}): SessionRecord {
     type: 'session',
     time,
     id: over.id ?? fakeId(Date.parse(time)),
+    instance: 'mt-a',
     session: { id: 'k3x9q0abcdefghij' },
     client: CLIENT,
     transactions: 1,
@@ -230,6 +254,7 @@ export function alert(over: Partial<AlertRecord> = {}): AlertRecord {
     type: 'alert',
     time,
     id: over.id ?? fakeId(Date.parse(time)),
+    instance: 'mt-a',
     state: 'fired',
     rule: 'throttling',
     upstream: 'ses',

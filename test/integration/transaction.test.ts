@@ -63,7 +63,7 @@ function clientSession(user: string | null = null): ClientSession {
     accepted: 0,
     rejected: 0,
     bytes: 0,
-    client: () => ({ ip: '127.0.0.1', port: 40_000, helo: 'client.test', user, tls: null }),
+    client: () => ({ ip: '127.0.0.1', port: 40_000, helo: 'client.test', user, tls: null, proxy: null }),
   };
 }
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OPTIONAL_FIELDS, RECORD_FIELDS, type AuditRecord } from '../../src/audit/records.js';
+import { LATER_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS, type AuditRecord } from '../../src/audit/records.js';
 import { CLIENT_REJECT_CLASSES, UPSTREAM_FAILURE_CLASSES } from '../../src/classify/failure-class.js';
 import { trailRecords } from '../../bench/make-trail.mjs';
 import { makeRealTrail } from '../helpers/real-trail.js';
@@ -99,11 +99,18 @@ describe('the audit record JSON Schema', () => {
     expect(documentedFields(type)).toEqual([...RECORD_FIELDS[type]]);
   });
 
-  it("requires every field except the chain fields, absent when the chain is off, and the relay record's spool, absent unless spooled", () => {
+  it("requires every field except the chain fields (absent when the chain is off), the relay record's spool (absent unless spooled) and those added later (absent in older trails)", () => {
     for (const type of TYPES) {
       const required = schema.$defs[type]!.required ?? [];
-      expect(required).toEqual(RECORD_FIELDS[type].filter((f) => !OPTIONAL_FIELDS.has(f)));
+      expect(required).toEqual(RECORD_FIELDS[type].filter((f) => !OPTIONAL_FIELDS.has(f) && !LATER_FIELDS.includes(f)));
     }
+  });
+
+  it('finds the instance on every record a real relay wrote, and accepts records of trails written before it existed', () => {
+    for (const r of real) expect(r.instance, `${r.type} ${r.id}`).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]*$/);
+    const { instance: _absent, ...older } = real.find((r) => r.type === 'relay')! as unknown as Record<string, unknown>;
+    expect(validate(older), errorsOf(older)).toBe(true);
+    expect(validate({ ...older, instance: 'not a name' })).toBe(false);
   });
 
   it('names the same failure classes as the code', () => {

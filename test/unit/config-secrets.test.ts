@@ -19,6 +19,8 @@ import { schemaFields, unwrap, yamlKeyPaths } from '../helpers/config-schema.js'
 /** Text fields that are not secrets, and why where it is not obvious. */
 const PUBLIC_TEXT = new Set([
   'listen[].host',
+  'listen[].trustedProxies',
+  'instance.id',
   // Paths to the certificate and its key: the key file's contents never enter the configuration.
   'tls.cert',
   'tls.key',
@@ -126,6 +128,7 @@ spool:
   events:
     - { url: "https://events.example.com/hooks/Events-Path-Quartz-14?key=Events-Query-Quartz-15", secret: Events-Secret-Quartz-16 }
 http: { host: 127.0.0.1, port: 8025, token: Http-Token-Quartz-6-0123456789 }
+state: { redis: "rediss://default:Redis-Pass-Quartz-14@redis.example.org:6380" }
 alerts:
   sinks:
     - name: chat

@@ -53,7 +53,7 @@ upstreams: [{ name: ses, url: "smtp://smtp.example.com" }]
 describe('embedded default', () => {
   it('listens on loopback, lets loopback relay and delivers to the local sink', () => {
     const config = loadConfig({ env: {}, cwd: '/srv/app' });
-    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false, mode: 'passthrough' }]);
+    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' }]);
     expect(config.clients).toEqual({
       networks: ['127.0.0.0/8', '::1/128'],
       users: [],
@@ -117,7 +117,7 @@ describe('embedded default', () => {
 
   it('honours MAILTRAIL_LISTEN and MAILTRAIL_DATA_DIR', () => {
     const config = loadConfig({ env: { MAILTRAIL_LISTEN: '[::1]:2600', MAILTRAIL_DATA_DIR: 'var' }, cwd: '/srv' });
-    expect(config.listen).toEqual([{ host: '::1', port: 2600, implicitTls: false, mode: 'passthrough' }]);
+    expect(config.listen).toEqual([{ host: '::1', port: 2600, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' }]);
     expect(config.dataDir).toBe('/srv/var');
     expect(config.localSink?.dir).toBe('/srv/var/sink');
   });
@@ -181,8 +181,8 @@ unknownOutcomeReply: 250
     );
     const expected: Config = {
       listen: [
-        { host: '127.0.0.1', port: 2525, implicitTls: false, mode: 'passthrough' },
-        { host: '0.0.0.0', port: 4650, implicitTls: true, mode: 'passthrough' },
+        { host: '127.0.0.1', port: 2525, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' },
+        { host: '0.0.0.0', port: 4650, implicitTls: true, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' },
       ],
       tls: { cert: '/etc/certs/server.crt', key: '/etc/certs/server.key' },
       clients: {
@@ -219,7 +219,7 @@ unknownOutcomeReply: 250
         connectionRatePerIp: 30,
         connectionRateExempt: ['127.0.0.0/8', '::1/128', '10.1.2.3/32'],
       },
-      timeouts: { clientIdle: 300_000, command: 360_000, session: 600_000, dataMinRate: 500, relay: 90_000, shutdown: 0 },
+      timeouts: { clientIdle: 300_000, command: 360_000, session: 600_000, dataMinRate: 500, relay: 90_000, proxyHeader: 5_000, shutdown: 0 },
       upstreams: [
         {
           name: 'ses',
@@ -278,6 +278,9 @@ unknownOutcomeReply: 250
       http: null,
       alerts: { cooldown: 600_000, sinks: [], rules: [], delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000 } },
       log: { level: 'debug' },
+      instance: { id: `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-2525` },
+      workers: { count: 1, allowLocalLimits: false },
+      state: { redis: null },
       hostname: 'relay.example.com',
       dataDir: '/var/lib/mailtrail',
       localSink: null,
@@ -288,7 +291,7 @@ unknownOutcomeReply: 250
 
   it('fills every default for a minimal file', () => {
     const config = load(MINIMAL);
-    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false, mode: 'passthrough' }]);
+    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' }]);
     expect(config.tls).toBeNull();
     expect(config.clients).toEqual({
       networks: [],
@@ -315,7 +318,15 @@ unknownOutcomeReply: 250
       connectionRatePerIp: 30,
       connectionRateExempt: [],
     });
-    expect(config.timeouts).toEqual({ clientIdle: 60_000, command: 120_000, session: 600_000, dataMinRate: 500, relay: 120_000, shutdown: 30_000 });
+    expect(config.timeouts).toEqual({
+      clientIdle: 60_000,
+      command: 120_000,
+      session: 600_000,
+      dataMinRate: 500,
+      relay: 120_000,
+      proxyHeader: 5_000,
+      shutdown: 30_000,
+    });
     expect(config.upstreams[0]).toMatchObject({
       port: 587,
       auth: null,

@@ -317,7 +317,8 @@ describe('the recorder', () => {
   });
 
   describe('checkpoints', () => {
-    const checkpointer = (every: number) => new Checkpointer(real, new IdGenerator(), log, { every, interval: 60_000, signer: null, copyFile: null });
+    const checkpointer = (every: number) =>
+      new Checkpointer(real, new IdGenerator(), log, { every, interval: 60_000, signer: null, copyFile: null, instance: 'test' });
 
     it('writes a checkpoint after every `every` records, naming the record before it', () => {
       const r = recorder({ checkpoints: checkpointer(2) });

@@ -231,7 +231,9 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
             ? [...new Set(r.rcpt.map((x) => dom(x.to)))]
             : by === 'client'
               ? [r.client.ip]
-              : [r.client.user ?? '(none)'];
+              : by === 'instance'
+                ? [(r as { instance?: string }).instance ?? '(none)']
+                : [r.client.user ?? '(none)'];
     for (const k of keys.length ? keys : ['(none)']) {
       const g = row(k);
       g.relay += 1;
@@ -249,7 +251,9 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
             ? dom(r.to)
             : by === 'client'
               ? r.client.ip
-              : (r.client.user ?? '(none)');
+              : by === 'instance'
+                ? ((r as { instance?: string }).instance ?? '(none)')
+                : (r.client.user ?? '(none)');
     row(k).rejects += 1;
   }
   return [...rows.entries()].map(([key, g]) => ({
@@ -380,7 +384,7 @@ describe('mailtrail report', () => {
         to: null,
         command: 'AUTH',
         class: 'auth_failed',
-        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null },
+        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null, proxy: null },
       }),
       throttled({
         time: '2026-11-25T06:00:00.800Z',

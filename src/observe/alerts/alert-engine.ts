@@ -1,4 +1,4 @@
-import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../audit/records.js';
+import { AUDIT_SCHEMA_VERSION, type AlertRecord, type Built, type RelayRecord } from '../../audit/records.js';
 import type { AuditRefusal } from '../../audit/audit-refusal.js';
 import type { Recorder } from '../../audit/recorder.js';
 import type { AuthEvent } from '../../admission/auth-lockout.js';
@@ -329,7 +329,7 @@ export class AlertEngine {
     const message = state === 'fired' ? `${about}: ${text}` : `${about}: ${text}; open for ${formatDuration(now - incident.openedAt)}`;
     const upstream = incident.upstream === RELAY_ITSELF ? null : incident.upstream;
     const time = new Date(now).toISOString();
-    const record: AlertRecord = {
+    const record: Built<AlertRecord> = {
       v: AUDIT_SCHEMA_VERSION,
       type: 'alert',
       time,
