@@ -17,6 +17,7 @@ import type { Carries, Expect } from './loaded.js';
 import { alertsSection, toAlerts } from './sections/alerts.js';
 import { auditSection, toAudit } from './sections/audit.js';
 import { clientsSection, toClients } from './sections/clients.js';
+import { consoleConsistency, consoleSection, toConsole } from './sections/console.js';
 import { httpSection, toHttp } from './sections/http.js';
 import { limitsSection, toLimits } from './sections/limits.js';
 import { listenSection } from './sections/listen.js';
@@ -41,6 +42,7 @@ export const configSchema = z
     routes: routesSection,
     audit: auditSection,
     http: httpSection,
+    console: consoleSection,
     alerts: alertsSection,
     log: logSection,
     /** Name announced in the greeting and EHLO reply; the machine's host name when absent. */
@@ -48,12 +50,13 @@ export const configSchema = z
     dataDir,
     unknownOutcomeReply: z.preprocess(fromNumericString, z.literal([451, 250])).default(451),
   })
-  .superRefine(routesConsistency, ALWAYS);
+  .superRefine(routesConsistency, ALWAYS)
+  .superRefine(consoleConsistency, ALWAYS);
 
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
 type _ConfigFitsSchema = Expect<
-  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
+  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'console' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
 >;
 
 // ---------------------------------------------------------------------------------------------------
@@ -103,6 +106,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     routes: parsed.routes.map(toRoute),
     audit: toAudit(parsed.audit, baseDir, dataDir),
     http: toHttp(parsed.http),
+    console: toConsole(parsed.console),
     alerts: toAlerts(parsed.alerts, baseDir),
     log: parsed.log,
     hostname: parsed.hostname ?? osHostname(),

@@ -264,6 +264,7 @@ unknownOutcomeReply: 250
         duplicateWindow: 86_400_000,
       },
       http: null,
+      console: { enabled: false, users: [], sessionIdle: 1_800_000, secureCookies: false },
       alerts: { cooldown: 600_000, sinks: [], rules: [], delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000 } },
       log: { level: 'debug' },
       hostname: 'relay.example.com',
