@@ -197,6 +197,14 @@ export class App {
     };
   }
 
+  /**
+   * The spool the console's queue endpoints act through (docs/api.md, "Queue"): the spool passes
+   * itself here when it is configured. Without one, those endpoints answer 404 `no_spool`.
+   */
+  attachSpool(spool: SpoolControl): void {
+    this.#spool = spool;
+  }
+
   /** Reopen the audit file (SIGHUP after logrotate). */
   reopenAudit(): void {
     this.#writer?.reopen();

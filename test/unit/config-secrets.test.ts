@@ -43,6 +43,9 @@ const PUBLIC_TEXT = new Set([
   'audit.checkpoint.signingKey',
   'audit.checkpoint.file',
   'http.host',
+  'console.users[].username',
+  // SMTP usernames, as routes[].match.users.
+  'console.users[].scope.users',
   'alerts.sinks[].name',
   'alerts.sinks[].email.tls.ca',
   'alerts.sinks[].email.from',
@@ -102,6 +105,11 @@ audit:
   hmacKey: Hmac-Key-Quartz-5-0123456789
   checkpoint: { signingKey: /etc/mailtrail/checkpoint.key }
 http: { host: 127.0.0.1, port: 8025, token: Http-Token-Quartz-6-0123456789 }
+console:
+  enabled: true
+  users:
+    - { username: ops, password: Console-Password-Quartz-14 }
+    - { username: bo-console, passwordHash: "${await hashPassword('Console-Password-Quartz-15')}", scope: { users: [bo] } }
 alerts:
   sinks:
     - name: chat
