@@ -167,6 +167,16 @@ describe('searching a real trail', () => {
     expect(story.body.verified.ok).toBe(true);
   });
 
+  it('fills the statistics of the day before the start from the index', async () => {
+    type Stats = { historyLoaded: boolean; points: { messages: number; outcomes: Record<string, number> }[] };
+    const stats = await eventually(async () => {
+      const answer = await client.get<Stats>('/api/v1/stats?range=24h');
+      return answer.body.historyLoaded ? answer.body : undefined;
+    });
+    expect(stats.points.reduce((s, p) => s + p.messages, 0)).toBe(listed.filter((x) => x.type === 'relay').length);
+    expect(stats.points.reduce((s, p) => s + (p.outcomes.refused ?? 0), 0)).toBe(listed.filter((x) => x.type === 'reject').length);
+  });
+
   it('follows what the relay writes', async () => {
     await relay.send({ from: 'app@example.com', to: ['followed@example.org'], raw: simpleMessage({ messageId: '<followed@example.com>' }) });
     const found = await eventually(async () => {

@@ -13,7 +13,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AuditRecord } from '../../audit/records.js';
 import { summarise, type TransactionSummary } from '../summary.js';
-import { queryToSql, type Page, type Scope } from './sql-query.js';
+import { queryToSql, type Estimate, type Page, type Scope } from './sql-query.js';
 import type { Query } from '../query.js';
 
 /** Bumped whenever the tables change: an index of another version is rebuilt. */
@@ -102,7 +102,7 @@ CREATE TABLE tx (
   line INTEGER NOT NULL,
   extra TEXT NOT NULL
 );
-CREATE TABLE addr (tx INTEGER NOT NULL, role INTEGER NOT NULL, rev TEXT NOT NULL);
+CREATE TABLE addr (tx INTEGER NOT NULL, role INTEGER NOT NULL, rev TEXT NOT NULL, PRIMARY KEY (tx, role, rev)) WITHOUT ROWID;
 CREATE TABLE sess (id TEXT NOT NULL UNIQUE, session TEXT NOT NULL, user TEXT, fileno INTEGER NOT NULL, offset INTEGER NOT NULL, length INTEGER NOT NULL, line INTEGER NOT NULL, seq INTEGER);
 CREATE VIRTUAL TABLE words USING fts5(text, content='', detail=none, tokenize='unicode61');
 `;
@@ -155,7 +155,7 @@ export class IndexStore {
       client_code, client_enh, up_code, up_enh, total_ms, seq, fileno, offset, length, line, extra)
       VALUES (@id, @time, @type, @outcome, @class, @user, @client, @upstream, @queueId, @msgid, @sha, @dupOf, @session,
       @clientCode, @clientEnh, @upCode, @upEnh, @totalMs, @seq, @fileno, @offset, @length, @line, @extra)`);
-    this.#insertAddr = db.prepare('INSERT INTO addr (tx, role, rev) VALUES (?, ?, ?)');
+    this.#insertAddr = db.prepare('INSERT OR IGNORE INTO addr (tx, role, rev) VALUES (?, ?, ?)');
     this.#insertWords = db.prepare('INSERT INTO words (rowid, text) VALUES (?, ?)');
     this.#insertSess = db.prepare('INSERT OR IGNORE INTO sess (id, session, user, fileno, offset, length, line, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
     this.#fileByHead = db.prepare('SELECT fileno FROM files WHERE head = ?').pluck();
@@ -270,9 +270,18 @@ export class IndexStore {
     this.#meta('indexes', 'ready');
   }
 
+  /** Rows a condition's index finds, counted up to `cap` (sql-query.ts chooses the driving term with it). */
+  readonly #estimate: Estimate = (condition, cap) => {
+    if (condition.count === null) return cap;
+    return this.#db
+      .prepare(condition.count)
+      .pluck()
+      .get(...condition.values, cap) as number;
+  };
+
   /** A page of summaries, newest first. */
   search(query: Query, scope: Scope, page: Page): { items: TransactionSummary[]; next: string | null } {
-    const { sql, params } = queryToSql(query, scope, page);
+    const { sql, params } = queryToSql(query, scope, page, this.#estimate);
     const rows = this.#db.prepare(sql).all(params) as SummaryRow[];
     const more = rows.length > page.limit;
     const shown = more ? rows.slice(0, page.limit) : rows;
@@ -282,7 +291,7 @@ export class IndexStore {
 
   /** The plan SQLite chooses for a search (for the benchmark and for tests of the indexes). */
   plan(query: Query, scope: Scope, page: Page): string[] {
-    const { sql, params } = queryToSql(query, scope, page);
+    const { sql, params } = queryToSql(query, scope, page, this.#estimate);
     return (this.#db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(params) as { detail: string }[]).map((r) => r.detail);
   }
 

@@ -1,8 +1,13 @@
 /**
  * A parsed query (query.ts) as SQL over the index's tables (index-store.ts), newest first. Every
- * value is a bound parameter; only column names and operators come from here. Each key has its own
- * index ordered by time, so the common searches read about `limit` rows whatever the trail's size
- * (docs/console.md, "The search index").
+ * value is a bound parameter; only column names and operators come from here.
+ *
+ * How a search stays fast whatever the trail's size (docs/console.md, "The search index"): each term
+ * is first counted through its index, stopping at RARE. A rare term drives the search through its
+ * index (at most RARE rows, then sorted by time); a common one is only a filter on a walk of the time
+ * index from the newest record, which meets a page of matches after a short walk because matches are
+ * common. SQLite's planner alone cannot tell the two apart for an address domain or a reply code
+ * (`to:@gmail.com` is a fifth of the trail, `to:@corp12.example` a handful of rows).
  */
 import { QueryError, type Query, type Term } from '../query.js';
 
@@ -15,24 +20,59 @@ export interface Page {
   readonly cursor: string | null;
 }
 
-export function queryToSql(query: Query, scope: Scope, page: Page): { sql: string; params: unknown[] } {
+/** Below this many matching rows a term drives the search through its own index. */
+export const RARE = 2_000;
+
+/** A condition in the two forms: through its index (driving), or as a filter that keeps the index out. */
+export interface Condition {
+  readonly indexed: string;
+  readonly filter: string;
+  readonly values: readonly unknown[];
+  /**
+   * `SELECT count(*) FROM (SELECT 1 ... LIMIT ?)` over the condition's index, with `values` then the
+   * cap; null when no index can count it (it is then always a filter).
+   */
+  readonly count: string | null;
+}
+
+/** Runs a condition's `count` with the cap (index-store.ts). */
+export type Estimate = (condition: Condition, cap: number) => number;
+
+/** The columns a summary is built from (index-store.ts, `summaryOf`). */
+const SUMMARY_COLUMNS = 'rowid, id, time, type, outcome, class, user, client, upstream, extra';
+
+export function queryToSql(query: Query, scope: Scope, page: Page, estimate: Estimate): { sql: string; params: unknown[] } {
   const where: string[] = [];
   const params: unknown[] = [];
-  const add = (cond: string, ...values: unknown[]): void => {
+  const add = (cond: string, values: readonly unknown[]): void => {
     where.push(cond);
     params.push(...values);
   };
-  if (scope !== null) add(`user IN (${marks(scope.users)})`, ...scope.users);
+  const positive: Condition[] = [];
+  if (scope !== null) positive.push(columnIn('user', scope.users));
   for (const term of query.terms) {
-    const { cond, values } = termSql(term);
-    add(term.negate ? `NOT COALESCE((${cond}), 0)` : `(${cond})`, ...values);
+    const c = termCondition(term);
+    if (term.negate) add(`NOT COALESCE((${c.filter}), 0)`, c.values);
+    else positive.push(c);
   }
-  if (query.words.length > 0) add('rowid IN (SELECT rowid FROM words WHERE words MATCH ?)', ftsExpression(query.words));
-  if (query.after !== null) add('time >= ?', query.after);
-  if (query.before !== null) add('time < ?', query.before);
+  if (query.words.length > 0) {
+    const words = 'SELECT rowid FROM words WHERE words MATCH ?';
+    positive.push({
+      indexed: `rowid IN (${words})`,
+      filter: `rowid IN (${words})`,
+      values: [ftsExpression(query.words)],
+      count: `SELECT count(*) FROM (${words} LIMIT ?)`,
+    });
+  }
+  // The rarest term drives; the others filter. None rare: the time index drives.
+  const counted = positive.map((c) => ({ c, n: c.count === null ? RARE : estimate(c, RARE) }));
+  const driver = counted.filter((x) => x.n < RARE).sort((a, b) => a.n - b.n)[0]?.c ?? null;
+  for (const c of positive) add(c === driver ? `(${c.indexed})` : `(${c.filter})`, c.values);
+  if (query.after !== null) add('time >= ?', [query.after]);
+  if (query.before !== null) add('time < ?', [query.before]);
   if (page.cursor !== null) {
     const { time, rowid } = decodeCursor(page.cursor);
-    add('(time < ? OR (time = ? AND rowid < ?))', time, time, rowid);
+    add('(time < ? OR (time = ? AND rowid < ?))', [time, time, rowid]);
   }
   const sql = `SELECT ${SUMMARY_COLUMNS} FROM tx${where.length > 0 ? ` WHERE ${where.join(' AND ')}` : ''} ORDER BY time DESC, rowid DESC LIMIT ?`;
   // One more than asked: whether there is a next page.
@@ -40,10 +80,13 @@ export function queryToSql(query: Query, scope: Scope, page: Page): { sql: strin
   return { sql, params };
 }
 
-/** The columns a summary is built from (index-store.ts, `summaryOf`). */
-const SUMMARY_COLUMNS = 'rowid, id, time, type, outcome, class, user, client, upstream, extra';
+/** `column IN (...)`; as a filter, `+column` keeps SQLite from using the column's index. */
+function columnIn(column: string, values: readonly unknown[]): Condition {
+  const marks = values.map(() => '?').join(',');
+  return { indexed: `${column} IN (${marks})`, filter: `+${column} IN (${marks})`, values, count: countOf(`${column} IN (${marks})`) };
+}
 
-function termSql(term: Term): { cond: string; values: unknown[] } {
+function termCondition(term: Term): Condition {
   const v = term.values;
   switch (term.key) {
     case 'from':
@@ -62,46 +105,63 @@ function termSql(term: Term): { cond: string; values: unknown[] } {
           values.push(rev);
         }
       }
-      return { cond: `rowid IN (SELECT tx FROM addr WHERE (${parts.join(' OR ')}) AND role = ${role})`, values };
+      const match = `(${parts.join(' OR ')}) AND role = ${role}`;
+      return {
+        indexed: `rowid IN (SELECT tx FROM addr WHERE ${match})`,
+        // addr's primary key starts with tx: one lookup per row walked.
+        filter: `EXISTS (SELECT 1 FROM addr WHERE addr.tx = tx.rowid AND ${match})`,
+        values,
+        count: `SELECT count(*) FROM (SELECT 1 FROM addr WHERE ${match} LIMIT ?)`,
+      };
     }
     case 'msgid':
-      return { cond: `msgid IN (${marks(v)})`, values: [...v] };
+      return columnIn('msgid', v);
     case 'id':
-      return { cond: `id IN (${marks(v)})`, values: [...v] };
+      return columnIn('id', v);
     case 'queueid':
-      return { cond: `queue_id IN (${marks(v)})`, values: [...v] };
+      return columnIn('queue_id', v);
     case 'user':
-      return { cond: `user IN (${marks(v)})`, values: [...v] };
+      return columnIn('user', v);
     case 'upstream':
-      return { cond: `upstream IN (${marks(v)})`, values: [...v] };
+      return columnIn('upstream', v);
     case 'class':
-      return { cond: `class IN (${marks(v)})`, values: [...v] };
+      return columnIn('class', v);
     case 'outcome':
-      return { cond: `outcome IN (${marks(v)})`, values: [...v] };
+      return columnIn('outcome', v);
     case 'type':
-      return { cond: `type IN (${marks(v)})`, values: [...v] };
+      return columnIn('type', v);
     case 'client': {
       // GLOB (case-sensitive, like the index) can use the index for a prefix.
       const parts = v.map((value) => (value.endsWith('*') ? 'client GLOB ?' : 'client = ?'));
-      return { cond: parts.join(' OR '), values: v.map((value) => (value.endsWith('*') ? `${value.slice(0, -1).replace(/[[\]*?]/g, '')}*` : value)) };
+      const values = v.map((value) => (value.endsWith('*') ? `${value.slice(0, -1).replace(/[[\]*?]/g, '')}*` : value));
+      return { indexed: parts.join(' OR '), filter: parts.map((p) => `+${p}`).join(' OR '), values, count: countOf(parts.join(' OR ')) };
     }
     case 'code': {
-      const parts: string[] = [];
+      const indexed: string[] = [];
+      const filter: string[] = [];
       const values: unknown[] = [];
+      // Enhanced codes have no index (they are in few replies' text, and rarely searched alone).
+      const countable = v.every((value) => !value.includes('.'));
       for (const value of v) {
         if (value.includes('.')) {
-          parts.push('client_enh = ? OR up_enh = ?');
+          indexed.push('client_enh = ? OR up_enh = ?');
+          filter.push('+client_enh = ? OR +up_enh = ?');
           values.push(value, value);
           continue;
         }
         const low = Number(value.replace(/x/g, '0'));
         const high = Number(value.replace(/x/g, '9'));
-        parts.push('client_code BETWEEN ? AND ? OR up_code BETWEEN ? AND ?');
+        indexed.push('client_code BETWEEN ? AND ? OR up_code BETWEEN ? AND ?');
+        filter.push('+client_code BETWEEN ? AND ? OR +up_code BETWEEN ? AND ?');
         values.push(low, high, low, high);
       }
-      return { cond: parts.join(' OR '), values };
+      return { indexed: indexed.join(' OR '), filter: filter.join(' OR '), values, count: countable ? countOf(indexed.join(' OR ')) : null };
     }
   }
+}
+
+function countOf(indexed: string): string {
+  return `SELECT count(*) FROM (SELECT 1 FROM tx WHERE ${indexed} LIMIT ?)`;
 }
 
 /**
@@ -116,10 +176,6 @@ export function ftsExpression(words: readonly string[]): string {
   }
   if (parts.length === 0) throw new QueryError('a search word needs a letter or digit');
   return parts.join(' AND ');
-}
-
-function marks(values: readonly unknown[]): string {
-  return values.map(() => '?').join(',');
 }
 
 function decodeCursor(cursor: string): { time: number; rowid: number } {
