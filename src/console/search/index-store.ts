@@ -271,12 +271,13 @@ export class IndexStore {
   }
 
   /** Rows a condition's index finds, counted up to `cap` (sql-query.ts chooses the driving term with it). */
-  readonly #estimate: Estimate = (condition, cap) => {
+  readonly #estimate: Estimate = (condition, range, cap) => {
     if (condition.count === null) return cap;
+    const bounds = condition.timed ? [range.after, range.before] : [];
     return this.#db
       .prepare(condition.count)
       .pluck()
-      .get(...condition.values, cap) as number;
+      .get(...condition.values, ...bounds, cap) as number;
   };
 
   /** A page of summaries, newest first. */

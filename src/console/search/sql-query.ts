@@ -3,10 +3,10 @@
  * value is a bound parameter; only column names and operators come from here.
  *
  * How a search stays fast whatever the trail's size (docs/console.md, "The search index"): each term
- * is first counted through its index, stopping at RARE. A rare term drives the search through its
- * index (at most RARE rows, then sorted by time); a common one is only a filter on a walk of the time
- * index from the newest record, which meets a page of matches after a short walk because matches are
- * common. SQLite's planner alone cannot tell the two apart for an address domain or a reply code
+ * is first counted through its index (within the time range where the index is ordered by time),
+ * stopping at FEW. A rare term drives the search through its index; a common one is only a filter on
+ * a walk of the time index from the newest record, which meets a page of matches after a short walk
+ * because matches are common. SQLite's planner alone cannot tell the two apart for an address domain or a reply code
  * (`to:@gmail.com` is a fifth of the trail, `to:@corp12.example` a handful of rows).
  */
 import { QueryError, type Query, type Term } from '../query.js';
@@ -20,8 +20,14 @@ export interface Page {
   readonly cursor: string | null;
 }
 
-/** Below this many matching rows a term drives the search through its own index. */
-export const RARE = 2_000;
+/** Below this many matching rows a term alone drives the search through its own index. */
+export const RARE = 5_000;
+/**
+ * With several terms, the rarest drives below this many rows: how common their conjunction is cannot
+ * be counted, and a walk of the time index for a conjunction that matches nothing would read the whole
+ * index, while the rarest term's index reads at most this many rows.
+ */
+export const FEW = 50_000;
 
 /** A condition in the two forms: through its index (driving), or as a filter that keeps the index out. */
 export interface Condition {
@@ -33,10 +39,12 @@ export interface Condition {
    * cap; null when no index can count it (it is then always a filter).
    */
   readonly count: string | null;
+  /** The count also takes the time range (after `values`): the condition's index is ordered by time. */
+  readonly timed?: boolean;
 }
 
-/** Runs a condition's `count` with the cap (index-store.ts). */
-export type Estimate = (condition: Condition, cap: number) => number;
+/** Runs a condition's `count` with the time range (when `timed`) and the cap (index-store.ts). */
+export type Estimate = (condition: Condition, range: { readonly after: number; readonly before: number }, cap: number) => number;
 
 /** The columns a summary is built from (index-store.ts, `summaryOf`). */
 const SUMMARY_COLUMNS = 'rowid, id, time, type, outcome, class, user, client, upstream, extra';
@@ -59,14 +67,17 @@ export function queryToSql(query: Query, scope: Scope, page: Page, estimate: Est
     const words = 'SELECT rowid FROM words WHERE words MATCH ?';
     positive.push({
       indexed: `rowid IN (${words})`,
-      filter: `rowid IN (${words})`,
+      // The matches are listed once; the time index is walked and each row looked up in the list.
+      filter: `+rowid IN (${words})`,
       values: [ftsExpression(query.words)],
       count: `SELECT count(*) FROM (${words} LIMIT ?)`,
     });
   }
   // The rarest term drives; the others filter. None rare: the time index drives.
-  const counted = positive.map((c) => ({ c, n: c.count === null ? RARE : estimate(c, RARE) }));
-  const driver = counted.filter((x) => x.n < RARE).sort((a, b) => a.n - b.n)[0]?.c ?? null;
+  const range = { after: query.after ?? 0, before: query.before ?? Number.MAX_SAFE_INTEGER };
+  const threshold = positive.length > 1 ? FEW : RARE;
+  const counted = positive.map((c) => ({ c, n: c.count === null ? FEW : estimate(c, range, FEW) }));
+  const driver = counted.filter((x) => x.n < threshold).sort((a, b) => a.n - b.n)[0]?.c ?? null;
   for (const c of positive) add(c === driver ? `(${c.indexed})` : `(${c.filter})`, c.values);
   if (query.after !== null) add('time >= ?', [query.after]);
   if (query.before !== null) add('time < ?', [query.before]);
@@ -83,7 +94,7 @@ export function queryToSql(query: Query, scope: Scope, page: Page, estimate: Est
 /** `column IN (...)`; as a filter, `+column` keeps SQLite from using the column's index. */
 function columnIn(column: string, values: readonly unknown[]): Condition {
   const marks = values.map(() => '?').join(',');
-  return { indexed: `${column} IN (${marks})`, filter: `+${column} IN (${marks})`, values, count: countOf(`${column} IN (${marks})`) };
+  return { indexed: `${column} IN (${marks})`, filter: `+${column} IN (${marks})`, values, count: countOf(`${column} IN (${marks})`), timed: true };
 }
 
 function termCondition(term: Term): Condition {
@@ -134,7 +145,7 @@ function termCondition(term: Term): Condition {
       // GLOB (case-sensitive, like the index) can use the index for a prefix.
       const parts = v.map((value) => (value.endsWith('*') ? 'client GLOB ?' : 'client = ?'));
       const values = v.map((value) => (value.endsWith('*') ? `${value.slice(0, -1).replace(/[[\]*?]/g, '')}*` : value));
-      return { indexed: parts.join(' OR '), filter: parts.map((p) => `+${p}`).join(' OR '), values, count: countOf(parts.join(' OR ')) };
+      return { indexed: parts.join(' OR '), filter: parts.map((p) => `+${p}`).join(' OR '), values, count: countOf(parts.join(' OR ')), timed: true };
     }
     case 'code': {
       const indexed: string[] = [];
@@ -155,13 +166,13 @@ function termCondition(term: Term): Condition {
         filter.push('+client_code BETWEEN ? AND ? OR +up_code BETWEEN ? AND ?');
         values.push(low, high, low, high);
       }
-      return { indexed: indexed.join(' OR '), filter: filter.join(' OR '), values, count: countable ? countOf(indexed.join(' OR ')) : null };
+      return { indexed: indexed.join(' OR '), filter: filter.join(' OR '), values, count: countable ? countOf(indexed.join(' OR ')) : null, timed: true };
     }
   }
 }
 
 function countOf(indexed: string): string {
-  return `SELECT count(*) FROM (SELECT 1 FROM tx WHERE ${indexed} LIMIT ?)`;
+  return `SELECT count(*) FROM (SELECT 1 FROM tx WHERE (${indexed}) AND time >= ? AND time < ? LIMIT ?)`;
 }
 
 /**
