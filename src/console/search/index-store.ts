@@ -12,6 +12,7 @@ import { closeSync, mkdirSync, openSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { AuditRecord } from '../../audit/records.js';
+import type { StatsInput } from '../stats.js';
 import { summarise, type TransactionSummary } from '../summary.js';
 import { queryToSql, type Estimate, type Page, type Scope } from './sql-query.js';
 import type { Query } from '../query.js';
@@ -59,17 +60,6 @@ export interface StoryKeys {
   readonly sessions: readonly string[];
   readonly queueIds: readonly string[];
   readonly addresses: readonly string[];
-}
-
-/** The columns of a relay record the statistics are made of. */
-export interface StatsRow {
-  readonly time: number;
-  readonly type: string;
-  readonly user: string | null;
-  readonly outcome: string;
-  readonly class: string | null;
-  readonly upstream: string | null;
-  readonly totalMs: number | null;
 }
 
 const SCHEMA = `
@@ -333,9 +323,9 @@ export class IndexStore {
   }
 
   /** Relay and reject records from `since` (inclusive) to `until` (exclusive), oldest first. */
-  *statsRows(since: number, until: number): Generator<StatsRow> {
+  *statsRows(since: number, until: number): Generator<StatsInput> {
     const stmt = this.#db.prepare('SELECT time, type, user, outcome, class, upstream, total_ms AS totalMs FROM tx WHERE time >= ? AND time < ? ORDER BY time');
-    yield* stmt.iterate(since, until) as IterableIterator<StatsRow>;
+    yield* stmt.iterate(since, until) as IterableIterator<StatsInput>;
   }
 
   #meta(key: string, value: string): void {

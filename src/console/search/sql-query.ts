@@ -97,6 +97,18 @@ function columnIn(column: string, values: readonly unknown[]): Condition {
   return { indexed: `${column} IN (${marks})`, filter: `+${column} IN (${marks})`, values, count: countOf(`${column} IN (${marks})`), timed: true };
 }
 
+/** The tx column of each key that is a plain comparison. */
+const COLUMNS = {
+  msgid: 'msgid',
+  id: 'id',
+  queueid: 'queue_id',
+  user: 'user',
+  upstream: 'upstream',
+  class: 'class',
+  outcome: 'outcome',
+  type: 'type',
+} as const;
+
 function termCondition(term: Term): Condition {
   const v = term.values;
   switch (term.key) {
@@ -126,21 +138,14 @@ function termCondition(term: Term): Condition {
       };
     }
     case 'msgid':
-      return columnIn('msgid', v);
     case 'id':
-      return columnIn('id', v);
     case 'queueid':
-      return columnIn('queue_id', v);
     case 'user':
-      return columnIn('user', v);
     case 'upstream':
-      return columnIn('upstream', v);
     case 'class':
-      return columnIn('class', v);
     case 'outcome':
-      return columnIn('outcome', v);
     case 'type':
-      return columnIn('type', v);
+      return columnIn(COLUMNS[term.key], v);
     case 'client': {
       // GLOB (case-sensitive, like the index) can use the index for a prefix.
       const parts = v.map((value) => (value.endsWith('*') ? 'client GLOB ?' : 'client = ?'));
