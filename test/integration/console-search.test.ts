@@ -186,6 +186,16 @@ describe('searching a real trail', () => {
     expect(found[0]).toMatchObject({ outcome: 'delivered', messageId: '<followed@example.com>' });
   });
 
+  it('resumes where it was after a restart, caught up at once', async () => {
+    const before = ids(await all(''));
+    await relay.stop();
+    await start();
+    const answer = await client.get<{ index: { state: string; records: number } }>('/api/v1/transactions?limit=1');
+    expect(answer.body.index.records).toBe(before.length);
+    await indexed(before.length);
+    expect(ids(await all(''))).toEqual(before);
+  });
+
   it('is rebuilt from the trail when the index file is corrupt, and when it is deleted', async () => {
     const before = ids(await all(''));
     await relay.stop();

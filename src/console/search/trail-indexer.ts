@@ -64,6 +64,9 @@ export class TrailIndexer {
     this.#analyzed = this.#store.indexed;
     if (stored && st && stored.ino === st.ino && st.size >= stored.offset) {
       start = { offset: stored.offset, line: stored.line, head: stored.head };
+      // Where it stands until a line is read: at the end of the file, it has caught up already.
+      this.#position = stored;
+      this.#saved = stored;
     } else if (stored && stored.lastSeq !== null) {
       opts.note('the trail rotated while the index was not following it: reading the rotated files from seq', { after: stored.lastSeq });
       for await (const entry of missedRecords(this.#trail, stored.lastSeq, Number.MAX_SAFE_INTEGER)) await this.#entry(entry);
