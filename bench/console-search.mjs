@@ -82,8 +82,10 @@ const QUERIES = {
   'after:+before: (1 h)': (i) => `after:${hour(pick(i))} before:${later(pick(i), 3_600_000)}`,
   'before: (old)': (i) => `before:${hour(pick(i))}`,
   'bare word': (i) => pick(i).rcpt[0].to.split('@')[0].split('.')[0],
+  'bare word (common)': (i) => ['gmail', 'example', 'outlook'][i % 3],
   combined: (i) => `class:recipient_rejected upstream:ses to:@gmail.com after:${hour(pick(i))} before:${later(pick(i), 6 * 3_600_000)}`,
   'combined, negated': (i) => `-outcome:delivered user:billing after:${hour(pick(i))}`,
+  'empty, common terms': (i) => ['user:news client:10.0.4.17', 'class:throttled upstream:backup', 'user:crm from:@tenant3.example.com'][i % 3],
   '(no query), page 20': () => '',
 };
 

@@ -26,7 +26,9 @@ export class IndexError extends Error {
 }
 
 const REQUEST_TIMEOUT_MS = 20_000;
+/** The first restart after a worker died; doubled while it keeps dying young, up to a minute. */
 const RESTART_DELAY_MS = 1_000;
+const MAX_RESTART_DELAY_MS = 60_000;
 
 interface Pending {
   readonly resolve: (value: unknown) => void;
@@ -42,6 +44,8 @@ export class SearchIndex {
   #nextId = 1;
   #stopped = false;
   #restart: NodeJS.Timeout | null = null;
+  #restartDelay = RESTART_DELAY_MS;
+  #startedAt = 0;
 
   constructor(setup: WorkerSetup, log: Logger) {
     this.#setup = setup;
@@ -51,6 +55,7 @@ export class SearchIndex {
   start(): void {
     const worker = new Worker(workerFile(), { workerData: this.#setup, resourceLimits: { maxOldGenerationSizeMb: 512 } });
     this.#worker = worker;
+    this.#startedAt = Date.now();
     worker.on('message', (m: WorkerMessage) => this.#onMessage(m));
     worker.on('error', (err) => this.#log.error({ err }, 'search index worker failed'));
     worker.on('exit', (code) => {
@@ -58,11 +63,14 @@ export class SearchIndex {
       this.#worker = null;
       this.#failAll('the search index worker stopped');
       if (this.#stopped) return;
-      this.#log.warn({ code }, 'search index worker exited: starting it again');
+      // A worker that ran a while died of something passing; one that dies at once (a native module
+      // that does not load) is retried ever more slowly, not in a loop.
+      this.#restartDelay = Date.now() - this.#startedAt > MAX_RESTART_DELAY_MS ? RESTART_DELAY_MS : Math.min(this.#restartDelay * 2, MAX_RESTART_DELAY_MS);
+      this.#log.warn({ code, retryInMs: this.#restartDelay }, 'search index worker exited: starting it again');
       this.#restart = setTimeout(() => {
         this.#restart = null;
         if (!this.#stopped) this.start();
-      }, RESTART_DELAY_MS);
+      }, this.#restartDelay);
     });
   }
 
