@@ -131,10 +131,10 @@ export class ConsoleApi {
     const message = /^\/api\/v1\/messages\/(.{1,1000})$/.exec(path);
     if (message) {
       expectMethod(method, 'GET');
-      return this.#story(decodeURIComponent(message[1]!), caller);
+      return this.#story(decoded(message[1]!), caller);
     }
     if (path === '/api/v1/stream') {
-      expectMethod(method, 'GET');
+      if (method !== 'GET') throw new Refusal(405, 'method_not_allowed', 'GET only', { allow: 'GET' });
       return this.#streamOpen(req, res, caller);
     }
     if (path === '/api/v1/upstreams') {
@@ -268,7 +268,7 @@ export class ConsoleApi {
     const one = /^\/api\/v1\/queue\/([^/]{1,200})$/.exec(path);
     if (one) {
       expectMethod(method, 'GET');
-      const entry = await spool.show(decodeURIComponent(one[1]!));
+      const entry = await spool.show(decoded(one[1]!));
       if (entry === null || (users !== null && (entry.user === null || !users.includes(entry.user))))
         throw new Refusal(404, 'not_found', 'no such queue entry');
       return { status: 200, body: entry };
@@ -303,6 +303,15 @@ function pageOf(url: URL): { limit: number; cursor: string | null } {
   const cursor = url.searchParams.get('cursor');
   if (cursor !== null && cursor.length > 200) throw new Refusal(400, 'bad_request', 'not a cursor this server gave');
   return { limit, cursor: cursor || null };
+}
+
+/** A path segment, percent-decoded; a malformed escape is the caller's mistake, not ours. */
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new Refusal(400, 'bad_request', 'the path is not valid percent-encoding');
+  }
 }
 
 function expectMethod(method: string, wanted: 'GET' | 'POST'): void {

@@ -430,6 +430,11 @@ describe('the live stream and the story of a message', () => {
     expect(story.verified.ok).toBe(true);
   });
 
+  it('answers 400 bad_request for a message id that is not valid percent-encoding', async () => {
+    const answer = await client.get<{ error: { code: string } }>('/api/v1/messages/%E0%A4%A');
+    expect([answer.status, answer.body.error.code]).toEqual([400, 'bad_request']);
+  });
+
   it('answers 404 no_spool for the queue when no spool is configured', async () => {
     const answer = await client.get<{ error: { code: string } }>('/api/v1/queue');
     expect([answer.status, answer.body.error.code]).toEqual([404, 'no_spool']);
