@@ -23,8 +23,14 @@ ARG NODE_VERSION=22
 FROM node:${NODE_VERSION}-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
-# No dependency needs an install script; refusing them keeps the build reproducible.
-RUN npm ci --ignore-scripts --no-audit --no-fund
+# Install scripts are refused (a reproducible build), except better-sqlite3's (the console's search
+# index): its native module is built here, with the compiler the slim image lacks (or its prebuilt
+# binary is fetched).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 make g++ \
+ && rm -rf /var/lib/apt/lists/*
+RUN npm ci --ignore-scripts --no-audit --no-fund \
+ && npm rebuild better-sqlite3 --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
 RUN npx tsc -p tsconfig.json \

@@ -47,6 +47,17 @@ import { SpoolStore } from './spool/spool-store.js';
 import type { SpoolFileOps } from './spool/spool-files.js';
 import { spoolRecord } from './spool/spool-records.js';
 import { usesSpool } from './transaction/delivery-mode.js';
+import { Access } from './console/access.js';
+import { ConsoleApi } from './console/console-api.js';
+import { LiveStream } from './console/live-stream.js';
+import { ConsoleLogin } from './console/login.js';
+import type { SpoolControl } from './console/queue.js';
+import { ScopedErrors } from './console/scoped-errors.js';
+import { SearchIndex } from './console/search/search-index.js';
+import { SessionStore } from './console/sessions.js';
+import { LiveStats } from './console/stats.js';
+import { StaticFiles } from './console/static-files.js';
+import { isLoopbackHost } from './config/fields.js';
 
 export interface RunningInfo {
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean; mode: 'passthrough' | 'spool' | 'hybrid' }[];
@@ -85,6 +96,7 @@ interface Observers {
   readonly http: ObservabilityServer | null;
   /** What the HTTP endpoint serves; null when `http` is off. */
   readonly sources: HttpSources | null;
+  readonly console: ConsoleParts | null;
 }
 
 export interface AppOptions {
@@ -94,6 +106,18 @@ export interface AppOptions {
    */
   readonly httpServer?: boolean;
 }
+
+/** The console's parts that run on their own (docs/console.md). */
+interface ConsoleParts {
+  readonly api: ConsoleApi;
+  readonly index: SearchIndex | null;
+  readonly stats: LiveStats;
+  readonly stream: LiveStream;
+  readonly errors: ScopedErrors;
+}
+
+/** How often the search index looks for new lines in the trail. */
+const INDEX_POLL_MS = 250;
 
 /** How long stop() lets queued alert notifications go out before dropping them. */
 const ALERT_DELIVERY_GRACE_MS = 2_000;
@@ -121,6 +145,10 @@ export class App {
   #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
+  /** The spool, when one is configured: the console's queue endpoints act through it. */
+  #spoolControl: SpoolControl | null = null;
+  /** stop() has begun. */
+  #stopping = false;
 
   constructor(config: Config, log: Logger, options: AppOptions = {}) {
     this.config = config;
@@ -225,6 +253,14 @@ export class App {
     return (await this.#observers?.metrics?.registry.getMetricsAsJSON()) ?? null;
   }
 
+  /**
+   * The spool the console's queue endpoints act through (docs/api.md, "Queue"): the spool passes
+   * itself here when it is configured. Without one, those endpoints answer 404 `no_spool`.
+   */
+  attachSpool(spool: SpoolControl): void {
+    this.#spoolControl = spool;
+  }
+
   /** Reopen the audit file (SIGHUP after logrotate). */
   reopenAudit(): void {
     this.#writer?.reopen();
@@ -239,6 +275,7 @@ export class App {
     // Not ready from the first moment (a load balancer stops sending); no alerts about failures the
     // shutdown itself causes; no probe of an upstream (or local sink) that is being closed.
     this.#accepting = false;
+    this.#stopping = true;
     this.#observers?.alerts.stop();
     await this.#observers?.probes.stop();
     const listeners = this.#listeners;
@@ -423,6 +460,7 @@ export class App {
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
     });
     alerts.start();
+    const consoleParts = config.http !== null && config.console.enabled ? this.#buildConsole(config.http, readiness, errors, names) : null;
     const sources: HttpSources | null = served
       ? {
           metrics,
@@ -430,11 +468,79 @@ export class App {
           transaction: (id) => recent?.get(id),
           byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
           errors: () => errors?.list() ?? [],
+          // The console reads this process's trail; a supervisor serves none (docs/console.md).
+          console: consoleParts?.api ?? null,
         }
       : null;
     const http = config.http === null || sources === null || this.#options.httpServer === false ? null : new ObservabilityServer(config.http, sources, log);
     const breakerRecords = new BreakerRecords(bus, recorder, ids);
-    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http, sources };
+    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http, sources, console: consoleParts };
+  }
+
+  /**
+   * The console: login and sessions, the search index in its worker (beside the trail), the live
+   * statistics and stream from the bus. The index starts at once; the statistics of the day before
+   * the start are read from it once it has caught up with the trail.
+   */
+  #buildConsole(http: NonNullable<Config['http']>, readiness: Readiness, errors: ErrorGroups | null, upstreams: readonly string[]): ConsoleParts {
+    const { config, bus } = this;
+    const log = this.#log;
+    const c = config.console;
+    const sessions = new SessionStore(c.sessionIdle);
+    const login = new ConsoleLogin(c.users, http.token, config.clients.authLockout, (event) => {
+      if (event.kind === 'lockout')
+        log.warn({ scope: event.scope, address: event.address, durationMs: event.durationMs }, 'console login locked after repeated failures');
+    });
+    // Nothing to log in with: only on loopback (the schema refuses it elsewhere), where the console is open.
+    const open = login.open && isLoopbackHost(http.host);
+    const trail = config.audit.file;
+    const index =
+      trail === '-'
+        ? null
+        : new SearchIndex(
+            { trail, indexPath: `${trail}.search.db`, pollMs: INDEX_POLL_MS, privacy: { mode: config.audit.privacy, key: config.audit.hmacKey } },
+            log,
+          );
+    index?.start();
+    const stats = new LiveStats(bus);
+    if (index) void this.#loadStatsHistory(index, stats);
+    const stream = new LiveStream(bus);
+    const scoped = new ScopedErrors(
+      bus,
+      () => errors?.list() ?? [],
+      c.users.flatMap((u) => u.scope?.users ?? []),
+    );
+    const api = new ConsoleApi({
+      access: new Access(sessions, http.token, open, c.secureCookies),
+      sessions,
+      login,
+      index,
+      stats,
+      stream,
+      errors: scoped,
+      readiness: () => readiness.report(),
+      upstreams,
+      spool: () => this.#spoolControl,
+      privacy: { mode: config.audit.privacy, key: config.audit.hmacKey },
+      files: new StaticFiles(),
+      bus,
+      log,
+    });
+    return { api, index, stats, stream, errors: scoped };
+  }
+
+  /** Waits for the index to catch up (it may be building), then adds the day before the start. */
+  async #loadStatsHistory(index: SearchIndex, stats: LiveStats): Promise<void> {
+    for (let tries = 0; tries < 3_600 && !this.#stopping; tries++) {
+      const status = await index.status().catch(() => null);
+      if (status?.state === 'following') {
+        await stats
+          .loadHistory((since, until) => index.history(since, until))
+          .catch((err: unknown) => this.#log.warn({ err }, 'console statistics: no history from the index'));
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2_000).unref());
+    }
   }
 
   /** Last: queued alert notices get a short grace; the endpoint answers until the very end. */
@@ -448,6 +554,13 @@ export class App {
     o.errors?.close();
     o.breakerRecords.close();
     o.readiness.close();
+    if (o.console) {
+      o.console.stream.close();
+      o.console.api.close();
+      o.console.stats.close();
+      o.console.errors.close();
+      await o.console.index?.stop();
+    }
     await o.http?.stop();
   }
 

@@ -54,6 +54,13 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
   }
 }
 
+/** How the console is logged in to (docs/console.md, "Who may log in"). */
+function consoleLogin(config: Config): string {
+  if (config.console.users.length > 0) return `login: ${config.console.users.length} console user(s)`;
+  if (config.http?.token != null) return 'login: the HTTP token';
+  return 'no login: loopback only';
+}
+
 export function startupBanner(info: RunningInfo, config: Config): string {
   const lines = ['mailtrail is running', `  instance  ${config.instance.id}`];
   if (info.workers) {
@@ -68,10 +75,11 @@ export function startupBanner(info: RunningInfo, config: Config): string {
   if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
   if (info.spool) lines.push(`  spool     ${info.spool.dir} (${info.spool.entries} message(s) queued)`);
   lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
-  if (info.http)
-    lines.push(
-      `  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`,
-    );
+  if (info.http) {
+    const base = `http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}`;
+    lines.push(`  http      ${base}  (/metrics /healthz /readyz /api/transactions /api/errors)`);
+    if (config.console.enabled) lines.push(`  console   ${base}/  (${consoleLogin(config)})`);
+  }
   lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
   for (const w of info.warnings) lines.push(`  warning   ${w.message}`);
   if (info.sinkDir)

@@ -6,6 +6,7 @@
  */
 import { join } from 'node:path';
 import { ConfigError, type ConfigProblem } from './config-error.js';
+import { isLoopbackHost } from './fields.js';
 import { deepFreeze, validateConfig } from './schema.js';
 import type { Config } from './types.js';
 
@@ -36,8 +37,11 @@ export function embeddedDefault(env: NodeJS.ProcessEnv, cwd: string): Config {
   const listen = listenFromEnv(nonEmpty(env.MAILTRAIL_LISTEN), problems);
   const upstreamUrl = nonEmpty(env.MAILTRAIL_UPSTREAM);
   const httpEnv = nonEmpty(env.MAILTRAIL_HTTP);
+  const http = httpFromEnv(httpEnv, problems);
   const raw = {
-    http: httpFromEnv(httpEnv, problems),
+    http,
+    // The console on a loopback endpoint: opened without a login there (docs/console.md, "Who may log in").
+    console: { enabled: http !== null && isLoopbackHost(http.host) },
     listen: [listen],
     clients: { networks: [...LOOPBACK_NETWORKS] },
     dataDir: nonEmpty(env.MAILTRAIL_DATA_DIR) ?? 'data',

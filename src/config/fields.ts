@@ -149,6 +149,11 @@ export function sender() {
   return z.string().regex(SENDER_PATTERN, 'must be "@domain" or a full address');
 }
 
+/** A bind address only this machine can reach: `localhost`, `127.0.0.0/8` or `::1`. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+}
+
 export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -17,6 +17,7 @@ import type { Carries, Expect } from './loaded.js';
 import { alertsSection, toAlerts } from './sections/alerts.js';
 import { auditSection, toAudit } from './sections/audit.js';
 import { clientsSection, toClients } from './sections/clients.js';
+import { consoleConsistency, consoleSection, toConsole } from './sections/console.js';
 import { httpSection, toHttp } from './sections/http.js';
 import { instanceSection, toInstance } from './sections/instance.js';
 import { limitsSection, toLimits } from './sections/limits.js';
@@ -48,6 +49,7 @@ export const configSchema = z
     audit: auditSection,
     spool: spoolSection,
     http: httpSection,
+    console: consoleSection,
     alerts: alertsSection,
     log: logSection,
     instance: instanceSection,
@@ -58,12 +60,17 @@ export const configSchema = z
     dataDir,
     unknownOutcomeReply: z.preprocess(fromNumericString, z.literal([451, 250])).default(451),
   })
-  .superRefine(routesConsistency, ALWAYS);
+  .superRefine(routesConsistency, ALWAYS)
+  .superRefine(consoleConsistency, ALWAYS);
 
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
 type _ConfigFitsSchema = Expect<
-  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'spool' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply' | 'instance'>
+  Carries<
+    Config,
+    ParsedConfig,
+    'limits' | 'timeouts' | 'upstreams' | 'audit' | 'spool' | 'http' | 'console' | 'alerts' | 'hostname' | 'unknownOutcomeReply' | 'instance'
+  >
 >;
 
 // ---------------------------------------------------------------------------------------------------
@@ -121,6 +128,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     audit: toAudit(parsed.audit, baseDir, dataDir),
     spool: toSpool(parsed.spool, baseDir, dataDir),
     http: toHttp(parsed.http),
+    console: toConsole(parsed.console),
     alerts: toAlerts(parsed.alerts, baseDir),
     log: parsed.log,
     instance: toInstance(parsed.instance, parsed.listen[0]!.port),

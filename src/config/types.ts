@@ -9,6 +9,7 @@
 import type { AlertsConfig } from './sections/alerts.js';
 import type { AuditConfig } from './sections/audit.js';
 import type { ClientsConfig } from './sections/clients.js';
+import type { ConsoleConfig } from './sections/console.js';
 import type { HttpConfig } from './sections/http.js';
 import type { InstanceConfig } from './sections/instance.js';
 import type { LimitsConfig } from './sections/limits.js';
@@ -34,6 +35,7 @@ export type {
 } from './sections/alerts.js';
 export type { AuditConfig } from './sections/audit.js';
 export type { AuthLockoutConfig, ClientRateLimit, ClientRateLimitsConfig, ClientsConfig, UserConfig } from './sections/clients.js';
+export type { ConsoleConfig, ConsoleUserConfig } from './sections/console.js';
 export type { HttpConfig } from './sections/http.js';
 export type { InstanceConfig } from './sections/instance.js';
 export type { LimitsConfig } from './sections/limits.js';
@@ -66,6 +68,8 @@ export interface Config {
   readonly spool: SpoolConfig;
   /** The HTTP endpoint (metrics, health, recent transactions, error groups); null = off. */
   readonly http: HttpConfig | null;
+  /** The web console and its JSON API, served by `http` (docs/console.md). */
+  readonly console: ConsoleConfig;
   /** Alert rules, sinks and delivery limits. */
   readonly alerts: AlertsConfig;
   readonly log: LogConfig;

@@ -15,6 +15,14 @@ export interface HttpSources {
   readonly transaction: (id: string) => RecentRecord | undefined | Promise<RecentRecord | undefined>;
   readonly byMessageId: (messageId: string) => RecentRecord[] | Promise<RecentRecord[]>;
   readonly errors: () => ErrorGroup[] | Promise<ErrorGroup[]>;
+  /** The web console (its pages and `/api/v1/`), when on: it answers the paths it serves, itself. */
+  readonly console: ConsoleHandler | null;
+}
+
+/** What the endpoint needs of the console (src/console/console-api.ts). */
+export interface ConsoleHandler {
+  serves(path: string): boolean;
+  handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void>;
 }
 
 interface Reply {
@@ -33,6 +41,8 @@ export type HttpStart =
 /**
  * The HTTP side of observability (node:http, no framework): `/metrics`, `/healthz`, `/readyz`,
  * `/api/transactions/:id`, `/api/transactions?messageId=`, `/api/errors`. Read-only: GET and HEAD.
+ * With the console on, its paths (`/`, `/messages/...`, `/assets/...`, `/api/v1/...`) are handed to
+ * it whole: it has its own login (docs/console.md).
  * With a token, every path except `/healthz` needs `Authorization: Bearer <token>` (RFC 6750); the
  * API shows addresses, so a non-loopback bind without a token is warned about at start-up.
  */
@@ -88,6 +98,14 @@ export class ObservabilityServer {
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
+    const console = this.#sources.console;
+    if (console) {
+      const url = new URL(req.url ?? '/', 'http://mailtrail.invalid');
+      if (console.serves(url.pathname)) {
+        void console.handle(req, res, url);
+        return;
+      }
+    }
     this.#route(req).then(
       (reply) => send(req, res, reply),
       (err: unknown) => {

@@ -6,6 +6,7 @@
  * shows each once to a person (the banner) and once to machines (the JSON log): see
  * docs/observability.md, "Start-up output".
  */
+import { isLoopbackHost } from '../config/fields.js';
 import type { Config, HttpConfig, UpstreamConfig } from '../config/types.js';
 
 export const STARTUP_WARNING_CODES = [
@@ -117,7 +118,7 @@ export function configWarnings(config: Config): StartupWarning[] {
 function upstreamWarnings(upstreams: readonly UpstreamConfig[]): StartupWarning[] {
   const warnings: StartupWarning[] = [];
   for (const u of upstreams) {
-    if (isLoopback(u.host)) continue;
+    if (isLoopbackHost(u.host)) continue;
     const fields = { upstream: u.name, host: u.host, port: u.port };
     if (!u.implicitTls && u.tls.mode === 'none') {
       warnings.push({
@@ -138,7 +139,7 @@ function upstreamWarnings(upstreams: readonly UpstreamConfig[]): StartupWarning[
 
 /** The API shows recent transactions, addresses included (docs/observability.md). */
 function httpWarnings(http: HttpConfig | null): StartupWarning[] {
-  if (!http || http.token !== null || isLoopback(http.host)) return [];
+  if (!http || http.token !== null || isLoopbackHost(http.host)) return [];
   return [
     {
       code: 'http_without_token',
@@ -146,10 +147,6 @@ function httpWarnings(http: HttpConfig | null): StartupWarning[] {
       fields: { host: http.host, port: http.port },
     },
   ];
-}
-
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
 }
 
 function hostPort(host: string, port: number): string {

@@ -14,8 +14,8 @@ export interface FollowOptions {
   readonly startAt: number;
   readonly pollMs: number;
   readonly signal: AbortSignal;
-  /** Each complete line (without the newline). */
-  onLine(text: string): void | Promise<void>;
+  /** Each complete line (without the newline), with the byte offset of its start in the file. */
+  onLine(text: string, offset: number): void | Promise<void>;
   /** The old file ended with an incomplete line when it was rotated away (a torn record). */
   onTorn?(file: string): void;
   /** The file was rotated or truncated (for a notice on stderr). */
@@ -82,13 +82,15 @@ async function drain(f: OpenFile, buf: Buffer, opts: FollowOptions): Promise<voi
   for (;;) {
     const n = readSync(f.fd, buf, 0, buf.length, f.pos);
     if (n === 0) return;
+    // Where `chunk` starts in the file: the carried partial line comes before the bytes just read.
+    const chunkAt = f.pos - (f.rest?.length ?? 0);
     f.pos += n;
     let chunk = buf.subarray(0, n);
     if (f.rest) chunk = Buffer.concat([f.rest, chunk]);
     let start = 0;
     for (let nl = chunk.indexOf(NEWLINE, start); nl !== -1; nl = chunk.indexOf(NEWLINE, start)) {
       const end = nl > start && chunk[nl - 1] === 0x0d ? nl - 1 : nl;
-      await opts.onLine(chunk.toString('utf8', start, end));
+      await opts.onLine(chunk.toString('utf8', start, end), chunkAt + start);
       start = nl + 1;
     }
     // Copy: `buf` is reused for the next read.

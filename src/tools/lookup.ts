@@ -91,33 +91,62 @@ export interface FindOptions {
 
 /** The records of `key`'s story in `files` (see the file comment). */
 export async function findStory(key: string, files: readonly string[], opts: FindOptions): Promise<Story> {
+  return storyFrom(key, trailSource(files, opts.problems, opts.stdin), opts);
+}
+
+/**
+ * Where a story's records are read from: the trail's files (`mailtrail lookup`), or an index that
+ * knows where the lines are (the console). A source may yield more than asked for: only the records
+ * that do name the key, or are related, are kept.
+ */
+export interface StorySource {
+  /** Records that may name one of `needles` (normalised: lowercase, without angle brackets). */
+  direct(needles: readonly string[]): AsyncIterable<TrailEntry>;
+  /** Records that may be related through `keys`. */
+  related(keys: RelatedKeys): AsyncIterable<TrailEntry>;
+  /** False when the records can be read only once (standard input): then only direct matches. */
+  readonly rereadable: boolean;
+}
+
+/** The files, read whole, each line tested on its bytes before it is parsed. */
+export function trailSource(files: readonly string[], problems: ReadProblems, stdin?: NodeJS.ReadableStream): StorySource {
+  return {
+    direct: (needles) => readTrail(files, { problems, stdin, prefilter: literalPrefilter(needles) }),
+    // Problems were counted in the first pass.
+    related: (keys) => readTrail(files, { problems: new ReadProblems(), prefilter: keys.prefilter() }),
+    rereadable: !files.includes(STDIN),
+  };
+}
+
+/** The records of `key`'s story in `source` (see the file comment). */
+export async function storyFrom(key: string, source: StorySource, opts: Pick<FindOptions, 'limit' | 'privacy'>): Promise<Story> {
   const kind = kindOf(key);
   const bare = stripBrackets(key);
   const needles = new Set(isFullAddress(bare) ? addressNeedles(bare, opts.privacy).map(normalize) : [normalize(key)]);
   const privacyNote = privacyNoteFor(kind, opts.privacy);
   const direct = (r: AuditRecord): boolean => mentions(r, needles);
 
-  // Pass 1: direct matches. A line that does not contain a needle (case-insensitively) is not parsed.
+  // Pass 1: direct matches.
   const first = new Recent(opts.limit);
   const related = new RelatedKeys();
   let count = 0;
-  for await (const entry of readTrail(files, { problems: opts.problems, stdin: opts.stdin, prefilter: literalPrefilter([...needles]) })) {
+  for await (const entry of source.direct([...needles])) {
     if (!direct(entry.record)) continue;
     count += 1;
     first.push(entry);
     if (count <= EXPAND_LIMIT) related.learn(entry.record);
   }
-  const expand = count > 0 && count <= EXPAND_LIMIT && !files.includes(STDIN);
+  const expand = count > 0 && count <= EXPAND_LIMIT && source.rereadable;
   if (!expand) return { key, kind, entries: first.ordered(), direct: count, dropped: first.dropped, expanded: false, privacyNote };
 
   // Pass 2: everything related that is known so far, and the other transactions of the message
   // (retries, duplicates) to learn their connections. When that taught nothing new, it is the story;
   // otherwise pass 3 reads again for those connections' refusals and session records (a refusal comes
-  // before its transaction's record in the file). Problems were counted in pass 1.
+  // before its transaction's record in the file).
   for (let pass = 2; ; pass++) {
     const entries = new Recent(opts.limit);
     const before = related.size;
-    for await (const entry of readTrail(files, { problems: new ReadProblems(), prefilter: related.prefilter() })) {
+    for await (const entry of source.related(related)) {
       if (!direct(entry.record) && !related.matches(entry.record)) continue;
       entries.push(entry);
       if (entry.record.type === 'relay') related.learnTransaction(entry.record);
@@ -203,7 +232,7 @@ const MAX_TRANSACTIONS = 1000;
  * What links other records to the direct matches: the ids (and `duplicateOf` links), Message-IDs and
  * SHA-256 of their messages, and the connections and transaction numbers they were sent in.
  */
-class RelatedKeys {
+export class RelatedKeys {
   readonly #ids = new Set<string>();
   readonly #messageIds = new Set<string>();
   readonly #hashes = new Set<string>();
@@ -253,6 +282,11 @@ class RelatedKeys {
     this.#written.add(r.session.id);
     list.push(txn);
     this.#transactions.set(r.session.id, list);
+  }
+
+  /** The keys learnt, normalised (for a source that looks them up rather than scanning). */
+  keys(): { ids: string[]; messageIds: string[]; hashes: string[]; sessions: string[] } {
+    return { ids: [...this.#ids], messageIds: [...this.#messageIds], hashes: [...this.#hashes], sessions: [...this.#sessions].map(normalize) };
   }
 
   /** How many connections and transactions are known (grows while learning). */

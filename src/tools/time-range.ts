@@ -33,13 +33,21 @@ export function inRange(time: unknown, range: TimeRange): boolean {
 }
 
 function bound(text: string, now: number, flag: string): string {
+  const iso = parseTimeBound(text, now);
+  if (iso === null) throw new UsageError(`${flag} wants a duration (30m, 1h, 2d) or a UTC time (2026-11-25T10:00), not "${text}"`);
+  return iso;
+}
+
+/**
+ * A duration back from `now` (`30m`, `1h`, `2d`) or a time (UTC when it has no zone) as an ISO
+ * string in the trail's format; null when it is neither.
+ */
+export function parseTimeBound(text: string, now: number): string | null {
   const t = text.trim();
   const d = DURATION.exec(t);
   if (d) return new Date(now - Number(d[1]) * UNIT_MS[d[2]!]!).toISOString();
   const iso = t.replace(' ', 'T');
   const ms = Date.parse(/^\d{4}-\d{2}-\d{2}$/.test(iso) || HAS_ZONE.test(iso) ? iso : `${iso}Z`);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(iso) || Number.isNaN(ms)) {
-    throw new UsageError(`${flag} wants a duration (30m, 1h, 2d) or a UTC time (2026-11-25T10:00), not "${text}"`);
-  }
+  if (!/^\d{4}-\d{2}-\d{2}/.test(iso) || Number.isNaN(ms)) return null;
   return new Date(ms).toISOString();
 }

@@ -38,6 +38,8 @@ export interface TrailEntry {
   readonly file: string;
   /** 1-based line number within that file. */
   readonly line: number;
+  /** Byte offset of the line's start in the file's content (after gunzip for a .gz file). */
+  readonly offset: number;
 }
 
 export type ProblemKind = 'torn' | 'malformed';
@@ -101,6 +103,8 @@ export type BytePrefilter = (buf: Buffer, start: number, end: number) => boolean
 export async function* readTrail(sources: readonly string[], opts: ReadOptions): AsyncGenerator<TrailEntry> {
   for (const source of sources) {
     let lineNo = 0;
+    /** Bytes of the blocks before this one: blocks are consecutive pieces of the content. */
+    let base = 0;
     const blocks = lineBlocks(decompressed(openSource(source, opts.stdin)), () => {
       // A gzip stream that ends early: the last complete line was yielded, the rest is lost.
       opts.problems.note('torn', source, lineNo + 1);
@@ -118,11 +122,13 @@ export async function* readTrail(sources: readonly string[], opts: ReadOptions):
           continue;
         }
         const text = buf.toString('utf8', start, end);
+        const lineStart = start;
         start = next;
         const record = parseRecord(text);
-        if (record) yield { record, raw: text, file: source, line: lineNo };
+        if (record) yield { record, raw: text, file: source, line: lineNo, offset: base + lineStart };
         else opts.problems.note(complete ? 'malformed' : 'torn', source, lineNo);
       }
+      base += buf.length;
     }
   }
 }

@@ -314,6 +314,24 @@ export function signatureProblem(record: Json, key: KeyObject, keyId: string): s
   return signatureValid(key, JSON.stringify(signed), signature) ? null : 'the signature does not verify with the given key';
 }
 
+/**
+ * Checks consecutive lines of a trail on their own, with the same walk as `verifyTrail`: each
+ * record's hash holds and each links to the one before it. For a part of a trail (the console checks
+ * a story's records with the line after each); the first record's own `prev` is not checked, except
+ * that seq 1 must start from the genesis value. The damage found, or null.
+ */
+export function verifyStretch(lines: readonly (Location & { readonly text: string })[]): Damage | null {
+  const walk = new ChainWalk(null, new Map());
+  try {
+    for (const { file, line, text } of lines) walk.line({ file, line }, text);
+    walk.end();
+    return null;
+  } catch (err) {
+    if (err instanceof Damaged) return err.damage;
+    throw err;
+  }
+}
+
 /** Verifies a trail. Throws only for unreadable input (missing file, bad gzip header). */
 export async function verifyTrail(opts: VerifyOptions): Promise<VerifyResult> {
   const key = opts.publicKey ?? null;

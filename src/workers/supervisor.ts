@@ -221,6 +221,8 @@ export class Supervisor {
       byMessageId: async (key) =>
         (await this.#askAll<RecentRecord[] | null>({ what: 'byMessageId', key })).flatMap((r) => r ?? []).sort((a, b) => (a.time < b.time ? -1 : 1)),
       errors: async () => (await this.#askAll<ErrorGroup[] | null>({ what: 'errors' })).flatMap((g) => g ?? []).sort((a, b) => b.count - a.count),
+      // Each worker keeps its own trail, and the console searches one (docs/console.md, "Limits").
+      console: null,
     };
     this.#http = new ObservabilityServer(http, sources, this.#log);
     const started = await this.#http.start();

@@ -53,6 +53,8 @@ export interface RelaySpec {
   logger?: Logger;
   /** The HTTP endpoint; default off. `{ port: 0 }` binds a free loopback port. */
   http?: Partial<NonNullable<Config['http']>> | null;
+  /** The web console; default off. */
+  console?: Partial<Config['console']>;
   /** Alerting; default no sinks and no rules. */
   alerts?: Partial<Config['alerts']>;
   /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
@@ -176,6 +178,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
     upstreams: spec.upstreams.map(upstreamConfig),
     routes: spec.routes ?? [],
     http: spec.http ? { host: '127.0.0.1', port: 0, token: null, bestEffort: false, ...spec.http } : null,
+    console: { enabled: false, users: [], sessionIdle: 30 * 60_000, secureCookies: false, ...spec.console },
     alerts: {
       cooldown: 600_000,
       sinks: [],

@@ -184,7 +184,9 @@ describe('a dead webhook', () => {
 
     const [a, b] = [median(withoutSink), median(withSink)];
     console.log(`relay latency median: ${a.toFixed(1)} ms without a sink, ${b.toFixed(1)} ms with a hanging webhook; stop took ${stopMs.toFixed(0)} ms`);
-    expect(b).toBeLessThan(a + 250);
+    // Relative to the run without a sink, so a loaded machine slows both alike; a relay that waited
+    // for the webhook would take its whole 60 s timeout per alert.
+    expect(b).toBeLessThan(2 * a + 250);
     expect(Math.max(...withSink)).toBeLessThan(5_000);
     expect(stopMs).toBeLessThan(8_000);
   });

@@ -267,8 +267,11 @@ describe('AUTH lockout', () => {
         }
         c.close();
         const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-        expect(Math.abs(median(known) - median(unknown)), `known ${known.map(Math.round).join(',')} unknown ${unknown.map(Math.round).join(',')}`).toBeLessThan(
-          25,
+        // 25 ms, or a third of the slower median on a loaded machine: an answer that skipped the hash
+        // for an unknown name would still come in a fraction of the time.
+        const [k, u] = [median(known), median(unknown)];
+        expect(Math.abs(k - u), `known ${known.map(Math.round).join(',')} unknown ${unknown.map(Math.round).join(',')}`).toBeLessThan(
+          Math.max(25, Math.max(k, u) / 3),
         );
       } finally {
         await relay.stop();

@@ -56,6 +56,9 @@ const PUBLIC_TEXT = new Set([
   'audit.checkpoint.file',
   'spool.dir',
   'http.host',
+  'console.users[].username',
+  // SMTP usernames, as routes[].match.users.
+  'console.users[].scope.users',
   'alerts.sinks[].name',
   'alerts.sinks[].email.tls.ca',
   'alerts.sinks[].email.from',
@@ -129,6 +132,11 @@ spool:
     - { url: "https://events.example.com/hooks/Events-Path-Quartz-14?key=Events-Query-Quartz-15", secret: Events-Secret-Quartz-16 }
 http: { host: 127.0.0.1, port: 8025, token: Http-Token-Quartz-6-0123456789 }
 state: { redis: "rediss://default:Redis-Pass-Quartz-14@redis.example.org:6380" }
+console:
+  enabled: true
+  users:
+    - { username: ops, password: Console-Password-Quartz-14 }
+    - { username: bo-console, passwordHash: "${await hashPassword('Console-Password-Quartz-15')}", scope: { users: [bo] } }
 alerts:
   sinks:
     - name: chat

@@ -276,6 +276,7 @@ unknownOutcomeReply: 250
         events: [],
       },
       http: null,
+      console: { enabled: false, users: [], sessionIdle: 1_800_000, secureCookies: false },
       alerts: { cooldown: 600_000, sinks: [], rules: [], delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000 } },
       log: { level: 'debug' },
       instance: { id: `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-2525` },

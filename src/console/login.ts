@@ -1,0 +1,69 @@
+/**
+ * Who may log in to the console, and how often they may try (docs/console.md, "Who may log in").
+ * With `console.users`, a username and its password (scrypt hash or plain, as SMTP users:
+ * auth/password.ts); without them, the HTTP token alone (`http.token`). Failures are counted per
+ * client address and per username with the SMTP AUTH lockout (admission/auth-lockout.ts), on a store
+ * of its own: guessing at the console never locks an application out of SMTP, nor the reverse.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { AuthLockout, type AuthEvent } from '../admission/auth-lockout.js';
+import { MemoryLockoutStore } from '../admission/lockout-store.js';
+import { verifyNoSuchUser, verifyPassword } from '../auth/password.js';
+import type { AuthLockoutConfig, ConsoleUserConfig } from '../config/types.js';
+import type { Scope } from './search/sql-query.js';
+
+/** The lockout when `clients.authLockout` is off: the console is never without one. */
+const DEFAULT_LOCKOUT: AuthLockoutConfig = { failures: 10, window: 10 * 60_000, lockout: 5 * 60_000, maxLockout: 60 * 60_000, maxTracked: 10_000 };
+
+/** The name a login with the HTTP token (no console users) is shown as. */
+export const TOKEN_USER = 'admin';
+
+export type LoginResult = { readonly kind: 'ok'; readonly user: string; readonly scope: Scope } | { readonly kind: 'failed' } | { readonly kind: 'locked' };
+
+export class ConsoleLogin {
+  readonly #users: ReadonlyMap<string, ConsoleUserConfig>;
+  readonly #token: Buffer | null;
+  readonly #lockout: AuthLockout;
+
+  constructor(users: readonly ConsoleUserConfig[], token: string | null, lockout: AuthLockoutConfig | null, onEvent: (event: AuthEvent) => void) {
+    this.#users = new Map(users.map((u) => [u.username, u]));
+    this.#token = token === null ? null : digest(token);
+    const config = lockout ?? DEFAULT_LOCKOUT;
+    this.#lockout = new AuthLockout(config, new MemoryLockoutStore(config.maxTracked), onEvent);
+  }
+
+  /** True when logging in takes a username (console users are configured). */
+  get usernames(): boolean {
+    return this.#users.size > 0;
+  }
+
+  /** True when nothing can log in: no console users and no token. */
+  get open(): boolean {
+    return this.#users.size === 0 && this.#token === null;
+  }
+
+  async attempt(address: string, username: string, password: string): Promise<LoginResult> {
+    let result: { user: string; scope: Scope } | null = null;
+    const name = this.usernames ? username : TOKEN_USER;
+    const verdict = await this.#lockout.attempt(address, name, async () => {
+      if (this.usernames) {
+        const user = this.#users.get(username);
+        if (!user) return verifyNoSuchUser(password);
+        if (!(await verifyPassword(password, user))) return false;
+        result = { user: user.username, scope: user.scope === null ? null : { users: [...user.scope.users] } };
+        return true;
+      }
+      if (this.#token === null || !timingSafeEqual(digest(password), this.#token)) return false;
+      result = { user: TOKEN_USER, scope: null };
+      return true;
+    });
+    if (verdict.kind === 'locked') return { kind: 'locked' };
+    if (verdict.kind === 'failed' || result === null) return { kind: 'failed' };
+    const ok: { user: string; scope: Scope } = result;
+    return { kind: 'ok', user: ok.user, scope: ok.scope };
+  }
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text).digest();
+}
