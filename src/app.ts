@@ -57,6 +57,7 @@ import { SearchIndex } from './console/search/search-index.js';
 import { SessionStore } from './console/sessions.js';
 import { LiveStats } from './console/stats.js';
 import { StaticFiles } from './console/static-files.js';
+import { TokenStates } from './console/token-states.js';
 import { isLoopbackHost } from './config/fields.js';
 
 export interface RunningInfo {
@@ -114,6 +115,7 @@ interface ConsoleParts {
   readonly stats: LiveStats;
   readonly stream: LiveStream;
   readonly errors: ScopedErrors;
+  readonly tokens: TokenStates;
 }
 
 /** How often the search index looks for new lines in the trail. */
@@ -510,6 +512,10 @@ export class App {
       () => errors?.list() ?? [],
       c.users.flatMap((u) => u.scope?.users ?? []),
     );
+    const tokens = new TokenStates(
+      bus,
+      config.upstreams.filter((u) => u.auth?.type === 'oauth2').map((u) => u.name),
+    );
     const api = new ConsoleApi({
       access: new Access(sessions, http.token, open, c.secureCookies),
       sessions,
@@ -520,13 +526,14 @@ export class App {
       errors: scoped,
       readiness: () => readiness.report(),
       upstreams,
+      tokens,
       spool: () => this.#spoolControl,
       privacy: { mode: config.audit.privacy, key: config.audit.hmacKey },
       files: new StaticFiles(),
       bus,
       log,
     });
-    return { api, index, stats, stream, errors: scoped };
+    return { api, index, stats, stream, errors: scoped, tokens };
   }
 
   /** Waits for the index to catch up (it may be building), then adds the day before the start. */
@@ -559,6 +566,7 @@ export class App {
       o.console.api.close();
       o.console.stats.close();
       o.console.errors.close();
+      o.console.tokens.close();
       await o.console.index?.stop();
     }
     await o.http?.stop();

@@ -19,6 +19,7 @@ import type { Scope } from './search/sql-query.js';
 import type { SessionStore } from './sessions.js';
 import { upstreamActivity, type LiveStats } from './stats.js';
 import type { StaticFiles } from './static-files.js';
+import type { TokenStates } from './token-states.js';
 import type { RelayBus } from '../observe/relay-events.js';
 
 export interface ConsoleParts {
@@ -32,6 +33,8 @@ export interface ConsoleParts {
   readonly errors: ScopedErrors;
   readonly readiness: () => ReadinessReport;
   readonly upstreams: readonly string[];
+  /** The OAuth2 upstreams' token states (token-states.ts). */
+  readonly tokens: TokenStates;
   /** The spool, when one is configured (asked per request: the spool may come up after the endpoint). */
   readonly spool: () => SpoolControl | null;
   readonly privacy: LookupPrivacy | null;
@@ -223,8 +226,7 @@ export class ConsoleApi {
         breaker: { state: breaker?.state ?? r?.breaker ?? 'closed', reason: breaker?.reason ?? null, since: breaker?.since ?? null },
         sendRate: { perMinute: a?.perMinute ?? 0, window: '5m' },
         latency: { p50: a?.p50 ?? null, p95: a?.p95 ?? null, window: '15m' },
-        // OAuth2 upstream tokens are not part of mailtrail's upstream settings yet.
-        token: null,
+        token: this.#p.tokens.view(name),
         parked: parked === null ? null : (parked.get(name) ?? 0),
       };
     });

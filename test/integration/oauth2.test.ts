@@ -349,3 +349,42 @@ describe('an OAuth2 upstream (any RFC 6749 token endpoint)', () => {
     expect((await send(relay)).code).toBe(250);
   }, 15_000);
 });
+
+describe('the console shows each OAuth2 upstream token', () => {
+  const TOKEN = 'console-token-for-scripts';
+
+  async function upstreamsOf(relay: RunningRelay): Promise<{ name: string; token: unknown }[]> {
+    const res = await fetch(`${relay.httpUrl!}/api/v1/upstreams`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { upstreams: { name: string; token: unknown }[] }).upstreams;
+  }
+
+  it('as valid until its expiry once a message fetched it, and as none before', async () => {
+    const relay = await relayFor(await upstreamFor(), m365(), {}, { http: { token: TOKEN }, console: { enabled: true } });
+    expect((await upstreamsOf(relay))[0]!.token).toEqual({ state: 'none', expiresAt: null, lastRequest: null });
+    expect((await send(relay)).code).toBe(250);
+    const [m365Row] = await upstreamsOf(relay);
+    expect(m365Row!.token).toMatchObject({ state: 'valid', lastRequest: { ok: true, trigger: 'first', error: null } });
+    const expiresAt = Date.parse((m365Row!.token as { expiresAt: string }).expiresAt);
+    expect(expiresAt - Date.now()).toBeGreaterThan(3_000_000);
+  });
+
+  it("as failing with the identity provider's error code, and no secret in the answer", async () => {
+    const relay = await relayFor(await upstreamFor(), m365({ clientSecret: 'wrong-secret' }), {}, { http: { token: TOKEN }, console: { enabled: true } });
+    expect((await send(relay)).code).toBe(451);
+    const res = await fetch(`${relay.httpUrl!}/api/v1/upstreams`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const text = await res.text();
+    expect(text).not.toContain('wrong-secret');
+    const token = (JSON.parse(text) as { upstreams: { token: { state: string; lastRequest: { ok: boolean; error: { code: string } } } }[] }).upstreams[0]!
+      .token;
+    expect([token.state, token.lastRequest.ok, token.lastRequest.error.code]).toEqual(['failing', false, 'invalid_client AADSTS7000215']);
+  });
+
+  it('is null for an upstream that logs in with a password', async () => {
+    const upstream = await startFakeUpstream();
+    open.upstreams.push(upstream);
+    const relay = await startRelay({ upstreams: [{ name: 'plain', port: upstream.port }], http: { token: TOKEN }, console: { enabled: true } });
+    open.relays.push(relay);
+    expect((await upstreamsOf(relay))[0]!.token).toBeNull();
+  });
+});
