@@ -2,13 +2,14 @@
 import { readFileSync } from 'node:fs';
 import { App, StartError, type RunningInfo } from './app.js';
 import { hashPassword } from './auth/password.js';
-import { ConfigError } from './config/config-error.js';
 import { configFile, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './logger.js';
 import { configWarnings } from './observe/startup-warnings.js';
 import { announceStart } from './startup-output.js';
 import { closest, explainUsage, parseCommandArgs, readCommandLine, shellWord, type CommandSpec, type OptionSpecs } from './tools/command-args.js';
+import { checkUpstreamCommand } from './tools/check-upstream.js';
+import { reportConfigError } from './tools/config-report.js';
 import { keygenCommand } from './tools/keygen.js';
 import { EXIT, UsageError } from './tools/tool-io.js';
 import { processIo, runTrailCommand } from './tools/trail-commands.js';
@@ -20,6 +21,9 @@ const USAGE = `mailtrail: SMTP relay proxy with an audit trail
 Usage:
   mailtrail serve [--config FILE]          run the relay (no config: the embedded default)
   mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem with its key path
+  mailtrail check-upstream NAME [--config FILE]
+                                           log in to an upstream once, step by step (OAuth2 token, EHLO,
+                                           STARTTLS, AUTH, QUIT), naming what to fix; exit 1 when refused
   mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
   mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]
                                            check the trail's hash chain; exit 1 naming the first bad record,
@@ -63,6 +67,7 @@ const TOP_LEVEL = { help: { type: 'boolean', short: 'h' }, version: { type: 'boo
 const COMMANDS: Readonly<Record<string, (args: readonly string[]) => number | Promise<number>>> = {
   serve: (args) => withArgs(SERVE, args, (values) => serve(values.config)),
   'check-config': (args) => withArgs(CHECK_CONFIG, args, (values) => checkConfig(values.config)),
+  'check-upstream': (args) => checkUpstreamCommand(args, { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() }),
   'hash-password': (args) => withArgs(HASH_PASSWORD, args, () => printHash()),
   verify: (args) => verifyCommand(args, process.stdout, process.stderr),
   keygen: (args) => keygenCommand(args, process.stdout, process.stderr),
@@ -148,19 +153,8 @@ function checkConfig(file: string | undefined): number {
     for (const w of configWarnings(config)) process.stdout.write(`  warning   ${w.message}\n`);
     return 0;
   } catch (err) {
-    return reportConfigError(err);
+    return reportConfigError(err, process.stderr);
   }
-}
-
-function reportConfigError(err: unknown): number {
-  if (err instanceof ConfigError) {
-    // ConfigError's message is the header line (with the file) followed by one problem per line.
-    // A key, a file name or a quoted value may hold control characters: escaped for the terminal.
-    const [header, ...lines] = err.message.split('\n').map(terminalText);
-    process.stderr.write(`mailtrail: ${header}\n${lines.map((l) => `  ${l}\n`).join('')}`);
-    return 1;
-  }
-  throw err;
 }
 
 async function serve(file: string | undefined): Promise<number> {
@@ -168,7 +162,7 @@ async function serve(file: string | undefined): Promise<number> {
   try {
     config = load(file);
   } catch (err) {
-    return reportConfigError(err);
+    return reportConfigError(err, process.stderr);
   }
   const log = createLogger(config.log.level);
   const app = new App(config, log);
