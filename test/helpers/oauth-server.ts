@@ -112,7 +112,10 @@ export interface OAuthServer {
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
-export async function startOAuthServer(opts: { tls?: { key: string; cert: string }; knobs?: Partial<OAuthServerKnobs> } = {}): Promise<OAuthServer> {
+/** `port`: where to listen on 127.0.0.1 (default 0, a free port; a fixed one for trying mailtrail by hand). */
+export async function startOAuthServer(
+  opts: { tls?: { key: string; cert: string }; knobs?: Partial<OAuthServerKnobs>; port?: number } = {},
+): Promise<OAuthServer> {
   const { privateKey, publicKey } = await generateKeyPair('ES256');
   const kid = randomBytes(8).toString('hex');
   const jwks: JSONWebKeySet = { keys: [{ ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }] };
@@ -283,7 +286,7 @@ export async function startOAuthServer(opts: { tls?: { key: string; cert: string
       server.close(() => resolve());
       for (const s of sockets) s.destroy();
     });
-  await listen(0);
+  await listen(opts.port ?? 0);
 
   return {
     get origin() {
