@@ -301,6 +301,22 @@ describe('mailtrail check-upstream, other logins', () => {
   });
 });
 
+describe('mailtrail check-upstream, the mail server', () => {
+  it('one that refuses connections: the token still fetched, connect failed with the reason, the rest not reached, exit 1', async () => {
+    idp.knobs.claims = OUTLOOK_CLAIMS;
+    const u = await upstream();
+    const file = await configFor(u, m365());
+    await u.close();
+    const r = await checkUpstream(['m365', '--config', file]);
+    expect(r.code).toBe(1);
+    expect(step(r.stdout, 'token')?.status).toBe('ok');
+    expect(step(r.stdout, 'connect')).toMatchObject({ status: 'FAILED', detail: expect.stringContaining('ECONNREFUSED') as string });
+    expect(['greeting', 'EHLO', 'STARTTLS', 'AUTH'].map((s) => step(r.stdout, s))).toEqual(Array(4).fill({ status: 'skipped', detail: 'not reached' }));
+    expect(step(r.stdout, 'QUIT')).toEqual({ status: 'skipped', detail: 'not sent: the connection is closed' });
+    expect(r.stdout).toContain('class connect');
+  });
+});
+
 describe('mailtrail check-upstream, bad usage', () => {
   it('without a name: exit 2, listing the upstreams of the config', async () => {
     const u = await upstream();
