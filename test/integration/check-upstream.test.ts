@@ -265,6 +265,26 @@ describe('mailtrail check-upstream, other logins', () => {
     expect(step(r.stdout, 'AUTH')?.status).toBe('ok');
   });
 
+  it('a token Gmail refuses: its 334 challenge decoded, and the scope and user to check, exit 1', async () => {
+    idp.knobs.opaque = true;
+    const u = await upstream({ xoauth2: { verify: (token, user) => idp.verify(token, user), style: 'google' } });
+    // The token and its replacement refused, as for a delegation without https://mail.google.com/.
+    await u.setFaults({ refuseTokens: 2 });
+    const auth = {
+      type: 'oauth2',
+      user: 'app@example.com',
+      serviceAccountKeyFile: creds.serviceAccount.file,
+      tokenUrl: idp.tokenUrl('/token'),
+      ca: pki.caPath,
+    };
+    const r = await checkUpstream(['gmail', '--config', await configFor(u, auth, 'gmail')]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^ {2}retried +AUTH +AUTH XOAUTH2: 334 \{"status":"401".*\} \(the error, decoded from base64\), then 535/m);
+    expect(step(r.stdout, 'AUTH')?.status).toBe('FAILED');
+    expect(r.stdout).toMatch(/^problem: Gmail refused the token for app@example\.com \(its error: \{"status":"401"/m);
+    expect(r.stdout).toContain('https://mail.google.com/');
+  });
+
   it('a refresh token: works the same, exit 0', async () => {
     const u = await upstream();
     const auth = {
