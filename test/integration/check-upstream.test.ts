@@ -82,8 +82,8 @@ async function upstream(opts: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
   return u;
 }
 
-/** A config with one upstream `name` on `u`'s port (STARTTLS, verified against the test CA), `auth` as given. */
-async function configFor(u: FakeUpstream, auth: Record<string, unknown>, name = 'm365'): Promise<string> {
+/** A config with one upstream `name` on `u`'s port (STARTTLS, or implicit TLS with smtps, verified against the test CA), `auth` as given. */
+async function configFor(u: FakeUpstream, auth: Record<string, unknown>, name = 'm365', scheme = 'smtp'): Promise<string> {
   const file = join(dir, `${name}-${u.port}.yaml`);
   const config = {
     listen: [{ host: '127.0.0.1', port: 0 }],
@@ -92,7 +92,7 @@ async function configFor(u: FakeUpstream, auth: Record<string, unknown>, name = 
     upstreams: [
       {
         name,
-        url: `smtp://127.0.0.1:${u.port}`,
+        url: `${scheme}://127.0.0.1:${u.port}`,
         tls: { mode: 'required', ca: pki.caPath, servername: 'localhost' },
         auth,
         probe: { timeout: '10s' },
@@ -308,6 +308,16 @@ describe('mailtrail check-upstream, other logins', () => {
     expect(r.stdout).toContain('logs in with a password (AUTH PLAIN or LOGIN) as printer@contoso.example');
     expect(step(r.stdout, 'token')).toBeUndefined();
     expect(step(r.stdout, 'AUTH')?.detail).toMatch(/^AUTH (PLAIN|LOGIN): 235/);
+  });
+
+  it('an smtps:// upstream (implicit TLS): the TLS shown on connect, no STARTTLS step, exit 0', async () => {
+    const u = await upstream({ xoauth2: undefined, implicitTls: true, auth: { user: MAILBOX, pass: PASSWORD } });
+    const r = await checkUpstream(['pw', '--config', await configFor(u, { user: MAILBOX, pass: '${MAILBOX_PASSWORD}' }, 'pw', 'smtps')]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^mailtrail check-upstream pw: smtps:\/\/127\.0\.0\.1:\d+ \(implicit TLS\)/);
+    expect(step(r.stdout, 'connect')?.detail).toMatch(/^127\.0\.0\.1:\d+, TLSv1\.[23] .*verified$/);
+    expect(step(r.stdout, 'STARTTLS')).toBeUndefined();
+    expect(step(r.stdout, 'AUTH')?.status).toBe('ok');
   });
 
   it('a password refused because Basic authentication is off (550 5.7.30): advises auth.type oauth2, exit 1', async () => {
