@@ -203,6 +203,18 @@ describe('mailtrail check-upstream, Microsoft 365 app-only (client credentials)'
     expect(r.stdout).not.toContain('New-ServicePrincipal');
   });
 
+  it('a token without the SMTP.SendAsApp role (no admin consent): names the permission to grant, exit 1', async () => {
+    idp.knobs.claims = { ...OUTLOOK_CLAIMS, roles: [] };
+    const u = await upstream();
+    await u.setFaults({ xoauth2Reply: { code: 535, text: '5.7.3 Authentication unsuccessful' } });
+    const r = await checkUpstream(['m365', '--config', await configFor(u, m365())]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/^ {22}roles none$/m);
+    expect(r.stdout).toMatch(/^problem: the app-only token has no SMTP\.SendAsApp role \(roles: none\)/m);
+    expect(r.stdout).toContain('Office 365 Exchange Online > Application permissions > SMTP.SendAsApp > Add permissions, then Grant admin consent');
+    expect(r.stdout).not.toContain('New-ServicePrincipal');
+  });
+
   it('the identity provider down: says it could not be reached, and what the relay would advise, exit 1', async () => {
     await idp.down();
     const u = await upstream();
