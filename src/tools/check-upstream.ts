@@ -248,7 +248,7 @@ function line(status: string, name: string, detail: string): string {
   return `  ${status.padEnd(8)} ${name.padEnd(10)} ${terminalText(detail)}\n`;
 }
 
-export function render(check: UpstreamCheck): string {
+function render(check: UpstreamCheck): string {
   let out = '';
   if (check.token !== null) out += tokenLines(check.token);
   for (const step of check.smtp.steps) out += line(STATUS[step.status], step.name, step.detail);

@@ -388,11 +388,12 @@ describe('mailtrail check-upstream, secrets', () => {
   it('no client secret, refresh token, password, access token or private key in any output of the runs above', () => {
     expect(outputs.length).toBeGreaterThan(20);
     const keyLines = (pem: string) => pem.split('\n').filter((l) => l.length > 40 && !l.startsWith('-----'));
-    const secrets = [SECRET, WRONG_SECRET, REFRESH_TOKEN, PASSWORD, ...idp.issued.map((t) => t.token), ...keyLines(creds.serviceAccount.privateKeyPem)];
+    const plain = Buffer.from(`\0${MAILBOX}\0${PASSWORD}`).toString('base64');
+    const secrets = [SECRET, WRONG_SECRET, REFRESH_TOKEN, PASSWORD, plain, ...idp.issued.map((t) => t.token), ...keyLines(creds.serviceAccount.privateKeyPem)];
     expect(idp.issued.length).toBeGreaterThan(5);
     const all = outputs.join('\n');
     for (const s of secrets) expect(all.includes(s), `a secret in the output: ${s.slice(0, 12)}…`).toBe(false);
-    // Nor the base64 of an XOAUTH2 string.
+    // Nor the base64 of an XOAUTH2 string (`user=`).
     expect(all).not.toMatch(/dXNlcj/);
   });
 });
