@@ -62,6 +62,7 @@ afterEach(async () => {
   idp.knobs.claims = null;
   idp.knobs.opaque = false;
   idp.knobs.refuse = null;
+  idp.knobs.delayMs = 0;
   await idp.up();
 });
 
@@ -224,6 +225,16 @@ describe('mailtrail check-upstream, Microsoft 365 app-only (client credentials)'
     expect(r.stdout).toMatch(/^what to do: .+/m);
     expect(r.stdout).toContain('class connect (rule identity-provider-unreachable');
     expect(step(r.stdout, 'EHLO')?.status).toBe('ok');
+  });
+
+  it('the identity provider too slow: the token step fails after auth.timeout, filed as a timeout, exit 1', async () => {
+    idp.knobs.delayMs = 3_000;
+    const u = await upstream();
+    const r = await checkUpstream(['m365', '--config', await configFor(u, m365({ timeout: '1s' }))]);
+    expect(r.code).toBe(1);
+    expect(step(r.stdout, 'token')?.status).toBe('FAILED');
+    expect(r.stdout).toContain('class timeout (rule identity-provider-timeout');
+    expect(r.stdout).toMatch(/^what to do: the identity provider did not answer the token request within auth\.timeout/m);
   });
 
   it('a good token the mail server refuses: Exchange service principal or mailbox permission, with the PowerShell to run, exit 1', async () => {
