@@ -8,13 +8,14 @@ import { Supervisor, WORKER_ENV } from './workers/supervisor.js';
 import { runWorker } from './workers/worker.js';
 import { workerConfig } from './workers/worker-config.js';
 import { hashPassword } from './auth/password.js';
-import { ConfigError } from './config/config-error.js';
 import { configFile, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { createLogger } from './logger.js';
 import { configWarnings } from './observe/startup-warnings.js';
 import { announceStart } from './startup-output.js';
 import { closest, explainUsage, parseCommandArgs, readCommandLine, shellWord, type CommandSpec, type OptionSpecs } from './tools/command-args.js';
+import { checkUpstreamCommand } from './tools/check-upstream.js';
+import { reportConfigError } from './tools/config-report.js';
 import { keygenCommand } from './tools/keygen.js';
 import { EXIT, UsageError } from './tools/tool-io.js';
 import { processIo, runTrailCommand } from './tools/trail-commands.js';
@@ -28,6 +29,9 @@ Usage:
                                            run the relay (no config: the embedded default); --workers:
                                            N processes sharing the listeners
   mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem with its key path
+  mailtrail check-upstream NAME [--config FILE]
+                                           log in to an upstream once, step by step (OAuth2 token, EHLO,
+                                           STARTTLS, AUTH, QUIT), naming what to fix; exit 1 when refused
   mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
   mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]
                                            check the trail's hash chain; exit 1 naming the first bad record,
@@ -77,6 +81,7 @@ const TOP_LEVEL = { help: { type: 'boolean', short: 'h' }, version: { type: 'boo
 const COMMANDS: Readonly<Record<string, (args: readonly string[]) => number | Promise<number>>> = {
   serve: (args) => withArgs(SERVE, args, (values) => serve(values.config, values.workers)),
   'check-config': (args) => withArgs(CHECK_CONFIG, args, (values) => checkConfig(values.config)),
+  'check-upstream': (args) => checkUpstreamCommand(args, { stdout: process.stdout, stderr: process.stderr, env: process.env, cwd: process.cwd() }),
   'hash-password': (args) => withArgs(HASH_PASSWORD, args, () => printHash()),
   verify: (args) => verifyCommand(args, process.stdout, process.stderr),
   keygen: (args) => keygenCommand(args, process.stdout, process.stderr),
@@ -162,19 +167,8 @@ function checkConfig(file: string | undefined): number {
     for (const w of configWarnings(config)) process.stdout.write(`  warning   ${w.message}\n`);
     return 0;
   } catch (err) {
-    return reportConfigError(err);
+    return reportConfigError(err, process.stderr);
   }
-}
-
-function reportConfigError(err: unknown): number {
-  if (err instanceof ConfigError) {
-    // ConfigError's message is the header line (with the file) followed by one problem per line.
-    // A key, a file name or a quoted value may hold control characters: escaped for the terminal.
-    const [header, ...lines] = err.message.split('\n').map(terminalText);
-    process.stderr.write(`mailtrail: ${header}\n${lines.map((l) => `  ${l}\n`).join('')}`);
-    return 1;
-  }
-  throw err;
 }
 
 async function serve(file: string | undefined, workersArg: string | undefined): Promise<number> {
@@ -182,7 +176,7 @@ async function serve(file: string | undefined, workersArg: string | undefined): 
   try {
     config = load(file);
   } catch (err) {
-    return reportConfigError(err);
+    return reportConfigError(err, process.stderr);
   }
   // A process the supervisor forked: one worker (it read the same config file).
   const worker = cluster.isWorker ? Number(process.env[WORKER_ENV]) : 0;

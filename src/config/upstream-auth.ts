@@ -216,6 +216,8 @@ export interface ServiceAccountKey {
   readonly clientEmail: string;
   readonly privateKey: string;
   readonly privateKeyId: string | null;
+  /** The service account's numeric OAuth2 client ID: what domain-wide delegation lists (docs/oauth2.md). */
+  readonly clientId: string | null;
 }
 
 /** An application certificate for Microsoft: the RSA key and the certificate's SHA-256 thumbprint (hex). */
@@ -266,7 +268,12 @@ export function readServiceAccountKey(file: string): ServiceAccountKey {
   }
   const privateKey = privateKeyOf(key, json.private_key, 'a Google service account key (its private_key is not a PEM private key)');
   if (privateKey.asymmetricKeyType !== 'rsa') throw new CredentialFileError(key, 'not a Google service account key (its private_key is not an RSA key)');
-  return { clientEmail: json.client_email, privateKey: json.private_key, privateKeyId: typeof json.private_key_id === 'string' ? json.private_key_id : null };
+  return {
+    clientEmail: json.client_email,
+    privateKey: json.private_key,
+    privateKeyId: typeof json.private_key_id === 'string' ? json.private_key_id : null,
+    clientId: typeof json.client_id === 'string' ? json.client_id : null,
+  };
 }
 
 /** The certificate registered with the Entra ID application and its private key (RSA: the token request is signed PS256). */

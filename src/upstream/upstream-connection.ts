@@ -6,7 +6,7 @@ import type { StopSignal } from './deadline.js';
 import type { TrackedBody } from './tracked-body.js';
 import { DirectBody } from './direct-body.js';
 import { ERR } from '../error-codes.js';
-import { withXoauth2, xoauth2Handler, type UpstreamLogin } from './upstream-login.js';
+import { withXoauth2, xoauth2Auth, xoauth2Handler, type UpstreamLogin } from './upstream-login.js';
 
 /** TLS facts of an upstream connection, for the audit record. */
 export interface UpstreamTls {
@@ -90,7 +90,7 @@ export class UpstreamConnection {
         tokenRequest!.then(
           (t) => {
             token = t;
-            conn.login({ method: 'XOAUTH2', user: login.user }, (err) => done(err));
+            conn.login(xoauth2Auth(login.user), (err) => done(err));
           },
           (err: Error) => done(err),
         );

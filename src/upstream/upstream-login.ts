@@ -75,6 +75,20 @@ export function xoauth2Handler(
   };
 }
 
+/**
+ * What to hand nodemailer's `login()` so that `xoauth2Handler` runs. nodemailer keeps an explicit
+ * `method: 'XOAUTH2'` only when a token generator (`oauth2`) is given too; without one it takes the first
+ * mechanism the server offers in its own order of preference (PLAIN, LOGIN, CRAM-MD5, XOAUTH2), so against
+ * Microsoft 365 (`AUTH LOGIN XOAUTH2`) and Gmail (`AUTH LOGIN PLAIN XOAUTH2 ...`) it would try LOGIN or
+ * PLAIN and fail with "Missing credentials". The generator is never called: a custom handler for XOAUTH2
+ * (`withXoauth2`) runs in place of nodemailer's own, and it takes the token from the token cache.
+ */
+export function xoauth2Auth(user: string): SMTPConnection.AuthenticationType {
+  return { method: 'XOAUTH2', user, oauth2: NO_TOKEN_GENERATOR };
+}
+
+const NO_TOKEN_GENERATOR = Object.freeze({}) as unknown as NonNullable<SMTPConnection.AuthenticationType['oauth2']>;
+
 /** Options for nodemailer's SMTPConnection that let `xoauth2Handler` run AUTH XOAUTH2. */
 export function withXoauth2(options: SMTPConnection.Options, handler: (ctx: CustomAuthContext) => Promise<void>): SMTPConnection.Options {
   return { ...options, customAuth: { XOAUTH2: handler as unknown as NonNullable<SMTPConnection.Options['customAuth']>[string] } };

@@ -101,6 +101,8 @@ export interface FakeUpstreamOptions {
   closeTimeoutMs?: number;
   /** Initial knob values. */
   faults?: Partial<FakeUpstreamFaults>;
+  /** Where to listen (default 0, a free port; a fixed one for trying mailtrail by hand). */
+  port?: number;
 }
 
 /** The final outcome of a complete DATA as the upstream saw it. */
@@ -430,7 +432,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     faults.refuse = false;
   };
 
-  await listen(0);
+  await listen(opts.port ?? 0);
   if (opts.faults?.refuse) await refuse();
 
   const upstream: FakeUpstream = {

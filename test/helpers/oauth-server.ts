@@ -10,8 +10,8 @@
  *   service account's public key, its `sub` becoming the token's subject.
  *
  * It answers wrong credentials as Microsoft Entra ID does (HTTP 401 invalid_client with an AADSTS
- * number), and has knobs: token lifetime, a forced refusal, down (connections refused), slow, and a
- * count of every request.
+ * number), and has knobs: token lifetime, a forced refusal, down (connections refused), slow, the
+ * claims of the tokens (shaped as Microsoft's), opaque tokens (as Google's), and a count of every request.
  *
  * @example
  * const idp = await startOAuthServer({ tls: { key: pki.server.key, cert: pki.server.cert } });
@@ -56,6 +56,14 @@ export interface OAuthServerKnobs {
   delayMs: number;
   /** With the refresh token grant, issue a new refresh token each time (the old one stops working). */
   rotateRefreshTokens: boolean;
+  /**
+   * The claims of the tokens issued, in place of the default `scp` and `azp` (`aud` among them replaces
+   * the scope as audience): tokens shaped as Microsoft Entra ID issues them, e.g. an app-only token for
+   * Microsoft Graph. `iss`, `sub`, `iat`, `exp` and `jti` stay the server's own, so `verify` still works.
+   */
+  claims: Record<string, unknown> | null;
+  /** Issue opaque tokens (random strings, as Google does) instead of JWTs; `verify` knows them. */
+  opaque: boolean;
 }
 
 /** One request to a token path and how it was answered. */
@@ -104,12 +112,15 @@ export interface OAuthServer {
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 const JWT_BEARER = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
 
-export async function startOAuthServer(opts: { tls?: { key: string; cert: string }; knobs?: Partial<OAuthServerKnobs> } = {}): Promise<OAuthServer> {
+/** `port`: where to listen on 127.0.0.1 (default 0, a free port; a fixed one for trying mailtrail by hand). */
+export async function startOAuthServer(
+  opts: { tls?: { key: string; cert: string }; knobs?: Partial<OAuthServerKnobs>; port?: number } = {},
+): Promise<OAuthServer> {
   const { privateKey, publicKey } = await generateKeyPair('ES256');
   const kid = randomBytes(8).toString('hex');
   const jwks: JSONWebKeySet = { keys: [{ ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' }] };
   const keySet = createLocalJWKSet(jwks);
-  const knobs: OAuthServerKnobs = { lifetimeSeconds: 3600, refuse: null, delayMs: 0, rotateRefreshTokens: false, ...opts.knobs };
+  const knobs: OAuthServerKnobs = { lifetimeSeconds: 3600, refuse: null, delayMs: 0, rotateRefreshTokens: false, claims: null, opaque: false, ...opts.knobs };
   const clients = new Map<string, { secret?: string; certificate?: string }>();
   const refreshTokens = new Map<string, { clientId: string; user: string }>();
   const serviceAccounts = new Map<string, KeyObject>();
@@ -129,15 +140,18 @@ export async function startOAuthServer(opts: { tls?: { key: string; cert: string
     const now = Math.floor(nowMs / 1000);
     // `exp` is in whole seconds: rounded up, so the token is good for at least `expires_in` from now.
     const exp = Math.ceil(nowMs / 1000 + lifetime);
-    const token = await new SignJWT({ scp: scope ?? '', azp: clientId ?? undefined })
-      .setProtectedHeader({ alg: 'ES256', kid })
-      .setIssuer(issuer())
-      .setSubject(subject)
-      .setAudience(scope ?? 'mail')
-      .setIssuedAt(now)
-      .setExpirationTime(exp)
-      .setJti(randomBytes(12).toString('hex'))
-      .sign(privateKey);
+    const claims = knobs.claims ?? { scp: scope ?? '', azp: clientId ?? undefined };
+    const token = knobs.opaque
+      ? `opaque-${randomBytes(24).toString('base64url')}`
+      : await new SignJWT({ ...claims })
+          .setProtectedHeader({ alg: 'ES256', kid })
+          .setIssuer(issuer())
+          .setSubject(subject)
+          .setAudience(typeof claims.aud === 'string' ? claims.aud : (scope ?? 'mail'))
+          .setIssuedAt(now)
+          .setExpirationTime(exp)
+          .setJti(randomBytes(12).toString('hex'))
+          .sign(privateKey);
     issued.push({ token, subject, expiresAt: nowMs + lifetime * 1000 });
     return { token_type: 'Bearer', access_token: token, expires_in: lifetime, ...(scope ? { scope } : {}) };
   }
@@ -272,7 +286,7 @@ export async function startOAuthServer(opts: { tls?: { key: string; cert: string
       server.close(() => resolve());
       for (const s of sockets) s.destroy();
     });
-  await listen(0);
+  await listen(opts.port ?? 0);
 
   return {
     get origin() {
@@ -291,6 +305,8 @@ export async function startOAuthServer(opts: { tls?: { key: string; cert: string
     addRefreshToken: (refreshToken, grant) => void refreshTokens.set(refreshToken, grant),
     addServiceAccount: (email, publicKeyPem) => void serviceAccounts.set(email, createPublicKey(publicKeyPem)),
     async verify(accessToken, user) {
+      const opaque = accessToken.startsWith('opaque-') ? issued.find((t) => t.token === accessToken) : undefined;
+      if (opaque !== undefined) return opaque.expiresAt > Date.now() && (user === undefined || opaque.subject === user || clients.has(opaque.subject));
       try {
         const { payload } = await jwtVerify(accessToken, keySet, { issuer: issuer(), clockTolerance: 0 });
         return user === undefined || subjectAllows(payload, user, clients);

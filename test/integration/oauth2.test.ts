@@ -102,6 +102,15 @@ describe('an OAuth2 upstream (Microsoft 365, client credentials)', () => {
     expect(new Set(upstream.xoauth2Logins.map((l) => l.token)).size).toBe(1);
   });
 
+  it('logs in with XOAUTH2 when the server offers PLAIN and LOGIN too, as Microsoft 365 (AUTH LOGIN XOAUTH2) and Gmail do', async () => {
+    const upstream = await upstreamFor('microsoft', { auth: { user: MAILBOX, pass: 'never-sent' } });
+    const relay = await relayFor(upstream, m365());
+    const r = await send(relay);
+    expect((await relay.relayRecords())[0]!.failure).toBeNull();
+    expect(r.code).toBe(250);
+    expect(upstream.xoauth2Logins.map((l) => [l.user, l.accepted])).toEqual([[MAILBOX, true]]);
+  });
+
   it('logs in with a certificate instead of a secret (a signed client assertion)', async () => {
     const upstream = await upstreamFor();
     const relay = await relayFor(

@@ -58,6 +58,13 @@ describe('the Prometheus rules in deploy/', () => {
     expect(result.code, result.output).toBe(0);
   });
 
+  it('alert on failing OAuth2 token requests and on a cached token about to expire unrenewed', () => {
+    const groups = (YAML.parse(readFileSync(RULES, 'utf8')) as { groups: { rules: { alert: string; expr: string }[] }[] }).groups;
+    const rules = new Map(groups.flatMap((g) => g.rules.map((r) => [r.alert, r.expr] as const)));
+    expect(rules.get('MailtrailUpstreamTokenRequestsFailing')).toMatch(/mailtrail_upstream_token_requests_total\{result="failed"\}/);
+    expect(rules.get('MailtrailUpstreamTokenExpiring')).toMatch(/mailtrail_upstream_token_expiry_seconds/);
+  });
+
   it('use only metrics mailtrail exports', async () => {
     const exported = await exportedNames();
     const text = readFileSync(RULES, 'utf8').replace(/^\s*#.*$/gm, '');
@@ -79,6 +86,12 @@ describe('the Grafana dashboard in deploy/', () => {
     expect(exprs).toMatch(/histogram_quantile\(0\.95, sum by \(le\) \(rate\(mailtrail_relay_duration_seconds_bucket/);
     expect(exprs).toMatch(/mailtrail_upstream_up/);
     expect(exprs).toMatch(/mailtrail_client_rejects_total/);
+  });
+
+  it('shows the OAuth2 token requests by result and the time left on each cached token', () => {
+    const exprs = panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
+    expect(exprs).toMatch(/sum by \(upstream, result\) \(increase\(mailtrail_upstream_token_requests_total/);
+    expect(exprs).toMatch(/min by \(upstream\) \(mailtrail_upstream_token_expiry_seconds/);
   });
 
   it('queries only metrics mailtrail exports, through the data source variable', async () => {

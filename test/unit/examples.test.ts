@@ -4,10 +4,13 @@
  * environment, and must speak TLS to its provider. The systemd unit must carry its hardening.
  */
 import { execFile } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/load.js';
 import { CLI, ensureBuilt, ROOT } from '../../soak/mailtrail-child.js';
 
@@ -21,10 +24,16 @@ const EXAMPLES: Record<string, string[]> = {
   'mailgun.yaml': ['APP_SMTP_PASSWORD', 'MAILGUN_SMTP_USER', 'MAILGUN_SMTP_PASSWORD'],
   'microsoft-365.yaml': ['APP_SMTP_PASSWORD', 'M365_SMTP_USER', 'M365_SMTP_PASSWORD'],
   'google-workspace.yaml': ['APP_SMTP_PASSWORD', 'GOOGLE_SMTP_USER', 'GOOGLE_SMTP_APP_PASSWORD'],
+  'microsoft-365-oauth2.yaml': ['APP_SMTP_PASSWORD', 'M365_CLIENT_ID', 'M365_CLIENT_SECRET'],
+  'google-workspace-oauth2.yaml': ['APP_SMTP_PASSWORD', 'GOOGLE_SERVICE_ACCOUNT_KEY_FILE'],
+  'gmail-refresh-token.yaml': ['APP_SMTP_PASSWORD', 'GMAIL_CLIENT_ID', 'GMAIL_CLIENT_SECRET', 'GMAIL_REFRESH_TOKEN'],
 };
 
+/** Variables that name a file check-config reads: a real one, written in beforeAll. */
+const FILES: Record<string, string> = {};
+
 const examplePath = (name: string): string => join(ROOT, 'examples', name);
-const envFor = (vars: string[]): Record<string, string> => Object.fromEntries(vars.map((v) => [v, `example-${v.toLowerCase()}`]));
+const envFor = (vars: string[]): Record<string, string> => Object.fromEntries(vars.map((v) => [v, FILES[v] ?? `example-${v.toLowerCase()}`]));
 
 async function checkConfig(file: string, env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -35,6 +44,31 @@ async function checkConfig(file: string, env: Record<string, string>): Promise<{
     return { code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
   }
 }
+
+/** A Google service account key file as the Cloud console downloads it (a fresh RSA key), in a temp folder. */
+async function serviceAccountKeyFile(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'mailtrail-examples-'));
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const file = join(dir, 'service-account.json');
+  const key = {
+    type: 'service_account',
+    project_id: 'example',
+    private_key_id: 'a1b2c3',
+    private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    client_email: 'mailtrail@example.iam.gserviceaccount.com',
+    client_id: '100000000000000000001',
+  };
+  await writeFile(file, JSON.stringify(key), { mode: 0o600 });
+  return file;
+}
+
+beforeAll(async () => {
+  FILES.GOOGLE_SERVICE_ACCOUNT_KEY_FILE = await serviceAccountKeyFile();
+});
+
+afterAll(async () => {
+  if (FILES.GOOGLE_SERVICE_ACCOUNT_KEY_FILE) await rm(dirname(FILES.GOOGLE_SERVICE_ACCOUNT_KEY_FILE), { recursive: true, force: true });
+});
 
 describe('provider examples', () => {
   /** check-config of each example with and without its environment, run side by side up front. */
@@ -65,7 +99,7 @@ describe('provider examples', () => {
         for (const v of vars) expect(r.stderr).toContain(`environment variable ${v} is not set`);
         // No literal password or token in the file.
         const text = readFileSync(examplePath(name), 'utf8');
-        for (const m of text.matchAll(/^\s*(?:password|pass):\s*(.+)$/gm)) expect(m[1]).toMatch(/^"?\$\{/);
+        for (const m of text.matchAll(/^\s*(?:password|pass|clientSecret|refreshToken|serviceAccountKeyFile):\s*(.+)$/gm)) expect(m[1]).toMatch(/^"?\$\{/);
       });
 
       it('speaks TLS to the provider and offers it to clients', () => {
@@ -76,6 +110,18 @@ describe('provider examples', () => {
       });
     });
   }
+});
+
+describe('OAuth2 examples', () => {
+  it.each([
+    ['microsoft-365-oauth2.yaml', 'microsoft', 'client_credentials', 'https://outlook.office365.com/.default'],
+    ['google-workspace-oauth2.yaml', 'google', 'jwt_bearer', 'https://mail.google.com/'],
+    ['gmail-refresh-token.yaml', 'generic', 'refresh_token', 'https://mail.google.com/'],
+  ])('%s logs in with OAuth2: %s, %s grant, scope %s', (name, provider, grant, scope) => {
+    const config = loadConfig({ file: examplePath(name), env: envFor(EXAMPLES[name]!), cwd: ROOT });
+    const auth = config.upstreams[0]!.auth;
+    expect(auth).toMatchObject({ type: 'oauth2', provider, grant, scope });
+  });
 });
 
 describe('systemd unit (examples/mailtrail.service)', () => {
