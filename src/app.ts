@@ -46,6 +46,9 @@ import type { FreeSpaceProbe } from './audit/free-space.js';
 import { SpoolStore } from './spool/spool-store.js';
 import type { SpoolFileOps } from './spool/spool-files.js';
 import { spoolRecord } from './spool/spool-records.js';
+import { QueueAdmin } from './spool/queue-admin.js';
+import { QueueControl } from './spool/queue-control.js';
+import { StoreQueueActions } from './spool/store-queue-actions.js';
 import { usesSpool } from './transaction/delivery-mode.js';
 
 export interface RunningInfo {
@@ -106,6 +109,7 @@ export class App {
   #observers: Observers | null = null;
   #spool: SpoolStore | null = null;
   #spoolUnlocked: string | null = null;
+  #control: QueueControl | null = null;
   #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
@@ -158,6 +162,7 @@ export class App {
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     // Before any client: recovery settles what the process before left, and its records are written.
     this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
+    this.#control = this.#buildQueueControl(this.#spool, this.#recorder, ids);
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -230,7 +235,8 @@ export class App {
     await stopped;
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
-    // Every transaction is done: the spool's last writes, then its lock.
+    // Every transaction is done: the queue actions being answered, the spool's last writes, then its lock.
+    await this.#control?.close();
     await this.#spool?.close();
     this.#router?.close();
     await this.#sink?.stop();
@@ -345,6 +351,34 @@ export class App {
       }
     }
     return store;
+  }
+
+  /**
+   * The queue's control protocol on the data folder's lock socket (docs/spool.md, "Operating the
+   * queue"): `mailtrail queue` asks the running relay there. One socket for both: the lock already
+   * tells a live relay from a dead one, and its file mode keeps it to the relay's own user. Actions act
+   * on the store directly (StoreQueueActions); a relay without a spool answers that it has none.
+   */
+  #buildQueueControl(spool: SpoolStore | null, recorder: Recorder, ids: IdGenerator): QueueControl {
+    const { config } = this;
+    const admin =
+      spool === null
+        ? null
+        : new QueueAdmin(
+            { summaries: () => spool.list(), get: (id) => spool.get(id) },
+            new StoreQueueActions({
+              store: spool,
+              recorder,
+              ids,
+              log: this.#log,
+              hostname: config.hostname,
+              dsn: config.spool.dsn,
+              maxAge: config.spool.maxAge,
+            }),
+          );
+    const control = new QueueControl(admin, this.#log);
+    this.#lock?.serve((socket) => control.handle(socket));
+    return control;
   }
 
   /**
