@@ -49,6 +49,7 @@ import { spoolRecord } from './spool/spool-records.js';
 import { QueueAdmin } from './spool/queue-admin.js';
 import { QueueControl } from './spool/queue-control.js';
 import { StoreQueueActions } from './spool/store-queue-actions.js';
+import { deliveryEndpointLabels } from './spool/delivery-events.js';
 import { usesSpool } from './transaction/delivery-mode.js';
 
 export interface RunningInfo {
@@ -389,6 +390,8 @@ export class App {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
+    // The spool is opened after the observers (its recovery writes records they must see): they read it lazily.
+    const spools = usesSpool(config.listen, config.clients.users);
     const probes = new UpstreamProbes(
       this.#router!.channels.map((c) => c.pool),
       this.#router!,
@@ -399,6 +402,7 @@ export class App {
       upstreams: names,
       probed: probes.probed,
       listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
+      ...(spools ? { spool: () => this.#spool?.acceptProblem() ?? null } : {}),
     });
     const served = config.http !== null;
     const metrics = served
@@ -408,6 +412,14 @@ export class App {
           sinks: config.alerts.sinks.map((s) => s.name),
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,
+          spool: spools
+            ? {
+                counts: () => this.#spool?.counts() ?? { queued: 0, delivering: 0, held: 0, oldestWaitingAt: null },
+                freeBytes: () => this.#spool?.measureFreeBytes() ?? null,
+                minFreeSpace: config.spool.minFreeSpace,
+                eventEndpoints: deliveryEndpointLabels(config.spool.events),
+              }
+            : null,
         })
       : null;
     const recent = served ? new RecentTransactions(bus) : null;
