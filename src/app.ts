@@ -404,6 +404,11 @@ export class App {
       listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
       ...(spools ? { spool: () => this.#spool?.acceptProblem() ?? null } : {}),
     });
+    const spoolFigures = {
+      counts: () => this.#spool?.counts() ?? { queued: 0, delivering: 0, held: 0, oldestWaitingAt: null },
+      freeBytes: () => this.#spool?.measureFreeBytes() ?? null,
+      minFreeSpace: config.spool.minFreeSpace,
+    };
     const served = config.http !== null;
     const metrics = served
       ? new Metrics(bus, {
@@ -412,14 +417,7 @@ export class App {
           sinks: config.alerts.sinks.map((s) => s.name),
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,
-          spool: spools
-            ? {
-                counts: () => this.#spool?.counts() ?? { queued: 0, delivering: 0, held: 0, oldestWaitingAt: null },
-                freeBytes: () => this.#spool?.measureFreeBytes() ?? null,
-                minFreeSpace: config.spool.minFreeSpace,
-                eventEndpoints: deliveryEndpointLabels(config.spool.events),
-              }
-            : null,
+          spool: spools ? { ...spoolFigures, eventEndpoints: deliveryEndpointLabels(config.spool.events) } : null,
         })
       : null;
     const recent = served ? new RecentTransactions(bus) : null;
@@ -445,6 +443,7 @@ export class App {
       log,
       hostname: config.hostname,
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
+      spool: spools ? spoolFigures : null,
     });
     alerts.start();
     const http =

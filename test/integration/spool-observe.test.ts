@@ -12,6 +12,7 @@ import { askRelay } from '../../src/tools/queue-client.js';
 import { parseExposition, type Exposition } from '../helpers/exposition.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
+import { startWebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const MIB = 1024 * 1024;
 
@@ -138,4 +139,53 @@ describe('the spool on /metrics and /readyz', () => {
     // The write probe sees the folder writable again (within its 5 s period).
     await untilReady((x) => x.status === 200);
   });
+});
+
+describe("the spool's built-in alerts", () => {
+  it('page when a message waits too long and when the disk runs low, and resolve when that is over', async () => {
+    const upstream = await startFakeUpstream({ faults: { rcpt: () => ({ code: 451, text: '4.7.1 Try again later' }) } });
+    const hook = await startWebhookReceiver();
+    let free = 10_000 * MIB;
+    const relay = await startRelay({
+      upstreams: [{ name: 'provider', port: upstream.port }],
+      mode: 'spool',
+      spool: { minFreeSpace: 256 * MIB, retry: { first: 3_600_000, max: 7_200_000 } },
+      alerts: {
+        sinks: [{ kind: 'webhook', name: 'hook', url: hook.url, secret: null, headers: {} }],
+        rules: [{ name: 'provider-config', condition: { kind: 'class', classes: ['quota'] }, sinks: ['hook'] }],
+        cooldown: 0,
+        spool: { oldest: 1_000, growing: 1_800_000, growingMin: 100 },
+      },
+      appOptions: { spool: { freeSpace: () => free } },
+    });
+    try {
+      const res = await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage() });
+      const id = /queued as ([0-9A-Z]{26})/.exec(res.ok ? res.response : '')![1]!;
+      free = 300 * MIB;
+      // The engine judges the spool every 5 s.
+      await hook.waitFor((r) => r.length >= 2, 20_000);
+      const fired = hook.received.map((h) => h.json.alert as { state: string; rule: string; upstream: string | null; message: string });
+      expect(fired.map((a) => [a.state, a.rule, a.upstream]).sort()).toEqual([
+        ['fired', 'spool-disk-low', null],
+        ['fired', 'spool-oldest', null],
+      ]);
+      expect(fired.find((a) => a.rule === 'spool-oldest')!.message).toMatch(
+        /^spool-oldest: the oldest message in the spool has waited \d+s for delivery \(threshold 1s\)/,
+      );
+      expect(fired.find((a) => a.rule === 'spool-disk-low')!.message).toContain('300 MiB free, less than twice spool.minFreeSpace (256 MiB)');
+
+      free = 10_000 * MIB;
+      await askRelay(join(relay.dataDir, 'mailtrail.lock'), { v: 1, op: 'act', action: 'delete', id, user: 'ops', reason: null });
+      await hook.waitFor((r) => r.length >= 4, 20_000);
+      const resolved = hook.received.slice(2).map((h) => h.json.alert as { state: string; rule: string });
+      expect(resolved.map((a) => [a.state, a.rule]).sort()).toEqual([
+        ['resolved', 'spool-disk-low'],
+        ['resolved', 'spool-oldest'],
+      ]);
+    } finally {
+      await relay.stop();
+      await upstream.close();
+      await hook.close();
+    }
+  }, 60_000);
 });
