@@ -456,6 +456,7 @@ export class App {
               readiness: () => readiness.report(),
               transaction: (id) => recent?.get(id),
               byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
+              spoolFollowUp: (spoolId) => recent?.spoolFollowUp(spoolId) ?? [],
               errors: () => errors?.list() ?? [],
             },
             log,

@@ -13,6 +13,7 @@ import { parseExposition, type Exposition } from '../helpers/exposition.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 import { startWebhookReceiver } from '../helpers/webhook-receiver.js';
+import { delivery } from '../helpers/trail-fixtures.js';
 
 const MIB = 1024 * 1024;
 
@@ -108,6 +109,54 @@ describe('the spool on /metrics and /readyz', () => {
     expect(m.value('mailtrail_spool_oldest_age_seconds')).toBeLessThan(120);
     for (const id of ids) await askRelay(join(relay.dataDir, 'mailtrail.lock'), { v: 1, op: 'act', action: 'delete', id, user: 'ops', reason: null });
     expect((await metrics()).value('mailtrail_spool_messages')).toBe(0);
+  });
+
+  it('/api/transactions tells a spooled message with what befell it since, and finds its later records by their own ids', async () => {
+    const res = await relay.send({ from: 'app@example.com', to: ['api@example.org'], raw: simpleMessage() });
+    const id = /queued as ([0-9A-Z]{26})/.exec(res.ok ? res.response : '')![1]!;
+    const socket = join(relay.dataDir, 'mailtrail.lock');
+    await askRelay(socket, { v: 1, op: 'act', action: 'hold', id, user: 'ops', reason: 'checking' });
+    await askRelay(socket, { v: 1, op: 'act', action: 'delete', id, user: 'ops', reason: null });
+    const body = (await (await fetch(`${relay.httpUrl}/api/transactions/${id}`)).json()) as {
+      outcome: string;
+      spoolFollowUp: { type: string; event: string; id: string }[];
+    };
+    expect(body.outcome).toBe('queued');
+    expect(body.spoolFollowUp.map((r) => [r.type, r.event])).toEqual([
+      ['spool', 'held'],
+      ['spool', 'deleted'],
+    ]);
+    const held = (await (await fetch(`${relay.httpUrl}/api/transactions/${body.spoolFollowUp[0]!.id}`)).json()) as Record<string, unknown>;
+    expect(held).toMatchObject({ type: 'spool', event: 'held', spoolId: id, reason: 'checking', by: { channel: 'cli', user: 'ops', address: null } });
+  });
+
+  it('/api/errors groups failed delivery attempts from the spool, naming the message', async () => {
+    const spoolId = '01M94YAFK06VB1GMH80B0ECYC5';
+    const reply = { code: 451, enhanced: '4.7.1', text: 'Too many messages from 192.0.2.1, slow down' };
+    relay.app.bus.publish('delivery', {
+      ...delivery(spoolId),
+      outcome: 'deferred',
+      upstreamReply: { ...reply, phase: 'rcpt' },
+      rcpt: [{ to: 'ana@example.org', status: 'deferred', reply }],
+      failure: {
+        class: 'throttled',
+        retryable: true,
+        actor: 'upstream',
+        scope: 'account',
+        detail: { rule: 'x', code: 'EENVELOPE', cause: null, timeoutType: null, message: null },
+      },
+      next: { action: 'retry', at: new Date(Date.now() + 60_000).toISOString() },
+    });
+    const { groups } = (await (await fetch(`${relay.httpUrl}/api/errors`)).json()) as {
+      groups: { class: string; normalized: string; sample: { spoolId: string | null } }[];
+    };
+    expect(groups).toContainEqual(
+      expect.objectContaining({
+        class: 'throttled',
+        normalized: '451 4.7.1 Too many messages from <ip>, slow down',
+        sample: expect.objectContaining({ spoolId }),
+      }),
+    );
   });
 
   it('is ready with the spool accepting, and says so', async () => {
