@@ -8,7 +8,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -20,6 +19,7 @@ import type { SpoolEntry } from '../../src/spool/spool-entry.js';
 import { askRelay } from '../../src/tools/queue-client.js';
 import { runTrailCommand } from '../../src/tools/trail-commands.js';
 import { memoryIo } from '../helpers/trail-fixtures.js';
+import { freePort } from '../interop/interop-tools.js';
 import { CLI, ensureBuilt, startMailtrail, type MailtrailChild } from '../../soak/mailtrail-child.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage } from '../helpers/relay-harness.js';
@@ -28,14 +28,6 @@ import { sendMessage } from '../helpers/smtp-client.js';
 const run = promisify(execFile);
 const QUEUED = /queued as ([0-9A-Z]{26})/;
 const ME = userInfo().username;
-
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
 
 interface Ran {
   readonly code: number;
