@@ -112,6 +112,8 @@ export interface QueueRow {
 }
 
 const MAX_QUERY = 256;
+/** `retryAll` changes this many entries at once. */
+const RETRY_ALL_AT_ONCE = 32;
 
 export class QueueAdmin {
   readonly #reader: SpoolReader;
@@ -174,7 +176,7 @@ export class QueueAdmin {
     for await (const s of this.#reader.summaries()) if (s.state === 'queued') ids.push(s.id);
     let retried = 0;
     let skipped = 0;
-    for (const id of ids) {
+    const one = async (id: string): Promise<void> => {
       try {
         if ((await this.act({ id, action: 'retry', by, reason })).changed) retried += 1;
       } catch (err) {
@@ -182,7 +184,9 @@ export class QueueAdmin {
         if (code !== ERR.SPOOL_ENTRY && code !== ERR.QUEUE_STATE && code !== ERR.QUEUE_BUSY) throw err;
         skipped += 1;
       }
-    }
+    };
+    // A few at a time: each change is flushed, and changes in flight together share the folder's fsync.
+    for (let i = 0; i < ids.length; i += RETRY_ALL_AT_ONCE) await Promise.all(ids.slice(i, i + RETRY_ALL_AT_ONCE).map(one));
     return { retried, skipped };
   }
 
