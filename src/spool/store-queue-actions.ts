@@ -105,8 +105,10 @@ export class StoreQueueActions implements QueueActions {
   /** Delete or bounce: held (no lease can take it now), the DSN queued for a bounce, the end record, then the files go. */
   async #end(request: QueueActionRequest): Promise<QueueActionResult> {
     const { id, action } = request;
+    let original: SpoolEntry | null = null;
     const before = await this.#o.store.update(id, (e) => {
       if (e.state === 'delivering') throw busy(id);
+      original = e;
       return e.state === 'held' ? e : this.#held(e, request, `being ${action === 'delete' ? 'deleted' : 'bounced'} by an operator`);
     });
     let dsn: { id: string; note: string | null } = { id: '', note: null };
@@ -116,8 +118,14 @@ export class StoreQueueActions implements QueueActions {
     try {
       record = this.#record(request, dsnId, dsn.note);
     } catch (err) {
-      // Nothing ended: the message stays, held; a DSN queued for it goes.
+      // Nothing ended: the DSN queued for it goes, and the message is as it was before.
       if (dsnId !== null) await this.#o.store.remove(dsnId).catch((e: unknown) => this.#o.log.error({ err: e, id: dsnId }, 'could not take back a DSN'));
+      const restore = original as SpoolEntry | null;
+      if (restore !== null && restore.state !== 'held') {
+        await this.#o.store
+          .update(id, (e) => ({ ...e, state: restore.state, held: restore.held, nextAttemptAt: restore.nextAttemptAt }))
+          .catch((e: unknown) => this.#o.log.error({ err: e, id }, 'a message an operator could not end is left held'));
+      }
       throw err;
     }
     if (dsnId !== null) await this.#o.store.markRecorded(dsnId).catch((err: unknown) => this.#o.log.warn({ err, id: dsnId }, 'DSN not marked recorded'));

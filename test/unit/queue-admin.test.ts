@@ -89,10 +89,12 @@ describe('queue actions on the spool store', () => {
     await expect(admin.hold(id, BY)).rejects.toMatchObject({ code: ERR.AUDIT_WRITE });
     expect((await store.get(id))?.state).toBe('queued');
     await expect(admin.delete(id, BY)).rejects.toMatchObject({ code: ERR.AUDIT_WRITE });
-    expect(await store.get(id)).not.toBeNull();
+    // Still there, and as it was: queued, not left held.
+    expect(await store.get(id)).toMatchObject({ state: 'queued', held: null });
     await expect(admin.bounce(id, BY)).rejects.toMatchObject({ code: ERR.AUDIT_WRITE });
     // The message and nothing else: the DSN made for the bounce was taken back.
     expect([...store.list()].map((s) => s.id)).toEqual([id]);
+    expect((await store.get(id))?.state).toBe('queued');
   });
 
   it('names an unknown id with ESPOOLENTRY, and the lookup that tells its story', async () => {
