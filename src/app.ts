@@ -46,6 +46,10 @@ import type { FreeSpaceProbe } from './audit/free-space.js';
 import { SpoolStore } from './spool/spool-store.js';
 import type { SpoolFileOps } from './spool/spool-files.js';
 import { spoolRecord } from './spool/spool-records.js';
+import { QueueAdmin } from './spool/queue-admin.js';
+import { QueueControl } from './spool/queue-control.js';
+import { StoreQueueActions } from './spool/store-queue-actions.js';
+import { deliveryEndpointLabels } from './spool/delivery-events.js';
 import { usesSpool } from './transaction/delivery-mode.js';
 import { Access } from './console/access.js';
 import { ConsoleApi } from './console/console-api.js';
@@ -144,6 +148,7 @@ export class App {
   #observers: Observers | null = null;
   #spool: SpoolStore | null = null;
   #spoolUnlocked: string | null = null;
+  #control: QueueControl | null = null;
   #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
@@ -200,6 +205,7 @@ export class App {
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     // Before any client: recovery settles what the process before left, and its records are written.
     this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
+    this.#control = this.#buildQueueControl(this.#spool, this.#recorder, ids);
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -291,7 +297,8 @@ export class App {
     await stopped;
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
-    // Every transaction is done: the spool's last writes, then its lock.
+    // Every transaction is done: the queue actions being answered, the spool's last writes, then its lock.
+    await this.#control?.close();
     await this.#spool?.close();
     this.#router?.close();
     await this.#sink?.stop();
@@ -409,6 +416,34 @@ export class App {
   }
 
   /**
+   * The queue's control protocol on the data folder's lock socket (docs/spool.md, "Operating the
+   * queue"): `mailtrail queue` asks the running relay there. One socket for both: the lock already
+   * tells a live relay from a dead one, and its file mode keeps it to the relay's own user. Actions act
+   * on the store directly (StoreQueueActions); a relay without a spool answers that it has none.
+   */
+  #buildQueueControl(spool: SpoolStore | null, recorder: Recorder, ids: IdGenerator): QueueControl {
+    const { config } = this;
+    const admin =
+      spool === null
+        ? null
+        : new QueueAdmin(
+            { summaries: () => spool.list(), get: (id) => spool.get(id) },
+            new StoreQueueActions({
+              store: spool,
+              recorder,
+              ids,
+              log: this.#log,
+              hostname: config.hostname,
+              dsn: config.spool.dsn,
+              maxAge: config.spool.maxAge,
+            }),
+          );
+    const control = new QueueControl(admin, this.#log);
+    this.#lock?.serve((socket) => control.handle(socket));
+    return control;
+  }
+
+  /**
    * Probes, readiness, metrics, the recent-transaction cache, error groups and the alert engine with
    * its sinks; all fed by the bus only. The HTTP endpoint serves them when `http` is configured.
    */
@@ -416,6 +451,8 @@ export class App {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
+    // The spool is opened after the observers (its recovery writes records they must see): they read it lazily.
+    const spools = usesSpool(config.listen, config.clients.users);
     const probes = new UpstreamProbes(
       this.#router!.channels.map((c) => c.pool),
       this.#router!,
@@ -426,7 +463,13 @@ export class App {
       upstreams: names,
       probed: probes.probed,
       listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
+      ...(spools ? { spool: () => this.#spool?.acceptProblem() ?? null } : {}),
     });
+    const spoolFigures = {
+      counts: () => this.#spool?.counts() ?? { queued: 0, delivering: 0, held: 0, oldestWaitingAt: null },
+      freeBytes: () => this.#spool?.measureFreeBytes() ?? null,
+      minFreeSpace: config.spool.minFreeSpace,
+    };
     const served = config.http !== null;
     const metrics = served
       ? new Metrics(bus, {
@@ -435,6 +478,7 @@ export class App {
           sinks: config.alerts.sinks.map((s) => s.name),
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,
+          spool: spools ? { ...spoolFigures, eventEndpoints: deliveryEndpointLabels(config.spool.events) } : null,
         })
       : null;
     const recent = served ? new RecentTransactions(bus) : null;
@@ -460,6 +504,7 @@ export class App {
       log,
       hostname: config.hostname,
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
+      spool: spools ? spoolFigures : null,
     });
     alerts.start();
     const consoleParts = config.http !== null && config.console.enabled ? this.#buildConsole(config.http, readiness, errors, names) : null;
@@ -469,6 +514,7 @@ export class App {
           readiness: () => readiness.report(),
           transaction: (id) => recent?.get(id),
           byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
+          spoolFollowUp: (spoolId) => recent?.spoolFollowUp(spoolId) ?? [],
           errors: () => errors?.list() ?? [],
           // The console reads this process's trail; a supervisor serves none (docs/console.md).
           console: consoleParts?.api ?? null,

@@ -43,6 +43,8 @@ Usage:
                                            totals, success rate, error groups, latency, traffic, top domains
   mailtrail lookup KEY [FILE...] [--limit N] [--json]
                                            the whole story of a message (Message-ID, id, queue id or address)
+  mailtrail queue list|show|retry|hold|release|delete|bounce [ID] [--all] [--state S] [--json] [--config FILE]
+                                           the spooled messages, and what an operator does with them
   mailtrail COMMAND --help                 the options of a command (also: mailtrail help COMMAND)
   mailtrail --version | --help
 
@@ -88,6 +90,7 @@ const COMMANDS: Readonly<Record<string, (args: readonly string[]) => number | Pr
   tail: (args) => runTrailCommand('tail', args, processIo()),
   report: (args) => runTrailCommand('report', args, processIo()),
   lookup: (args) => runTrailCommand('lookup', args, processIo()),
+  queue: (args) => runTrailCommand('queue', args, processIo()),
   help: (args) => help(args),
 };
 

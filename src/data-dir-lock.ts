@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { rm } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERR, type ErrorCode } from './error-codes.js';
 
@@ -60,6 +60,8 @@ export type LockAttempt = { readonly lock: DataDirLock } | { readonly lock: null
 export class DataDirLock {
   readonly path: string;
   readonly #server: net.Server;
+  /** What a connection gets: closed at once, until serve() gives it a handler. */
+  #handler: (socket: net.Socket) => void = (socket) => socket.destroy();
 
   private constructor(path: string, server: net.Server) {
     this.path = path;
@@ -80,7 +82,8 @@ export class DataDirLock {
     if (holder !== null) throw new DataDirInUseError(path, holder, folder);
     // Nobody answers: a leftover of a process that died without closing it (or nothing at all).
     await rm(path, { force: true });
-    const server = net.createServer((socket) => socket.destroy());
+    let lock: DataDirLock | null = null;
+    const server = net.createServer((socket) => (lock === null ? socket.destroy() : lock.#handler(socket)));
     try {
       await listen(server, path);
     } catch (err) {
@@ -89,9 +92,23 @@ export class DataDirLock {
       if (code === 'EADDRINUSE') throw new DataDirInUseError(path, 'was taken while this process started', folder);
       return { lock: null, why: `cannot listen on ${path} (${code})` };
     }
+    // The socket may also serve the control protocol (serve()): its owner's alone. Connecting to a
+    // Unix socket needs write permission on it, so the file mode is the authentication. Should the
+    // chmod fail, the umask's mode stays (022 already keeps others from connecting).
+    await chmod(path, 0o600).catch(() => undefined);
     // The lock never keeps the process alive on its own.
     server.unref();
-    return { lock: new DataDirLock(path, server) };
+    lock = new DataDirLock(path, server);
+    return { lock };
+  }
+
+  /**
+   * Serves connections to the lock with `handler` (the queue's control protocol, spool/queue-control.ts)
+   * instead of closing them. A process checking whether the folder is locked connects and leaves without
+   * a word; the handler must expect that.
+   */
+  serve(handler: (socket: net.Socket) => void): void {
+    this.#handler = handler;
   }
 
   /** Stops listening; Node removes the socket file. Idempotent. */

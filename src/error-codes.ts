@@ -21,6 +21,11 @@ export const ERR = {
   CLIENT_SLOW: 'ECLIENTSLOW',
   /** The configuration has problems (each with its key path). */
   CONFIG: 'ECONFIG',
+  /**
+   * The running relay could not be asked (`mailtrail queue`): it is not running, its data folder has
+   * no control socket, the socket may not be used, or the request was not understood.
+   */
+  CONTROL: 'ECONTROL',
   /** Another mailtrail process uses this dataDir. */
   DATA_DIR_IN_USE: 'EDATADIRINUSE',
   /** A relay deadline (timeouts.relay, an upstream's timeouts.total) ended the attempt. */
@@ -31,6 +36,10 @@ export const ERR = {
   POOL_WAIT: 'EPOOLWAIT',
   /** audit.privacy needs audit.hmacKey, and it is missing or too short. */
   PRIVACY_KEY: 'EPRIVACYKEY',
+  /** A queue action met a message an attempt is delivering right now: nothing was changed; try again. */
+  QUEUE_BUSY: 'EQUEUEBUSY',
+  /** A queue action does not apply to the message's state (retry of a held message): nothing was changed. */
+  QUEUE_STATE: 'EQUEUESTATE',
   /** An upstream skipped because its sending rate left no slot in time. */
   RATE_LIMIT: 'ERATELIMIT',
   /** A trail file shrank while a tool followed it (truncated, or replaced). */

@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import YAML from 'yaml';
 import { ConfigError, formatPath, type ConfigProblem } from './config-error.js';
 import { embeddedDefault } from './embedded-default.js';
-import { validateConfig, validateTrailSection, type TrailConfig } from './schema.js';
+import { validateConfig, validateQueueSection, validateTrailSection, type QueueToolConfig, type TrailConfig } from './schema.js';
 import { withoutSecrets } from './secrets.js';
 import type { Config } from './types.js';
 
@@ -58,6 +58,23 @@ export function loadTrailConfig(opts: LoadConfigOptions): TrailConfig {
   const raw = readYaml(fullPath);
   const doc = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as { audit?: unknown; dataDir?: unknown }) : {};
   return checked({ audit: doc.audit, dataDir: doc.dataDir }, opts.env, fullPath, (value) => validateTrailSection(value, dirname(fullPath)));
+}
+
+/**
+ * The `dataDir` and `spool.dir` keys only, for `mailtrail queue` (like loadTrailConfig: no other key
+ * is interpolated or checked). Without a file, the embedded default's.
+ */
+export function loadQueueConfig(opts: LoadConfigOptions): QueueToolConfig {
+  const file = configFile(opts);
+  if (file === null) {
+    const config = embeddedDefault(opts.env, opts.cwd);
+    return { dataDir: config.dataDir, spoolDir: config.spool.dir };
+  }
+  const fullPath = resolve(opts.cwd, file);
+  const raw = readYaml(fullPath);
+  const doc = raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as { dataDir?: unknown; spool?: unknown }) : {};
+  const spool = doc.spool !== null && typeof doc.spool === 'object' && !Array.isArray(doc.spool) ? { dir: (doc.spool as { dir?: unknown }).dir } : undefined;
+  return checked({ dataDir: doc.dataDir, spool }, opts.env, fullPath, (value) => validateQueueSection(value, dirname(fullPath)));
 }
 
 /** Validates an already-parsed config object (as from YAML), resolving `${ENV}` references first. */

@@ -115,6 +115,29 @@ export function validateTrailSection(
   return { ok: true, config: deepFreeze({ audit: toAudit(result.data.audit, baseDir, dataDir), dataDir }) };
 }
 
+/** Where the queue's tools look: the data folder (its control socket) and the spool folder. */
+export interface QueueToolConfig {
+  readonly dataDir: string;
+  readonly spoolDir: string;
+}
+
+const queueSection = z.strictObject({ dataDir, spool: z.strictObject({ dir: path().optional() }).prefault({}) });
+
+/**
+ * `{ dataDir, spool: { dir } }` (already env-interpolated), checked like the same keys of the full
+ * file, for `mailtrail queue`: like the trail's readers, it needs no secret of the file.
+ */
+export function validateQueueSection(
+  raw: unknown,
+  baseDir: string,
+): { readonly ok: true; readonly config: QueueToolConfig } | { readonly ok: false; readonly problems: ConfigProblem[] } {
+  const result = queueSection.safeParse(raw, { error: issueMessage });
+  if (!result.success) return { ok: false, problems: problemsFromIssues(result.error.issues) };
+  const dataDir = resolve(baseDir, result.data.dataDir);
+  const spoolDir = result.data.spool.dir === undefined ? resolve(dataDir, 'spool') : resolve(baseDir, result.data.spool.dir);
+  return { ok: true, config: deepFreeze({ dataDir, spoolDir }) };
+}
+
 function toConfig(parsed: ParsedConfig, baseDir: string): Config {
   const dataDir = resolve(baseDir, parsed.dataDir);
   return {

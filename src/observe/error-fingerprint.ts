@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
-import type { RelayRecord } from '../audit/records.js';
+import type { DeliveryRecord, RelayRecord } from '../audit/records.js';
+
+/** A record that can fail at an upstream: a relay, or a delivery attempt from the spool. */
+export type FailedRecord = Pick<RelayRecord | DeliveryRecord, 'failure' | 'upstream' | 'upstreamReply' | 'outcome' | 'rcpt'>;
 
 export interface ErrorFingerprint {
   /** Stable key: class + upstream + normalised reply text, hashed (short hex). */
@@ -13,9 +16,10 @@ export interface ErrorFingerprint {
 /**
  * Groups failures that are "the same error" (Sentry-style): the same class at the same upstream with
  * the same reply once the parts that vary per message are masked. Shared by the live error groups
- * (GET /api/errors) and `mailtrail report`, so both show the same groups.
+ * (GET /api/errors) and `mailtrail report`, so both show the same groups. A delivery attempt from
+ * the spool is fingerprinted like a relay: the same provider error groups with its pass-through twin.
  */
-export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
+export function errorFingerprint(record: FailedRecord): ErrorFingerprint | null {
   if (!record.failure) return null;
   const reply = errorReply(record);
   const d = record.failure.detail;
@@ -38,7 +42,7 @@ export function errorFingerprint(record: RelayRecord): ErrorFingerprint | null {
  * is the final 250 and the error is the first refused recipient's reply. Fingerprints and the
  * samples shown beside them both use it, so a group's sample always shows its own error.
  */
-export function errorReply(record: RelayRecord): RelayRecord['rcpt'][number]['reply'] {
+export function errorReply(record: FailedRecord): RelayRecord['rcpt'][number]['reply'] {
   const refused = record.outcome === 'partial' ? record.rcpt.find((r) => r.status !== 'accepted' && r.reply)?.reply : undefined;
   return refused ?? record.upstreamReply;
 }

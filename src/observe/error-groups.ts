@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { RelayRecord } from '../audit/records.js';
+import type { DeliveryRecord, RelayRecord } from '../audit/records.js';
 import { errorFingerprint, errorReply } from './error-fingerprint.js';
 import type { RelayBus } from './relay-events.js';
 
@@ -14,16 +14,18 @@ export interface ErrorGroup {
   readonly count: number;
   readonly firstSeen: string;
   readonly lastSeen: string;
-  /** The latest occurrence: its transaction id and the upstream's reply (or error when none came). */
+  /** The latest occurrence: its record's id (a relay, or a delivery from the spool) and the upstream's reply (or error when none came). */
   readonly sample: {
     readonly id: string;
+    /** The spooled message a delivery attempt was of; null for a relay. */
+    readonly spoolId: string | null;
     readonly reply: RelayRecord['rcpt'][number]['reply'];
     readonly error: { readonly code: string | null; readonly cause: string | null } | null;
   };
 }
 
 /**
- * Live error groups (Sentry-style) from relay failures, bounded: the least recently seen group is
+ * Live error groups (Sentry-style) from relay failures and failed delivery attempts from the spool, bounded: the least recently seen group is
  * forgotten first once `max` groups exist, so a flood of distinct replies cannot grow memory.
  */
 export class ErrorGroups {
@@ -32,7 +34,8 @@ export class ErrorGroups {
 
   constructor(bus: RelayBus, max = 500) {
     this.#groups = new LRUCache({ max });
-    this.#unsubscribe = bus.subscribe('relay', (r) => this.#add(r));
+    const off = [bus.subscribe('relay', (r) => this.#add(r)), bus.subscribe('delivery', (r) => this.#add(r))];
+    this.#unsubscribe = () => off.forEach((f) => f());
   }
 
   /** Most recently seen first. */
@@ -44,7 +47,7 @@ export class ErrorGroups {
     this.#unsubscribe();
   }
 
-  #add(record: RelayRecord): void {
+  #add(record: RelayRecord | DeliveryRecord): void {
     const fp = errorFingerprint(record);
     if (!fp) return;
     const before = this.#groups.get(fp.key);
@@ -60,6 +63,7 @@ export class ErrorGroups {
       lastSeen: record.time,
       sample: {
         id: record.id,
+        spoolId: record.type === 'delivery' ? record.spoolId : null,
         reply,
         error: reply ? null : { code: detail?.code ?? null, cause: detail?.cause ?? null },
       },

@@ -5,7 +5,7 @@ import type { HttpConfig } from '../config/types.js';
 import type { ErrorGroup } from './error-groups.js';
 import type { Logger } from '../logger.js';
 import type { ReadinessReport } from './readiness.js';
-import type { RecentRecord } from './recent-transactions.js';
+import type { RecentRecord, SpoolFollowUp } from './recent-transactions.js';
 
 /** What the endpoint serves; each part is built in the composition root. */
 export interface HttpSources {
@@ -14,6 +14,8 @@ export interface HttpSources {
   readonly readiness: () => ReadinessReport | Promise<ReadinessReport>;
   readonly transaction: (id: string) => RecentRecord | undefined | Promise<RecentRecord | undefined>;
   readonly byMessageId: (messageId: string) => RecentRecord[] | Promise<RecentRecord[]>;
+  /** A spooled message's later records (deliveries, spool events), oldest first. */
+  readonly spoolFollowUp: (spoolId: string) => SpoolFollowUp[] | Promise<SpoolFollowUp[]>;
   readonly errors: () => ErrorGroup[] | Promise<ErrorGroup[]>;
   /** The web console (its pages and `/api/v1/`), when on: it answers the paths it serves, itself. */
   readonly console: ConsoleHandler | null;
@@ -136,8 +138,11 @@ export class ObservabilityServer {
     }
     const match = /^\/api\/transactions\/([0-9A-Za-z]{1,64})$/.exec(path);
     if (match) {
-      const record = await this.#sources.transaction(match[1]!.toUpperCase());
-      return record ? json(200, record) : json(404, { error: 'not found among recent transactions' });
+      const id = match[1]!.toUpperCase();
+      const record = await this.#sources.transaction(id);
+      if (!record) return json(404, { error: 'not found among recent transactions' });
+      // A spooled message: what befell it since its acceptance comes with it (docs/observability.md).
+      return json(200, record.type === 'relay' && record.outcome === 'queued' ? { ...record, spoolFollowUp: await this.#sources.spoolFollowUp(id) } : record);
     }
     return json(404, { error: 'not found' });
   }

@@ -1,6 +1,7 @@
 import { UPSTREAM_FAILURE_CLASSES } from '../classify/failure-class.js';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { RelayRecord } from '../audit/records.js';
+import { LRUCache } from 'lru-cache';
+import type { DeliveryRecord, RelayRecord, SpoolRecord } from '../audit/records.js';
 import type { RelayBus } from './relay-events.js';
 import type { ProbeResult } from '../routing/routing-events.js';
 import type { AuthEvent } from '../admission/auth-lockout.js';
@@ -17,7 +18,26 @@ export interface MetricsOptions {
   readonly sessionsActive: () => number;
   /** Also export the process metrics (CPU, memory, event loop lag, GC, handles). */
   readonly processMetrics: boolean;
+  /** The spool, when a listener or user spools (docs/spool.md): its series exist then, and only then. */
+  readonly spool?: SpoolGauges | null;
 }
+
+/** What the spool's gauges read at scrape time. */
+export interface SpoolGauges {
+  /** Entries by state, and when the oldest one waiting for delivery (queued or delivering) was accepted (ms). */
+  counts(): { readonly queued: number; readonly delivering: number; readonly held: number; readonly oldestWaitingAt: number | null };
+  /** Free bytes on the spool's filesystem (statfs), or null when it cannot tell. */
+  freeBytes(): number | null;
+  /** spool.minFreeSpace: below it new messages get 452. */
+  readonly minFreeSpace: number;
+  /** Labels of the delivery-event endpoints (spool.events), so their series exist (at 0). */
+  readonly eventEndpoints: readonly string[];
+}
+
+/** The ends of a spooled message (docs/spool.md): a `spool` record with one of these events. */
+const SPOOL_ENDS = ['delivered', 'bounced', 'expired', 'deleted'] as const;
+/** Messages whose last failed attempt's class is remembered for their end's `class` label. */
+const MAX_REMEMBERED_CLASSES = 100_000;
 
 /** Label value for "no class" (a delivery) and "no upstream" (nothing was tried). */
 const NONE = 'none';
@@ -182,12 +202,16 @@ export class Metrics {
     this.#authFailures.inc(0);
     this.#authLocked.inc(0);
     for (const scope of ['address', 'user'] as const) this.#authLockouts.inc({ scope }, 0);
+    if (options.spool) this.#spoolSeries(options.spool, options.upstreams);
     this.#auditWriteErrors.inc(0);
     this.#auditWritable.set(1);
     this.#unclassified.inc(0);
   }
 
+  readonly #bus: RelayBus;
+
   constructor(bus: RelayBus, options: MetricsOptions) {
+    this.#bus = bus;
     new Gauge({
       name: 'mailtrail_sessions_active',
       help: 'Client SMTP sessions open now.',
@@ -227,6 +251,113 @@ export class Metrics {
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
       bus.subscribe('auth', (e) => this.#onAuth(e)),
       bus.subscribe('upstream-token', (t) => this.#onToken(t)),
+    );
+  }
+
+  /**
+   * The spool's series (docs/observability.md, "Spool"): gauges read from the spool at scrape time,
+   * counters fed by the `delivery` and `spool` records and the delivery-event outbox. Every series an
+   * alert reads exists at 0 from the start.
+   */
+  #spoolSeries(spool: SpoolGauges, upstreams: readonly string[]): void {
+    const r = [this.registry];
+    new Gauge({
+      name: 'mailtrail_spool_messages',
+      help: 'Messages in the spool by state: queued (waiting for their next attempt), delivering (an attempt in flight), held (kept for the operator).',
+      labelNames: ['state'] as const,
+      registers: r,
+      collect() {
+        const c = spool.counts();
+        for (const state of ['queued', 'delivering', 'held'] as const) this.set({ state }, c[state]);
+      },
+    });
+    new Gauge({
+      name: 'mailtrail_spool_oldest_age_seconds',
+      help: 'Age of the oldest message waiting for delivery (queued or delivering; held ones left out); 0 when none waits.',
+      registers: r,
+      collect() {
+        const at = spool.counts().oldestWaitingAt;
+        this.set(at === null ? 0 : Math.max(0, Math.round((Date.now() - at) / 1000)));
+      },
+    });
+    new Gauge({
+      name: 'mailtrail_spool_free_bytes',
+      help: "Free bytes on the spool's filesystem (statfs at scrape time).",
+      registers: r,
+      collect() {
+        const free = spool.freeBytes();
+        if (free !== null) this.set(free);
+      },
+    });
+    new Gauge({
+      name: 'mailtrail_spool_min_free_bytes',
+      help: 'spool.minFreeSpace: below it the spool refuses new messages with 452 4.3.1 (0: no check).',
+      registers: r,
+    }).set(spool.minFreeSpace);
+    const attempts = new Counter({
+      name: 'mailtrail_spool_attempts_total',
+      help: 'Delivery attempts of spooled messages by failure class ("none" when delivered).',
+      labelNames: ['class'] as const,
+      registers: r,
+    });
+    const ends = new Counter({
+      name: 'mailtrail_spool_ends_total',
+      help: 'Spooled messages ended, by end (delivered, bounced, expired, deleted) and the failure class of their last failed attempt ("none" when there was none).',
+      labelNames: ['end', 'class'] as const,
+      registers: r,
+    });
+    const parked = new Gauge({
+      name: 'mailtrail_spool_parked',
+      help: "1 while the upstream's queue is parked (an account-wide failure: no attempt through it until it passes a probe), else 0.",
+      labelNames: ['upstream'] as const,
+      registers: r,
+    });
+    const events = new Counter({
+      name: 'mailtrail_delivery_events_total',
+      help: 'Delivery-event webhook tries per endpoint by result: sent (2xx), failed (retried later), dropped (given up past the age limit).',
+      labelNames: ['endpoint', 'result'] as const,
+      registers: r,
+    });
+    const pending = new Gauge({
+      name: 'mailtrail_delivery_events_pending',
+      help: 'Delivery events waiting in the outbox for the endpoint.',
+      labelNames: ['endpoint'] as const,
+      registers: r,
+    });
+    for (const cls of [NONE, ...UPSTREAM_FAILURE_CLASSES]) attempts.inc({ class: cls }, 0);
+    for (const end of SPOOL_ENDS) {
+      ends.inc({ end, class: NONE }, 0);
+      if (end === 'bounced' || end === 'expired') for (const cls of UPSTREAM_FAILURE_CLASSES) ends.inc({ end, class: cls }, 0);
+    }
+    for (const upstream of upstreams) parked.set({ upstream }, 0);
+    for (const endpoint of spool.eventEndpoints) {
+      for (const result of ['sent', 'failed', 'dropped'] as const) events.inc({ endpoint, result }, 0);
+      pending.set({ endpoint }, 0);
+    }
+    // The class of each message's last failed attempt, for the label of its end (bounded: an entry is
+    // forgotten at its end, or when 100,000 newer ones crowd it out).
+    const lastClass = new LRUCache<string, string>({ max: MAX_REMEMBERED_CLASSES });
+    const onDelivery = (d: DeliveryRecord): void => {
+      const cls = d.failure?.class ?? NONE;
+      attempts.inc({ class: cls });
+      if (cls !== NONE) lastClass.set(d.spoolId, cls);
+    };
+    const onSpool = (s: SpoolRecord): void => {
+      if (s.event === 'parked' || s.event === 'unparked') {
+        if (s.upstream !== null) parked.set({ upstream: s.upstream }, s.event === 'parked' ? 1 : 0);
+        return;
+      }
+      if (s.spoolId === null || !(SPOOL_ENDS as readonly string[]).includes(s.event)) return;
+      ends.inc({ end: s.event, class: s.event === 'delivered' ? NONE : (lastClass.get(s.spoolId) ?? NONE) });
+      lastClass.delete(s.spoolId);
+    };
+    this.#unsubscribe.push(
+      this.#bus.subscribe('delivery', onDelivery),
+      this.#bus.subscribe('spool', onSpool),
+      this.#bus.subscribe('delivery-event-sent', (e) => events.inc({ endpoint: e.endpoint, result: 'sent' })),
+      this.#bus.subscribe('delivery-event-failed', (e) => events.inc({ endpoint: e.endpoint, result: 'failed' })),
+      this.#bus.subscribe('delivery-event-dropped', (e) => events.inc({ endpoint: e.endpoint, result: 'dropped' })),
+      this.#bus.subscribe('delivery-event-pending', (e) => pending.set({ endpoint: e.endpoint }, e.pending)),
     );
   }
 

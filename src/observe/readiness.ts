@@ -11,6 +11,11 @@ export interface ReadinessSources {
   readonly probed: readonly string[];
   /** The listeners bound and accepting now; empty while starting or stopping. */
   readonly listeners: () => readonly { host: string; port: number; implicitTls: boolean }[];
+  /**
+   * Why the spool cannot accept a message now (below spool.minFreeSpace, its folder not writable), or
+   * null when it can; absent when nothing spools.
+   */
+  readonly spool?: () => string | null;
 }
 
 export interface UpstreamReadiness {
@@ -37,6 +42,8 @@ export interface ReadinessReport {
   readonly reasons: readonly string[];
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
   readonly upstreams: readonly UpstreamReadiness[];
+  /** Whether the spool takes new messages, and why not; null when nothing spools. */
+  readonly spool: { readonly accepting: boolean; readonly reason: string | null } | null;
 }
 
 /** The latest word on a probed upstream's health: its last probe, or its breaker opening or closing since. */
@@ -46,8 +53,8 @@ interface Health {
 }
 
 /**
- * Ready = the SMTP listeners are accepting, the audit trail takes records, and at least one upstream
- * is usable (docs/observability.md, "Readiness"): its circuit breaker is not open, and, when it is
+ * Ready = the SMTP listeners are accepting, the audit trail takes records, the spool (when a listener
+ * or user spools) can take messages, and at least one upstream is usable (docs/observability.md, "Readiness"): its circuit breaker is not open, and, when it is
  * probed, the latest word on its health is good: its last probe passed, or its breaker closed after a
  * successful trial since. A breaker change counts the moment it happens (`upstream-state`), so an
  * instance whose every upstream is cut off stops being ready before the next probe, and one whose
@@ -93,7 +100,11 @@ export class Readiness {
     if (!upstreams.some((u) => u.usable)) {
       reasons.push(`no usable upstream (${[...unusable].map(([name, why]) => `${name}: ${why}`).join('; ')})`);
     }
-    return { ready: reasons.length === 0, reasons, listeners, upstreams };
+    // A spool that cannot take messages answers every spooled one 451 or 452: not ready for traffic.
+    const spoolProblem = this.#sources.spool?.() ?? null;
+    if (spoolProblem !== null) reasons.push(spoolProblem);
+    const spool = this.#sources.spool === undefined ? null : { accepting: spoolProblem === null, reason: spoolProblem };
+    return { ready: reasons.length === 0, reasons, listeners, upstreams, spool };
   }
 
   /** Why the upstream does not count towards readiness, or null when it does. */

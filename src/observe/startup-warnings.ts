@@ -8,6 +8,7 @@
  */
 import { isLoopbackHost } from '../config/fields.js';
 import type { Config, HttpConfig, UpstreamConfig } from '../config/types.js';
+import { usesSpool } from '../transaction/delivery-mode.js';
 
 export const STARTUP_WARNING_CODES = [
   'tls_ephemeral',
@@ -85,7 +86,10 @@ export function startupWarnings(config: Config, facts: StartupFacts): StartupWar
   if (facts.dataDirUnlocked !== null) {
     warnings.push({
       code: 'data_dir_unlocked',
-      message: `${config.dataDir} is not locked (${facts.dataDirUnlocked}): a second mailtrail process on it would go unnoticed`,
+      // The lock is also the queue's control socket (docs/spool.md, "Operating the queue").
+      message: `${config.dataDir} is not locked (${facts.dataDirUnlocked}): a second mailtrail process on it would go unnoticed${
+        usesSpool(config.listen, config.clients.users) ? ', and mailtrail queue cannot reach this relay' : ''
+      }`,
       fields: { dataDir: config.dataDir, reason: facts.dataDirUnlocked },
     });
   }

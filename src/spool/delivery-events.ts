@@ -93,6 +93,20 @@ export function deliveryEndpointKey(endpoint: DeliveryEventEndpoint): string {
 }
 
 /**
+ * Each endpoint's label in logs and metrics, in order: its name, else its URL's host (never the URL,
+ * which may carry a token); a label met again gets `#2`, `#3`.
+ */
+export function deliveryEndpointLabels(endpoints: readonly Pick<DeliveryEventEndpoint, 'url' | 'name'>[]): string[] {
+  const seen = new Map<string, number>();
+  return endpoints.map((endpoint) => {
+    const base = endpoint.name ?? new URL(endpoint.url).host;
+    const n = (seen.get(base) ?? 0) + 1;
+    seen.set(base, n);
+    return n === 1 ? base : `${base}#${n}`;
+  });
+}
+
+/**
  * Per-message delivery events to the applications' webhooks (docs/spool.md, "Delivery events"),
  * at least once. `emit` writes the event to the outbox on disk for every endpoint and returns once
  * it is durable; each endpoint then has its own lane that POSTs from the outbox, signed like the
@@ -115,15 +129,12 @@ export class DeliveryEvents {
   constructor(options: DeliveryEventsOptions) {
     this.#opts = { ...DELIVERY_EVENT_DEFAULTS, ...stripUndefined(options) };
     this.#outbox = new DeliveryOutbox(options.dir);
-    const labels = new Map<string, number>();
-    this.#lanes = options.endpoints.map((endpoint) => {
+    const labels = deliveryEndpointLabels(options.endpoints);
+    this.#lanes = options.endpoints.map((endpoint, i) => {
       const url = new URL(endpoint.url);
-      const base = endpoint.name ?? url.host;
-      const seen = (labels.get(base) ?? 0) + 1;
-      labels.set(base, seen);
       const agentOptions = { keepAlive: true, maxSockets: this.#opts.concurrency };
       return {
-        label: seen === 1 ? base : `${base}#${seen}`,
+        label: labels[i]!,
         key: deliveryEndpointKey(endpoint),
         url,
         secret: endpoint.secret,

@@ -33,6 +33,8 @@ export interface SpoolCounts {
   readonly bytes: number;
   /** When the oldest entry was accepted (ms); null when the spool is empty. */
   readonly oldestAcceptedAt: number | null;
+  /** When the oldest entry waiting for delivery (queued or delivering, not held) was accepted (ms); null when none waits. */
+  readonly oldestWaitingAt: number | null;
 }
 
 export function summaryOf(entry: SpoolEntry): SpoolSummary {
@@ -91,8 +93,12 @@ export class SpoolIndex {
   /** One pass over the index (for a metrics scrape, not per message). */
   counts(): SpoolCounts {
     let oldest: number | null = null;
-    for (const s of this.#entries.values()) if (oldest === null || s.acceptedAt < oldest) oldest = s.acceptedAt;
-    return { ...this.#byState, total: this.#entries.size, bytes: this.#bytes, oldestAcceptedAt: oldest };
+    let waiting: number | null = null;
+    for (const s of this.#entries.values()) {
+      if (oldest === null || s.acceptedAt < oldest) oldest = s.acceptedAt;
+      if (s.state !== 'held' && (waiting === null || s.acceptedAt < waiting)) waiting = s.acceptedAt;
+    }
+    return { ...this.#byState, total: this.#entries.size, bytes: this.#bytes, oldestAcceptedAt: oldest, oldestWaitingAt: waiting };
   }
 
   /**

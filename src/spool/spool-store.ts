@@ -116,6 +116,12 @@ export class SpoolStore {
   #metaSync: FolderSync | null = null;
   #lock: DataDirLock | null = null;
   #closed = false;
+  readonly #minFreeSpace: number;
+  readonly #probe: FreeSpaceProbe;
+  /** Why the spool's folder could not be written at the last try (an acceptance, or the write probe); null when it could. */
+  #writeProblem: string | null = null;
+  #probing = false;
+  #probedAt = Number.NEGATIVE_INFINITY;
 
   private constructor(opts: SpoolStoreOptions) {
     this.dir = opts.dir;
@@ -125,7 +131,9 @@ export class SpoolStore {
     this.#ops = { ...NODE_SPOOL_FILE_OPS, ...opts.fileOps };
     this.#now = opts.now ?? Date.now;
     this.#log = opts.log;
-    this.#space = new FreeSpaceGuard(opts.dir, opts.minFreeSpace, this.#now, opts.freeSpace ?? statfsProbe);
+    this.#minFreeSpace = opts.minFreeSpace;
+    this.#probe = opts.freeSpace ?? statfsProbe;
+    this.#space = new FreeSpaceGuard(opts.dir, opts.minFreeSpace, this.#now, this.#probe);
   }
 
   /**
@@ -169,6 +177,32 @@ export class SpoolStore {
     return this.#space.available;
   }
 
+  /** Free bytes on the spool's filesystem now (one statfs: for a metrics scrape, not per message); null when it cannot tell. */
+  measureFreeBytes(): number | null {
+    try {
+      const free = this.#probe(this.dir);
+      return Number.isFinite(free) ? free : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Why a new message could not be accepted now, in words; null when it could (docs/observability.md,
+   * "Readiness"): the filesystem below `spool.minFreeSpace`, or the folder not writable (the last
+   * acceptance failed, or a write probe in tmp/ did, made at most every few seconds while asked).
+   * The probe runs in the background: a call sees the result of the one before.
+   */
+  acceptProblem(): string | null {
+    if (this.#closed) return null;
+    if (!this.hasRoom()) {
+      const free = this.#space.available;
+      return `the spool's filesystem is below spool.minFreeSpace (${free === null ? 'unknown' : mib(free)} free, ${mib(this.#minFreeSpace)} kept): new messages get 452 4.3.1`;
+    }
+    this.#probeWrite();
+    return this.#writeProblem;
+  }
+
   /**
    * Writes a new `queued` entry, due at once, durably (the order in the file comment). When it
    * resolves the message is in the spool for good, a power cut included; only then may the caller
@@ -197,9 +231,11 @@ export class SpoolStore {
       metaMoved = true;
       await this.#metaSync!.sync();
     } catch (err) {
+      this.#writeProblem = unwritable(err);
       await this.#undoAccept(id, [tmpBody, tmpMeta], metaMoved ? meta : null, bodyMoved ? body : null);
       throw new SpoolError(ERR.SPOOL_WRITE, `could not write the message to the spool (${describe(err)})`, { cause: err });
     }
+    this.#writeProblem = null;
     this.#space.wrote(entry.message.size + json.length);
     this.#index.set(summaryOf(entry));
     return entry;
@@ -343,6 +379,33 @@ export class SpoolStore {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** A small file written, flushed and removed in tmp/, as an acceptance would: at most every WRITE_PROBE_MS. */
+  #probeWrite(): void {
+    const now = this.#now();
+    if (this.#probing || now - this.#probedAt < WRITE_PROBE_MS) return;
+    this.#probing = true;
+    this.#probedAt = now;
+    const path = join(this.#tmp, `write-probe-${process.pid}`);
+    const probe = async (): Promise<void> => {
+      await removeFile(path);
+      await writeDurably(path, 'mailtrail\n', this.#ops);
+      await removeFile(path);
+    };
+    probe()
+      .then(
+        () => {
+          this.#writeProblem = null;
+        },
+        (err: unknown) => {
+          this.#writeProblem = unwritable(err);
+          void removeFile(path).catch(() => undefined);
+        },
+      )
+      .finally(() => {
+        this.#probing = false;
+      });
+  }
 
   #metaPath(id: string): string {
     return join(this.#meta, id + META);
@@ -532,6 +595,17 @@ class SmallFileReader {
       closeSync(fd);
     }
   }
+}
+
+/** How often acceptProblem() may write its probe file. */
+const WRITE_PROBE_MS = 5_000;
+
+function unwritable(err: unknown): string {
+  return `the spool folder cannot be written (${describe(err)}): new messages get 451 4.3.0`;
+}
+
+function mib(bytes: number): string {
+  return `${Math.round(bytes / 1024 / 1024)} MiB`;
 }
 
 function noEntry(id: string): SpoolError {

@@ -183,9 +183,14 @@ function deliveryLine(r: DeliveryRecord, style: Style): string {
   ].join('  ');
 }
 
+/** The operator behind a `spool` record: "by ops (cli)", "by ana (console 203.0.113.9)". */
+export function formatActor(by: NonNullable<SpoolRecord['by']>): string {
+  return `by ${by.user ?? '?'} (${by.channel}${by.address ? ` ${by.address}` : ''})`;
+}
+
 /** time, "spool" and the event, the message (or upstream), why, who, the DSN queued, id. */
 function spoolLine(r: SpoolRecord, style: Style): string {
-  const by = r.by ? `by ${r.by.user ?? '?'} (${r.by.channel}${r.by.address ? ` ${r.by.address}` : ''})` : '';
+  const by = r.by ? formatActor(r.by) : '';
   return [
     paint(style, 'dim', formatTime(r.time)),
     paint(style, outcomeColor(r.event), `◆ ${r.event}`.padEnd(OUTCOME_WIDTH)),

@@ -5,7 +5,7 @@
  * text is escaped for the terminal first (terminal-text.ts).
  */
 import type { AuditRecord, DeliveryRecord, RelayRecord, SpoolRecord } from '../audit/records.js';
-import { formatAddress, formatBytes, formatMs, formatReply, formatTime, outcomeColor, paint, recordLine, type Style } from './format.js';
+import { formatActor, formatAddress, formatBytes, formatMs, formatReply, formatTime, outcomeColor, paint, recordLine, type Style } from './format.js';
 import type { TrailEntry } from './trail-reader.js';
 
 export type KeyKind = 'id' | 'message-id' | 'address' | 'queue or connection id';
@@ -69,17 +69,28 @@ function verdictLine(relays: readonly RelayRecord[], dropped: number, style: Sty
   return `  latest outcome: ${paint(style, outcomeColor(latest.outcome), latest.outcome)} at ${formatTime(latest.time)}${where}${earlier}`;
 }
 
-/** Where a spooled message stands: its delivery attempts and its end, when the story has them. */
+/**
+ * Where a spooled message stands: its delivery attempts, what operators did with it (who, from
+ * where), and its end with the DSN it queued, when the story has them. The records of a DSN (a
+ * spooled message of its own) are told by their own lines, not counted here.
+ */
 function spoolLine(records: readonly AuditRecord[], style: Style): string | null {
-  const deliveries = records.filter((r): r is DeliveryRecord => r.type === 'delivery');
-  const events = records.filter((r): r is SpoolRecord => r.type === 'spool' && r.spoolId !== null);
+  const accepted = records.find((r): r is RelayRecord => r.type === 'relay' && r.outcome === 'queued');
+  const own = (r: DeliveryRecord | SpoolRecord): boolean => accepted === undefined || r.spoolId === accepted.id;
+  const deliveries = records.filter((r): r is DeliveryRecord => r.type === 'delivery' && own(r));
+  const events = records.filter((r): r is SpoolRecord => r.type === 'spool' && r.spoolId !== null && own(r));
   if (deliveries.length === 0 && events.length === 0) return null;
   const last = deliveries.at(-1);
   const tries = last ? `${deliveries.length} delivery attempt(s), the last ${paint(style, outcomeColor(last.outcome), last.outcome)}` : 'no delivery attempt';
-  const end = events.findLast((e) => ['delivered', 'bounced', 'expired', 'deleted'].includes(e.event));
-  const state = end ? `ended ${paint(style, outcomeColor(end.event), end.event)} at ${formatTime(end.time)}` : 'still in the spool';
-  return `  spool: ${tries}; ${state}`;
+  const end = events.findLast((e) => SPOOL_END_EVENTS.includes(e.event));
+  const state = end
+    ? `ended ${paint(style, outcomeColor(end.event), end.event)} at ${formatTime(end.time)}${end.by ? ` ${formatActor(end.by)}` : ''}${end.dsn ? `, DSN ${end.dsn.id} queued for the sender` : ''}`
+    : 'still in the spool';
+  const actions = events.filter((e) => e.by !== null && e !== end).map((e) => `${e.event} ${formatActor(e.by!)}`);
+  return `  spool: ${tries}; ${state}${actions.length > 0 ? `; operator: ${actions.join(', ')}` : ''}`;
 }
+
+const SPOOL_END_EVENTS: readonly string[] = ['delivered', 'bounced', 'expired', 'deleted'];
 
 /** `deferred, unknown` for a few, `950 delivered, 49 deferred` for many. */
 function outcomeList(relays: readonly RelayRecord[]): string {

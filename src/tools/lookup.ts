@@ -264,6 +264,11 @@ export class RelatedKeys {
       // The accepting transaction, and through it the message's other deliveries and its end.
       this.#ids.add(normalize(r.spoolId));
       this.#written.add(r.spoolId);
+      // The bounce (DSN) queued for the sender is a spooled message of its own: its fate belongs here.
+      if (r.type === 'spool' && r.dsn?.id) {
+        this.#ids.add(normalize(r.dsn.id));
+        this.#written.add(r.dsn.id);
+      }
     } else if ((r.type === 'reject' || r.type === 'session') && r.session?.id) {
       this.#sessions.add(r.session.id);
       this.#written.add(r.session.id);

@@ -155,7 +155,7 @@ export interface Report {
   readonly rejectClasses: Record<string, number>;
   readonly recipients: { readonly accepted: number; readonly rejected: number; readonly deferred: number; readonly unknown: number; readonly queued: number };
   /** Messages taken into the spool: delivery attempts by outcome, and ends and changes by event. */
-  readonly spool: { readonly deliveries: Record<DeliveryOutcome, number>; readonly events: Record<string, number> };
+  readonly spool: { readonly deliveries: Record<DeliveryOutcome, number>; readonly events: Record<string, number>; readonly messages: SpoolCounts };
   readonly duplicateRisk: number;
   readonly duplicateOf: number;
   readonly failovers: number;
@@ -222,6 +222,8 @@ export class ReportBuilder {
   #recipients = { accepted: 0, rejected: 0, deferred: 0, unknown: 0, queued: 0 };
   #deliveries: Record<DeliveryOutcome, number> = { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0 };
   #spoolEvents = new Map<string, number>();
+  /** `spool` records an operator's action wrote (`by` set). */
+  #byOperator = 0;
   #duplicateRisk = 0;
   #duplicateOf = 0;
   #failovers = 0;
@@ -320,6 +322,21 @@ export class ReportBuilder {
   #spool(r: SpoolRecord): void {
     this.#records.spool += 1;
     increment(this.#spoolEvents, String(r.event));
+    if (r.by) this.#byOperator += 1;
+  }
+
+  #spoolCounts(): SpoolCounts {
+    const event = (name: string): number => this.#spoolEvents.get(name) ?? 0;
+    return {
+      queued: this.#outcomes.queued,
+      delivered: event('delivered'),
+      deferred: this.#deliveries.deferred,
+      bounced: event('bounced'),
+      expired: event('expired'),
+      deleted: event('deleted'),
+      held: event('held'),
+      byOperator: this.#byOperator,
+    };
   }
 
   #reject(r: RejectRecord): void {
@@ -441,7 +458,7 @@ export class ReportBuilder {
       failureClasses: sortedCounts(this.#failureClasses),
       rejectClasses: sortedCounts(this.#rejectClasses),
       recipients: { ...this.#recipients },
-      spool: { deliveries: { ...this.#deliveries }, events: sortedCounts(this.#spoolEvents) },
+      spool: { deliveries: { ...this.#deliveries }, events: sortedCounts(this.#spoolEvents), messages: this.#spoolCounts() },
       duplicateRisk: this.#duplicateRisk,
       duplicateOf: this.#duplicateOf,
       failovers: this.#failovers,
@@ -535,6 +552,22 @@ export function rejectKey(r: RefusalFacts, by: GroupBy): string {
     case 'instance':
       return r.instance ?? NONE;
   }
+}
+
+/**
+ * The spool in messages: taken in (relay records `queued`, never counted as delivered), delivered from
+ * it, attempts deferred, and the ends and holds by their `spool` records; `byOperator`: the `spool`
+ * records an operator's action wrote.
+ */
+export interface SpoolCounts {
+  readonly queued: number;
+  readonly delivered: number;
+  readonly deferred: number;
+  readonly bounced: number;
+  readonly expired: number;
+  readonly deleted: number;
+  readonly held: number;
+  readonly byOperator: number;
 }
 
 /** Delivered of the relay records that decided the message's fate (not `queued`: that is decided later). */

@@ -59,7 +59,15 @@ export function renderReport(report: Report, fileNames: readonly string[], style
 
   if (r.outcomes.queued + r.records.delivery + r.records.spool > 0) {
     h('Spool');
-    out.push(row('queued', r.outcomes.queued, 'relay records of messages taken into the spool (client told 250 queued)'));
+    const m = r.spool.messages;
+    out.push(row('queued', m.queued, 'messages taken into the spool (client told 250 queued; not counted as delivered)'));
+    out.push(row('delivered', m.delivered, 'delivered from the spool (their end records)'));
+    out.push(row('deferred', m.deferred, 'delivery attempts that failed for now (tried again later)'));
+    out.push(row('bounced', m.bounced, 'given up as undeliverable (refused for good, or by an operator)'));
+    out.push(row('expired', m.expired, 'not delivered within spool.maxAge'));
+    out.push(row('deleted', m.deleted, 'deleted by an operator, without a bounce'));
+    out.push(row('held', m.held, 'held (by an operator, or after an unknown outcome)'));
+    if (m.byOperator > 0) out.push(row('operator actions', m.byOperator, 'spool records an operator wrote (mailtrail queue, the console)'));
     const d = r.spool.deliveries;
     out.push(
       row(

@@ -1,11 +1,13 @@
 /**
- * The trail tools as CLI commands: `tail`, `report`, `lookup`. Builds the tools' surroundings from
+ * The operator's tools as CLI commands: the trail's `tail`, `report`, `lookup`, and the spool's
+ * `queue`. Builds the tools' surroundings from
  * the process (streams, environment, terminal, signals) and turns their errors into exit codes:
  * 0 done, 1 nothing found / unreadable file, 2 usage.
  */
 import { explainUsage } from './command-args.js';
 import { lookupCommand, LOOKUP_USAGE } from './lookup.js';
 import { reportCommand, REPORT_USAGE } from './report.js';
+import { queueCommand, QUEUE_USAGE } from './queue.js';
 import { tailCommand, TAIL_USAGE } from './tail.js';
 import { complain, describeFileError, EXIT, isFileError, UsageError, type ToolIo } from './tool-io.js';
 
@@ -13,6 +15,7 @@ const COMMANDS = {
   tail: { run: tailCommand, usage: TAIL_USAGE },
   report: { run: reportCommand, usage: REPORT_USAGE },
   lookup: { run: lookupCommand, usage: LOOKUP_USAGE },
+  queue: { run: queueCommand, usage: QUEUE_USAGE },
 } as const;
 
 export type TrailCommand = keyof typeof COMMANDS;

@@ -27,7 +27,7 @@ import type { Logger } from '../logger.js';
 import type { ErrorGroup } from '../observe/error-groups.js';
 import { ObservabilityServer, type HttpSources } from '../observe/http-server.js';
 import type { ReadinessReport } from '../observe/readiness.js';
-import type { RecentRecord } from '../observe/recent-transactions.js';
+import type { RecentRecord, SpoolFollowUp } from '../observe/recent-transactions.js';
 import { announceStart, type StartupStreams } from '../startup-output.js';
 import { isMessage, type FromWorker, type Query, type ToWorker } from './worker-messages.js';
 
@@ -220,6 +220,8 @@ export class Supervisor {
       transaction: async (key) => (await this.#askAll<RecentRecord | null>({ what: 'transaction', key })).find((r) => r !== null) ?? undefined,
       byMessageId: async (key) =>
         (await this.#askAll<RecentRecord[] | null>({ what: 'byMessageId', key })).flatMap((r) => r ?? []).sort((a, b) => (a.time < b.time ? -1 : 1)),
+      // A message is spooled by the worker that accepted it, in its own data folder: one answers.
+      spoolFollowUp: async (key) => (await this.#askAll<SpoolFollowUp[] | null>({ what: 'spoolFollowUp', key })).flatMap((r) => r ?? []),
       errors: async () => (await this.#askAll<ErrorGroup[] | null>({ what: 'errors' })).flatMap((g) => g ?? []).sort((a, b) => b.count - a.count),
       // Each worker keeps its own trail, and the console searches one (docs/console.md, "Limits").
       console: null,
@@ -247,7 +249,10 @@ export class Supervisor {
     });
     const first = reports.find((r): r is ReadinessReport => r != null);
     const reasons = workers.flatMap((w) => w.reasons.map((r) => `${w.instance}: ${r}`));
-    return { ready: workers.every((w) => w.ready), reasons, listeners: first?.listeners ?? [], upstreams: first?.upstreams ?? [], workers };
+    // Each worker has its own spool (its data folder): the machine takes messages while every one does.
+    const spools = reports.flatMap((r) => (r?.spool ? [r.spool] : []));
+    const spool = spools.length === 0 ? null : (spools.find((s) => !s.accepting) ?? spools[0]!);
+    return { ready: workers.every((w) => w.ready), reasons, listeners: first?.listeners ?? [], upstreams: first?.upstreams ?? [], spool, workers };
   }
 
   async #askAll<T>(query: Query): Promise<T[]> {

@@ -16,7 +16,8 @@ export type Query =
   | { readonly what: 'readiness' }
   | { readonly what: 'errors' }
   | { readonly what: 'transaction'; readonly key: string }
-  | { readonly what: 'byMessageId'; readonly key: string };
+  | { readonly what: 'byMessageId'; readonly key: string }
+  | { readonly what: 'spoolFollowUp'; readonly key: string };
 
 /** Supervisor → worker. */
 export type ToWorker = { readonly t: 'stop' } | { readonly t: 'reopen' } | { readonly t: 'query'; readonly id: number; readonly query: Query };

@@ -82,5 +82,7 @@ async function answer(app: App, query: Query): Promise<unknown> {
       return (await sources.transaction(query.key)) ?? null;
     case 'byMessageId':
       return sources.byMessageId(query.key);
+    case 'spoolFollowUp':
+      return sources.spoolFollowUp(query.key);
   }
 }

@@ -184,6 +184,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       sinks: [],
       rules: [],
       ...spec.alerts,
+      spool: { oldest: 3_600_000, growing: 1_800_000, growingMin: 100, ...spec.alerts?.spool },
       delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000, ...spec.alerts?.delivery },
     },
     audit: {

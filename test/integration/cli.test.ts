@@ -336,7 +336,7 @@ describe('the command line', () => {
       return cleanEnv(dir, { MAILTRAIL_LISTEN: `127.0.0.1:${await freePort()}`, MAILTRAIL_HTTP: 'off' });
     }
 
-    const COMMANDS = ['serve', 'check-config', 'check-upstream', 'hash-password', 'verify', 'keygen', 'tail', 'report', 'lookup'];
+    const COMMANDS = ['serve', 'check-config', 'check-upstream', 'hash-password', 'verify', 'keygen', 'tail', 'report', 'lookup', 'queue'];
 
     it('serve given a file without --config exits 2 suggesting --config, and starts nothing', async () => {
       const dir = await folder();

@@ -32,7 +32,13 @@ function promtool(args: string[]): Promise<{ code: number; output: string } | nu
 
 /** Metric names mailtrail exports (histograms also as _bucket, _sum, _count). */
 async function exportedNames(): Promise<Set<string>> {
-  const metrics = new Metrics(new EventBus<RelayEvents>(() => undefined), { upstreams: ['x'], sessionsActive: () => 0, processMetrics: false });
+  const spool = {
+    counts: () => ({ queued: 0, delivering: 0, held: 0, oldestWaitingAt: null }),
+    freeBytes: () => 1,
+    minFreeSpace: 1,
+    eventEndpoints: ['hook'],
+  };
+  const metrics = new Metrics(new EventBus<RelayEvents>(() => undefined), { upstreams: ['x'], sessionsActive: () => 0, processMetrics: false, spool });
   const names = new Set<string>();
   for (const m of await metrics.registry.getMetricsAsJSON()) {
     names.add(m.name);
@@ -65,6 +71,11 @@ describe('the Prometheus rules in deploy/', () => {
     expect(rules.get('MailtrailUpstreamTokenExpiring')).toMatch(/mailtrail_upstream_token_expiry_seconds/);
   });
 
+  it("have a counterpart of each of the spool's built-in alerts, and of spool-parked", () => {
+    const alerts = [...readFileSync(RULES, 'utf8').matchAll(/- alert: (\w+)/g)].map((m) => m[1]);
+    expect(alerts).toEqual(expect.arrayContaining(['MailtrailSpoolOldestMessage', 'MailtrailSpoolGrowing', 'MailtrailSpoolDiskLow', 'MailtrailSpoolParked']));
+  });
+
   it('use only metrics mailtrail exports', async () => {
     const exported = await exportedNames();
     const text = readFileSync(RULES, 'utf8').replace(/^\s*#.*$/gm, '');
@@ -92,6 +103,21 @@ describe('the Grafana dashboard in deploy/', () => {
     const exprs = panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
     expect(exprs).toMatch(/sum by \(upstream, result\) \(increase\(mailtrail_upstream_token_requests_total/);
     expect(exprs).toMatch(/min by \(upstream\) \(mailtrail_upstream_token_expiry_seconds/);
+  });
+
+  it('shows the spool: messages by state, the oldest waiting one, attempts and ends, free space, parked upstreams, delivery events', () => {
+    const exprs = panels.flatMap((p) => (p.targets ?? []).map((t) => t.expr)).join('\n');
+    for (const name of [
+      'mailtrail_spool_messages',
+      'mailtrail_spool_oldest_age_seconds',
+      'mailtrail_spool_attempts_total',
+      'mailtrail_spool_ends_total',
+      'mailtrail_spool_free_bytes',
+      'mailtrail_spool_parked',
+      'mailtrail_delivery_events_total',
+    ]) {
+      expect(exprs).toContain(name);
+    }
   });
 
   it('queries only metrics mailtrail exports, through the data source variable', async () => {

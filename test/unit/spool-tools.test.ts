@@ -100,9 +100,65 @@ describe('the trail tools on a spooled message', () => {
     expect(report.outcomes).toMatchObject({ queued: 1, delivered: 1 });
     expect(report.successRate).toBe(1);
     expect(report.recipients.queued).toBe(1);
-    expect(report.spool).toEqual({ deliveries: { delivered: 1, partial: 0, deferred: 1, rejected: 0, unknown: 0 }, events: { delivered: 1 } });
+    expect(report.spool).toEqual({
+      deliveries: { delivered: 1, partial: 0, deferred: 1, rejected: 0, unknown: 0 },
+      events: { delivered: 1 },
+      messages: { queued: 1, delivered: 1, deferred: 1, bounced: 0, expired: 0, deleted: 0, held: 0, byOperator: 0 },
+    });
     const text = (await run('report', [file])).out;
-    expect(text).toMatch(/^ {2}queued +1 {2}relay records of messages taken into the spool/m);
+    expect(text).toMatch(/^ {2}queued +1 {2}messages taken into the spool \(client told 250 queued; not counted as delivered\)$/m);
+    expect(text).toMatch(/^ {2}delivered +1 {2}delivered from the spool/m);
     expect(text).toMatch(/^ {2}delivery attempts +2 {2}1 delivered, 1 deferred$/m);
+  });
+});
+
+describe('the trail tools on a spooled message an operator acted on', () => {
+  const ID = '01M8C00000000000000000001Q';
+  const DSN = '01M8C00000000000000000002Q';
+  const OPS = { channel: 'cli' as const, user: 'ops', address: null };
+  const taken = queued({ time: '2026-11-25T11:00:00.000Z', id: ID });
+  const held = spoolEvent(ID, { time: '2026-11-25T11:01:00.000Z', event: 'held', reason: 'the customer asked', by: OPS });
+  const released = spoolEvent(ID, { time: '2026-11-25T11:02:00.000Z', event: 'released', by: OPS });
+  const bounced = spoolEvent(ID, { time: '2026-11-25T11:03:00.000Z', event: 'bounced', by: OPS, dsn: { id: DSN } });
+  const dsnDelivered = delivery(DSN, { time: '2026-11-25T11:03:05.000Z', rcpt: [{ to: 'app@example.com', status: 'accepted', reply: null }] });
+  const dsnEnd = spoolEvent(DSN, { time: '2026-11-25T11:03:05.100Z', event: 'delivered' });
+  const quiet = queued({
+    time: '2026-11-25T11:04:00.000Z',
+    message: { size: 10, sha256: 'f'.repeat(64), messageId: '<quiet@example.com>', subject: null, headerFrom: null },
+  });
+  let dir: string;
+  let file: string;
+
+  beforeAll(async () => {
+    dir = await tempDir();
+    file = await writeTrail(dir, 'audit.log', [taken, held, released, bounced, dsnDelivered, dsnEnd, quiet]);
+  });
+  afterAll(async () => {
+    await removeDir(dir);
+  });
+
+  it('lookup tells who did what from where, the end with its DSN, and the DSN’s own fate', async () => {
+    const { out } = await run('lookup', [ID, file]);
+    expect(out).toMatch(
+      /spool: no delivery attempt; ended bounced at 2026-11-25 11:03:00\.000Z by ops \(cli\), DSN 01M8C00000000000000000002Q queued for the sender; operator: held by ops \(cli\), released by ops \(cli\)$/m,
+    );
+    expect(out).toMatch(/◆ held .*the customer asked {2}by ops \(cli\)/);
+    // The DSN's delivery and end, linked through the bounce's record.
+    expect(out).toContain(dsnDelivered.id);
+    expect(out).toContain(dsnEnd.id);
+    expect(out).not.toContain(quiet.id);
+  });
+
+  it('tail shows each operator action on one line, with who', async () => {
+    const { lines } = await run('tail', [file, '-n', 'all']);
+    expect(lines.filter((l) => l.includes('by ops (cli)'))).toHaveLength(3);
+    expect(lines.find((l) => l.includes('◆ bounced'))).toContain(`dsn ${DSN}`);
+  });
+
+  it('report counts queued, bounced and held messages and the operator actions, and no queued message as delivered', async () => {
+    const report = JSON.parse((await run('report', [file, '--json'])).out) as Report;
+    expect(report.spool.messages).toEqual({ queued: 2, delivered: 1, deferred: 0, bounced: 1, expired: 0, deleted: 0, held: 1, byOperator: 3 });
+    expect(report.outcomes.delivered).toBe(0);
+    expect(report.successRate).toBeNull();
   });
 });

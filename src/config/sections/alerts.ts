@@ -107,6 +107,17 @@ export const alertsSection = z
         backoff: duration(1_000),
       })
       .prefault({}),
+    /** The spool's built-in alerts (docs/observability.md, "The spool's alerts"); read only when something spools. */
+    spool: z
+      .strictObject({
+        /** `spool-oldest`: the oldest message waiting for delivery is older than this. */
+        oldest: duration(60 * 60_000),
+        /** `spool-growing`: the queue grew for this long without getting back down. */
+        growing: duration(30 * 60_000),
+        /** `spool-growing`: at least this many messages wait. */
+        growingMin: count(100),
+      })
+      .prefault({}),
   })
   .superRefine(alertsConsistency, ALWAYS)
   .prefault({});
@@ -195,7 +206,7 @@ export function toAlerts(a: z.output<typeof alertsSection>, baseDir: string): Al
   const sinks = a.sinks.map((s) => toSink(s, baseDir));
   const all = sinks.map((s) => s.name);
   const rules = a.rules === undefined ? (all.length > 0 ? defaultAlertRules(all) : []) : a.rules.map((r) => toRule(r, all));
-  return { cooldown: a.cooldown, sinks, rules, delivery: a.delivery };
+  return { cooldown: a.cooldown, sinks, rules, delivery: a.delivery, spool: a.spool };
 }
 
 function toSink(s: z.output<typeof alertSink>, baseDir: string): AlertSinkConfig {

@@ -13,6 +13,7 @@ import type { IncidentStore } from './incident-store.js';
 import { Incidents, type Incident, type IncidentKey } from './incidents.js';
 import { formatDuration, type AlertNotification } from './notification.js';
 import { attemptFacts, evidence, UpstreamStats, type AttemptFact, type FailureSeen } from './upstream-stats.js';
+import { SPOOL_ALERT_RULES, SpoolWatch, type SpoolAlertSource } from './spool-alerts.js';
 
 export interface AlertEngineDeps {
   readonly config: AlertsConfig;
@@ -31,6 +32,8 @@ export interface AlertEngineDeps {
   readonly tickMs?: number;
   /** The `auth-lockout` alert resolves after this long without a new AUTH lockout (ms). Default 2 h. */
   readonly authQuietMs?: number;
+  /** The spool, when something spools: its built-in alerts (spool-alerts.ts) are judged on the timer. */
+  readonly spool?: SpoolAlertSource | null;
 }
 
 /** Classes a passing probe disproves: they show while connecting (greeting, EHLO, STARTTLS, AUTH). */
@@ -84,6 +87,7 @@ export class AlertEngine {
   #probeOrder: readonly AlertRuleConfig[];
   /** When the last AUTH lockout began; null when the `auth-lockout` incident is not open. */
   #lastLockoutAt: number | null = null;
+  #spool: SpoolWatch | null;
 
   constructor(deps: AlertEngineDeps) {
     this.#deps = deps;
@@ -95,6 +99,7 @@ export class AlertEngine {
       changed: (open) => deps.store?.save(open),
     });
     this.#longestWindow = Math.max(0, ...deps.config.rules.map((r) => windowOf(r.condition)));
+    this.#spool = deps.spool ? new SpoolWatch(deps.spool, deps.config.spool) : null;
   }
 
   /** Open incidents (for tests and the shutdown log). */
@@ -184,6 +189,17 @@ export class AlertEngine {
     this.#incidents.clear(AUTH_LOCKOUT_KEY, `no AUTH lockout for ${formatDuration(quiet)}`, now);
   }
 
+  /** Built in, whatever the rules (unless `rules: []`): the spool's own alerts, every sink, no upstream. */
+  #checkSpool(now: number): void {
+    if (this.#spool === null) return;
+    const sinks = this.#deps.config.sinks.map((s) => s.name);
+    for (const verdict of this.#spool.check(now)) {
+      const key: IncidentKey = { rule: verdict.rule, upstream: RELAY_ITSELF, class: null };
+      if (verdict.open) this.#incidents.raise(key, { summary: verdict.summary, shownClass: null, sinks }, now);
+      else this.#incidents.clear(key, verdict.reason, now);
+    }
+  }
+
   #onRelay(record: RelayRecord, now: number): void {
     for (const fact of attemptFacts(record)) {
       const stats = this.#statsOf(fact.upstream);
@@ -243,6 +259,7 @@ export class AlertEngine {
 
   #tick(now: number): void {
     this.#checkAuthQuiet(now);
+    this.#checkSpool(now);
     for (const stats of this.#stats.values()) stats.prune(this.#longestWindow, now);
     for (const rule of this.#deps.config.rules) {
       for (const upstream of this.#upstreamNames()) this.#evaluateOverTime(rule, upstream, now);
@@ -309,7 +326,8 @@ export class AlertEngine {
     const rules = new Set(this.#deps.config.rules.map((r) => r.name));
     const upstreams = new Set(this.#deps.upstreams.map((u) => u.name));
     for (const incident of saved) {
-      if (incident.rule === AUDIT_TRAIL_RULE) continue;
+      // Judged again at the next check: resolved then if the condition no longer holds.
+      if (incident.rule === AUDIT_TRAIL_RULE || (this.#spool !== null && (SPOOL_ALERT_RULES as readonly string[]).includes(incident.rule))) continue;
       // Its quiet period starts again with this run: it resolves if no lockout comes.
       if (incident.rule === AUTH_LOCKOUT_RULE) {
         this.#lastLockoutAt = now;
