@@ -60,6 +60,7 @@ import { ScopedErrors } from './console/scoped-errors.js';
 import { SearchIndex } from './console/search/search-index.js';
 import { SessionStore } from './console/sessions.js';
 import { LiveStats } from './console/stats.js';
+import { SpoolQueue } from './console/spool-queue.js';
 import { StaticFiles } from './console/static-files.js';
 import { TokenStates } from './console/token-states.js';
 import { isLoopbackHost } from './config/fields.js';
@@ -438,6 +439,8 @@ export class App {
               maxAge: config.spool.maxAge,
             }),
           );
+    // The console's queue endpoints act through the same admin as `mailtrail queue`.
+    if (admin !== null) this.#spoolControl = new SpoolQueue(admin);
     const control = new QueueControl(admin, this.#log);
     this.#lock?.serve((socket) => control.handle(socket));
     return control;

@@ -263,7 +263,11 @@ export class ConsoleApi {
         if (entry === true || (entry !== null && entry.user !== null && users!.includes(entry.user))) allowed.push(id);
         else refused.push({ id, ok: false, code: 'not_found' });
       }
-      const by = { channel: 'console' as const, user: caller.user, address: req.socket.remoteAddress ?? 'unknown' };
+      const by = {
+        channel: caller.via === 'bearer' ? ('api' as const) : ('console' as const),
+        user: caller.user,
+        address: req.socket.remoteAddress ?? 'unknown',
+      };
       const done = allowed.length === 0 ? [] : await spool.act(action as QueueAction, allowed, by);
       return { status: 200, body: { action, results: [...done, ...refused] } };
     }

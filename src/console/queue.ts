@@ -26,7 +26,8 @@ export interface SpoolFilter {
 
 /** Who acted, for the spool's audit record (`spool` record `by`). */
 export interface QueueActor {
-  readonly channel: 'console';
+  /** `console`: a logged-in console user; `api`: a script with the bearer token. */
+  readonly channel: 'console' | 'api';
   readonly user: string;
   readonly address: string;
 }
