@@ -4,11 +4,19 @@
  * auth/password.ts); without them, the HTTP token alone (`http.token`). Failures are counted per
  * client address and per username with the SMTP AUTH lockout (admission/auth-lockout.ts), on a store
  * of its own: guessing at the console never locks an application out of SMTP, nor the reverse.
+ *
+ * Logins of one client address, and logins naming one username, are checked one after the other:
+ * the lockout decides before a password check whether one may happen, and counts its failure after
+ * it, so a burst of logins sent at once (one per HTTP connection, nothing limits them) would all pass
+ * the first step before the first scrypt check ended, and a lockout after 10 failures would have let
+ * hundreds through. Queued, each attempt sees the failures of the one before; once locked, the rest
+ * are refused without a check.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { AuthLockout, type AuthEvent } from '../admission/auth-lockout.js';
 import { MemoryLockoutStore } from '../admission/lockout-store.js';
 import { verifyNoSuchUser, verifyPassword } from '../auth/password.js';
+import { clientBlock } from '../client-address.js';
 import type { AuthLockoutConfig, ConsoleUserConfig } from '../config/types.js';
 import type { Scope } from './search/sql-query.js';
 
@@ -24,6 +32,8 @@ export class ConsoleLogin {
   readonly #users: ReadonlyMap<string, ConsoleUserConfig>;
   readonly #token: Buffer | null;
   readonly #lockout: AuthLockout;
+  /** The last attempt queued per address block and per username: the next one waits for it. */
+  readonly #queues = new Map<string, Promise<unknown>>();
 
   constructor(users: readonly ConsoleUserConfig[], token: string | null, lockout: AuthLockoutConfig | null, onEvent: (event: AuthEvent) => void) {
     this.#users = new Map(users.map((u) => [u.username, u]));
@@ -42,9 +52,31 @@ export class ConsoleLogin {
     return this.#users.size === 0 && this.#token === null;
   }
 
+  /** One login, after those of the same address block and username that came before it. */
   async attempt(address: string, username: string, password: string): Promise<LoginResult> {
-    let result: { user: string; scope: Scope } | null = null;
     const name = this.usernames ? username : TOKEN_USER;
+    // The address first, then the username: one order for every attempt, so none waits in a cycle.
+    return this.#inTurn(`a:${clientBlock(address)}`, () => this.#inTurn(`u:${name}`, () => this.#attempt(address, name, username, password)));
+  }
+
+  /** Runs `task` once the tasks queued before it under `key` have ended. */
+  async #inTurn<T>(key: string, task: () => Promise<T>): Promise<T> {
+    const before = this.#queues.get(key) ?? Promise.resolve();
+    const mine = before.then(task, task);
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#queues.set(key, settled);
+    try {
+      return await mine;
+    } finally {
+      if (this.#queues.get(key) === settled) this.#queues.delete(key);
+    }
+  }
+
+  async #attempt(address: string, name: string, username: string, password: string): Promise<LoginResult> {
+    let result: { user: string; scope: Scope } | null = null;
     const verdict = await this.#lockout.attempt(address, name, async () => {
       if (this.usernames) {
         const user = this.#users.get(username);

@@ -1,0 +1,42 @@
+/**
+ * The console's HTTP side against a determined client (docs/console.md, "Login and safety"): what a
+ * burst, a rebinding page or an odd request gets, over real HTTP in front of a real relay.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashPassword } from '../../src/auth/password.js';
+import { ConsoleClient } from '../helpers/console-client.js';
+import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
+import { startRelay } from '../helpers/relay-harness.js';
+
+const TOKEN = 'console-hardening-token-0123456789';
+
+describe('console login under a burst', () => {
+  let upstream: FakeUpstream;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+  });
+  afterAll(async () => {
+    await upstream.close();
+  });
+
+  it('checks no more passwords than the lockout allows when many logins arrive at once', async () => {
+    const relay = await startRelay({
+      upstreams: [{ port: upstream.port }],
+      http: { port: 0, token: TOKEN },
+      clients: { authLockout: { failures: 3, window: 60_000, lockout: 60_000, maxLockout: 60_000, maxTracked: 100 } },
+      console: { enabled: true, users: [{ username: 'ops', password: null, passwordHash: await hashPassword('ops-pass-1'), scope: null }] },
+    });
+    try {
+      const client = new ConsoleClient(relay.httpUrl!);
+      // Each on a connection of its own, all sent before the first scrypt check ends.
+      const answers = await Promise.all(Array.from({ length: 20 }, (_, i) => client.login(`guess-${i}`, 'ops')));
+      const statuses = answers.map((a) => a.status);
+      // Two failures answered as such; the third starts the lockout; every other attempt is refused unheard.
+      expect(statuses.filter((s) => s === 401)).toHaveLength(2);
+      expect(statuses.filter((s) => s === 429)).toHaveLength(18);
+    } finally {
+      await relay.stop();
+    }
+  });
+});
