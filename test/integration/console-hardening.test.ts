@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
 import { ConsoleClient } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startRelay } from '../helpers/relay-harness.js';
+import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
 const TOKEN = 'console-hardening-token-0123456789';
 
@@ -38,5 +38,36 @@ describe('console login under a burst', () => {
     } finally {
       await relay.stop();
     }
+  });
+});
+
+describe('console search against costly queries', () => {
+  let upstream: FakeUpstream;
+  let relay: RunningRelay;
+  const bearer = { authorization: `Bearer ${TOKEN}` };
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    relay = await startRelay({ upstreams: [{ port: upstream.port }], http: { port: 0, token: TOKEN }, console: { enabled: true } });
+  });
+  afterAll(async () => {
+    await relay.stop();
+    await upstream.close();
+  });
+
+  const search = async (q: string): Promise<{ status: number; body: { error?: { code: string; message: string } } }> => {
+    const res = await fetch(`${relay.httpUrl!}/api/v1/transactions?q=${encodeURIComponent(q)}`, { headers: bearer });
+    return { status: res.status, body: (await res.json()) as { error?: { code: string; message: string } } };
+  };
+
+  it('refuses with 400 bad_query bare words of more than 12 distinct parts (each part costs a walk of its matches)', async () => {
+    const answer = await search('a b c d e f g h i j k l m');
+    expect([answer.status, answer.body.error?.code]).toEqual([400, 'bad_query']);
+    expect(answer.body.error?.message).toMatch(/more than 12 parts/);
+  });
+
+  it('answers a bare word without a letter or digit with 400 bad_query, not as a failure of the index', async () => {
+    const answer = await search('\\');
+    expect([answer.status, answer.body.error?.code]).toEqual([400, 'bad_query']);
   });
 });
