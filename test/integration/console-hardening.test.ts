@@ -70,4 +70,10 @@ describe('console search against costly queries', () => {
     const answer = await search('\\');
     expect([answer.status, answer.body.error?.code]).toEqual([400, 'bad_query']);
   });
+
+  it('answers a cursor it never gave with 400 bad_query, not as a failure of the index', async () => {
+    const res = await fetch(`${relay.httpUrl!}/api/v1/transactions?cursor=Zm9v`, { headers: bearer });
+    const body = (await res.json()) as { error?: { code: string } };
+    expect([res.status, body.error?.code]).toEqual([400, 'bad_query']);
+  });
 });
