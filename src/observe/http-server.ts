@@ -34,6 +34,14 @@ interface Reply {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+/**
+ * Connections the endpoint holds at once; beyond, a new one is closed at once. Each costs a file
+ * descriptor, which the SMTP listeners, the trail and the spool share: connections that only trickle
+ * their headers must not be able to use them up. A scraper, scripts and a few dozen console tabs
+ * (six connections and a live stream each) stay well below.
+ */
+export const MAX_HTTP_CONNECTIONS = 256;
+
 /** The endpoint's address, or why a best-effort endpoint did not start. */
 export type HttpStart =
   { readonly address: { readonly host: string; readonly port: number }; readonly error: null } | { readonly address: null; readonly error: string };
@@ -65,10 +73,13 @@ export class ObservabilityServer {
    * (App.start() turns that into a start-up warning).
    */
   async start(): Promise<HttpStart> {
-    const server = createServer((req, res) => this.#handle(req, res));
+    // The two timeouts are checked every connectionsCheckingInterval (30 s by default, which let a
+    // request trickling its headers live on for half a minute more): every second instead.
+    const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => this.#handle(req, res));
     server.requestTimeout = 10_000;
     server.headersTimeout = 5_000;
     server.keepAliveTimeout = 5_000;
+    server.maxConnections = MAX_HTTP_CONNECTIONS;
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
