@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isLoopbackHost } from '../config/fields.js';
 import type { HttpConfig } from '../config/types.js';
 import type { ErrorGroup } from './error-groups.js';
 import type { Logger } from '../logger.js';
@@ -52,7 +53,10 @@ export type HttpStart =
  * With the console on, its paths (`/`, `/messages/...`, `/assets/...`, `/api/v1/...`) are handed to
  * it whole: it has its own login (docs/console.md).
  * With a token, every path except `/healthz` needs `Authorization: Bearer <token>` (RFC 6750); the
- * API shows addresses, so a non-loopback bind without a token is warned about at start-up.
+ * API shows addresses, so a non-loopback bind without a token is warned about at start-up. Without a
+ * token on loopback, it answers (but for `/healthz`) only requests whose `Host` is a loopback name:
+ * a web page whose name is made to resolve to 127.0.0.1 (DNS rebinding) is its own origin to the
+ * browser, and could otherwise read the API.
  */
 export class ObservabilityServer {
   #config: HttpConfig;
@@ -60,12 +64,15 @@ export class ObservabilityServer {
   #log: Logger;
   #server: Server | null = null;
   #tokenDigest: Buffer | null;
+  /** No token, bound to loopback: only loopback Host names are answered. */
+  #loopbackOnly: boolean;
 
   constructor(config: HttpConfig, sources: HttpSources, log: Logger) {
     this.#config = config;
     this.#sources = sources;
     this.#log = log;
     this.#tokenDigest = config.token === null ? null : digest(config.token);
+    this.#loopbackOnly = config.token === null && isLoopbackHost(config.host);
   }
 
   /**
@@ -131,6 +138,9 @@ export class ObservabilityServer {
     const url = new URL(req.url ?? '/', 'http://mailtrail.invalid');
     const path = url.pathname;
     if (path === '/healthz') return json(200, { status: 'ok' });
+    if (this.#loopbackOnly && !isLoopbackHostHeader(req.headers.host)) {
+      return json(403, { error: 'without http.token the endpoint answers only to a loopback host name (127.0.0.1, localhost, [::1])' });
+    }
     if (!this.#authorised(req)) {
       return { ...json(401, { error: 'a bearer token is required' }), headers: { 'www-authenticate': 'Bearer realm="mailtrail"' } };
     }
@@ -166,6 +176,13 @@ export class ObservabilityServer {
     // Digests have equal length, so timingSafeEqual compares without leaking the token's length.
     return match !== null && timingSafeEqual(digest(match[1]!), this.#tokenDigest);
   }
+}
+
+/** A `Host` header naming this machine only: `127.0.0.1:8025`, `localhost`, `[::1]:8025`. */
+export function isLoopbackHostHeader(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
+  return name === 'localhost' || name === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 function json(status: number, value: unknown): Reply {

@@ -1,11 +1,13 @@
 /**
- * The HTTP endpoint against clients that hold connections (docs/observability.md, "The HTTP
- * endpoint"): its connections are bounded in number and in how long a request may take to arrive,
- * so that they cannot use up the file descriptors the SMTP listeners, the trail and the spool need.
+ * The HTTP endpoint against hostile clients (docs/observability.md, "The HTTP endpoint"): its
+ * connections are bounded in number and in how long a request may take to arrive, so that they cannot
+ * use up the file descriptors the SMTP listeners, the trail and the spool need; and without a token,
+ * on loopback, it answers only to a loopback Host, so a web page cannot read it by DNS rebinding.
  */
 import { connect, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MAX_HTTP_CONNECTIONS } from '../../src/observe/http-server.js';
+import { getWithHost } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
@@ -64,4 +66,33 @@ describe('HTTP endpoint connection limits', () => {
       for (const { socket } of held) socket.destroy();
     }
   }, 20_000);
+});
+
+describe('HTTP endpoint without a token on loopback', () => {
+  let upstream: FakeUpstream;
+  let relay: RunningRelay;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    relay = await startRelay({ upstreams: [{ port: upstream.port }], http: { port: 0 } });
+  });
+  afterAll(async () => {
+    await relay.stop();
+    await upstream.close();
+  });
+
+  it('refuses every path but /healthz to a Host that is not a loopback name (a page that rebinds its name to 127.0.0.1)', async () => {
+    for (const path of ['/api/errors', '/api/transactions?messageId=x', '/metrics', '/readyz']) {
+      const answer = await getWithHost(relay.httpUrl!, path, 'attacker.example:8025');
+      expect([path, answer.status]).toEqual([path, 403]);
+      expect(JSON.parse(answer.body)).toMatchObject({ error: expect.stringMatching(/loopback host name/) });
+    }
+    expect((await getWithHost(relay.httpUrl!, '/healthz', 'attacker.example:8025')).status).toBe(200);
+  });
+
+  it('answers the loopback names: 127.0.0.1, localhost and [::1], with any port', async () => {
+    for (const host of ['127.0.0.1:8025', 'localhost', 'localhost:9', '[::1]:8025']) {
+      expect([host, (await getWithHost(relay.httpUrl!, '/api/errors', host)).status]).toEqual([host, 200]);
+    }
+  });
 });
