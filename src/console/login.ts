@@ -13,6 +13,7 @@
  * are refused without a check.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AuthLockout, type AuthEvent } from '../admission/auth-lockout.js';
 import { MemoryLockoutStore } from '../admission/lockout-store.js';
 import { verifyNoSuchUser, verifyPassword } from '../auth/password.js';
@@ -22,6 +23,14 @@ import type { Scope } from './search/sql-query.js';
 
 /** The lockout when `clients.authLockout` is off: the console is never without one. */
 const DEFAULT_LOCKOUT: AuthLockoutConfig = { failures: 10, window: 10 * 60_000, lockout: 5 * 60_000, maxLockout: 60 * 60_000, maxTracked: 10_000 };
+
+/**
+ * A failed login is answered this long after its check began, whatever the check took (a scrypt hash,
+ * the decoy of an unknown name, a plain password's digest, a lock lookup), as SMTP AUTH does
+ * (listener.ts): the time of a refusal does not tell whether the username exists, nor how its
+ * password is configured.
+ */
+export const CONSOLE_LOGIN_FAILURE_DELAY_MS = 500;
 
 /** The name a login with the HTTP token (no console users) is shown as. */
 export const TOKEN_USER = 'admin';
@@ -55,8 +64,17 @@ export class ConsoleLogin {
   /** One login, after those of the same address block and username that came before it. */
   async attempt(address: string, username: string, password: string): Promise<LoginResult> {
     const name = this.usernames ? username : TOKEN_USER;
+    let started = 0;
     // The address first, then the username: one order for every attempt, so none waits in a cycle.
-    return this.#inTurn(`a:${clientBlock(address)}`, () => this.#inTurn(`u:${name}`, () => this.#attempt(address, name, username, password)));
+    const result = await this.#inTurn(`a:${clientBlock(address)}`, () =>
+      this.#inTurn(`u:${name}`, () => {
+        started = performance.now();
+        return this.#attempt(address, name, username, password);
+      }),
+    );
+    // Out of the queue: the attempts waiting behind this one need not wait for its delay.
+    if (result.kind !== 'ok') await sleep(Math.max(0, CONSOLE_LOGIN_FAILURE_DELAY_MS - (performance.now() - started)));
+    return result;
   }
 
   /** Runs `task` once the tasks queued before it under `key` have ended. */

@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
+import { CONSOLE_LOGIN_FAILURE_DELAY_MS } from '../../src/console/login.js';
 import { ConsoleClient } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
@@ -38,6 +39,46 @@ describe('console login under a burst', () => {
     } finally {
       await relay.stop();
     }
+  });
+});
+
+describe('console login timing', () => {
+  let upstream: FakeUpstream;
+  let relay: RunningRelay;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    relay = await startRelay({
+      upstreams: [{ port: upstream.port }],
+      http: { port: 0, token: TOKEN },
+      console: {
+        enabled: true,
+        users: [
+          { username: 'ops', password: null, passwordHash: await hashPassword('ops-pass-1'), scope: null },
+          { username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: null },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await relay.stop();
+    await upstream.close();
+  });
+
+  it('answers every failed login after the same delay, so its timing does not tell a configured username (plain password, hash) from an unknown one', async () => {
+    for (const username of ['ana', 'ops', 'nobody']) {
+      const started = performance.now();
+      const answer = await new ConsoleClient(relay.httpUrl!).login('wrong-password', username);
+      const took = performance.now() - started;
+      expect([username, answer.status]).toEqual([username, 401]);
+      // A floor, not a speed: a plain password was refused in a few ms, an unknown name after a scrypt check.
+      expect(took).toBeGreaterThanOrEqual(CONSOLE_LOGIN_FAILURE_DELAY_MS - 5);
+    }
+  });
+
+  it('logs in with the right password without that delay', async () => {
+    const answer = await new ConsoleClient(relay.httpUrl!).login('ana-pass-1', 'ana');
+    expect(answer.status).toBe(200);
   });
 });
 
