@@ -206,7 +206,8 @@ export class ConsoleApi {
   #streamOpen(req: IncomingMessage, res: ServerResponse, caller: Caller): JsonReply | null {
     // The stream does not keep the session alive: a console left open still logs out when idle.
     const alive = caller.sessionId === null ? () => true : () => this.#p.sessions.get(caller.sessionId!, false) !== null;
-    if (!this.#p.stream.open(res, caller.scope, alive)) throw new Refusal(503, 'too_many_streams', 'too many live streams are open', { 'retry-after': '10' });
+    if (!this.#p.stream.open(res, caller.user, caller.scope, alive))
+      throw new Refusal(503, 'too_many_streams', 'too many live streams are open (in all, or of this user)', { 'retry-after': '10' });
     req.socket.setTimeout(0);
     return null;
   }

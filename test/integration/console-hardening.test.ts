@@ -118,3 +118,50 @@ describe('console search against costly queries', () => {
     expect([res.status, body.error?.code]).toEqual([400, 'bad_query']);
   });
 });
+
+describe('console live streams', () => {
+  let upstream: FakeUpstream;
+  let relay: RunningRelay;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    relay = await startRelay({
+      upstreams: [{ port: upstream.port }],
+      http: { port: 0, token: TOKEN },
+      clients: { users: [{ username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [], mode: null }] },
+      console: {
+        enabled: true,
+        users: [
+          { username: 'ops', password: 'ops-pass-1', passwordHash: null, scope: null },
+          { username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: { users: ['billing'] } },
+        ],
+      },
+    });
+  });
+  afterAll(async () => {
+    await relay.stop();
+    await upstream.close();
+  });
+
+  it('gives one console user at most 20 streams, over all their sessions, and leaves the rest to the others', async () => {
+    const controller = new AbortController();
+    const open = async (client: ConsoleClient): Promise<number> => {
+      const res = await fetch(`${relay.httpUrl!}/api/v1/stream`, { headers: { cookie: client.cookie! }, signal: controller.signal });
+      if (res.status !== 200) await res.body?.cancel();
+      return res.status;
+    };
+    try {
+      const sessions = [new ConsoleClient(relay.httpUrl!), new ConsoleClient(relay.httpUrl!)];
+      for (const s of sessions) expect((await s.login('ana-pass-1', 'ana')).status).toBe(200);
+      const statuses: number[] = [];
+      for (let i = 0; i < 21; i++) statuses.push(await open(sessions[i % 2]!));
+      expect(statuses.slice(0, 20)).toEqual(Array(20).fill(200));
+      expect(statuses[20]).toBe(503);
+      const ops = new ConsoleClient(relay.httpUrl!);
+      expect((await ops.login('ops-pass-1', 'ops')).status).toBe(200);
+      expect(await open(ops)).toBe(200);
+    } finally {
+      controller.abort();
+    }
+  });
+});
