@@ -194,7 +194,8 @@ export class ConsoleApi {
     const query = this.#withPrivacy(parseQuery(url.searchParams.get('q') ?? '', Date.now()));
     const page = pageOf(url);
     const [result, status] = await Promise.all([index.search(query, caller.scope, page), index.status()]);
-    return { status: 200, body: { ...result, index: status } };
+    // The count spans every user's mail: a scoped user watching it grow would learn the others' volume.
+    return { status: 200, body: { ...result, index: caller.scope === null ? status : { ...status, records: null } } };
   }
 
   async #story(key: string, caller: Caller): Promise<JsonReply> {

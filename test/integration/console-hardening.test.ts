@@ -165,3 +165,34 @@ describe('console live streams', () => {
     }
   });
 });
+
+describe('console scope and the index status', () => {
+  let upstream: FakeUpstream;
+  let relay: RunningRelay;
+
+  beforeAll(async () => {
+    upstream = await startFakeUpstream();
+    relay = await startRelay({
+      upstreams: [{ port: upstream.port }],
+      http: { port: 0, token: TOKEN },
+      clients: { users: [{ username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [], mode: null }] },
+      console: { enabled: true, users: [{ username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: { users: ['billing'] } }] },
+    });
+  });
+  afterAll(async () => {
+    await relay.stop();
+    await upstream.close();
+  });
+
+  it("does not show a scoped user the count of every user's records in the index, and shows it to the bearer token", async () => {
+    const ana = new ConsoleClient(relay.httpUrl!);
+    expect((await ana.login('ana-pass-1', 'ana')).status).toBe(200);
+    const scoped = await ana.get<{ index: { state: string; records: number | null } }>('/api/v1/transactions');
+    expect(scoped.status).toBe(200);
+    expect(scoped.body.index.records).toBeNull();
+    const all = await new ConsoleClient(relay.httpUrl!).get<{ index: { records: number | null } }>('/api/v1/transactions', {
+      authorization: `Bearer ${TOKEN}`,
+    });
+    expect(typeof all.body.index.records).toBe('number');
+  });
+});
