@@ -4,8 +4,21 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
-import { CONSOLE_LOGIN_FAILURE_DELAY_MS } from '../../src/console/login.js';
-import { ConsoleClient } from '../helpers/console-client.js';
+import { createServer, type Server } from 'node:http';
+import { Access } from '../../src/console/access.js';
+import { ConsoleApi, MAX_INDEX_REQUESTS_PER_USER } from '../../src/console/console-api.js';
+import { LiveStream } from '../../src/console/live-stream.js';
+import { CONSOLE_LOGIN_FAILURE_DELAY_MS, ConsoleLogin } from '../../src/console/login.js';
+import { ScopedErrors } from '../../src/console/scoped-errors.js';
+import { SearchIndex } from '../../src/console/search/search-index.js';
+import { SessionStore } from '../../src/console/sessions.js';
+import { StaticFiles } from '../../src/console/static-files.js';
+import { LiveStats } from '../../src/console/stats.js';
+import { TokenStates } from '../../src/console/token-states.js';
+import { EventBus } from '../../src/event-bus.js';
+import { createLogger } from '../../src/logger.js';
+import type { RelayBus, RelayEvents } from '../../src/observe/relay-events.js';
+import { ConsoleClient, eventually } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
@@ -194,5 +207,76 @@ describe('console scope and the index status', () => {
       authorization: `Bearer ${TOKEN}`,
     });
     expect(typeof all.body.index.records).toBe('number');
+  });
+});
+
+/** An index whose searches wait until the test lets them answer (it is never started: no worker). */
+class HeldIndex extends SearchIndex {
+  readonly waiting: (() => void)[] = [];
+
+  constructor() {
+    super({ trail: 'unused', indexPath: 'unused', pollMs: 1_000, privacy: null }, createLogger('silent'));
+  }
+
+  override search(): Promise<{ items: never[]; next: null }> {
+    return new Promise((resolve) => this.waiting.push(() => resolve({ items: [], next: null })));
+  }
+
+  override status(): Promise<{ state: 'following'; records: number }> {
+    return Promise.resolve({ state: 'following', records: 0 });
+  }
+}
+
+describe('console requests waiting on the search index', () => {
+  let server: Server;
+  let base: string;
+  const index = new HeldIndex();
+
+  beforeAll(async () => {
+    const bus: RelayBus = new EventBus<RelayEvents>((err) => {
+      throw err;
+    });
+    const sessions = new SessionStore(60_000);
+    const api = new ConsoleApi({
+      access: new Access(sessions, TOKEN, false, false),
+      sessions,
+      login: new ConsoleLogin([], TOKEN, null, () => undefined),
+      index,
+      stats: new LiveStats(bus),
+      stream: new LiveStream(bus),
+      errors: new ScopedErrors(bus, () => [], []),
+      readiness: () => ({ ready: true, reasons: [], listeners: [], upstreams: [] }),
+      upstreams: [],
+      tokens: new TokenStates(bus, []),
+      spool: () => null,
+      privacy: null,
+      files: new StaticFiles(),
+      bus,
+      log: createLogger('silent'),
+    });
+    server = createServer((req, res) => void api.handle(req, res, new URL(req.url ?? '/', 'http://mailtrail.invalid')));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+  });
+  afterAll(async () => {
+    for (const answer of index.waiting.splice(0)) answer();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  it(`keeps at most ${MAX_INDEX_REQUESTS_PER_USER} searches of one user waiting on the index and refuses more with 503 index_busy`, async () => {
+    const search = (): Promise<Response> => fetch(`${base}/api/v1/transactions?q=invoice`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    const first = Array.from({ length: MAX_INDEX_REQUESTS_PER_USER }, search);
+    await eventually(async () => (index.waiting.length === MAX_INDEX_REQUESTS_PER_USER ? true : undefined), 10_000, 'the searches to reach the index');
+    const refused = await search();
+    expect(refused.status).toBe(503);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('index_busy');
+    expect(refused.headers.get('retry-after')).toBe('1');
+    for (const answer of index.waiting.splice(0)) answer();
+    expect((await Promise.all(first)).map((r) => r.status)).toEqual(Array(MAX_INDEX_REQUESTS_PER_USER).fill(200));
+    // Answered, they no longer count.
+    const again = search();
+    await eventually(async () => (index.waiting.length === 1 ? true : undefined), 10_000, 'the next search to reach the index');
+    for (const answer of index.waiting.splice(0)) answer();
+    expect((await again).status).toBe(200);
   });
 });
