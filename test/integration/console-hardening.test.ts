@@ -20,9 +20,15 @@ import { createLogger } from '../../src/logger.js';
 import type { RelayBus, RelayEvents } from '../../src/observe/relay-events.js';
 import { ConsoleClient, eventually } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { startRelay, type RunningRelay } from '../helpers/relay-harness.js';
+import { startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
 
 const TOKEN = 'console-hardening-token-0123456789';
+const BILLING = { username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [], mode: null };
+
+/** A relay with `http.token` and the console on, in front of `upstream`. */
+function consoleRelay(upstream: FakeUpstream, over: Partial<RelaySpec> = {}): Promise<RunningRelay> {
+  return startRelay({ upstreams: [{ port: upstream.port }], http: { port: 0, token: TOKEN }, console: { enabled: true }, ...over });
+}
 
 describe('console login under a burst', () => {
   let upstream: FakeUpstream;
@@ -35,9 +41,7 @@ describe('console login under a burst', () => {
   });
 
   it('checks no more passwords than the lockout allows when many logins arrive at once', async () => {
-    const relay = await startRelay({
-      upstreams: [{ port: upstream.port }],
-      http: { port: 0, token: TOKEN },
+    const relay = await consoleRelay(upstream, {
       clients: { authLockout: { failures: 3, window: 60_000, lockout: 60_000, maxLockout: 60_000, maxTracked: 100 } },
       console: { enabled: true, users: [{ username: 'ops', password: null, passwordHash: await hashPassword('ops-pass-1'), scope: null }] },
     });
@@ -61,9 +65,7 @@ describe('console login timing', () => {
 
   beforeAll(async () => {
     upstream = await startFakeUpstream();
-    relay = await startRelay({
-      upstreams: [{ port: upstream.port }],
-      http: { port: 0, token: TOKEN },
+    relay = await consoleRelay(upstream, {
       console: {
         enabled: true,
         users: [
@@ -102,7 +104,7 @@ describe('console search against costly queries', () => {
 
   beforeAll(async () => {
     upstream = await startFakeUpstream();
-    relay = await startRelay({ upstreams: [{ port: upstream.port }], http: { port: 0, token: TOKEN }, console: { enabled: true } });
+    relay = await consoleRelay(upstream);
   });
   afterAll(async () => {
     await relay.stop();
@@ -132,16 +134,14 @@ describe('console search against costly queries', () => {
   });
 });
 
-describe('console live streams', () => {
+describe('a console user with a scope', () => {
   let upstream: FakeUpstream;
   let relay: RunningRelay;
 
   beforeAll(async () => {
     upstream = await startFakeUpstream();
-    relay = await startRelay({
-      upstreams: [{ port: upstream.port }],
-      http: { port: 0, token: TOKEN },
-      clients: { users: [{ username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [], mode: null }] },
+    relay = await consoleRelay(upstream, {
+      clients: { users: [BILLING] },
       console: {
         enabled: true,
         users: [
@@ -176,25 +176,6 @@ describe('console live streams', () => {
     } finally {
       controller.abort();
     }
-  });
-});
-
-describe('console scope and the index status', () => {
-  let upstream: FakeUpstream;
-  let relay: RunningRelay;
-
-  beforeAll(async () => {
-    upstream = await startFakeUpstream();
-    relay = await startRelay({
-      upstreams: [{ port: upstream.port }],
-      http: { port: 0, token: TOKEN },
-      clients: { users: [{ username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [], mode: null }] },
-      console: { enabled: true, users: [{ username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: { users: ['billing'] } }] },
-    });
-  });
-  afterAll(async () => {
-    await relay.stop();
-    await upstream.close();
   });
 
   it("does not show a scoped user the count of every user's records in the index, and shows it to the bearer token", async () => {
