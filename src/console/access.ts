@@ -12,6 +12,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import { isLoopbackHostHeader } from '../observe/http-server.js';
 import type { Scope } from './search/sql-query.js';
 import type { SessionStore } from './sessions.js';
 
@@ -78,7 +79,7 @@ export class Access {
       if (session) return { user: session.user, scope: session.scope, via: 'session', csrf: session.csrf, sessionId: id };
     }
     if (this.#open) {
-      if (!loopbackHost(req.headers.host))
+      if (!isLoopbackHostHeader(req.headers.host))
         throw new Refusal(403, 'host', 'without a login the console answers only to a loopback host name (127.0.0.1, localhost, [::1])');
       return { user: LOCAL_USER, scope: null, via: 'local', csrf: this.#localCsrf, sessionId: null };
     }
@@ -137,13 +138,6 @@ function cookie(req: IncomingMessage, name: string): string | null {
     if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim() || null;
   }
   return null;
-}
-
-/** `127.0.0.1:8025`, `localhost`, `[::1]:8025`: a name only this machine answers to. */
-function loopbackHost(host: string | undefined): boolean {
-  if (!host) return false;
-  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
-  return name === 'localhost' || name === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 function safeEqual(a: string, b: string): boolean {

@@ -54,12 +54,20 @@ const MAX_LIMIT = 500;
 const MAX_BODY = 16 * 1024;
 /** Records in one story, at most (the most recent are kept). */
 const STORY_LIMIT = 1_000;
+/**
+ * Searches and stories of one console user waiting on the index at once, at most. The index answers
+ * one request at a time, and one that the API gave up on (index_timeout) still runs there: a user
+ * firing requests in parallel would otherwise queue minutes of work ahead of everybody else's.
+ */
+export const MAX_INDEX_REQUESTS_PER_USER = 4;
 
 export class ConsoleApi {
   readonly #p: ConsoleParts;
   /** The last breaker change of each upstream, with its reason. */
   readonly #breakers = new Map<string, { state: string; reason: string; since: string }>();
   readonly #unsubscribe: () => void;
+  /** Index requests in flight per console user. */
+  readonly #asking = new Map<string, number>();
 
   constructor(parts: ConsoleParts) {
     this.#p = parts;
@@ -190,15 +198,15 @@ export class ConsoleApi {
 
   async #transactions(method: string, url: URL, caller: Caller): Promise<JsonReply> {
     expectMethod(method, 'GET');
-    const index = this.#needIndex();
     const query = this.#withPrivacy(parseQuery(url.searchParams.get('q') ?? '', Date.now()));
     const page = pageOf(url);
-    const [result, status] = await Promise.all([index.search(query, caller.scope, page), index.status()]);
-    return { status: 200, body: { ...result, index: status } };
+    const [result, status] = await this.#ask(caller, (index) => Promise.all([index.search(query, caller.scope, page), index.status()]));
+    // The count spans every user's mail: a scoped user watching it grow would learn the others' volume.
+    return { status: 200, body: { ...result, index: caller.scope === null ? status : { ...status, records: null } } };
   }
 
   async #story(key: string, caller: Caller): Promise<JsonReply> {
-    const story = await this.#needIndex().story(key.trim(), caller.scope, STORY_LIMIT);
+    const story = await this.#ask(caller, (index) => index.story(key.trim(), caller.scope, STORY_LIMIT));
     if (story === null) throw new Refusal(404, 'not_found', 'no transaction you may see has this id');
     return { status: 200, body: story };
   }
@@ -206,7 +214,8 @@ export class ConsoleApi {
   #streamOpen(req: IncomingMessage, res: ServerResponse, caller: Caller): JsonReply | null {
     // The stream does not keep the session alive: a console left open still logs out when idle.
     const alive = caller.sessionId === null ? () => true : () => this.#p.sessions.get(caller.sessionId!, false) !== null;
-    if (!this.#p.stream.open(res, caller.scope, alive)) throw new Refusal(503, 'too_many_streams', 'too many live streams are open', { 'retry-after': '10' });
+    if (!this.#p.stream.open(res, caller.user, caller.scope, alive))
+      throw new Refusal(503, 'too_many_streams', 'too many live streams are open (in all, or of this user)', { 'retry-after': '10' });
     req.socket.setTimeout(0);
     return null;
   }
@@ -282,9 +291,22 @@ export class ConsoleApi {
     throw new Refusal(404, 'not_found', 'no such endpoint (docs/api.md lists them)');
   }
 
-  #needIndex(): SearchIndex {
-    if (this.#p.index === null) throw new Refusal(503, 'no_index', 'the trail goes to standard output (audit.file "-"): there is nothing to search');
-    return this.#p.index;
+  /** `question` put to the index, counted as one of the caller's requests in flight. */
+  async #ask<T>(caller: Caller, question: (index: SearchIndex) => Promise<T>): Promise<T> {
+    const index = this.#p.index;
+    if (index === null) throw new Refusal(503, 'no_index', 'the trail goes to standard output (audit.file "-"): there is nothing to search');
+    const asking = this.#asking.get(caller.user) ?? 0;
+    if (asking >= MAX_INDEX_REQUESTS_PER_USER) {
+      throw new Refusal(503, 'index_busy', `${MAX_INDEX_REQUESTS_PER_USER} searches of this user are already waiting for the index`, { 'retry-after': '1' });
+    }
+    this.#asking.set(caller.user, asking + 1);
+    try {
+      return await question(index);
+    } finally {
+      const left = (this.#asking.get(caller.user) ?? 1) - 1;
+      if (left === 0) this.#asking.delete(caller.user);
+      else this.#asking.set(caller.user, left);
+    }
   }
 
   /** On a pseudonymized trail, a full address in from:/to: is looked for masked too (as lookup does). */

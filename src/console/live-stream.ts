@@ -24,12 +24,18 @@ export interface StreamOptions {
   readonly stallMs: number;
   /** Streams open at once, at most. */
   readonly maxStreams: number;
+  /**
+   * Streams of one console user (all their sessions; the bearer token and the local user count as one
+   * user each), at most: one user, however limited their scope, cannot take every stream.
+   */
+  readonly maxPerUser: number;
 }
 
-export const STREAM_DEFAULTS: StreamOptions = { heartbeatMs: 15_000, bufferLimit: 256 * 1024, stallMs: 60_000, maxStreams: 100 };
+export const STREAM_DEFAULTS: StreamOptions = { heartbeatMs: 15_000, bufferLimit: 256 * 1024, stallMs: 60_000, maxStreams: 100, maxPerUser: 20 };
 
 interface Stream {
   readonly res: ServerResponse;
+  readonly user: string;
   readonly scope: Scope;
   /** Still allowed (the session is alive); checked at each heartbeat. */
   readonly alive: () => boolean;
@@ -54,9 +60,10 @@ export class LiveStream {
     return this.#streams.size;
   }
 
-  /** Takes over `res` as an event stream; false (nothing written) when too many are open. */
-  open(res: ServerResponse, scope: Scope, alive: () => boolean): boolean {
+  /** Takes over `res` as an event stream of `user`; false (nothing written) when too many are open, in all or of theirs. */
+  open(res: ServerResponse, user: string, scope: Scope, alive: () => boolean): boolean {
     if (this.#streams.size >= this.#options.maxStreams) return false;
+    if ([...this.#streams].filter((s) => s.user === user).length >= this.#options.maxPerUser) return false;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
@@ -65,7 +72,7 @@ export class LiveStream {
       'x-accel-buffering': 'no',
     });
     res.write(`retry: 3000\n: mailtrail live stream\n\n`);
-    const stream: Stream = { res, scope, alive, dropped: 0, behindSince: null };
+    const stream: Stream = { res, user, scope, alive, dropped: 0, behindSince: null };
     this.#streams.add(stream);
     res.on('close', () => this.#streams.delete(stream));
     return true;

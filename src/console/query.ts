@@ -58,6 +58,13 @@ const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const CODE = /^(?:[2-5]\d\d|[2-5]xx|[2-5]\dx|[245]\.\d{1,3}\.\d{1,3})$/;
 const MAX_TERMS = 32;
 const MAX_LENGTH = 2_000;
+/**
+ * Distinct word parts (search-word tokens) in one query, at most. The index intersects the full list
+ * of matches of every part (docs/console.md, "Search speed"): a part common to most records (`com`)
+ * costs a walk of most of the index, and a query repeating it hundreds of times (`com.com.com...`)
+ * held the index worker for minutes; real searches use a handful.
+ */
+export const MAX_WORD_PARTS = 12;
 
 /** Keys whose value may list alternatives separated by commas. */
 const LISTS: ReadonlySet<TermKey> = new Set(['class', 'outcome', 'upstream', 'user', 'type', 'code', 'client', 'id', 'queueid']);
@@ -102,7 +109,34 @@ export function parseQuery(text: string, now: number): Query {
     if (values.length === 0) throw new QueryError(`${key}: needs a value`);
     terms.push({ key: termKey, values, negate: token.negate });
   }
+  if (words.length > 0) wordParts(words);
   return { terms, words, after, before };
+}
+
+/** One part of the bare words as the index matches it: a whole token, or the start of one. */
+export interface WordPart {
+  readonly token: string;
+  readonly prefix: boolean;
+}
+
+/**
+ * The bare words split as the index splits text (FTS5 unicode61: runs of letters and digits), the
+ * last part of each word as a prefix, each distinct part once. Throws QueryError when there is none,
+ * or more than MAX_WORD_PARTS.
+ */
+export function wordParts(words: readonly string[]): WordPart[] {
+  const parts = new Map<string, WordPart>();
+  for (const word of words) {
+    const tokens = word.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
+    tokens.forEach((token, i) => {
+      const prefix = i === tokens.length - 1;
+      parts.set(`${token}${prefix ? '*' : ''}`, { token, prefix });
+    });
+  }
+  if (parts.size === 0) throw new QueryError('a search word needs a letter or digit');
+  if (parts.size > MAX_WORD_PARTS)
+    throw new QueryError(`the search words have more than ${MAX_WORD_PARTS} parts (letters and digits between other characters): search with fewer`);
+  return [...parts.values()];
 }
 
 /** The value as the index stores it; throws for a value that can never match. */

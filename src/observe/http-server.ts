@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { isLoopbackHost } from '../config/fields.js';
 import type { HttpConfig } from '../config/types.js';
 import type { ErrorGroup } from './error-groups.js';
 import type { Logger } from '../logger.js';
@@ -36,6 +37,14 @@ interface Reply {
 
 const JSON_TYPE = 'application/json; charset=utf-8';
 
+/**
+ * Connections the endpoint holds at once; beyond, a new one is closed at once. Each costs a file
+ * descriptor, which the SMTP listeners, the trail and the spool share: connections that only trickle
+ * their headers must not be able to use them up. A scraper, scripts and a few dozen console tabs
+ * (six connections and a live stream each) stay well below.
+ */
+export const MAX_HTTP_CONNECTIONS = 256;
+
 /** The endpoint's address, or why a best-effort endpoint did not start. */
 export type HttpStart =
   { readonly address: { readonly host: string; readonly port: number }; readonly error: null } | { readonly address: null; readonly error: string };
@@ -46,7 +55,10 @@ export type HttpStart =
  * With the console on, its paths (`/`, `/messages/...`, `/assets/...`, `/api/v1/...`) are handed to
  * it whole: it has its own login (docs/console.md).
  * With a token, every path except `/healthz` needs `Authorization: Bearer <token>` (RFC 6750); the
- * API shows addresses, so a non-loopback bind without a token is warned about at start-up.
+ * API shows addresses, so a non-loopback bind without a token is warned about at start-up. Without a
+ * token on loopback, it answers (but for `/healthz`) only requests whose `Host` is a loopback name:
+ * a web page whose name is made to resolve to 127.0.0.1 (DNS rebinding) is its own origin to the
+ * browser, and could otherwise read the API.
  */
 export class ObservabilityServer {
   #config: HttpConfig;
@@ -54,12 +66,15 @@ export class ObservabilityServer {
   #log: Logger;
   #server: Server | null = null;
   #tokenDigest: Buffer | null;
+  /** No token, bound to loopback: only loopback Host names are answered. */
+  #loopbackOnly: boolean;
 
   constructor(config: HttpConfig, sources: HttpSources, log: Logger) {
     this.#config = config;
     this.#sources = sources;
     this.#log = log;
     this.#tokenDigest = config.token === null ? null : digest(config.token);
+    this.#loopbackOnly = config.token === null && isLoopbackHost(config.host);
   }
 
   /**
@@ -67,10 +82,13 @@ export class ObservabilityServer {
    * (App.start() turns that into a start-up warning).
    */
   async start(): Promise<HttpStart> {
-    const server = createServer((req, res) => this.#handle(req, res));
+    // The two timeouts are checked every connectionsCheckingInterval (30 s by default, which let a
+    // request trickling its headers live on for half a minute more): every second instead.
+    const server = createServer({ connectionsCheckingInterval: 1_000 }, (req, res) => this.#handle(req, res));
     server.requestTimeout = 10_000;
     server.headersTimeout = 5_000;
     server.keepAliveTimeout = 5_000;
+    server.maxConnections = MAX_HTTP_CONNECTIONS;
     try {
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
@@ -122,6 +140,9 @@ export class ObservabilityServer {
     const url = new URL(req.url ?? '/', 'http://mailtrail.invalid');
     const path = url.pathname;
     if (path === '/healthz') return json(200, { status: 'ok' });
+    if (this.#loopbackOnly && !isLoopbackHostHeader(req.headers.host)) {
+      return json(403, { error: 'without http.token the endpoint answers only to a loopback host name (127.0.0.1, localhost, [::1])' });
+    }
     if (!this.#authorised(req)) {
       return { ...json(401, { error: 'a bearer token is required' }), headers: { 'www-authenticate': 'Bearer realm="mailtrail"' } };
     }
@@ -160,6 +181,13 @@ export class ObservabilityServer {
     // Digests have equal length, so timingSafeEqual compares without leaking the token's length.
     return match !== null && timingSafeEqual(digest(match[1]!), this.#tokenDigest);
   }
+}
+
+/** A `Host` header naming this machine only: `127.0.0.1:8025`, `localhost`, `[::1]:8025`. */
+export function isLoopbackHostHeader(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.startsWith('[') ? host.slice(0, host.indexOf(']') + 1) : host.replace(/:\d+$/, '');
+  return name === 'localhost' || name === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(name);
 }
 
 function json(status: number, value: unknown): Reply {

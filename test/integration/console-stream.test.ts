@@ -25,7 +25,7 @@ async function start(options: ConstructorParameters<typeof LiveStream>[1]): Prom
     throw err;
   });
   const stream = new LiveStream(bus, options);
-  const server = createServer((_req, res) => void stream.open(res, null, () => true));
+  const server = createServer((_req, res) => void stream.open(res, 'ops', null, () => true));
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
   running = { bus, stream, server, port };
@@ -60,14 +60,14 @@ afterEach(async () => {
 
 describe('the live stream', () => {
   it('sends a heartbeat comment while nothing happens', async () => {
-    const { port } = await start({ heartbeatMs: 50, bufferLimit: 64 * 1024, stallMs: 60_000, maxStreams: 10 });
+    const { port } = await start({ heartbeatMs: 50, bufferLimit: 64 * 1024, stallMs: 60_000, maxStreams: 10, maxPerUser: 10 });
     const client = await rawClient(port);
     await until(() => client.text().includes(': heartbeat'), 5_000);
     client.socket.destroy();
   });
 
   it('drops events for a client that does not read, keeps its buffer bounded, and tells it how many it missed', async () => {
-    const { bus, stream, port } = await start({ heartbeatMs: 60_000, bufferLimit: 16 * 1024, stallMs: 60_000, maxStreams: 10 });
+    const { bus, stream, port } = await start({ heartbeatMs: 60_000, bufferLimit: 16 * 1024, stallMs: 60_000, maxStreams: 10, maxPerUser: 10 });
     const client = await rawClient(port);
     await until(() => client.text().includes('mailtrail live stream'), 5_000);
     client.socket.pause();
@@ -92,7 +92,7 @@ describe('the live stream', () => {
   });
 
   it('refuses a stream beyond the limit of open streams', async () => {
-    const { port } = await start({ heartbeatMs: 60_000, bufferLimit: 64 * 1024, stallMs: 60_000, maxStreams: 1 });
+    const { port } = await start({ heartbeatMs: 60_000, bufferLimit: 64 * 1024, stallMs: 60_000, maxStreams: 1, maxPerUser: 1 });
     const first = await rawClient(port);
     await until(() => first.text().includes('200 OK'), 5_000);
     const second = await rawClient(port);

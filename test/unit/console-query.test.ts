@@ -140,4 +140,15 @@ describe('query syntax', () => {
     expect(ftsExpression(['ana.lopez@exam'])).toBe('"ana" AND "lopez" AND "exam"*');
     expect(() => ftsExpression(['@@'])).toThrow(QueryError);
   });
+
+  it('asks the index for each word part once, however often the words repeat it', () => {
+    expect(ftsExpression(['com.com.com.c', 'com', 'c'])).toBe('"com" AND "c"* AND "com"*');
+  });
+
+  it('refuses bare words with more than 12 distinct parts, and words without a letter or digit, when parsing', () => {
+    expect(parseQuery('a b c d e f g h i j k l', NOW).words).toHaveLength(12);
+    expect(refused('a b c d e f g h i j k l m')).toMatch(/^the search words have more than 12 parts/);
+    expect(parseQuery(Array(30).fill('com.com.com.com.c').join(' '), NOW).words).toHaveLength(30);
+    expect(refused('"..."')).toBe('a search word needs a letter or digit');
+  });
 });

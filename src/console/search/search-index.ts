@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../../logger.js';
-import type { Query } from '../query.js';
+import { QueryError, type Query } from '../query.js';
 import type { StatsDump } from '../stats.js';
 import type { StoryView } from '../story-view.js';
 import type { TransactionSummary } from '../summary.js';
@@ -125,7 +125,8 @@ export class SearchIndex {
     this.#pending.delete(m.id);
     clearTimeout(pending.timer);
     if (m.ok) pending.resolve(m.value);
-    else pending.reject(new IndexError(m.error.code, m.error.message));
+    // The asker's mistake (a cursor this server never gave): 400 bad_query, not the index's failure.
+    else pending.reject(m.error.code === 'bad_query' ? new QueryError(m.error.message) : new IndexError(m.error.code, m.error.message));
   }
 
   #failAll(why: string): void {

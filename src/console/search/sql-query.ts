@@ -9,7 +9,7 @@
  * because matches are common. SQLite's planner alone cannot tell the two apart for an address domain or a reply code
  * (`to:@gmail.com` is a fifth of the trail, `to:@corp12.example` a handful of rows).
  */
-import { QueryError, type Query, type Term } from '../query.js';
+import { QueryError, wordParts, type Query, type Term } from '../query.js';
 
 /** The SMTP users a console user may see the mail of; null = all mail. */
 export type Scope = { readonly users: readonly string[] } | null;
@@ -180,18 +180,11 @@ function countOf(indexed: string): string {
   return `SELECT count(*) FROM (SELECT 1 FROM tx WHERE (${indexed}) AND time >= ? AND time < ? LIMIT ?)`;
 }
 
-/**
- * The bare words as an FTS5 expression: each word split into tokens as the index splits text
- * (unicode61: letters and digits), all required, the last token of each word as a prefix.
- */
+/** The bare words as an FTS5 expression: every part (query.ts, `wordParts`) required. */
 export function ftsExpression(words: readonly string[]): string {
-  const parts: string[] = [];
-  for (const word of words) {
-    const tokens = word.toLowerCase().match(/[\p{L}\p{N}]+/gu) ?? [];
-    tokens.forEach((token, i) => parts.push(`"${token}"${i === tokens.length - 1 ? '*' : ''}`));
-  }
-  if (parts.length === 0) throw new QueryError('a search word needs a letter or digit');
-  return parts.join(' AND ');
+  return wordParts(words)
+    .map((p) => `"${p.token}"${p.prefix ? '*' : ''}`)
+    .join(' AND ');
 }
 
 function decodeCursor(cursor: string): { time: number; rowid: number } {
