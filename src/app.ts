@@ -46,6 +46,8 @@ import type { FreeSpaceProbe } from './audit/free-space.js';
 import { SpoolStore } from './spool/spool-store.js';
 import type { SpoolFileOps } from './spool/spool-files.js';
 import { spoolRecord } from './spool/spool-records.js';
+import { QueueManager } from './spool/queue-manager.js';
+import { DeliveryEvents } from './spool/delivery-events.js';
 import { usesSpool } from './transaction/delivery-mode.js';
 
 export interface RunningInfo {
@@ -66,7 +68,14 @@ export interface RunningInfo {
  * disk without filling one) and its file operations (a failing fsync). Production passes nothing.
  */
 export interface AppOptions {
-  readonly spool?: { readonly freeSpace?: FreeSpaceProbe; readonly fileOps?: Partial<SpoolFileOps> };
+  readonly spool?: {
+    readonly freeSpace?: FreeSpaceProbe;
+    readonly fileOps?: Partial<SpoolFileOps>;
+    /** false: messages are accepted into the spool and never delivered from it (tests of acceptance alone). */
+    readonly deliver?: boolean;
+    /** How often the queue is looked at without a reason (the expiry sweep, parked upstreams' trials), ms. */
+    readonly tickMs?: number;
+  };
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -106,6 +115,8 @@ export class App {
   #observers: Observers | null = null;
   #spool: SpoolStore | null = null;
   #spoolUnlocked: string | null = null;
+  #queue: QueueManager | null = null;
+  #deliveryEvents: DeliveryEvents | null = null;
   #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
@@ -126,6 +137,11 @@ export class App {
   /** The spool (docs/spool.md): null before start, and when no listener or user is in spool or hybrid mode. */
   get spool(): SpoolStore | null {
     return this.#spool;
+  }
+
+  /** Delivery from the spool, and the operator's actions on it: null when there is no spool (or it is not delivered). */
+  get queue(): QueueManager | null {
+    return this.#queue;
   }
 
   /** Circuit breaker state and adaptive slow-down of each upstream (empty before start). */
@@ -168,6 +184,9 @@ export class App {
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
       spool: this.#spool,
     });
+    if (this.#spool !== null && this.#options.spool?.deliver !== false) {
+      this.#queue = await stage('spool', () => this.#startQueue(this.#spool!, engine, this.#recorder!, ids, upstreams));
+    }
     const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
       config,
@@ -230,6 +249,9 @@ export class App {
     await stopped;
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
+    // Deliveries from the spool get the shutdown grace, then are stopped (settled at the next start).
+    await this.#queue?.stop(this.config.timeouts.shutdown);
+    await this.#deliveryEvents?.stop(ALERT_DELIVERY_GRACE_MS);
     // Every transaction is done: the spool's last writes, then its lock.
     await this.#spool?.close();
     this.#router?.close();
@@ -345,6 +367,48 @@ export class App {
       }
     }
     return store;
+  }
+
+  /**
+   * Delivery from the spool (docs/spool.md): the delivery-event outbox when `spool.events` has
+   * endpoints, then the queue manager, which first settles the entries whose final dot got no answer
+   * before the last stop.
+   */
+  async #startQueue(store: SpoolStore, engine: RelayEngine, recorder: Recorder, ids: IdGenerator, upstreams: readonly UpstreamConfig[]): Promise<QueueManager> {
+    const { config } = this;
+    if (config.spool.events.length > 0) {
+      this.#deliveryEvents = new DeliveryEvents({
+        dir: join(store.dir, 'events'),
+        endpoints: config.spool.events,
+        host: config.hostname,
+        ids,
+        bus: this.bus,
+        log: this.#log,
+      });
+      await this.#deliveryEvents.start();
+    }
+    const queue = new QueueManager({
+      store,
+      engine,
+      recorder,
+      ids,
+      bus: this.bus,
+      events: this.#deliveryEvents,
+      upstreams,
+      settings: {
+        first: config.spool.retry.first,
+        max: config.spool.retry.max,
+        maxAge: config.spool.maxAge,
+        unknownOutcome: config.spool.unknownOutcome,
+        concurrency: config.spool.concurrency,
+        dsn: config.spool.dsn,
+        hostname: config.hostname,
+      },
+      log: this.#log,
+      ...(this.#options.spool?.tickMs === undefined ? {} : { tickMs: this.#options.spool.tickMs }),
+    });
+    await queue.start();
+    return queue;
   }
 
   /**

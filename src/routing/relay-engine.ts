@@ -40,6 +40,11 @@ export class RelayEngine {
     this.#deadlineMs = deadlineMs;
   }
 
+  /** The upstreams (names, in order) of the route `key` chooses: what relay() would try. */
+  upstreamsOf(key?: RouteKey): string[] {
+    return this.#router.select(key).channels.map((c) => c.upstream.name);
+  }
+
   /** `key` chooses the route (AUTH user, MAIL FROM, client address); without it, the default route. */
   async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: StopSignal, key?: RouteKey, options?: RelayOptions): Promise<RelayDecision> {
     const route = this.#router.select(key);
