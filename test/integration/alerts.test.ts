@@ -345,7 +345,9 @@ describe('alerts with the default rules', () => {
     await hook.waitFor((r) => r.some((x) => x.json.alert.rule === 'spool-parked'), 10_000);
     const fired = hook.received.find((x) => x.json.alert.rule === 'spool-parked')!.json.alert;
     expect(fired).toMatchObject({ state: 'fired', upstream: 'provider', class: 'upstream_auth' });
-    expect(fired.message).toMatch(/^spool-parked on upstream provider: deliveries from the spool through this upstream are parked after upstream_auth \(535 5\.7\.8/);
+    expect(fired.message).toMatch(
+      /^spool-parked on upstream provider: deliveries from the spool through this upstream are parked after upstream_auth \(535 5\.7\.8/,
+    );
     expect(fired.message).toContain('check the credentials configured for this upstream');
     await upstream.resetFaults();
     await hook.waitFor((r) => r.some((x) => x.json.alert.rule === 'spool-parked' && x.json.alert.state === 'resolved'), 10_000);
