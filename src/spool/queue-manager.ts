@@ -376,7 +376,7 @@ export class QueueManager {
     const fates = new Map(record.rcpt.map((r) => [r.to, r]));
     const rcpt: RecipientFacts[] = entry.rcpt.map((r) => {
       const fate = fates.get(r.to);
-      if (fate === undefined || r.state !== 'pending') return r as RecipientFacts;
+      if (fate === undefined || r.state !== 'pending') return r;
       const state = fate.status === 'accepted' ? 'delivered' : fate.status === 'rejected' ? 'bounced' : 'pending';
       return { to: r.to, state, reply: fate.reply ?? deciding.result.facts.reply, class: record.failure?.class ?? null, remoteMta, at: this.#iso(now) };
     });

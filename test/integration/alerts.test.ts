@@ -332,7 +332,7 @@ describe('alerts with the default rules', () => {
 
   it('pages when the spool parks an upstream after a 535, naming it, and resolves once deliveries resume', async () => {
     upstream = await startFakeUpstream({ auth: { user: 'relay', pass: 'secret' } });
-    upstream.setFaults({ authReply: AUTH_FAILED });
+    await upstream.setFaults({ authReply: AUTH_FAILED });
     const relay = await startRelay({
       upstreams: [{ name: 'provider', port: upstream.port, auth: { user: 'relay', pass: 'secret' }, probe: { enabled: true, interval: 200, timeout: 2_000 } }],
       alerts: alertsWith(hook, defaultAlertRules(['hook'])),

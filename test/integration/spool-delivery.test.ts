@@ -259,7 +259,7 @@ describe('delivery from the spool', () => {
     await r.app.queue!.hold(held, { channel: 'cli', user: 'ops', address: null });
     const ends = await Promise.all([endOf(r, deferred), endOf(r, held)]);
     expect(ends.map((e) => e.event)).toEqual(['expired', 'expired']);
-    expect(ends[0]!.reason).toContain('spool.maxAge');
+    expect(ends[0].reason).toContain('spool.maxAge');
     const dsns = ends.map((e) => e.dsn!.id);
     // The DSNs cannot be delivered either: they expire in turn, and nobody is told about them.
     const dsnEnds = await Promise.all(dsns.map((d) => endOf(r, d)));
