@@ -174,6 +174,9 @@ export class App {
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     // Before any client: recovery settles what the process before left, and its records are written.
     this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
+    if (this.#spool !== null && this.#options.spool?.deliver !== false) {
+      this.#queue = await stage('spool', () => this.#startQueue(this.#spool!, engine, this.#recorder!, ids, upstreams));
+    }
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -183,10 +186,8 @@ export class App {
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
       spool: this.#spool,
+      queue: this.#queue,
     });
-    if (this.#spool !== null && this.#options.spool?.deliver !== false) {
-      this.#queue = await stage('spool', () => this.#startQueue(this.#spool!, engine, this.#recorder!, ids, upstreams));
-    }
     const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
       config,

@@ -25,7 +25,7 @@ import type { RelayEngine } from '../routing/relay-engine.js';
 import type { RoutingEvents } from '../routing/routing-events.js';
 import { skipKind } from '../routing/skipped-attempt.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
-import { Deadline } from '../upstream/deadline.js';
+import { Deadline, type StopSignal } from '../upstream/deadline.js';
 import { deliveryRecord, unansweredDeliveryRecord } from './delivery-record.js';
 import type { DeliveryEventType, EventRecipient } from './delivery-event.js';
 import type { DeliveryEvents } from './delivery-events.js';
@@ -110,6 +110,8 @@ export class QueueManager {
   readonly #waiting = new Map<string, readonly string[]>();
   /** Deliveries running now. */
   readonly #running = new Set<Promise<void>>();
+  /** Hybrid mode's attempts in flight whose entries were spooled before they ended (adopt()). */
+  readonly #adopted = new Set<Promise<void>>();
   readonly #stop = new AbortController();
   readonly #signal = Deadline.fromAbortSignal(this.#stop.signal);
   #unsubscribe: (() => void)[] = [];
@@ -128,9 +130,40 @@ export class QueueManager {
     return this.#parked;
   }
 
-  /** Deliveries in flight. */
+  /** Deliveries in flight (from the spool, and hybrid attempts it took over). */
   get delivering(): number {
-    return this.#running.size;
+    return this.#running.size + this.#adopted.size;
+  }
+
+  /** Stops at shutdown, after the grace stop() gives: what hybrid relays use, so they end with the queue. */
+  get stopSignal(): StopSignal {
+    return this.#signal;
+  }
+
+  /**
+   * Hybrid mode's hand-over (docs/spool.md, "Hybrid mode"): entry `id` was spooled `delivering` while
+   * its relay was in flight; when `attempt` ends, its result is the entry's first delivery (recorded,
+   * then retried, held, or ended like any other). `attempt` resolving null: nothing to take over (the
+   * entry was not spooled after all).
+   */
+  adopt(id: string, attempt: Promise<{ readonly decision: RelayDecision; readonly ms: number } | null>): void {
+    const run: Promise<void> = attempt
+      .then((a) =>
+        a === null
+          ? undefined
+          : this.#locked(id, async () => {
+              const entry = await this.#d.store.get(id);
+              if (entry === null || entry.state !== 'delivering') return;
+              const owed = entry.rcpt.filter((r) => r.state === 'pending').map((r) => r.to);
+              await this.#afterAttempt(entry, owed, a.decision, a.ms, new Set());
+            }),
+      )
+      .catch((err: unknown) => this.#d.log.error({ err, id }, 'could not take over the result of a hybrid attempt'))
+      .finally(() => {
+        this.#adopted.delete(run);
+        this.kick();
+      });
+    this.#adopted.add(run);
   }
 
   /**
@@ -149,7 +182,8 @@ export class QueueManager {
       bus.subscribe('relay', (r) => {
         if (r.outcome !== 'queued') return;
         const s = store.summary(r.id);
-        this.#publish(r.id, null, 'queued', s ?? null, { reason: r.spool?.reason ?? null });
+        // A hybrid message spooled with its relay in flight starts `delivering`.
+        this.#publish(r.id, null, s?.state ?? 'queued', s ?? null, { reason: r.spool?.reason ?? null });
         this.#emitQueued(r.id);
         this.kick();
       }),
@@ -171,13 +205,14 @@ export class QueueManager {
     for (const off of this.#unsubscribe.splice(0)) off();
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
-    if (this.#running.size > 0) {
+    const inFlight = (): Promise<void>[] => [...this.#running, ...this.#adopted];
+    if (inFlight().length > 0) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([Promise.allSettled([...this.#running]), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
+      await Promise.race([Promise.allSettled(inFlight()), new Promise((r) => (timer = setTimeout(r, graceMs)))]);
       clearTimeout(timer);
     }
     this.#stop.abort(Object.assign(new Error('mailtrail is shutting down'), { code: ERR.SHUTDOWN }));
-    await Promise.allSettled([...this.#running]);
+    await Promise.allSettled(inFlight());
     await Promise.allSettled([...this.#locks.values()]);
     this.#signal.dispose();
   }

@@ -59,14 +59,15 @@ export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failu
 
 /**
  * The acceptance record of a message taken into the spool (docs/spool.md): outcome `queued`, every
- * recipient `queued`, nothing tried yet, and how and why it was spooled. Pure.
+ * recipient `queued`, how and why it was spooled, and, in hybrid mode, the tries made before it was
+ * spooled (`decision`: its route and every upstream tried). Pure.
  */
-export function queuedRecord(input: RelayRecordInput, spool: SpoolAcceptance): RelayRecord {
+export function queuedRecord(input: RelayRecordInput, spool: SpoolAcceptance, decision: RelayDecision | null = null): RelayRecord {
   const record = assemble(input, {
     rcpt: input.to.map((to) => ({ to, status: 'queued', reply: null })),
-    route: null,
+    route: decision?.route ?? null,
     upstream: null,
-    attempts: [],
+    attempts: decision === null ? [] : attemptEntries(decision),
     upstreamReply: null,
     outcome: 'queued',
     failure: null,
