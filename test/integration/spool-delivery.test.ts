@@ -93,7 +93,7 @@ describe('delivery from the spool', () => {
       next: { action: 'end', at: null },
       duplicateRisk: false,
     });
-    expect(r.app.spool!.counts().total).toBe(0);
+    await recordWhere(r, () => r.app.spool!.counts().total === 0);
   });
 
   it('delivers every message exactly once when the upstream is down for a while and then back', async () => {
@@ -107,7 +107,7 @@ describe('delivery from the spool', () => {
     for (const id of ids) await endOf(r, id);
     const got = upstream.messages.map((m) => /Message-ID: <(down-\d+)@/.exec(m.raw.toString())?.[1]).sort();
     expect(got).toEqual(ids.map((_, i) => `down-${i}`).sort());
-    expect(r.app.spool!.counts().total).toBe(0);
+    await recordWhere(r, () => r.app.spool!.counts().total === 0);
     const deferred = (await r.records()).filter((x) => x.type === 'delivery' && x.outcome === 'deferred') as DeliveryRecord[];
     expect(deferred[0]).toMatchObject({ failure: { class: 'connect' }, next: { action: 'retry' } });
   });
@@ -232,6 +232,8 @@ describe('delivery from the spool', () => {
     const id = await queue(r);
     const attempt = (await recordWhere(r, (x) => x.type === 'delivery' && x.spoolId === id)) as DeliveryRecord;
     expect(attempt).toMatchObject({ outcome: 'unknown', duplicateRisk: true, failure: { class: 'unknown_outcome' }, next: { action: 'hold', at: null } });
+    // The record comes first, then the entry's change.
+    await recordWhere(r, () => r.app.spool!.summary(id)?.state === 'held');
     const entry = await r.app.spool!.get(id);
     expect(entry).toMatchObject({ state: 'held', dotPendingSince: null, held: { by: null, reason: expect.stringContaining('unknown outcome') } });
     expect(entry!.held!.reason).toContain(attempt.id);
@@ -267,7 +269,8 @@ describe('delivery from the spool', () => {
       ['expired', null],
       ['expired', null],
     ]);
-    expect(r.app.spool!.counts().total).toBe(0);
+    // The end record first, then the files go.
+    await recordWhere(r, () => r.app.spool!.counts().total === 0);
   });
 
   it('expires a message behind a parked upstream', async () => {

@@ -126,7 +126,8 @@ describe('hybrid mode', () => {
     await upstream.setFaults({ delayMs: { rcpt: 1_000, data: 400 } });
     const r = await start({ hybridWait: 300 });
     const res = await send(r);
-    const id = QUEUED.exec(res.ok ? res.response : '')?.[1]!;
+    const id = QUEUED.exec(res.ok ? res.response : '')?.[1] ?? '';
+    expect(id, JSON.stringify(res)).not.toBe('');
     let marked = false;
     const until = Date.now() + 3_000;
     while (!marked && Date.now() < until) {
