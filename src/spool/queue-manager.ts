@@ -457,7 +457,8 @@ export class QueueManager {
           }
         : null;
     const state: SpoolState = action.action === 'hold' ? 'held' : 'queued';
-    const at = action.action === 'retry' || action.action === 'park' ? this.#iso(action.at) : null;
+    // An entry about to end is due at once: should the process stop before its end, the next one ends it.
+    const at = action.action === 'retry' || action.action === 'park' ? this.#iso(action.at) : action.action === 'end' ? this.#iso(now) : null;
     const updated = await store.clearDotPending(id, (e) => ({ ...e, state, rcpt, attempts: n, nextAttemptAt: at, lastAttempt, held }));
     if (action.action === 'end') {
       await this.#end({ ...updated, state: 'delivering' }, action.end, null, null, withNext);
