@@ -459,7 +459,8 @@ export class QueueManager {
     const state: SpoolState = action.action === 'hold' ? 'held' : 'queued';
     // An entry about to end is due at once: should the process stop before its end, the next one ends it.
     const at = action.action === 'retry' || action.action === 'park' ? this.#iso(action.at) : action.action === 'end' ? this.#iso(now) : null;
-    const updated = await store.clearDotPending(id, (e) => ({ ...e, state, rcpt, attempts: n, nextAttemptAt: at, lastAttempt, held }));
+    // Not flushed when it ends now: its removal flushes the folder (spool-store.ts, clearDotPending).
+    const updated = await store.clearDotPending(id, (e) => ({ ...e, state, rcpt, attempts: n, nextAttemptAt: at, lastAttempt, held }), action.action !== 'end');
     if (action.action === 'end') {
       await this.#end({ ...updated, state: 'delivering' }, action.end, null, null, withNext);
       return;

@@ -309,9 +309,12 @@ export class SpoolStore {
   /**
    * Clears the dot mark once the attempt's outcome is recorded, together with whatever `change` makes
    * of the entry (its next state: queued with a new due time, held, or its recipients' fates).
+   * `durable: false` when the entry is removed next (its end): the rename survives a crash of the
+   * process, and a power cut before the removal's flush leaves the mark, an unknown outcome, never a
+   * loss.
    */
-  clearDotPending(id: string, change: (entry: SpoolEntry) => SpoolEntry = (e) => e): Promise<SpoolEntry> {
-    return this.update(id, (e) => ({ ...change(e), dotPendingSince: null, dotPendingUpstream: null }));
+  clearDotPending(id: string, change: (entry: SpoolEntry) => SpoolEntry = (e) => e, durable = true): Promise<SpoolEntry> {
+    return this.#change(id, (e) => ({ ...change(e), dotPendingSince: null, dotPendingUpstream: null }), durable);
   }
 
   /**
