@@ -20,8 +20,9 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
-import { ROOT, startMailtrail } from './mailtrail-process.mjs';
+import { startMailtrail } from './mailtrail-process.mjs';
 import { freePort, generateLoad, ownLoad, startSink } from './tools.mjs';
+import { fillSpool } from './spool-fill.mjs';
 
 const SIZE = 1024;
 const SESSIONS = 20;
@@ -136,38 +137,13 @@ async function drain(sinkPort, dir, log, n) {
   }
 }
 
-/** N queued messages of about 1 KiB through the store's API (fsync off for the filling only). */
-async function fill(dir, n) {
-  const { SpoolStore } = await import(join(ROOT, 'dist', 'spool', 'spool-store.js'));
-  const { IdGenerator } = await import(join(ROOT, 'dist', 'ids.js'));
-  const { createLogger } = await import(join(ROOT, 'dist', 'logger.js'));
-  const { store } = await SpoolStore.open({ dir, minFreeSpace: 0, log: createLogger('silent'), fileOps: { fsync: async () => undefined } });
-  const ids = new IdGenerator();
-  const t0 = performance.now();
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      const i = next++;
-      const raw = Buffer.from(
-        `From: App <app@example.com>\r\nTo: <user${i}@example.org>\r\nSubject: Receipt ${i}\r\nMessage-ID: <d${i}@example.com>\r\n\r\n${'Thank you for your order. '.repeat(36)}\r\n`,
-      );
-      const entry = await store.accept({
-        id: ids.next(),
-        acceptance: { mode: 'spool', reason: 'spool mode' },
-        from: 'app@example.com',
-        to: [`user${i}@example.org`],
-        use8BitMime: false,
-        message: { size: raw.length, sha256: '0'.repeat(64), messageId: `<d${i}@example.com>`, headerFrom: 'App <app@example.com>' },
-        client: { ip: '127.0.0.1', user: null },
-        body: raw,
-      });
-      await store.markRecorded(entry.id);
-    }
-  };
-  await Promise.all(Array.from({ length: 64 }, worker));
-  const took = performance.now() - t0;
-  await store.close();
-  return took;
+/** N queued messages of about 1 KiB (bench/spool-fill.mjs). */
+function fill(dir, n) {
+  return fillSpool(dir, n, (i) =>
+    Buffer.from(
+      `From: App <app@example.com>\r\nTo: <user${i}@example.org>\r\nSubject: Receipt ${i}\r\nMessage-ID: <d${i}@example.com>\r\n\r\n${'Thank you for your order. '.repeat(36)}\r\n`,
+    ),
+  );
 }
 
 /** Waits until the folder is empty (or `timeoutMs`); resolves with how many files are left. */

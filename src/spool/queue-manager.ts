@@ -34,6 +34,7 @@ import type { QueueEntryState, QueueEvents } from './queue-events.js';
 import { ACCOUNT_WIDE_CLASSES, nextAction, type NextAction, type RetrySettings } from './retry-policy.js';
 import type { SpoolEntry, SpoolState } from './spool-entry.js';
 import { spoolRecord } from './spool-records.js';
+import { SerialByKey } from './serial-by-key.js';
 import { SpoolError, type SpoolStore, type SpoolSummary } from './spool-store.js';
 
 /** The bus as the queue manager sees it: what it publishes, and the events it listens to. */
@@ -103,8 +104,8 @@ export class QueueManager {
   readonly #d: QueueManagerDeps;
   readonly #now: () => number;
   readonly #random: () => number;
-  /** Per-entry lock: the last operation queued on each entry. */
-  readonly #locks = new Map<string, Promise<unknown>>();
+  /** Per-entry lock: every operation on one entry after the one before it. */
+  readonly #locks = new SerialByKey();
   readonly #parked = new Map<string, Parked>();
   /** Entries whose route's upstreams were all parked when they fell due: left out until one is not. */
   readonly #waiting = new Map<string, readonly string[]>();
@@ -213,7 +214,7 @@ export class QueueManager {
     }
     this.#stop.abort(Object.assign(new Error('mailtrail is shutting down'), { code: ERR.SHUTDOWN }));
     await Promise.allSettled(inFlight());
-    await Promise.allSettled([...this.#locks.values()]);
+    await this.#locks.idle();
     this.#signal.dispose();
   }
 
@@ -282,7 +283,7 @@ export class QueueManager {
     this.#sweepExpired(now);
     const free = this.#d.settings.concurrency - this.#running.size;
     if (free > 0) {
-      for (const s of this.#d.store.due(now, free, (s) => this.#locks.has(s.id) || this.#stillWaiting(s.id, now))) {
+      for (const s of this.#d.store.due(now, free, (s) => this.#locks.busy(s.id) || this.#stillWaiting(s.id, now))) {
         const run = this.#locked(s.id, () => this.#deliver(s.id))
           .catch((err: unknown) => this.#d.log.error({ err, id: s.id }, 'spool delivery failed unexpectedly'))
           .finally(() => {
@@ -312,7 +313,7 @@ export class QueueManager {
   #sweepExpired(now: number): void {
     const maxAge = this.#d.settings.maxAge;
     for (const s of this.#d.store.list()) {
-      if (s.acceptedAt + maxAge > now || s.state === 'delivering' || this.#locks.has(s.id)) continue;
+      if (s.acceptedAt + maxAge > now || s.state === 'delivering' || this.#locks.busy(s.id)) continue;
       void this.#locked(s.id, async () => {
         const e = await this.#d.store.get(s.id);
         if (e === null || e.state === 'delivering') return;
@@ -682,17 +683,7 @@ export class QueueManager {
 
   /** Runs `op` after every operation of `id` queued before it. */
   #locked<T>(id: string, op: () => Promise<T>): Promise<T> {
-    const before = this.#locks.get(id) ?? Promise.resolve();
-    const run = before.then(op);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#locks.set(id, settled);
-    void settled.then(() => {
-      if (this.#locks.get(id) === settled) this.#locks.delete(id);
-    });
-    return run;
+    return this.#locks.run(id, op);
   }
 
   /** Writes a `spool` record; false (logged) when the trail could not take it. */

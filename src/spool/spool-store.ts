@@ -27,6 +27,7 @@ import { FreeSpaceGuard, statfsProbe, type FreeSpaceProbe } from '../audit/free-
 import { checkSpoolEntry, newSpoolEntry, parseSpoolEntry, serializeSpoolEntry, type NewSpoolEntry, type SpoolEntry } from './spool-entry.js';
 import { copyDurably, FolderSync, NODE_SPOOL_FILE_OPS, removeFile, writeDurably, type SpoolFileOps } from './spool-files.js';
 import { SpoolIndex, summaryOf, type SpoolCounts, type SpoolSummary } from './spool-index.js';
+import { SerialByKey } from './serial-by-key.js';
 
 export type { SpoolCounts, SpoolSummary } from './spool-index.js';
 
@@ -110,8 +111,8 @@ export class SpoolStore {
   readonly #index = new SpoolIndex();
   /** Entries found with a dot mark at start-up and not settled since. */
   readonly #unsettled = new Set<string>();
-  /** The last change queued for each entry (see the file comment). */
-  readonly #busy = new Map<string, Promise<unknown>>();
+  /** The changes of each entry, one after the other (see the file comment). */
+  readonly #busy = new SerialByKey();
   #msgSync: FolderSync | null = null;
   #metaSync: FolderSync | null = null;
   #lock: DataDirLock | null = null;
@@ -339,7 +340,7 @@ export class SpoolStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.allSettled([...this.#busy.values()]);
+    await this.#busy.idle();
     await this.#msgSync?.close();
     await this.#metaSync?.close();
     await this.#lock?.release();
@@ -401,17 +402,7 @@ export class SpoolStore {
 
   /** Runs `op` after every change of `id` queued before it (each gets its own result or error). */
   #serialized<T>(id: string, op: () => Promise<T>): Promise<T> {
-    const before = this.#busy.get(id) ?? Promise.resolve();
-    const run = before.then(op);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#busy.set(id, settled);
-    void settled.then(() => {
-      if (this.#busy.get(id) === settled) this.#busy.delete(id);
-    });
-    return run;
+    return this.#busy.run(id, op);
   }
 
   /**
