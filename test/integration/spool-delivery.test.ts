@@ -4,10 +4,16 @@
  * the records of each attempt and end, the DSN the sender gets, expiry in every state, and the
  * operator's actions never racing an attempt. Retry intervals are a fraction of a second here.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord, DeliveryRecord, SpoolRecord } from '../../src/audit/records.js';
 import { ERR } from '../../src/error-codes.js';
+import { IdGenerator } from '../../src/ids.js';
+import { createLogger } from '../../src/logger.js';
+import { SpoolStore } from '../../src/spool/spool-store.js';
 import type { QueueEvents } from '../../src/spool/queue-events.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RelaySpec, type RunningRelay, type UpstreamSpec } from '../helpers/relay-harness.js';
@@ -297,6 +303,36 @@ describe('delivery from the spool', () => {
     // Released: delivered at once.
     expect(await r.app.queue!.release(id, { channel: 'cli', user: 'ops', address: null })).toMatchObject({ changed: true, state: 'queued' });
     expect(await endOf(r, id)).toMatchObject({ event: 'delivered' });
+  });
+
+  it('ends an entry whose recipients were all settled before the last stop, without another attempt', async () => {
+    // As if the process had stopped after the attempt's outcome was written and before the end.
+    const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-settled-'));
+    const { store } = await SpoolStore.open({ dir: join(dataDir, 'spool'), minFreeSpace: 0, log: createLogger('silent') });
+    const raw = simpleMessage();
+    const entry = await store.accept({
+      id: new IdGenerator().next(),
+      acceptance: { mode: 'spool', reason: 'spool mode' },
+      from: 'app@example.com',
+      to: ['ana@example.org'],
+      use8BitMime: false,
+      message: { size: raw.length, sha256: 'x', messageId: null, headerFrom: null },
+      client: { ip: '127.0.0.1', user: null },
+      body: raw,
+    });
+    await store.markRecorded(entry.id);
+    await store.update(entry.id, (e) => ({ ...e, attempts: 1, rcpt: e.rcpt.map((x) => ({ ...x, state: 'delivered' as const })), nextAttemptAt: e.acceptedAt }));
+    await store.close();
+    try {
+      const r = await start({ dataDir });
+      expect(await endOf(r, entry.id)).toMatchObject({ event: 'delivered', reason: 'every recipient was settled before the last stop' });
+      expect(await deliveries(r, entry.id)).toEqual([]);
+      expect(upstream.connections).toBe(0);
+    } finally {
+      await relay?.stop();
+      relay = null;
+      await rm(dataDir, { recursive: true, force: true });
+    }
   });
 
   it('answers an action on a message the spool no longer has with ESPOOLENTRY', async () => {
