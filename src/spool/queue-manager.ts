@@ -119,6 +119,8 @@ export class QueueManager {
   #timer: NodeJS.Timeout | null = null;
   #pumpScheduled = false;
   #stopped = true;
+  /** When the expiry sweep last ran (ms). */
+  #sweptAt = 0;
 
   constructor(deps: QueueManagerDeps) {
     this.#d = deps;
@@ -280,7 +282,11 @@ export class QueueManager {
   #pump(): void {
     if (this.#stopped) return;
     const now = this.#now();
-    this.#sweepExpired(now);
+    // A pass over the whole index: once a tick, not on every accepted or delivered message.
+    if (now - this.#sweptAt >= (this.#d.tickMs ?? 1_000)) {
+      this.#sweptAt = now;
+      this.#sweepExpired(now);
+    }
     const free = this.#d.settings.concurrency - this.#running.size;
     if (free > 0) {
       for (const s of this.#d.store.due(now, free, (s) => this.#locks.busy(s.id) || this.#stillWaiting(s.id, now))) {
