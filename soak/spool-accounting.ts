@@ -4,7 +4,8 @@
  *
  * 1. have its acceptance record (`relay`, outcome `queued`) and an end record (`spool`: delivered,
  *    bounced or expired), or still be in the spool (nothing is lost);
- * 2. have reached the upstream (answered 250) at most once, unless a `delivery` record of it says
+ * 2. have reached the upstream (answered 250) at most once per recipient (after a partial acceptance
+ *    it goes again to the recipients still owed), unless a `delivery` record of it says
  *    `duplicateRisk: true` (an attempt whose final dot got no answer, then sent again);
  * 3. if it ended delivered, have reached the upstream at least once.
  *
@@ -32,7 +33,7 @@ export interface SpoolAccounting {
   readonly expired: number;
   /** Still in the spool when the run ended (held, or not yet delivered). */
   readonly stillQueued: number;
-  /** Messages the upstream took more than once, each recorded as a possible duplicate. */
+  /** Messages the upstream took more than once for a recipient, each recorded as a possible duplicate. */
   readonly recordedDuplicates: number;
   /** Accepted messages with neither an end record nor an entry in the spool. */
   readonly lost: number;
@@ -67,11 +68,19 @@ export function accountSpool(
     if (r.type === 'spool' && r.spoolId && ['delivered', 'bounced', 'expired', 'deleted'].includes(r.event ?? '')) ends.set(r.spoolId, r.event!);
     if (r.type === 'delivery' && r.duplicateRisk && r.spoolId) duplicateRisk.add(r.spoolId);
   }
+  // Per recipient: after a partial acceptance the message goes again, to the recipients still owed.
   const copies = new Map<string, number>();
+  const perRecipient = new Map<string, number>();
   for (const m of upstream) {
     if (m.from === '' || typeof m.verdict === 'string' || m.verdict.code !== 250) continue;
     const id = upstreamMessageId(m);
-    if (id !== null) copies.set(id, (copies.get(id) ?? 0) + 1);
+    if (id === null) continue;
+    for (const to of m.to) {
+      const key = `${id}\n${to.toLowerCase()}`;
+      const n = (perRecipient.get(key) ?? 0) + 1;
+      perRecipient.set(key, n);
+      copies.set(id, Math.max(copies.get(id) ?? 0, n));
+    }
   }
 
   const problems: string[] = [];
@@ -102,7 +111,7 @@ export function accountSpool(
     if (end === 'delivered' && n === 0) problem(`${c.messageId}: recorded delivered, but the upstream never took it`);
     if (n > 1) {
       if (risky) counts.recordedDuplicates += 1;
-      else problem(`${c.messageId}: the upstream took it ${n} times, and no delivery record says it might`);
+      else problem(`${c.messageId}: the upstream took it ${n} times for one recipient, and no delivery record says it might`);
     }
   }
   const text =
