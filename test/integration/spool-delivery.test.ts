@@ -157,6 +157,8 @@ describe('delivery from the spool', () => {
     await recordWhere(r, (x) => x.type === 'spool' && x.event === 'unparked' && x.upstream === 'provider');
     expect(await endOf(r, id)).toMatchObject({ event: 'delivered' });
     expect((await deliveries(r, id)).map((d) => d.outcome)).toEqual(['deferred', 'delivered']);
+    // The bus hears the end once the files are gone, just after its record.
+    await recordWhere(r, () => events.at(-1)?.state === 'delivered');
     expect(events.map((e) => e.state)).toEqual(['queued', 'delivering', 'queued', 'delivering', 'delivered']);
   });
 
