@@ -116,7 +116,8 @@ describe('hybrid mode', () => {
     expect(id, JSON.stringify(res)).toBeDefined();
     const attempt = (await recordWhere(r, (x) => x.type === 'delivery' && x.spoolId === id)) as DeliveryRecord;
     expect(attempt).toMatchObject({ outcome: 'unknown', duplicateRisk: true, next: { action: 'hold' } });
-    expect(r.app.spool!.summary(id!)?.state).toBe('held');
+    // The record comes first, then the entry's change.
+    await recordWhere(r, () => r.app.spool!.summary(id!)?.state === 'held');
     await new Promise((res) => setTimeout(res, 300));
     expect(upstream.allData).toHaveLength(1);
   });
