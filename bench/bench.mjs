@@ -6,7 +6,7 @@
  * straight to the sink and through mailtrail, so each figure is a ratio that survives a noisy
  * machine. Prints a table and writes bench/results/latest.json.
  *
- *   npm run bench                      the whole run, about 1.5 minutes, bounded at 3
+ *   npm run bench                      the whole run, about 1.5 minutes (bounded at 3), then the spool figures
  *   npm run bench -- --profile         the same with mailtrail under `node --cpu-prof`; prints the
  *                                      hot spots and keeps the .cpuprofile in bench/results/
  *   npm run bench -- --only="1 KiB c=20"   only the throughput scenarios whose label matches
@@ -19,6 +19,9 @@
  *   BENCH_NODE_ARGS= npm run bench     Node.js options for mailtrail (default: the shipped heap
  *                                      settings, --max-old-space-size=192 --max-semi-space-size=2;
  *                                      empty: none)
+ *   BENCH_SPOOL=0 npm run bench        without the spool figures (bench/spool.mjs: spool mode against
+ *                                      pass-through at 1 KiB c=20, and the drain of 10,000 queued
+ *                                      messages; about 2 minutes more)
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, copyFileSync } from 'node:fs';
@@ -31,6 +34,7 @@ import { summarizeProfile, formatProfile } from './profile-summary.mjs';
 import { printReport } from './report.mjs';
 import { freePort, generateLoad, loadGeneratorKind, ownLoad, startSink } from './tools.mjs';
 import { openIdle } from './smtp-load.mjs';
+import { spoolBench } from './spool.mjs';
 
 const MiB = 1024 * 1024;
 const RUN_SECONDS = Number(process.env.BENCH_SECONDS ?? 2.5);
@@ -112,6 +116,12 @@ async function main() {
     }
     results.trail = trailCheck(setup.auditFile);
     if (setup.httpPort) results.http = await httpCheck(setup.httpPort);
+    // Spool mode in its own processes, after the pass-through figures (its fsyncs would disturb them).
+    if (only === null && process.env.BENCH_SPOOL !== '0') {
+      await mt.stop('SIGTERM');
+      mt = null;
+      results.spool = await spoolBench({ sinkPort: sink.port, work: join(work, 'spool'), log });
+    }
   } finally {
     if (mt) await mt.stop('SIGTERM');
     if (sink) await sink.stop();
@@ -121,6 +131,7 @@ async function main() {
   results.elapsedSeconds = Math.round((Date.now() - started) / 100) / 10;
 
   printReport(results, TARGETS);
+  if (results.spool) process.stdout.write('\n' + formatSpool(results.spool) + '\n');
   if (profile) {
     const prof = readdirSync(join(work, 'prof')).find((f) => f.endsWith('.cpuprofile'));
     if (prof) {
@@ -362,6 +373,18 @@ async function httpCheck(port) {
   } catch (err) {
     return { error: String(err?.message ?? err) };
   }
+}
+
+/** The spool figures (bench/spool.mjs) in a few lines. */
+function formatSpool(s) {
+  const t = s.throughput;
+  const l = s.latencyMs;
+  return [
+    `spool mode, ${s.size / 1024} KiB c=${s.sessions}, a new connection per message (one process, two listeners, same sink):`,
+    `  throughput   pass-through ${t.passthrough.msgPerSec}/s, spool ${t.spool.msgPerSec}/s (${pct(t.ratio)})`,
+    `  latency      p50 ${l.passthrough.p50} → ${l.spool.p50} ms (+${l.added.p50}), p99 ${l.passthrough.p99} → ${l.spool.p99} ms (+${l.added.p99})`,
+    `  drain        ${s.drain.messages} queued messages in ${s.drain.seconds} s: ${s.drain.msgPerSec ?? 'n/a'}/s (spool.concurrency ${s.drain.concurrency})${s.drain.left ? `, ${s.drain.left} left` : ''}`,
+  ].join('\n');
 }
 
 function percentiles(values) {

@@ -23,9 +23,9 @@ import { join } from 'node:path';
 import YAML from 'yaml';
 import { CLI, ROOT } from './mailtrail-process.mjs';
 import { memory } from './proc-stats.mjs';
+import { fillSpool } from './spool-fill.mjs';
 
 const { SpoolStore } = await import(join(ROOT, 'dist', 'spool', 'spool-store.js'));
-const { IdGenerator } = await import(join(ROOT, 'dist', 'ids.js'));
 const { createLogger } = await import(join(ROOT, 'dist', 'logger.js'));
 
 const args = process.argv.slice(2);
@@ -50,33 +50,8 @@ function body(i) {
   );
 }
 
-async function fill(dir, n) {
-  const { store } = await SpoolStore.open({ dir, minFreeSpace: 0, log, fileOps: { fsync: async () => undefined } });
-  const ids = new IdGenerator();
-  const t0 = performance.now();
-  let next = 0;
-  const worker = async () => {
-    while (next < n) {
-      const i = next++;
-      const raw = body(i);
-      const entry = await store.accept({
-        id: ids.next(),
-        acceptance: { mode: 'spool', reason: 'spool mode' },
-        from: 'app@example.com',
-        to: [`user${i}@example.org`],
-        use8BitMime: false,
-        message: { size: raw.length, sha256: '0'.repeat(64), messageId: `<r${i}@example.com>`, headerFrom: 'App <app@example.com>' },
-        client: { ip: '10.0.4.17', user: 'billing' },
-        body: raw,
-      });
-      // As the transaction does once the acceptance record is written: no `recovered` record at start-up.
-      await store.markRecorded(entry.id);
-    }
-  };
-  await Promise.all(Array.from({ length: 64 }, worker));
-  const took = performance.now() - t0;
-  await store.close();
-  return took;
+function fill(dir, n) {
+  return fillSpool(dir, n, body, { ip: '10.0.4.17', user: 'billing' });
 }
 
 /** Starts a relay in spool mode on `spoolDir`; resolves with the figures once it is up, then stops it. */

@@ -143,11 +143,16 @@ export function injectFaults(upstream: FakeUpstream, opts: { random?: () => numb
     };
     tick();
   };
-  every(opts.refuseEveryMs ?? 2_500, async () => {
-    count('refused connections (window)', 'refuse');
-    await upstream.refuse();
-    await new Promise((r) => setTimeout(r, 150 + random() * 250));
-    if (!stopped) await upstream.accept();
+  /** The refusal window in progress: stop() waits for it, so a window never outlives the faults. */
+  let window: Promise<void> = Promise.resolve();
+  every(opts.refuseEveryMs ?? 2_500, () => {
+    window = (async () => {
+      count('refused connections (window)', 'refuse');
+      await upstream.refuse();
+      await new Promise((r) => setTimeout(r, 150 + random() * 250));
+      if (!stopped) await upstream.accept();
+    })();
+    return window;
   });
   every(opts.dropEveryMs ?? 3_000, () => {
     count('all upstream connections dropped', 'drop');
@@ -159,6 +164,7 @@ export function injectFaults(upstream: FakeUpstream, opts: { random?: () => numb
     async stop() {
       stopped = true;
       for (const t of timers) clearTimeout(t);
+      await window;
       for (const key of ['greeting', 'mailFrom', 'data'] as const) {
         Object.defineProperty(faults, key, { configurable: true, enumerable: true, writable: true, value: key === 'greeting' ? 'ok' : undefined });
       }

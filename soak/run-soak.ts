@@ -6,7 +6,7 @@
  *
  * Run by test/integration/soak.test.ts (`npm run soak` for the long form, SOAK_SECONDS to choose).
  */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,16 +15,27 @@ import { account, formatAccounting, parseTrail, type Accounting } from './accoun
 import { injectFaults, type FaultCounts } from './fault-plan.js';
 import { startMailtrail, verifyTrail, writeConfig, type MailtrailChild } from './mailtrail-child.js';
 import { runClient, type ClientMessage } from './soak-client.js';
+import { accountSpool, type SpoolAccounting } from './spool-accounting.js';
 
 export interface SoakOptions {
   readonly seconds: number;
   readonly clients: number;
   /** Progress lines. */
   readonly log?: (line: string) => void;
+  /**
+   * `spool`: the listener spools (docs/spool.md); after the traffic the upstream heals and the queue
+   * drains (at most `drainSeconds`), then the spool ledger (soak/spool-accounting.ts) is checked
+   * instead of the pass-through one. Default `passthrough`.
+   */
+  readonly mode?: 'passthrough' | 'spool';
+  readonly drainSeconds?: number;
 }
 
 export interface SoakReport {
-  readonly accounting: Accounting;
+  /** The pass-through ledger; null in spool mode. */
+  readonly accounting: Accounting | null;
+  /** The spool ledger; null in pass-through mode. */
+  readonly spool: SpoolAccounting | null;
   readonly faults: FaultCounts;
   readonly features: string[];
   readonly restarts: { readonly signal: 'SIGTERM' | 'SIGKILL'; readonly atSeconds: number; readonly exit: string; readonly downMs: number }[];
@@ -64,11 +75,15 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   const upstream = await startFakeUpstream({ name: 'soak-upstream.test', closeTimeoutMs: 200 });
   const port = await freePort();
   const auditFile = join(work, 'audit.log');
+  const spoolMode = opts.mode === 'spool';
   const config = {
     hostname: 'soak.mailtrail.test',
     dataDir: join(work, 'data'),
     log: { level: 'warn' },
-    listen: [{ host: '127.0.0.1', port }],
+    listen: [{ host: '127.0.0.1', port, mode: spoolMode ? 'spool' : 'passthrough' }],
+    // Short pauses so the queue drains within the run; an unknown outcome sent again (a possible
+    // duplicate, recorded) so nothing waits for an operator.
+    ...(spoolMode ? { spool: { retry: { first: '200ms', max: '1s' }, unknownOutcome: 'resend', minFreeSpace: 0 } } : {}),
     clients: { networks: ['127.0.0.0/8'] },
     limits: { maxConnections: 1000, maxConnectionsPerIp: 1000, maxMessageSize: '10MB' },
     timeouts: { clientIdle: '30s', relay: '8s', shutdown: '5s' },
@@ -144,12 +159,25 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
   stopped = true;
   await Promise.all(clients);
   await faults.stop();
+  const meta = join(config.dataDir, 'spool', 'meta');
+  const inSpool = async (): Promise<string[]> => (await readdir(meta).catch(() => [])).map((n) => n.replace(/\.json$/, ''));
+  if (spoolMode) {
+    // The upstream is healthy again: the queue drains (DSNs included).
+    const until = Date.now() + (opts.drainSeconds ?? 60) * 1000;
+    while ((await inSpool()).length > 0 && Date.now() < until) await sleep(100);
+    log(
+      `spool drained ${(await inSpool()).length === 0 ? 'completely' : `but for ${(await inSpool()).length} entries`} ${Math.round((Date.now() - started) / 100) / 10} s after the start`,
+    );
+  }
   const last = await mailtrail.stop();
+  const left = new Set(await inSpool());
   restarts.push({ signal: 'SIGTERM', atSeconds: Math.round((Date.now() - started) / 100) / 10, exit: last.signal ?? `exit ${last.code}`, downMs: 0 });
   await upstream.close();
 
-  const trail = parseTrail(await readFile(auditFile, 'utf8'));
-  const accounting = account(messages, upstream.allData, trail, killed);
+  const trailText = await readFile(auditFile, 'utf8');
+  const trail = parseTrail(trailText);
+  const accounting = spoolMode ? null : account(messages, upstream.allData, trail, killed);
+  const spool = spoolMode ? accountSpool(messages, upstream.allData, trailText, left) : null;
   const verify = await verifyTrail(auditFile);
   const errorLogLines = instances.flatMap((i) => errorLines(i.stderr()));
 
@@ -162,19 +190,26 @@ export async function runSoak(opts: SoakOptions): Promise<SoakReport> {
     `client connections: ${stats.connections} opened, ${stats.connectRefused} refused (mailtrail down), ${stats.greetingRefused} not greeted with 220`,
     'faults injected by the upstream:',
     ...faultLines,
-    formatAccounting(accounting).replace(/\nsent \d+.*$/, ''),
+    ...(accounting ? [formatAccounting(accounting).replace(/\nsent \d+.*$/, '')] : []),
+    ...(spool ? [spool.text, ...spool.problems.map((p) => `  ${p}`)] : []),
     `trail: ${trail.lines} lines, ${trail.relay.length} relay records, ` +
       (trail.tornLines.length ? `torn line(s) ${trail.tornLines.join(', ')} (a record cut by SIGKILL)` : 'no torn line') +
       `; verify: ${verify === null ? 'not available in this build' : verify.ok ? 'ok' : 'FAILED'}${verify ? ` (${verify.output.split('\n').slice(-2).join(' | ')})` : ''}`,
     ...(errorLogLines.length ? ['mailtrail logged errors:', ...errorLogLines.map((l) => `  ${l.slice(0, 300)}`)] : []),
-    `sent ${accounting.sent}, accepted ${accounting.accepted}, delivered ${accounting.delivered}, lost ${accounting.lost}, unaccounted ${accounting.unaccounted}`,
+    ...(accounting
+      ? [
+          `sent ${accounting.sent}, accepted ${accounting.accepted}, delivered ${accounting.delivered}, lost ${accounting.lost}, unaccounted ${accounting.unaccounted}`,
+        ]
+      : []),
   ].join('\n');
 
-  if (accounting.unaccounted === 0 && (verify === null || verify.ok)) await rm(work, { recursive: true, force: true });
+  const balanced = accounting ? accounting.unaccounted === 0 : spool!.problems.length === 0;
+  if (balanced && (verify === null || verify.ok)) await rm(work, { recursive: true, force: true });
   else log(`kept the run's files in ${work}`);
 
   return {
     accounting,
+    spool,
     faults: faults.counts,
     features,
     restarts,

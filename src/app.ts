@@ -49,7 +49,9 @@ import { spoolRecord } from './spool/spool-records.js';
 import { QueueAdmin } from './spool/queue-admin.js';
 import { QueueControl } from './spool/queue-control.js';
 import { StoreQueueActions } from './spool/store-queue-actions.js';
-import { deliveryEndpointLabels } from './spool/delivery-events.js';
+import { ManagerQueueActions } from './spool/manager-queue-actions.js';
+import { QueueManager } from './spool/queue-manager.js';
+import { DeliveryEvents, deliveryEndpointLabels } from './spool/delivery-events.js';
 import { usesSpool } from './transaction/delivery-mode.js';
 import { Access } from './console/access.js';
 import { ConsoleApi } from './console/console-api.js';
@@ -85,7 +87,14 @@ export interface RunningInfo {
  * disk without filling one) and its file operations (a failing fsync). Production passes nothing.
  */
 export interface AppOptions {
-  readonly spool?: { readonly freeSpace?: FreeSpaceProbe; readonly fileOps?: Partial<SpoolFileOps> };
+  readonly spool?: {
+    readonly freeSpace?: FreeSpaceProbe;
+    readonly fileOps?: Partial<SpoolFileOps>;
+    /** false: messages are accepted into the spool and never delivered from it (tests of acceptance alone). */
+    readonly deliver?: boolean;
+    /** How often the queue is looked at without a reason (the expiry sweep, parked upstreams' trials), ms. */
+    readonly tickMs?: number;
+  };
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -150,6 +159,8 @@ export class App {
   #spool: SpoolStore | null = null;
   #spoolUnlocked: string | null = null;
   #control: QueueControl | null = null;
+  #queue: QueueManager | null = null;
+  #deliveryEvents: DeliveryEvents | null = null;
   #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
@@ -174,6 +185,11 @@ export class App {
   /** The spool (docs/spool.md): null before start, and when no listener or user is in spool or hybrid mode. */
   get spool(): SpoolStore | null {
     return this.#spool;
+  }
+
+  /** Delivery from the spool, and the operator's actions on it: null when there is no spool (or it is not delivered). */
+  get queue(): QueueManager | null {
+    return this.#queue;
   }
 
   /** Circuit breaker state and adaptive slow-down of each upstream (empty before start). */
@@ -206,7 +222,10 @@ export class App {
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     // Before any client: recovery settles what the process before left, and its records are written.
     this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
-    this.#control = this.#buildQueueControl(this.#spool, this.#recorder, ids);
+    if (this.#spool !== null && this.#options.spool?.deliver !== false) {
+      this.#queue = await stage('spool', () => this.#startQueue(this.#spool!, engine, this.#recorder!, ids, upstreams));
+    }
+    this.#control = this.#buildQueueControl(this.#spool, this.#queue, this.#recorder, ids);
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -216,6 +235,7 @@ export class App {
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
       spool: this.#spool,
+      queue: this.#queue,
     });
     const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
@@ -298,6 +318,9 @@ export class App {
     await stopped;
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
+    // Deliveries from the spool get the shutdown grace, then are stopped (settled at the next start).
+    await this.#queue?.stop(this.config.timeouts.shutdown);
+    await this.#deliveryEvents?.stop(ALERT_DELIVERY_GRACE_MS);
     // Every transaction is done: the queue actions being answered, the spool's last writes, then its lock.
     await this.#control?.close();
     await this.#spool?.close();
@@ -420,30 +443,76 @@ export class App {
    * The queue's control protocol on the data folder's lock socket (docs/spool.md, "Operating the
    * queue"): `mailtrail queue` asks the running relay there. One socket for both: the lock already
    * tells a live relay from a dead one, and its file mode keeps it to the relay's own user. Actions act
-   * on the store directly (StoreQueueActions); a relay without a spool answers that it has none.
+   * through the queue manager; a relay without a spool answers that it has none.
    */
-  #buildQueueControl(spool: SpoolStore | null, recorder: Recorder, ids: IdGenerator): QueueControl {
+  #buildQueueControl(spool: SpoolStore | null, queue: QueueManager | null, recorder: Recorder, ids: IdGenerator): QueueControl {
     const { config } = this;
     const admin =
       spool === null
         ? null
         : new QueueAdmin(
             { summaries: () => spool.list(), get: (id) => spool.get(id) },
-            new StoreQueueActions({
-              store: spool,
-              recorder,
-              ids,
-              log: this.#log,
-              hostname: config.hostname,
-              dsn: config.spool.dsn,
-              maxAge: config.spool.maxAge,
-            }),
+            // The queue manager's actions wait for an attempt in flight; without it (a relay started
+            // not to deliver), the store's own refuse an entry being delivered.
+            queue !== null
+              ? new ManagerQueueActions(queue, spool)
+              : new StoreQueueActions({
+                  store: spool,
+                  recorder,
+                  ids,
+                  log: this.#log,
+                  hostname: config.hostname,
+                  dsn: config.spool.dsn,
+                  maxAge: config.spool.maxAge,
+                }),
           );
     // The console's queue endpoints act through the same admin as `mailtrail queue`.
-    if (admin !== null) this.#spoolControl = new SpoolQueue(admin);
+    if (admin !== null) this.#spoolControl = new SpoolQueue(admin, () => new Map([...(queue?.parked.keys() ?? [])].map((name) => [name, 1])));
     const control = new QueueControl(admin, this.#log);
     this.#lock?.serve((socket) => control.handle(socket));
     return control;
+  }
+
+  /**
+   * Delivery from the spool (docs/spool.md): the delivery-event outbox when `spool.events` has
+   * endpoints, then the queue manager, which first settles the entries whose final dot got no answer
+   * before the last stop.
+   */
+  async #startQueue(store: SpoolStore, engine: RelayEngine, recorder: Recorder, ids: IdGenerator, upstreams: readonly UpstreamConfig[]): Promise<QueueManager> {
+    const { config } = this;
+    if (config.spool.events.length > 0) {
+      this.#deliveryEvents = new DeliveryEvents({
+        dir: join(store.dir, 'events'),
+        endpoints: config.spool.events,
+        host: config.hostname,
+        ids,
+        bus: this.bus,
+        log: this.#log,
+      });
+      await this.#deliveryEvents.start();
+    }
+    const queue = new QueueManager({
+      store,
+      engine,
+      recorder,
+      ids,
+      bus: this.bus,
+      events: this.#deliveryEvents,
+      upstreams,
+      settings: {
+        first: config.spool.retry.first,
+        max: config.spool.retry.max,
+        maxAge: config.spool.maxAge,
+        unknownOutcome: config.spool.unknownOutcome,
+        concurrency: config.spool.concurrency,
+        dsn: config.spool.dsn,
+        hostname: config.hostname,
+      },
+      log: this.#log,
+      ...(this.#options.spool?.tickMs === undefined ? {} : { tickMs: this.#options.spool.tickMs }),
+    });
+    await queue.start();
+    return queue;
   }
 
   /**

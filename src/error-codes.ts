@@ -32,6 +32,8 @@ export const ERR = {
   DEADLINE: 'EDEADLINE',
   /** A tool was asked to read standard input, and none was given. */
   NO_STDIN: 'ENOSTDIN',
+  /** An upstream the spool parked (an account-wide failure: credentials, quota, TLS) was skipped by a delivery from the spool. */
+  PARKED: 'EPARKED',
   /** Every pooled connection to an upstream stayed busy for pool.maxWait. */
   POOL_WAIT: 'EPOOLWAIT',
   /** audit.privacy needs audit.hmacKey, and it is missing or too short. */

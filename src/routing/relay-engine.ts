@@ -2,13 +2,25 @@ import { breakerEvidence, type BreakerAdmission } from './circuit-breaker.js';
 import { classify } from '../classify/classify.js';
 import type { RouteKey } from './route-table.js';
 import type { Route, Router, UpstreamChannel } from './router.js';
-import { breakerSkip, rateLimitSkip, skipKind } from './skipped-attempt.js';
-import type { ReplayableBody } from '../upstream/tracked-body.js';
+import { breakerSkip, parkedSkip, rateLimitSkip, skipKind } from './skipped-attempt.js';
+import type { BeforeFinalDot, ReplayableBody } from '../upstream/tracked-body.js';
+import type { UpstreamConfig } from '../config/types.js';
 import { failureFacts, runAttempt, type AttemptResult } from '../upstream/upstream-attempt.js';
 import { abortError, type UpstreamEnvelope } from '../upstream/upstream-connection.js';
 import { Deadline, stopReason, type StopSignal } from '../upstream/deadline.js';
 import type { ClassifiedAttempt, RelayDecision } from './relay-decision.js';
 import { ERR } from '../error-codes.js';
+
+/** What a delivery from the spool adds to a relay; pass-through passes none of it. */
+export interface RelayOptions {
+  /**
+   * Why this upstream must not be tried for this message (the spool parked it), or null to try it.
+   * A skipped upstream is recorded like an open breaker's (rule `spool-parked`, code EPARKED).
+   */
+  readonly skip?: (upstream: UpstreamConfig) => string | null;
+  /** Awaited after the last body byte and before the final dot of each attempt (docs/spool.md). */
+  readonly beforeFinalDot?: (upstream: UpstreamConfig) => Promise<void>;
+}
 
 /**
  * Relays one buffered message along its route's ordered upstreams. It moves on to the next upstream
@@ -28,15 +40,25 @@ export class RelayEngine {
     this.#deadlineMs = deadlineMs;
   }
 
+  /** The upstreams (names, in order) of the route `key` chooses: what relay() would try. */
+  upstreamsOf(key?: RouteKey): string[] {
+    return this.#router.select(key).channels.map((c) => c.upstream.name);
+  }
+
   /** `key` chooses the route (AUTH user, MAIL FROM, client address); without it, the default route. */
-  async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: StopSignal, key?: RouteKey): Promise<RelayDecision> {
+  async relay(envelope: UpstreamEnvelope, body: ReplayableBody, outer?: StopSignal, key?: RouteKey, options?: RelayOptions): Promise<RelayDecision> {
     const route = this.#router.select(key);
     const endsAt = performance.now() + this.#deadlineMs;
     const overall = deadline(this.#deadlineMs, outer);
     const attempts: ClassifiedAttempt[] = [];
     try {
       for (const [i, channel] of route.channels.entries()) {
-        const classified = await this.#try(channel, envelope, body, overall, endsAt, i < route.channels.length - 1);
+        const skip = options?.skip?.(channel.upstream) ?? null;
+        const hook = options?.beforeFinalDot;
+        const classified =
+          skip !== null
+            ? parkedSkip(channel.upstream, skip)
+            : await this.#try(channel, envelope, body, overall, endsAt, i < route.channels.length - 1, hook ? () => hook(channel.upstream) : null);
         attempts.push(classified);
         if (!classified.verdict.mayFailOver || overall.stopped) break;
       }
@@ -58,6 +80,7 @@ export class RelayEngine {
     overall: StopSignal,
     endsAt: number,
     another: boolean,
+    beforeFinalDot: BeforeFinalDot | null,
   ): Promise<ClassifiedAttempt> {
     const { upstream, breaker, limiter, throttle } = channel;
     const admission: BreakerAdmission = breaker.admit();
@@ -76,7 +99,7 @@ export class RelayEngine {
       const attemptSignal = deadline(upstream.timeouts.total, overall);
       let result: AttemptResult;
       try {
-        result = await runAttempt(channel.pool, envelope, body, attemptSignal, another ? upstream.pool.maxWait : Number.POSITIVE_INFINITY);
+        result = await runAttempt(channel.pool, envelope, body, attemptSignal, another ? upstream.pool.maxWait : Number.POSITIVE_INFINITY, beforeFinalDot);
       } finally {
         attemptSignal.dispose();
       }

@@ -20,6 +20,22 @@ export function breakerSkip(upstream: UpstreamConfig, retryInMs: number): Classi
 }
 
 /**
+ * An upstream the spool has parked for the message's account-wide failure (`upstream_auth`, `quota`,
+ * `tls`; docs/spool.md, "Parking"): not tried, recorded like an open breaker (code EPARKED, rule
+ * `spool-parked`) so the trail shows why the route's next upstream got the message. Only deliveries
+ * from the spool skip parked upstreams; pass-through traffic still tries them.
+ */
+export function parkedSkip(upstream: UpstreamConfig, why: string): ClassifiedAttempt {
+  const facts = skipFacts(ERR.PARKED, why);
+  const verdict: Verdict = {
+    outcome: 'deferred',
+    failure: { class: 'upstream_unavailable', retryable: true, actor: 'operator', scope: 'connection', rule: 'spool-parked' },
+    mayFailOver: true,
+  };
+  return { result: skipResult(upstream, facts, new Date(), 0), verdict };
+}
+
+/**
  * An upstream whose configured sending rate (or adaptive slow-down) would make the message wait past
  * its relay deadline or `rateLimit.maxWait`. Class `throttled` with actor `operator` (our own limit:
  * the traffic exceeds the plan the operator configured, the provider said nothing), 451 4.7.0.
@@ -35,9 +51,10 @@ export function rateLimitSkip(upstream: UpstreamConfig, startedAt: Date, waitedM
 }
 
 /** Which kind of skip an attempt is, or null for a real try. */
-export function skipKind(attempt: ClassifiedAttempt): 'breaker' | 'rate' | null {
+export function skipKind(attempt: ClassifiedAttempt): 'breaker' | 'parked' | 'rate' | null {
   const code = attempt.result.facts.errorCode;
   if (code === ERR.BREAKER_OPEN) return 'breaker';
+  if (code === ERR.PARKED) return 'parked';
   if (code === ERR.RATE_LIMIT) return 'rate';
   return null;
 }

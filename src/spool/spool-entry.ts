@@ -97,15 +97,23 @@ export interface NewSpoolEntry {
   readonly client: SpoolEntry['client'];
   /** When it was accepted (ms); it is due at once. */
   readonly now: number;
+  /**
+   * Hybrid mode's hand-over (docs/spool.md, "Hybrid mode"): the message is spooled while its relay
+   * is still in flight. The entry starts `delivering` (held by this process: the queue never takes it
+   * too), with the dot mark already set when that attempt's final dot has gone out (`upstream`).
+   */
+  readonly inFlight?: { readonly dotSentTo: string | null } | null;
 }
 
-/** A fresh `queued` entry, due at once, every recipient pending, its acceptance record not yet written. */
+/** A fresh `queued` entry (`delivering` when its relay is in flight), due at once, every recipient pending, its acceptance record not yet written. */
 export function newSpoolEntry(input: NewSpoolEntry): SpoolEntry {
   const at = new Date(input.now).toISOString();
+  const inFlight = input.inFlight ?? null;
+  const dotSentTo = inFlight?.dotSentTo ?? null;
   return {
     v: SPOOL_ENTRY_VERSION,
     id: input.id,
-    state: 'queued',
+    state: inFlight === null ? 'queued' : 'delivering',
     mode: input.acceptance.mode,
     reason: input.acceptance.reason,
     acceptedAt: at,
@@ -118,8 +126,8 @@ export function newSpoolEntry(input: NewSpoolEntry): SpoolEntry {
     attempts: 0,
     nextAttemptAt: at,
     lastAttempt: null,
-    dotPendingSince: null,
-    dotPendingUpstream: null,
+    dotPendingSince: dotSentTo === null ? null : at,
+    dotPendingUpstream: dotSentTo,
     held: null,
     updatedAt: at,
   };

@@ -27,6 +27,7 @@ import { FreeSpaceGuard, statfsProbe, type FreeSpaceProbe } from '../audit/free-
 import { checkSpoolEntry, newSpoolEntry, parseSpoolEntry, serializeSpoolEntry, type NewSpoolEntry, type SpoolEntry } from './spool-entry.js';
 import { copyDurably, FolderSync, NODE_SPOOL_FILE_OPS, removeFile, writeDurably, type SpoolFileOps } from './spool-files.js';
 import { SpoolIndex, summaryOf, type SpoolCounts, type SpoolSummary } from './spool-index.js';
+import { SerialByKey } from './serial-by-key.js';
 
 export type { SpoolCounts, SpoolSummary } from './spool-index.js';
 
@@ -110,8 +111,8 @@ export class SpoolStore {
   readonly #index = new SpoolIndex();
   /** Entries found with a dot mark at start-up and not settled since. */
   readonly #unsettled = new Set<string>();
-  /** The last change queued for each entry (see the file comment). */
-  readonly #busy = new Map<string, Promise<unknown>>();
+  /** The changes of each entry, one after the other (see the file comment). */
+  readonly #busy = new SerialByKey();
   #msgSync: FolderSync | null = null;
   #metaSync: FolderSync | null = null;
   #lock: DataDirLock | null = null;
@@ -345,9 +346,12 @@ export class SpoolStore {
   /**
    * Clears the dot mark once the attempt's outcome is recorded, together with whatever `change` makes
    * of the entry (its next state: queued with a new due time, held, or its recipients' fates).
+   * `durable: false` when the entry is removed next (its end): the rename survives a crash of the
+   * process, and a power cut before the removal's flush leaves the mark, an unknown outcome, never a
+   * loss.
    */
-  clearDotPending(id: string, change: (entry: SpoolEntry) => SpoolEntry = (e) => e): Promise<SpoolEntry> {
-    return this.update(id, (e) => ({ ...change(e), dotPendingSince: null, dotPendingUpstream: null }));
+  clearDotPending(id: string, change: (entry: SpoolEntry) => SpoolEntry = (e) => e, durable = true): Promise<SpoolEntry> {
+    return this.#change(id, (e) => ({ ...change(e), dotPendingSince: null, dotPendingUpstream: null }), durable);
   }
 
   /**
@@ -372,7 +376,7 @@ export class SpoolStore {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.allSettled([...this.#busy.values()]);
+    await this.#busy.idle();
     await this.#msgSync?.close();
     await this.#metaSync?.close();
     await this.#lock?.release();
@@ -461,17 +465,7 @@ export class SpoolStore {
 
   /** Runs `op` after every change of `id` queued before it (each gets its own result or error). */
   #serialized<T>(id: string, op: () => Promise<T>): Promise<T> {
-    const before = this.#busy.get(id) ?? Promise.resolve();
-    const run = before.then(op);
-    const settled = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#busy.set(id, settled);
-    void settled.then(() => {
-      if (this.#busy.get(id) === settled) this.#busy.delete(id);
-    });
-    return run;
+    return this.#busy.run(id, op);
   }
 
   /**

@@ -1,15 +1,13 @@
-import type { RelayDecision, ClassifiedAttempt } from '../routing/relay-decision.js';
+import type { RelayDecision } from '../routing/relay-decision.js';
 import type { FailureClass, Outcome } from '../classify/failure-class.js';
 import type { Verdict } from '../classify/upstream-facts.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
-import { extractQueueId } from '../smtp/reply-text.js';
+import { attemptEntries, failureEntry, recipientEntries, upstreamFacts, upstreamReplyOf } from '../audit/attempt-facts.js';
 import {
   AUDIT_SCHEMA_VERSION,
-  type AttemptEntry,
   type ClientFacts,
   type FailureEntry,
   type MessageFacts,
-  type RecipientEntry,
   type Built,
   type RelayRecord,
   type SpoolAcceptance,
@@ -32,39 +30,15 @@ export interface RelayRecordInput {
 /** The record of a transaction that was relayed (one or more attempts). Pure. */
 export function relayedRecord(input: RelayRecordInput, decision: RelayDecision, outcome: Outcome, verdict: Verdict): Built<RelayRecord> {
   const deciding = decision.deciding;
-  const facts = deciding.result.facts;
-  const reply = facts.reply;
   const timing = deciding.result.timing;
   return assemble(input, {
-    rcpt: recipients(input.to, deciding),
+    rcpt: recipientEntries(input.to, deciding),
     route: decision.route,
-    upstream: {
-      name: deciding.result.upstream.name,
-      host: deciding.result.upstream.host,
-      port: deciding.result.upstream.port,
-      tls: deciding.result.tls,
-      reusedConnection: deciding.result.reusedConnection,
-      queueId: facts.ok && reply ? extractQueueId(reply.text) : null,
-    },
-    attempts: decision.attempts.map(attemptEntry),
-    upstreamReply: reply ? { code: reply.code, enhanced: reply.enhanced, text: reply.text, phase: facts.replyPhase } : null,
+    upstream: upstreamFacts(deciding),
+    attempts: attemptEntries(decision),
+    upstreamReply: upstreamReplyOf(deciding),
     outcome,
-    failure: verdict.failure
-      ? {
-          class: verdict.failure.class,
-          retryable: verdict.failure.retryable,
-          actor: verdict.failure.actor,
-          scope: verdict.failure.scope,
-          detail: {
-            rule: verdict.failure.rule,
-            code: facts.errorCode,
-            cause: facts.cause,
-            timeoutType: facts.timeoutType,
-            message: facts.message,
-            ...(verdict.failure.hint === undefined ? {} : { hint: verdict.failure.hint }),
-          },
-        }
-      : null,
+    failure: failureEntry(deciding, verdict),
     timing: {
       totalMs: Math.round(input.totalMs),
       receiveMs: Math.round(input.receiveMs),
@@ -93,14 +67,15 @@ export function unrelayedRecord(input: RelayRecordInput, outcome: Outcome, failu
 
 /**
  * The acceptance record of a message taken into the spool (docs/spool.md): outcome `queued`, every
- * recipient `queued`, nothing tried yet, and how and why it was spooled. Pure.
+ * recipient `queued`, how and why it was spooled, and, in hybrid mode, the tries made before it was
+ * spooled (`decision`: its route and every upstream tried). Pure.
  */
-export function queuedRecord(input: RelayRecordInput, spool: SpoolAcceptance): Built<RelayRecord> {
+export function queuedRecord(input: RelayRecordInput, spool: SpoolAcceptance, decision: RelayDecision | null = null): Built<RelayRecord> {
   const record = assemble(input, {
     rcpt: input.to.map((to) => ({ to, status: 'queued', reply: null })),
-    route: null,
+    route: decision?.route ?? null,
     upstream: null,
-    attempts: [],
+    attempts: decision === null ? [] : attemptEntries(decision),
     upstreamReply: null,
     outcome: 'queued',
     failure: null,
@@ -146,48 +121,4 @@ function assemble(input: RelayRecordInput, parts: RelayParts): Built<RelayRecord
     duplicateRisk: parts.outcome === 'unknown',
     duplicateOf: input.duplicateOf ?? null,
   };
-}
-
-function attemptEntry(a: ClassifiedAttempt): AttemptEntry {
-  const f = a.result.facts;
-  return {
-    upstream: a.result.upstream.name,
-    startedAt: a.result.startedAt.toISOString(),
-    ms: Math.round(a.result.ms),
-    phase: f.phase,
-    reply: f.reply,
-    error: f.errorCode || f.cause ? { code: f.errorCode, cause: f.cause, message: f.message } : null,
-    class: a.verdict.failure?.class ?? null,
-  };
-}
-
-/** Each recipient's fate from the deciding attempt: its own reply when the upstream gave one. */
-function recipients(to: readonly string[], deciding: ClassifiedAttempt): RecipientEntry[] {
-  const f = deciding.result.facts;
-  const refused = new Map(f.rejected.map((r) => [r.recipient.toLowerCase(), r.reply]));
-  const accepted = new Set(f.accepted.map((a) => a.toLowerCase()));
-  const fallback = fallbackStatus(deciding.verdict);
-  return to.map((addr) => {
-    const key = addr.toLowerCase();
-    if (refused.has(key)) {
-      const reply = refused.get(key) ?? null;
-      return { to: addr, status: reply && reply.code < 500 ? 'deferred' : 'rejected', reply };
-    }
-    if (accepted.has(key)) return { to: addr, status: 'accepted', reply: null };
-    return { to: addr, status: fallback, reply: null };
-  });
-}
-
-function fallbackStatus(verdict: Verdict): RecipientEntry['status'] {
-  switch (verdict.outcome) {
-    case 'delivered':
-    case 'partial':
-      return 'accepted';
-    case 'unknown':
-      return 'unknown';
-    case 'rejected':
-      return 'rejected';
-    default:
-      return 'deferred';
-  }
 }

@@ -12,6 +12,10 @@ import { receiveMessage, type BufferedMessage } from '../buffer/data-buffer.js';
 import { CLIENT_REPLIES, queuedReply, withId } from '../reply/client-replies.js';
 import { DeliveryModes } from './delivery-mode.js';
 import type { SpoolStore } from '../spool/spool-store.js';
+import type { QueueManager } from '../spool/queue-manager.js';
+import type { RelayDecision } from '../routing/relay-decision.js';
+import type { RouteKey } from '../routing/route-table.js';
+import type { SpoolAcceptance } from '../audit/records.js';
 import { relayReply } from '../reply/relay-reply.js';
 import type { ClientSession } from './client-session.js';
 import type { StopSignal } from '../upstream/deadline.js';
@@ -37,6 +41,8 @@ export interface TransactionDeps {
   readonly shutdownSignal: StopSignal;
   /** The spool, when some listener or user is in spool or hybrid mode; null otherwise (docs/spool.md). */
   readonly spool?: SpoolStore | null;
+  /** Delivery from the spool: hybrid mode hands it the attempts it spooled before they ended. */
+  readonly queue?: QueueManager | null;
 }
 
 /** What a transaction in spool mode needs besides the record's input: the message and its envelope. */
@@ -50,6 +56,9 @@ interface SpoolInput {
   readonly from: string;
   readonly to: readonly string[];
   readonly use8BitMime: boolean;
+  /** Who sent it: the route of deliveries from the spool is chosen by them, as in pass-through. */
+  readonly clientIp: string;
+  readonly clientUser: string | null;
 }
 
 /**
@@ -102,6 +111,8 @@ export class TransactionProcessor {
     });
 
     let message: BufferedMessage;
+    /** Hybrid mode's relay still in flight after the reply keeps the body until it ends (it disposes of it). */
+    let bodyInUse = false;
     try {
       message = await receiveMessage(stream, {
         memoryLimit: config.limits.memoryBufferSize,
@@ -130,10 +141,20 @@ export class TransactionProcessor {
       const mode = this.#modes.of(state);
       if (mode === 'spool') {
         const use8BitMime = envelope.bodyType === '8bitmime';
-        return await this.#spool({ id, input, facts, message, receiveMs, from, to, use8BitMime }, state);
+        return await this.#spool({ id, input, facts, message, receiveMs, from, to, use8BitMime, clientIp: state.ip, clientUser: state.client().user }, state);
       }
-      // Hybrid mode relays as pass-through until its hand-over to the spool (spool.hybridWait, a 4xx
-      // or an unknown outcome spooled and answered 250) is built here, around this relay.
+      if (mode === 'hybrid' && this.#deps.spool && this.#deps.queue) {
+        const use8BitMime = envelope.bodyType === '8bitmime';
+        const hybrid = await this.#hybrid(
+          { id, input, facts, message, receiveMs, from, to, use8BitMime, clientIp: state.ip, clientUser: state.client().user },
+          { user: state.client().user, from, ip: state.ip },
+          state,
+          this.#deps.spool,
+          this.#deps.queue,
+        );
+        bodyInUse = hybrid.bodyInUse;
+        return hybrid.reply;
+      }
       const decision = await this.#deps.engine.relay(
         { from, to, use8BitMime: envelope.bodyType === '8bitmime', size: message.size },
         message.body(),
@@ -145,7 +166,7 @@ export class TransactionProcessor {
       const reply = relayReply(verdict, result.facts, config);
       return this.#finish(relayedRecord(input(facts, reply, receiveMs), decision, verdict.outcome, verdict), state);
     } finally {
-      await message.dispose();
+      if (!bodyInUse) await message.dispose();
     }
   }
 
@@ -158,11 +179,88 @@ export class TransactionProcessor {
   async #spool(m: SpoolInput, state: ClientSession): Promise<TransactionReply> {
     const spool = this.#deps.spool;
     if (!spool) throw new Error('spool mode without a spool');
-    if (!spool.hasRoom()) {
+    const acceptance = { mode: 'spool' as const, reason: 'spool mode' };
+    const queued = await this.#intoSpool(spool, m, acceptance, null);
+    if (queued === 'full') {
       const failure = localFailure('internal', true, ERR.SPOOL_FULL, 'the spool folder is below spool.minFreeSpace: not queued');
       return this.#finish(unrelayedRecord(m.input(m.facts, CLIENT_REPLIES.spool_full, m.receiveMs), 'deferred', failure), state);
     }
-    const acceptance = { mode: 'spool' as const, reason: 'spool mode' };
+    if (queued !== 'ok') {
+      const failure = localFailure('internal', true, ERR.SPOOL_WRITE, queued.message);
+      return this.#finish(unrelayedRecord(m.input(m.facts, CLIENT_REPLIES.spool_failed, m.receiveMs), 'deferred', failure), state);
+    }
+    return await this.#recordQueued(spool, m, acceptance, null, state);
+  }
+
+  /**
+   * Hybrid mode (docs/spool.md, "Hybrid mode"): relayed at once, as pass-through, with a
+   * `spool.hybridWait` timer. A verdict in time that delivered, partly delivered or refused for good
+   * is the client's answer, as in pass-through; any other verdict in time (a 4xx, an unknown outcome)
+   * and no verdict in time spool the message, and the client gets 250 queued. A message spooled
+   * while its relay is in flight is `delivering`: the queue never tries it too, and when the relay
+   * ends the queue takes its result as the first delivery (QueueManager.adopt). Its final dot is
+   * covered like every attempt from the spool: sent before the entry exists, the entry is created
+   * with the dot mark set; sent after, it waits for the durable mark. When the spool cannot take the
+   * message, the client waits for the upstream's verdict as in pass-through.
+   */
+  async #hybrid(
+    m: SpoolInput,
+    key: RouteKey,
+    state: ClientSession,
+    spool: SpoolStore,
+    queue: QueueManager,
+  ): Promise<{ readonly reply: TransactionReply; readonly bodyInUse: boolean }> {
+    const { engine, config } = this.#deps;
+    const started = performance.now();
+    let spooled: Promise<boolean> | null = null;
+    let dotSentTo: string | null = null;
+    const relaying = engine.relay({ from: m.from, to: m.to, use8BitMime: m.use8BitMime, size: m.message.size }, m.message.body(), queue.stopSignal, key, {
+      beforeFinalDot: async (upstream) => {
+        dotSentTo = upstream.name;
+        if (spooled !== null && (await spooled)) await spool.markDotPending(m.id, upstream.name);
+      },
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), config.spool.hybridWait)));
+    const first = await Promise.race([relaying, late]);
+    clearTimeout(timer);
+    const passThrough = (decision: RelayDecision): TransactionReply => {
+      const { verdict, result } = decision.deciding;
+      const reply = relayReply(verdict, result.facts, config);
+      return this.#finish(relayedRecord(m.input(m.facts, reply, m.receiveMs), decision, verdict.outcome, verdict), state);
+    };
+    if (first !== null) {
+      const outcome = first.deciding.verdict.outcome;
+      if (outcome === 'delivered' || outcome === 'partial' || outcome === 'rejected') return { reply: passThrough(first), bodyInUse: false };
+      // A 4xx or an unknown outcome: the spool takes it from here, the dot mark set if the dot went out.
+      const acceptance = { mode: 'hybrid' as const, reason: `hybrid: ${first.deciding.verdict.failure?.class ?? outcome}` };
+      if ((await this.#intoSpool(spool, m, acceptance, { dotSentTo })) !== 'ok') return { reply: passThrough(first), bodyInUse: false };
+      const reply = await this.#recordQueued(spool, m, acceptance, first, state);
+      queue.adopt(m.id, Promise.resolve({ decision: first, ms: performance.now() - started }));
+      return { reply, bodyInUse: false };
+    }
+    const acceptance = { mode: 'hybrid' as const, reason: `hybrid: no verdict within ${formatWait(config.spool.hybridWait)}` };
+    const into = this.#intoSpool(spool, m, acceptance, { dotSentTo });
+    spooled = into.then((r) => r === 'ok');
+    if (!(await spooled)) return { reply: passThrough(await relaying), bodyInUse: false };
+    const reply = await this.#recordQueued(spool, m, acceptance, null, state);
+    queue.adopt(
+      m.id,
+      relaying.then((decision) => ({ decision, ms: performance.now() - started })),
+    );
+    // The relay still reads the body: it is released when the relay ends.
+    void relaying.finally(() => m.message.dispose()).catch(() => undefined);
+    return { reply, bodyInUse: true };
+  }
+
+  /** The message written into the spool durably ('ok'), or why not: below spool.minFreeSpace, or the error. */
+  async #intoSpool(
+    spool: SpoolStore,
+    m: SpoolInput,
+    acceptance: SpoolAcceptance,
+    inFlight: { readonly dotSentTo: string | null } | null,
+  ): Promise<'ok' | 'full' | Error> {
+    if (!spool.hasRoom()) return 'full';
     try {
       await spool.accept({
         id: m.id,
@@ -171,15 +269,26 @@ export class TransactionProcessor {
         to: m.to,
         use8BitMime: m.use8BitMime,
         message: { size: m.facts.size, sha256: m.facts.sha256, messageId: m.facts.messageId, headerFrom: m.message.headers.from },
-        client: { ip: state.ip, user: state.client().user },
+        client: { ip: m.clientIp, user: m.clientUser },
         body: m.message.body(),
+        inFlight,
       });
+      return 'ok';
     } catch (err) {
       this.#deps.log.error({ err, id: m.id }, 'could not queue a message in the spool');
-      const failure = localFailure('internal', true, ERR.SPOOL_WRITE, (err as Error).message);
-      return this.#finish(unrelayedRecord(m.input(m.facts, CLIENT_REPLIES.spool_failed, m.receiveMs), 'deferred', failure), state);
+      return err as Error;
     }
-    const record = queuedRecord(m.input(m.facts, queuedReply(m.id), m.receiveMs), acceptance);
+  }
+
+  /** The acceptance record, then 250 queued; a record that cannot be written takes the message back out (451). */
+  async #recordQueued(
+    spool: SpoolStore,
+    m: SpoolInput,
+    acceptance: SpoolAcceptance,
+    tried: RelayDecision | null,
+    state: ClientSession,
+  ): Promise<TransactionReply> {
+    const record = queuedRecord(m.input(m.facts, queuedReply(m.id), m.receiveMs), acceptance, tried);
     let written: boolean;
     try {
       written = this.#deps.recorder.relay(record);
@@ -268,4 +377,9 @@ function slowClient(err: Error & { code?: string }): { code: string; message: st
   const cause = err.cause as { code?: unknown; message?: unknown; reply?: SmtpReply } | undefined;
   if (err.code !== ERR.CLIENT_ABORT || cause?.code !== ERR.CLIENT_SLOW || !cause.reply) return null;
   return { code: ERR.CLIENT_SLOW, message: String(cause.message), reply: cause.reply };
+}
+
+/** "10s", "1500ms": spool.hybridWait in the acceptance's reason. */
+function formatWait(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

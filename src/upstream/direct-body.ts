@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import type { AttemptPhase } from '../classify/upstream-facts.js';
+import type { BeforeFinalDot } from './tracked-body.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -49,15 +50,21 @@ const ONE_WRITE = 64 * 1024;
  * dot). A small body goes with its dot in one corked write (`sent` first); a larger one is `sent`
  * when the socket has taken it, then the dot follows: a reset while it is still going out is a
  * connection lost before the end of the data, which may safely fail over.
+ *
+ * With a `beforeFinalDot` hook (a delivery from the spool), the body is written, the hook awaited,
+ * and only then the dot: never the body and its dot in one write. A failed hook closes the socket
+ * before the dot (the upstream discards an unfinished DATA, RFC 5321 §4.1.4).
  */
 export class DirectBody {
   phase: AttemptPhase = 'envelope';
   bodyStartedAt: number | null = null;
   #body: Buffer;
   #socket: Socket | null = null;
+  #beforeFinalDot: BeforeFinalDot | null;
 
-  constructor(body: Buffer) {
+  constructor(body: Buffer, beforeFinalDot: BeforeFinalDot | null = null) {
     this.#body = body;
+    this.#beforeFinalDot = beforeFinalDot;
   }
 
   /** The upstream socket the body is written to (set by UpstreamConnection.send). */
@@ -70,16 +77,38 @@ export class DirectBody {
     this.bodyStartedAt = performance.now();
     this.phase = 'body';
     const socket = this.#socket;
+    const hook = this.#beforeFinalDot;
     if (!socket) {
-      dataStream.end(this.#body);
-      this.phase = 'sent';
+      if (hook === null) {
+        dataStream.end(this.#body);
+        this.phase = 'sent';
+      } else {
+        dataStream.write(this.#body);
+        hook().then(
+          () => {
+            this.phase = 'sent';
+            dataStream.end();
+          },
+          (err: unknown) => dataStream.destroy(err as Error),
+        );
+      }
       return dataStream;
     }
     dataStream.unpipe(socket);
     // Whatever the emptied DataStream still produces (its own terminator) goes nowhere.
     dataStream.resume();
     dataStream.end();
-    if (this.#body.length <= ONE_WRITE) {
+    if (hook !== null) {
+      socket.write(this.#body);
+      hook().then(
+        () => {
+          if (socket.destroyed) return; // the connection is gone: nodemailer reports it
+          this.phase = 'sent';
+          socket.write(TERMINATOR);
+        },
+        (err: unknown) => socket.destroy(err as Error),
+      );
+    } else if (this.#body.length <= ONE_WRITE) {
       socket.cork();
       socket.write(this.#body);
       this.phase = 'sent';

@@ -5,6 +5,13 @@ import type { AttemptPhase } from '../classify/upstream-facts.js';
 /** A replayable message body: in memory, or a spill file. */
 export type ReplayableBody = Buffer | { readonly path: string };
 
+/**
+ * Runs (and is awaited) after the last body byte is handed over and before the final dot is written
+ * (docs/spool.md, "Before the final dot"): the spool makes its durable mark there. A rejection stops
+ * the send before the dot, so the upstream never gets the message.
+ */
+export type BeforeFinalDot = () => Promise<void>;
+
 const CHUNK = 64 * 1024;
 
 /**
@@ -24,10 +31,12 @@ export class TrackedBody extends Readable {
   #body: ReplayableBody;
   #offset = 0;
   #fd: number | null = null;
+  #beforeFinalDot: BeforeFinalDot | null;
 
-  constructor(body: ReplayableBody) {
+  constructor(body: ReplayableBody, beforeFinalDot: BeforeFinalDot | null = null) {
     super({ highWaterMark: CHUNK });
     this.#body = body;
+    this.#beforeFinalDot = beforeFinalDot;
     this.small = Buffer.isBuffer(body) && body.length <= CHUNK;
     this.once('end', () => {
       this.phase = 'sent';
@@ -50,9 +59,29 @@ export class TrackedBody extends Readable {
     this.#fd = null;
   }
 
+  /**
+   * The end of the body: nodemailer's DataStream writes the final dot when this stream ends, so a
+   * `beforeFinalDot` hook is awaited first; its failure destroys the stream (nodemailer then fails
+   * the send with ESTREAM, the dot never written).
+   */
+  #end(): void {
+    const hook = this.#beforeFinalDot;
+    if (hook === null) {
+      this.push(null);
+      return;
+    }
+    this.#beforeFinalDot = null;
+    hook().then(
+      () => {
+        if (!this.destroyed) this.push(null);
+      },
+      (err: unknown) => this.destroy(err as Error),
+    );
+  }
+
   #readMemory(body: Buffer): void {
     if (this.#offset >= body.length) {
-      this.push(null);
+      this.#end();
       return;
     }
     const end = Math.min(body.length, this.#offset + CHUNK);
@@ -74,7 +103,7 @@ export class TrackedBody extends Readable {
     const buf = Buffer.allocUnsafe(CHUNK);
     read(this.#fd, buf, 0, CHUNK, this.#offset, (err, n) => {
       if (err) return this.destroy(err);
-      if (n === 0) return this.push(null);
+      if (n === 0) return this.#end();
       this.#offset += n;
       this.push(buf.subarray(0, n));
     });

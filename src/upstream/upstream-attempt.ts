@@ -2,7 +2,7 @@ import type { UpstreamConfig } from '../config/types.js';
 import type { ConnectionPool, Lease } from './connection-pool.js';
 import type { StopSignal } from './deadline.js';
 import { parseResponseLine } from '../smtp/reply-text.js';
-import { TrackedBody, type ReplayableBody } from './tracked-body.js';
+import { TrackedBody, type BeforeFinalDot, type ReplayableBody } from './tracked-body.js';
 import { DirectBody, passesUnchanged } from './direct-body.js';
 import type { AttemptPhase, RecipientFact, ReplyPhase, UpstreamFacts } from '../classify/upstream-facts.js';
 import type { SendInfo, UpstreamEnvelope, UpstreamTls, NodemailerError } from './upstream-connection.js';
@@ -26,6 +26,9 @@ const RESET_TIMEOUT_MS = 5_000;
  * in the right state. Never throws: every failure becomes facts. A reused connection that turns out
  * to be dead before the body started is replaced once (the server closed it while idle; nothing of
  * this message reached it, so trying again cannot duplicate it).
+ *
+ * `beforeFinalDot` (deliveries from the spool only; pass-through never passes it) is awaited after
+ * the last body byte and before the final dot (docs/spool.md, "Before the final dot").
  */
 export async function runAttempt(
   pool: ConnectionPool,
@@ -33,6 +36,7 @@ export async function runAttempt(
   body: ReplayableBody,
   signal: StopSignal,
   poolWaitMs = Number.POSITIVE_INFINITY,
+  beforeFinalDot: BeforeFinalDot | null = null,
 ): Promise<AttemptResult> {
   const startedAt = new Date();
   const t0 = performance.now();
@@ -45,14 +49,14 @@ export async function runAttempt(
   }
   let { connection, connectMs } = lease;
   let reused = lease.reused;
-  let sent = await sendOnce(lease.connection, envelope, body, signal);
+  let sent = await sendOnce(lease.connection, envelope, body, signal, beforeFinalDot);
   if (sent.error && reused && sent.tracked.phase === 'envelope' && isStaleConnection(sent.error)) {
     connection.close();
     try {
       const fresh = await pool.reopen(signal);
       ({ connection, connectMs } = fresh);
       reused = false;
-      sent = await sendOnce(connection, envelope, body, signal);
+      sent = await sendOnce(connection, envelope, body, signal, beforeFinalDot);
     } catch (err) {
       pool.release(connection, false);
       const facts = failureFacts(err as NodemailerError, 'connecting');
@@ -86,9 +90,15 @@ interface SendOutcome {
   readonly dataMs: number;
 }
 
-async function sendOnce(connection: Lease['connection'], envelope: UpstreamEnvelope, body: ReplayableBody, signal: StopSignal): Promise<SendOutcome> {
+async function sendOnce(
+  connection: Lease['connection'],
+  envelope: UpstreamEnvelope,
+  body: ReplayableBody,
+  signal: StopSignal,
+  beforeFinalDot: BeforeFinalDot | null,
+): Promise<SendOutcome> {
   // Most bodies need no dot-stuffing: they go to the socket as they are (direct-body.ts).
-  const tracked = Buffer.isBuffer(body) && passesUnchanged(body) ? new DirectBody(body) : new TrackedBody(body);
+  const tracked = Buffer.isBuffer(body) && passesUnchanged(body) ? new DirectBody(body, beforeFinalDot) : new TrackedBody(body, beforeFinalDot);
   const start = performance.now();
   let info: SendInfo | null = null;
   let error: NodemailerError | null = null;

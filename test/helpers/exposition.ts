@@ -78,7 +78,9 @@ function readSample(line: string, where: string): Sample {
 function parseValue(text: string, where: string): number {
   if (text === '+Inf') return Infinity;
   if (text === '-Inf') return -Infinity;
-  if (text === 'NaN') return NaN;
+  // prom-client writes `Nan` for the event-loop lag's mean before its first sample; Prometheus reads
+  // values with Go's strconv.ParseFloat, which takes NaN in any case, so that line scrapes fine.
+  if (/^nan$/i.test(text)) return NaN;
   if (!/^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$/.test(text)) throw new Error(`${where}: bad value ${text}`);
   return Number(text);
 }

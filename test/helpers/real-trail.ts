@@ -3,8 +3,9 @@
  * through every outcome (delivered, partial, deferred, rejected, unknown and its duplicate-linked
  * resend, aborted, failover, queued into the spool by a user in spool mode), refusals (too many
  * recipients, a protocol violation) and the session records of every connection, with checkpoints;
- * then a restart that finds the queued message without its acceptance record and writes its
- * `recovered` record. For the tools' and the record schema's tests.
+ * then a restart that finds the queued message without its acceptance record, writes its
+ * `recovered` record, and delivers it from the spool (its `delivery` record and its `spool` end).
+ * For the tools' and the record schema's tests.
  *
  * @example
  * const story = await makeRealTrail(join(dir, 'audit.log'));
@@ -25,7 +26,7 @@ export interface RealTrail {
   readonly failoverMessageId: string;
   /** Sender of the transaction the client abandoned mid-DATA. */
   readonly abortedFrom: string;
-  /** Message-ID of the message the user in spool mode sent (queued, then recovered at a restart). */
+  /** Message-ID of the message the user in spool mode sent (queued, then recovered and delivered at a restart). */
   readonly queuedMessageId: string;
 }
 
@@ -46,7 +47,8 @@ export async function makeRealTrail(auditFile: string): Promise<RealTrail> {
     audit: { checkpoint: { every: 5, interval: 60_000, signingKey: null, file: null } },
     dataDir,
   };
-  let relay = await startRelay(spec);
+  // The spool is not delivered from before the restart: the queued message waits there for it.
+  let relay = await startRelay({ ...spec, appOptions: { spool: { deliver: false } } });
   const send = (from: string, to: string[], messageId: string, raw?: Buffer) =>
     relay.send({ from, to, raw: raw ?? simpleMessage({ from, to: to[0], messageId }) });
   try {
@@ -143,7 +145,11 @@ export async function makeRealTrail(auditFile: string): Promise<RealTrail> {
       const path = join(meta, name);
       await writeFile(path, (await readFile(path, 'utf8')).replace('"recorded":true', '"recorded":false'));
     }
+    await primary.resetFaults();
+    await backup.resetFaults();
     relay = await startRelay(spec);
+    // Delivered from the spool after the restart: its delivery record and its end.
+    await waitUntil(async () => (await relay.records()).some((r) => r.type === 'spool' && r.event === 'delivered'), 'the delivery from the spool');
     return { auditFile, unknownMessageId, failoverMessageId, abortedFrom, queuedMessageId };
   } finally {
     await relay.stop();

@@ -332,6 +332,30 @@ describe('alerts with the default rules', () => {
     expect(hook.received[0]!.json.alert.message).toMatch(/^audit-trail: the audit trail's filesystem is below audit\.minFreeSpace; every message is refused/);
   });
 
+  it('pages when the spool parks an upstream after a 535, naming it, and resolves once deliveries resume', async () => {
+    upstream = await startFakeUpstream({ auth: { user: 'relay', pass: 'secret' } });
+    await upstream.setFaults({ authReply: AUTH_FAILED });
+    const relay = await startRelay({
+      upstreams: [{ name: 'provider', port: upstream.port, auth: { user: 'relay', pass: 'secret' }, probe: { enabled: true, interval: 200, timeout: 2_000 } }],
+      alerts: alertsWith(hook, defaultAlertRules(['hook'])),
+      mode: 'spool',
+      tls: null,
+      spool: { retry: { first: 100, max: 30_000 } },
+    });
+    running.push(relay);
+    await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage(), startTls: false });
+    await hook.waitFor((r) => r.some((x) => x.json.alert.rule === 'spool-parked'), 10_000);
+    const fired = hook.received.find((x) => x.json.alert.rule === 'spool-parked')!.json.alert;
+    expect(fired).toMatchObject({ state: 'fired', upstream: 'provider', class: 'upstream_auth' });
+    expect(fired.message).toMatch(
+      /^spool-parked on upstream provider: deliveries from the spool through this upstream are parked after upstream_auth \(535 5\.7\.8/,
+    );
+    expect(fired.message).toContain('check the credentials configured for this upstream');
+    await upstream.resetFaults();
+    await hook.waitFor((r) => r.some((x) => x.json.alert.rule === 'spool-parked' && x.json.alert.state === 'resolved'), 10_000);
+    await waitFor(() => upstream.messages.length === 1, 5_000);
+  });
+
   it('resolves an alert left open by a previous run once the restarted relay works', async () => {
     const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-alert-restart-'));
     try {

@@ -302,6 +302,14 @@ describe('mailtrail queue', () => {
     const r = await queue('retry', one);
     expect(r.code, r.stderr).toBe(0);
     expect((await spoolRecords(one)).map((x) => x.event)).toEqual(['retry-now']);
+    // The retry made it due: the queue manager's second attempt (deferred again, like the first) ends
+    // before --all, so --all finds it queued.
+    const settled = async (): Promise<boolean> => {
+      const row = (await rows()).find((x) => x.queue_id === one);
+      return row?.queue_name === 'queued' && row.attempts >= 2;
+    };
+    const deadline = Date.now() + 20_000;
+    while (!(await settled()) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
     const all = await queue('retry', '--all');
     expect(all.code, all.stderr).toBe(0);
     expect(all.stdout).toMatch(/^\d+ queued message\(s\) due at once/);

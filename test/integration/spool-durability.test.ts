@@ -144,6 +144,8 @@ describe('spool acceptance on a real process', () => {
   it('keeps every message that got its 250 when the process is killed (SIGKILL) in the middle of accepting', async () => {
     const dir = await mkdtemp(join(work, 'kill-'));
     const config = await spoolConfig(dir, upstream.port);
+    // The upstream is down: what is accepted stays in the spool for this test to find.
+    await upstream.refuse();
     const first = await startMailtrail(config, 1);
     const children: MailtrailChild[] = [first];
     try {
@@ -198,6 +200,7 @@ describe('spool acceptance on a real process', () => {
       expect(await second.stop()).toMatchObject({ code: 0 });
     } finally {
       await Promise.all(children.map((c) => c.kill()));
+      await upstream.accept();
     }
   }, 60_000);
 });

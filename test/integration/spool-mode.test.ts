@@ -2,7 +2,8 @@
  * Spool mode as a client sees it, on real sockets: `250 2.0.0 Ok: queued as <id>` once the message is
  * on disk and its record written, the mode chosen by listener and user, the local refusals (a full
  * spool folder, a spool that cannot be written, a trail that cannot record), and what a start-up does
- * with the leftovers of the process before. Nothing is delivered from the spool here: entries wait.
+ * with the leftovers of the process before. Nothing is delivered from the spool here (its queue manager
+ * is not started): entries wait. Delivery from the spool is tested in spool-delivery.test.ts.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -24,6 +25,8 @@ import { App, StartError } from '../../src/app.js';
 
 const QUEUED = /^250 2\.0\.0 Ok: queued as ([0-9A-Z]{26}) \(id \1\)$/;
 const PASSWORD = 'Spool-Pa55-w0rd-9k';
+/** Acceptance alone: the queue manager is not started, so entries stay as accepted (delivery has its own tests). */
+const NOT_DELIVERED = { spool: { deliver: false } } as const;
 
 function user(username: string, mode: UserConfig['mode']): UserConfig {
   return { username, password: PASSWORD, passwordHash: null, allowedSenders: [], mode };
@@ -50,7 +53,11 @@ describe('spool mode', () => {
   });
 
   const start = async (spec: Partial<RelaySpec> = {}): Promise<RunningRelay> => {
-    relay = await startRelay({ upstreams: [{ name: 'provider', port: upstream.port }], ...spec });
+    relay = await startRelay({
+      upstreams: [{ name: 'provider', port: upstream.port }],
+      ...spec,
+      appOptions: { ...spec.appOptions, spool: { deliver: false, ...spec.appOptions?.spool } },
+    });
     return relay;
   };
 
@@ -269,7 +276,7 @@ describe('a start-up on a spool the process before left', () => {
     await writeFile(join(spoolDir, 'tmp', `${ids.next()}.json`), '{"v":');
 
     const log = capturedLog();
-    relay = await startRelay({ upstreams: [{ name: 'provider', port: upstream.port }], mode: 'spool', dataDir, logger: log.logger });
+    relay = await startRelay({ upstreams: [{ name: 'provider', port: upstream.port }], mode: 'spool', dataDir, logger: log.logger, appOptions: NOT_DELIVERED });
     const spool = relay.app.spool!;
 
     const recovered = (await relay.records()).filter((r): r is SpoolRecord => r.type === 'spool');
@@ -294,7 +301,7 @@ describe('a start-up on a spool the process before left', () => {
     const res = await relay.send({ from: 'app@example.com', to: ['ana@example.org'], raw: simpleMessage() });
     expect(res).toMatchObject({ ok: true, code: 250 });
     await relay.stop();
-    relay = await startRelay({ upstreams: [{ name: 'provider', port: upstream.port }], mode: 'spool', dataDir });
+    relay = await startRelay({ upstreams: [{ name: 'provider', port: upstream.port }], mode: 'spool', dataDir, appOptions: NOT_DELIVERED });
     const again = (await relay.records()).filter((r) => r.type === 'spool');
     expect(again).toHaveLength(1);
     expect(relay.app.spool!.counts().total).toBe(4);

@@ -53,10 +53,10 @@ describe('the audit record JSON Schema', () => {
     expect(schema.oneOf.map((s) => s.$ref)).toEqual(TYPES.map((t) => `#/$defs/${t}`));
   });
 
-  it('accepts every record a real relay wrote: every outcome, refusals, sessions, checkpoints and a recovered spool entry', () => {
+  it('accepts every record a real relay wrote: every outcome, refusals, sessions, checkpoints, a recovered spool entry and its delivery', () => {
     const outcomes = new Set(real.filter((r) => r.type === 'relay').map((r) => (r as { outcome: string }).outcome));
     expect([...outcomes].sort()).toEqual(['aborted', 'deferred', 'delivered', 'partial', 'queued', 'rejected', 'unknown']);
-    expect(new Set(real.map((r) => r.type))).toEqual(new Set(['relay', 'reject', 'session', 'checkpoint', 'spool']));
+    expect(new Set(real.map((r) => r.type))).toEqual(new Set(['relay', 'reject', 'session', 'checkpoint', 'spool', 'delivery']));
     expect(real.some((r) => r.type === 'relay' && r.duplicateOf !== null)).toBe(true);
     expect(real.some((r) => r.type === 'relay' && new Set(r.attempts.map((a) => a.upstream)).size > 1)).toBe(true);
     for (const r of real) expect(validate(r), `${r.type} ${r.id}: ${errorsOf(r)}`).toBe(true);

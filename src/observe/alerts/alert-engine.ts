@@ -53,6 +53,8 @@ const ACTION: Readonly<Record<string, string>> = {
 const RELAY_ITSELF = '';
 /** The built-in rule that pages when the audit trail stops taking records (every message gets 451). */
 const AUDIT_TRAIL_RULE = 'audit-trail';
+/** The built-in rule that pages when the spool parks an upstream (an account-wide failure: credentials, quota, TLS). */
+const SPOOL_PARKED_RULE = 'spool-parked';
 /** The built-in rule that pages when repeated failed AUTH locks an address or a username. */
 const AUTH_LOCKOUT_RULE = 'auth-lockout';
 const AUTH_LOCKOUT_KEY: IncidentKey = { rule: AUTH_LOCKOUT_RULE, upstream: RELAY_ITSELF, class: 'auth_locked' };
@@ -119,6 +121,11 @@ export class AlertEngine {
       bus.subscribe('audit-state', (s) => this.#onAuditState(s.reason, s.refusing, Date.now())),
       // Built in too: password guessing, or an application with a wrong password.
       bus.subscribe('auth', (e) => this.#onAuth(e, Date.now())),
+      // Built in: the spool stopped delivering through an upstream until the operator fixes it (docs/spool.md, "Parking").
+      bus.subscribe('spool-parked', (p) => this.#onSpoolParked(p.upstream, p.class, p.reason, p.until, Date.now())),
+      bus.subscribe('spool-unparked', (p) =>
+        this.#incidents.clear({ rule: SPOOL_PARKED_RULE, upstream: p.upstream, class: null }, `deliveries from the spool resumed: ${p.reason}`, Date.now()),
+      ),
     );
     this.#timer = setInterval(() => this.#tick(Date.now()), this.#deps.tickMs ?? 5_000);
     this.#timer.unref();
@@ -167,6 +174,13 @@ export class AlertEngine {
       ? `${why}; every message is refused with 451 before relaying until it is fixed`
       : `${why}; messages are relayed without their audit records (audit.onWriteFailure: continue) until it is fixed`;
     this.#incidents.raise(key, { summary, shownClass: 'internal', sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
+  }
+
+  #onSpoolParked(upstream: string, cls: string, reason: string, until: number, now: number): void {
+    const key: IncidentKey = { rule: SPOOL_PARKED_RULE, upstream, class: null };
+    const action = ACTION[cls] ? `; ${ACTION[cls]}` : '';
+    const summary = `deliveries from the spool through this upstream are parked after ${cls} (${reason})${action}; messages stay queued until its health probe passes or a trial at ${new Date(until).toISOString()}`;
+    this.#incidents.raise(key, { summary, shownClass: cls, sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
   }
 
   #onAuth(event: AuthEvent, now: number): void {
@@ -328,6 +342,11 @@ export class AlertEngine {
     for (const incident of saved) {
       // Judged again at the next check: resolved then if the condition no longer holds.
       if (incident.rule === AUDIT_TRAIL_RULE || (this.#spool !== null && (SPOOL_ALERT_RULES as readonly string[]).includes(incident.rule))) continue;
+      // Parking is not kept across a restart: the queue starts unparked, so the incident is over.
+      if (incident.rule === SPOOL_PARKED_RULE) {
+        this.#incidents.clear(incident, 'mailtrail restarted: the spool starts with every upstream unparked', now);
+        continue;
+      }
       // Its quiet period starts again with this run: it resolves if no lockout comes.
       if (incident.rule === AUTH_LOCKOUT_RULE) {
         this.#lastLockoutAt = now;
