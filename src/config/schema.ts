@@ -22,6 +22,7 @@ import { limitsSection, toLimits } from './sections/limits.js';
 import { listenSection } from './sections/listen.js';
 import { logSection } from './sections/log.js';
 import { routesConsistency, routesSection, toRoute } from './sections/routes.js';
+import { instanceSection, stateSection, toInstance, toState } from './sections/state.js';
 import { timeoutsSection, toTimeouts } from './sections/timeouts.js';
 import { tlsSection, toListenerTls } from './sections/tls.js';
 import { toUpstream, upstreamsSection } from './sections/upstreams.js';
@@ -43,6 +44,8 @@ export const configSchema = z
     http: httpSection,
     alerts: alertsSection,
     log: logSection,
+    state: stateSection,
+    instance: instanceSection,
     /** Name announced in the greeting and EHLO reply; the machine's host name when absent. */
     hostname: hostName().optional(),
     dataDir,
@@ -53,7 +56,7 @@ export const configSchema = z
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
 type _ConfigFitsSchema = Expect<
-  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply'>
+  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'state' | 'instance' | 'hostname' | 'unknownOutcomeReply'>
 >;
 
 // ---------------------------------------------------------------------------------------------------
@@ -93,6 +96,7 @@ export function validateTrailSection(
 
 function toConfig(parsed: ParsedConfig, baseDir: string): Config {
   const dataDir = resolve(baseDir, parsed.dataDir);
+  const hostname = parsed.hostname ?? osHostname();
   return {
     listen: parsed.listen,
     tls: toListenerTls(parsed.tls, baseDir),
@@ -105,7 +109,9 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     http: toHttp(parsed.http),
     alerts: toAlerts(parsed.alerts, baseDir),
     log: parsed.log,
-    hostname: parsed.hostname ?? osHostname(),
+    state: toState(parsed.state),
+    instance: toInstance(parsed.instance, hostname, parsed.listen[0]!.port),
+    hostname,
     dataDir,
     localSink: null,
     unknownOutcomeReply: { code: parsed.unknownOutcomeReply },

@@ -15,10 +15,10 @@ export const SECRET_KEYS: ReadonlySet<string> = new Set(['password', 'passwordHa
 export const SECRET_MAP_KEYS: ReadonlySet<string> = new Set(['headers']);
 
 /**
- * URLs: their user info, path and query may carry credentials (`smtp://user:pass@host`, a chat
- * webhook's token in its path). Only the scheme, host and port are shown.
+ * URLs: their user info, path and query may carry credentials (`smtp://user:pass@host`,
+ * `redis://:pass@host`, a chat webhook's token in its path). Only the scheme, host and port are shown.
  */
-export const URL_KEYS: ReadonlySet<string> = new Set(['url']);
+export const URL_KEYS: ReadonlySet<string> = new Set(['url', 'redis']);
 
 /** A deep copy of `value` with every secret (by the key it is under) replaced by `[redacted]`; null stays null. */
 export function withoutSecrets(value: unknown, key = ''): unknown {

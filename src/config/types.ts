@@ -14,6 +14,7 @@ import type { LimitsConfig } from './sections/limits.js';
 import type { ListenerConfig } from './sections/listen.js';
 import type { LogConfig } from './sections/log.js';
 import type { RouteConfig } from './sections/routes.js';
+import type { InstanceConfig, StateConfig } from './sections/state.js';
 import type { ServerTimeoutsConfig } from './sections/timeouts.js';
 import type { ListenerTlsConfig } from './sections/tls.js';
 import type { UpstreamConfig } from './sections/upstreams.js';
@@ -35,6 +36,7 @@ export type { LimitsConfig } from './sections/limits.js';
 export type { ListenerConfig } from './sections/listen.js';
 export type { LogConfig } from './sections/log.js';
 export type { RouteConfig } from './sections/routes.js';
+export type { InstanceConfig, StateConfig } from './sections/state.js';
 export type { ServerTimeoutsConfig } from './sections/timeouts.js';
 export type { ListenerTlsConfig } from './sections/tls.js';
 export type { UpstreamBreakerConfig, UpstreamConfig, UpstreamProbeConfig, UpstreamRateLimitConfig } from './sections/upstreams.js';
@@ -59,6 +61,10 @@ export interface Config {
   /** Alert rules, sinks and delivery limits. */
   readonly alerts: AlertsConfig;
   readonly log: LogConfig;
+  /** State shared by the instances of a fleet through Redis; null = everything stays in this process. */
+  readonly state: StateConfig | null;
+  /** This instance's name in the fleet. */
+  readonly instance: InstanceConfig;
   /** Name announced in the greeting and EHLO reply. */
   readonly hostname: string;
   /** Folder for temp files (DATA spill) and, in the embedded default, the sink and the trail. */

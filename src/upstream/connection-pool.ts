@@ -1,6 +1,7 @@
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
 import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
+import { UNLEASED, type ConnectionLease, type ConnectionLeases } from './connection-leases.js';
 import type { StopSignal } from './deadline.js';
 import { ERR } from '../error-codes.js';
 
@@ -29,14 +30,19 @@ export class ConnectionPool {
   readonly upstream: UpstreamConfig;
   #options: SMTPConnection.Options;
   #idle: UpstreamConnection[] = [];
+  /** The fleet's lease each open connection holds (`pool.shared`). */
+  #leases = new Map<UpstreamConnection, ConnectionLease>();
+  #leasing: ConnectionLeases;
   #busy = 0;
   #waiters: Waiter[] = [];
   #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  constructor(upstream: UpstreamConfig, ehloName: string) {
+  constructor(upstream: UpstreamConfig, ehloName: string, leases: ConnectionLeases = UNLEASED) {
     this.upstream = upstream;
     this.#options = connectionOptions(upstream, ehloName);
+    this.#leasing = leases;
+    leases.watch(() => this.#closeOneIdle());
     this.#sweeper = setInterval(() => this.#sweepIdle(), Math.max(1000, upstream.pool.idleTimeout / 2));
     this.#sweeper.unref();
   }
@@ -60,21 +66,42 @@ export class ConnectionPool {
     const waitMs = performance.now() - started;
     const idle = this.#takeIdle();
     if (idle) return { connection: idle, reused: true, waitMs, connectMs: 0 };
+    let lease: ConnectionLease;
+    try {
+      // A new connection needs the fleet's lease too (pool.shared); waiting for it counts as waiting for a slot.
+      lease = await this.#leasing.acquire(signal, maxWaitMs - waitMs);
+    } catch (err) {
+      this.#freeSlot();
+      throw err;
+    }
     const connectStart = performance.now();
     try {
       const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
-      return { connection, reused: false, waitMs, connectMs: performance.now() - connectStart };
+      this.#leases.set(connection, lease);
+      return { connection, reused: false, waitMs: connectStart - started, connectMs: performance.now() - connectStart };
     } catch (err) {
+      lease.release();
       this.#freeSlot();
       throw err;
     }
   }
 
-  /** Opens a fresh connection outside the idle list, used when a reused one turned out dead. */
-  async reopen(signal: StopSignal): Promise<Omit<Lease, 'waitMs'>> {
+  /**
+   * Opens a fresh connection in place of `dead`, a reused one that turned out dead (outside the idle
+   * list; the caller releases it as usual). The fresh one takes over the dead one's lease.
+   */
+  async reopen(dead: UpstreamConnection, signal: StopSignal): Promise<Omit<Lease, 'waitMs'>> {
+    const lease = this.#leases.get(dead);
+    this.#leases.delete(dead);
     const connectStart = performance.now();
-    const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
-    return { connection, reused: false, connectMs: performance.now() - connectStart };
+    try {
+      const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+      if (lease) this.#leases.set(connection, lease);
+      return { connection, reused: false, connectMs: performance.now() - connectStart };
+    } catch (err) {
+      lease?.release();
+      throw err;
+    }
   }
 
   /** Gives a connection back. `reusable` false (or a dead/worn connection) closes it. */
@@ -83,8 +110,8 @@ export class ConnectionPool {
     if (reusable && connection.alive && !worn && !this.#closed) {
       connection.idleSince = Date.now();
       this.#idle.push(connection);
-    } else if (connection.alive) {
-      connection.quit();
+    } else {
+      this.#discard(connection);
     }
     this.#freeSlot();
   }
@@ -93,7 +120,8 @@ export class ConnectionPool {
   close(): void {
     this.#closed = true;
     clearInterval(this.#sweeper);
-    for (const c of this.#idle.splice(0)) c.quit();
+    for (const c of this.#idle.splice(0)) this.#discard(c);
+    this.#leasing.close();
     for (const w of this.#waiters.splice(0)) {
       w.reject(Object.assign(new Error('Upstream pool is closed'), { code: ERR.SHUTDOWN }));
     }
@@ -106,9 +134,24 @@ export class ConnectionPool {
     const cutoff = Date.now() - this.upstream.pool.idleTimeout;
     for (let c = this.#idle.pop(); c; c = this.#idle.pop()) {
       if (c.alive && c.idleSince > cutoff) return c;
-      if (c.alive) c.quit();
+      this.#discard(c);
     }
     return null;
+  }
+
+  /** Closes a connection (if still open) and gives its lease back. */
+  #discard(connection: UpstreamConnection): void {
+    if (connection.alive) connection.quit();
+    this.#leases.get(connection)?.release();
+    this.#leases.delete(connection);
+  }
+
+  /** Another instance waits for a lease: the least recently used idle connection goes. */
+  #closeOneIdle(): boolean {
+    const oldest = this.#idle.shift();
+    if (oldest === undefined) return false;
+    this.#discard(oldest);
+    return true;
   }
 
   #freeSlot(): void {
@@ -151,7 +194,7 @@ export class ConnectionPool {
     const cutoff = Date.now() - this.upstream.pool.idleTimeout;
     this.#idle = this.#idle.filter((c) => {
       if (c.alive && c.idleSince > cutoff) return true;
-      if (c.alive) c.quit();
+      this.#discard(c);
       return false;
     });
   }

@@ -49,6 +49,10 @@ export interface RelaySpec {
   alerts?: Partial<Config['alerts']>;
   /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
   dataDir?: string;
+  /** Shared state through Redis; default none. `redis` is required in it. */
+  state?: Partial<NonNullable<Config['state']>> & { redis: string };
+  /** This instance's name in a fleet; default `mailtrail.test:0`. */
+  instanceId?: string;
 }
 
 export interface RunningRelay {
@@ -85,7 +89,7 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
     implicitTls: spec.implicitTls ?? false,
     auth: spec.auth ?? null,
     tls: { mode: 'none', ca: null, verify: true, servername: null, ...spec.tls },
-    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, ...spec.pool },
+    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, shared: false, ...spec.pool },
     timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },
     ehloName: null,
     breaker: spec.breaker === null ? null : { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000, ...spec.breaker },
@@ -164,6 +168,8 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       ...spec.audit,
     },
     log: { level: 'silent' },
+    state: spec.state ? { prefix: 'mailtrail:', expectedInstances: 1, timeout: 250, leaseTtl: 30_000, ...spec.state } : null,
+    instance: { id: spec.instanceId ?? 'mailtrail.test:0' },
     hostname: 'mailtrail.test',
     dataDir,
     localSink: null,

@@ -34,6 +34,9 @@ const PUBLIC_TEXT = new Set([
   'upstreams[].tls.servername',
   'upstreams[].ehloName',
   'routes[].name',
+  // The key prefix in Redis and this instance's name in the fleet.
+  'state.prefix',
+  'instance.id',
   'routes[].match.users',
   'routes[].match.senders',
   'routes[].match.networks',
@@ -114,6 +117,7 @@ alerts:
         url: "smtps://alerts:Email-Pass-Quartz-13@mail.example.org"
         from: mailtrail@example.org
         to: [ops@example.org]
+state: { redis: "redis://fleet:Redis-Pass-Quartz-14@redis.internal:6379" }
 `) as Record<string, unknown>;
 }
 
@@ -179,6 +183,7 @@ describe('the secrets of a configuration', () => {
           { name: 'mail', smtp: { host: 'mail.example.org', auth: { user: 'alerts', pass: '[redacted]' } } },
         ],
       },
+      state: { redis: 'redis://redis.internal:6379/[redacted]' },
     });
   });
 

@@ -1,0 +1,37 @@
+import type { UpstreamConfig } from '../config/types.js';
+import { UNLEASED, type ConnectionLeases } from '../upstream/connection-leases.js';
+import { AdaptiveThrottle } from './adaptive-throttle.js';
+import { CircuitBreaker, type BreakerTransition, type UpstreamBreaker } from './circuit-breaker.js';
+import type { SendingRate, Slowdown } from './pacing.js';
+import { EgressRateLimiter } from './rate-limiter.js';
+
+/** What the router hands each upstream's state: where its changes are reported, and the waiting bound. */
+export interface UpstreamStateHooks {
+  /** Messages that may wait for this upstream's sending slot at once (each is one client transaction). */
+  readonly maxWaiters: number;
+  /** The adaptive slow-down changed (0 = back to the configured pace). */
+  readonly onThrottle: (delayMs: number) => void;
+  readonly onBreaker: (transition: BreakerTransition) => void;
+}
+
+/** The state kept per upstream entry beside its pool: sending rate, slow-down, breaker, connection leases. */
+export interface UpstreamState {
+  readonly limiter: SendingRate;
+  readonly throttle: Slowdown;
+  readonly breaker: UpstreamBreaker;
+  readonly leases: ConnectionLeases;
+}
+
+/** Builds the state of one upstream entry; chosen once in the composition root (local, or shared through Redis). */
+export type UpstreamStateFactory = (upstream: UpstreamConfig, hooks: UpstreamStateHooks) => UpstreamState;
+
+/** Everything in this process, as for a single instance. */
+export const localUpstreamState: UpstreamStateFactory = (upstream, hooks) => {
+  const throttle = new AdaptiveThrottle(upstream.name, upstream.rateLimit.backoff, hooks.onThrottle);
+  return {
+    limiter: new EgressRateLimiter(upstream.name, upstream.rateLimit, hooks.maxWaiters, throttle),
+    throttle,
+    breaker: new CircuitBreaker(upstream.name, upstream.breaker, hooks.onBreaker),
+    leases: UNLEASED,
+  };
+};
