@@ -31,6 +31,8 @@ import { BreakerRecords } from './observe/breaker-records.js';
 import { Deadline } from './upstream/deadline.js';
 import { RelayEngine } from './routing/relay-engine.js';
 import { Router, type UpstreamHealth } from './routing/router.js';
+import { localUpstreamState, sharedUpstreamState, type UpstreamStateFactory } from './routing/upstream-state.js';
+import { RedisLink } from './state/redis-link.js';
 import { TransactionProcessor } from './transaction/transaction.js';
 import { startupWarnings, type StartupWarning } from './observe/startup-warnings.js';
 import { LocalSink } from './sink/local-sink.js';
@@ -65,6 +67,22 @@ interface Observers {
   readonly http: ObservabilityServer | null;
 }
 
+/**
+ * Where the limits and the state that a fleet shares are kept: in this process, or in the fleet's
+ * Redis (`state`). Chosen once, in start(); nothing else knows which.
+ */
+interface StateParts {
+  readonly upstreams: UpstreamStateFactory;
+}
+
+function localState(): StateParts {
+  return { upstreams: localUpstreamState };
+}
+
+function sharedState(link: RedisLink): StateParts {
+  return { upstreams: sharedUpstreamState(link) };
+}
+
 /** How long stop() lets queued alert notifications go out before dropping them. */
 const ALERT_DELIVERY_GRACE_MS = 2_000;
 
@@ -86,6 +104,8 @@ export class App {
   #processor: TransactionProcessor | null = null;
   #recorder: Recorder | null = null;
   #observers: Observers | null = null;
+  /** The fleet's Redis, with `state`. */
+  #link: RedisLink | null = null;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
 
@@ -112,6 +132,10 @@ export class App {
     await stage('dataDir', () => this.#openDataDir());
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
+    this.#link = config.state === null ? null : new RedisLink(config.state, config.instance.id, this.bus, this.#log);
+    const state = this.#link === null ? localState() : sharedState(this.#link);
+    // A Redis that cannot be reached does not stop the start: the instance starts degraded.
+    await this.#link?.start();
     this.#router = Router.build({
       upstreams,
       routes: config.routes,
@@ -120,12 +144,15 @@ export class App {
       maxWaiters: config.limits.maxConnections,
       events: this.bus,
       log: this.#log,
+      state: state.upstreams,
     });
     const engine = new RelayEngine(this.#router, config.timeouts.relay);
     this.#writer = await stage('audit.file', () => AuditWriter.open({ ...config.audit, log: this.#log }));
     this.#recorder = this.#buildRecorder(this.#writer, ids);
     // Observers subscribe before the first client can connect, so they see every record.
     this.#observers = this.#buildObservers(upstreams, this.#recorder, ids);
+    // A start without Redis is told to them too (readiness detail, metrics, the built-in alert).
+    if (this.#link?.mode === 'degraded') this.bus.publish('shared-state', this.#link.status);
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     this.#processor = new TransactionProcessor({
       config,
@@ -197,6 +224,8 @@ export class App {
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
     this.#router?.close();
+    // After the pools: their leases are given back through it.
+    await this.#link?.close();
     await this.#sink?.stop();
     // The final checkpoint, then the file closed; rotated files finish compressing.
     this.#recorder?.close();

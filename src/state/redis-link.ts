@@ -44,7 +44,7 @@ export class RedisLink {
   #log: Logger;
   #subscriber: Redis | null = null;
   #handlers = new Map<string, ((message: string) => void)[]>();
-  #onResume: (() => void)[] = [];
+  #onShared: (() => void)[] = [];
   #status: SharedStateStatus | null = null;
   #healthTimer: NodeJS.Timeout | null = null;
   #checking: Promise<void> | null = null;
@@ -148,9 +148,12 @@ export class RedisLink {
     subscriber.subscribe(full).catch((err: Error) => this.#log.debug({ err, channel }, 'Redis subscribe failed; retried on reconnection'));
   }
 
-  /** Called each time the link turns shared again after being degraded (to read state that changed meanwhile). */
-  onResume(handler: () => void): void {
-    this.#onResume.push(handler);
+  /**
+   * Called each time the link turns shared: at the first connection and after each degraded spell
+   * (to read state other instances changed meanwhile).
+   */
+  onShared(handler: () => void): void {
+    this.#onShared.push(handler);
   }
 
   async close(): Promise<void> {
@@ -203,7 +206,7 @@ export class RedisLink {
     this.#stopHealthChecks();
     if (wasDegraded) this.#log.info({ downMs, instance: this.instanceId }, 'shared state through Redis resumed');
     this.#events.publish('shared-state', this.#status);
-    if (wasDegraded) for (const handler of this.#onResume) handler();
+    for (const handler of this.#onShared) handler();
   }
 
   /** A write with a short expiry: answers only from a primary that can take writes. */
