@@ -4,10 +4,14 @@ import { join } from 'node:path';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
 import { AuthLockout, type AuthEvent } from './admission/auth-lockout.js';
-import { MemoryLockoutStore } from './admission/lockout-store.js';
+import { MemoryLockoutStore, type LockoutStore } from './admission/lockout-store.js';
+import { RedisLockoutStore } from './admission/redis-lockout-store.js';
+import { RedisTokenBuckets } from './admission/redis-token-buckets.js';
+import { MemoryTokenBuckets, type TokenBuckets } from './admission/token-buckets.js';
 import { Checkpointer } from './audit/checkpoint.js';
 import { loadSigner } from './audit/checkpoint-signer.js';
-import { DuplicateTracker } from './transaction/duplicate-tracker.js';
+import { DuplicateTracker, type DuplicateLinks } from './transaction/duplicate-tracker.js';
+import { RedisDuplicates } from './transaction/redis-duplicates.js';
 import { RecordPrivacy } from './audit/privacy.js';
 import { Recorder } from './audit/recorder.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -16,7 +20,9 @@ import { prepareSpillDir } from './buffer/temp-files.js';
 import { AlertEngine } from './observe/alerts/alert-engine.js';
 import { DeliveryQueue } from './observe/alerts/delivery-queue.js';
 import { EmailSink } from './observe/alerts/email-sink.js';
+import { OWN_CLAIMS, type IncidentClaims } from './observe/alerts/incident-claims.js';
 import { IncidentStore } from './observe/alerts/incident-store.js';
+import { RedisIncidentClaims } from './observe/alerts/redis-incident-claims.js';
 import { WebhookSink } from './observe/alerts/webhook-sink.js';
 import { ErrorGroups } from './observe/error-groups.js';
 import { EventBus } from './event-bus.js';
@@ -72,15 +78,40 @@ interface Observers {
  * Redis (`state`). Chosen once, in start(); nothing else knows which.
  */
 interface StateParts {
+  /** Each upstream's rate, slow-down, breaker and connection leases. */
   readonly upstreams: UpstreamStateFactory;
+  /** The buckets of `clients.rateLimits`. */
+  readonly clientBuckets: TokenBuckets;
+  /** The buckets of `limits.connectionRatePerIp`. */
+  readonly connectionBuckets: TokenBuckets;
+  /** The AUTH lockout's failures and locks (with `clients.authLockout`). */
+  readonly lockouts: (maxTracked: number) => LockoutStore;
+  readonly duplicates: DuplicateLinks;
+  readonly incidentClaims: IncidentClaims;
 }
 
-function localState(): StateParts {
-  return { upstreams: localUpstreamState };
+function localState(config: Config): StateParts {
+  const maxTracked = config.clients.rateLimits.maxTracked;
+  return {
+    upstreams: localUpstreamState,
+    clientBuckets: new MemoryTokenBuckets(maxTracked),
+    connectionBuckets: new MemoryTokenBuckets(maxTracked),
+    lockouts: (max) => new MemoryLockoutStore(max),
+    duplicates: new DuplicateTracker({ window: config.audit.duplicateWindow }),
+    incidentClaims: OWN_CLAIMS,
+  };
 }
 
-function sharedState(link: RedisLink): StateParts {
-  return { upstreams: sharedUpstreamState(link) };
+function sharedState(config: Config, link: RedisLink): StateParts {
+  const maxTracked = config.clients.rateLimits.maxTracked;
+  return {
+    upstreams: sharedUpstreamState(link),
+    clientBuckets: new RedisTokenBuckets(link, 'client_rate', 'client:', maxTracked),
+    connectionBuckets: new RedisTokenBuckets(link, 'connection_rate', 'client:', maxTracked),
+    lockouts: (max) => new RedisLockoutStore(link, max),
+    duplicates: new RedisDuplicates(link, config.audit.duplicateWindow),
+    incidentClaims: new RedisIncidentClaims(link),
+  };
 }
 
 /** How long stop() lets queued alert notifications go out before dropping them. */
@@ -133,7 +164,7 @@ export class App {
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
     this.#link = config.state === null ? null : new RedisLink(config.state, config.instance.id, this.bus, this.#log);
-    const state = this.#link === null ? localState() : sharedState(this.#link);
+    const state = this.#link === null ? localState(config) : sharedState(config, this.#link);
     // A Redis that cannot be reached does not stop the start: the instance starts degraded.
     await this.#link?.start();
     this.#router = Router.build({
@@ -150,15 +181,15 @@ export class App {
     this.#writer = await stage('audit.file', () => AuditWriter.open({ ...config.audit, log: this.#log }));
     this.#recorder = this.#buildRecorder(this.#writer, ids);
     // Observers subscribe before the first client can connect, so they see every record.
-    this.#observers = this.#buildObservers(upstreams, this.#recorder, ids);
-    // A start without Redis is told to them too (readiness detail, metrics, the built-in alert).
-    if (this.#link?.mode === 'degraded') this.bus.publish('shared-state', this.#link.status);
+    this.#observers = this.#buildObservers(upstreams, this.#recorder, ids, state.incidentClaims);
+    // How the link started is told to them too (metrics, the built-in alert): they subscribed after it.
+    if (this.#link) this.bus.publish('shared-state', this.#link.status);
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     this.#processor = new TransactionProcessor({
       config,
       engine,
       recorder: this.#recorder,
-      duplicates: new DuplicateTracker({ window: config.audit.duplicateWindow }),
+      duplicates: state.duplicates,
       ids,
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
@@ -167,8 +198,9 @@ export class App {
     this.#listeners = new SmtpListeners({
       config,
       admission: new Admission(config.clients),
-      clientLimits: new ClientRateLimits(config.clients.rateLimits),
-      authLockout: this.#buildAuthLockout(),
+      clientLimits: new ClientRateLimits(config.clients.rateLimits, state.clientBuckets),
+      connectionBuckets: state.connectionBuckets,
+      authLockout: this.#buildAuthLockout(state.lockouts),
       processor: this.#processor,
       recorder: this.#recorder,
       bus: this.bus,
@@ -258,7 +290,7 @@ export class App {
    * Probes, readiness, metrics, the recent-transaction cache, error groups and the alert engine with
    * its sinks; all fed by the bus only. The HTTP endpoint serves them when `http` is configured.
    */
-  #buildObservers(upstreams: readonly UpstreamConfig[], recorder: Recorder, ids: IdGenerator): Observers {
+  #buildObservers(upstreams: readonly UpstreamConfig[], recorder: Recorder, ids: IdGenerator, claims: IncidentClaims): Observers {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
@@ -267,6 +299,7 @@ export class App {
       upstreams: names,
       probed: probes.probed,
       listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
+      ...(this.#link ? { sharedState: () => this.#link!.status } : {}),
     });
     const served = config.http !== null;
     const metrics = served
@@ -275,6 +308,7 @@ export class App {
           sinks: config.alerts.sinks.map((s) => s.name),
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,
+          sharedState: this.#link !== null,
         })
       : null;
     const recent = served ? new RecentTransactions(bus) : null;
@@ -297,6 +331,7 @@ export class App {
       delivery,
       emailServers: new Map(emailSinks.map((s) => [s.name, s.server])),
       store: new IncidentStore(join(config.dataDir, 'alerts-open.json'), log),
+      claims,
       log,
       hostname: config.hostname,
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
@@ -342,12 +377,12 @@ export class App {
   }
 
   /**
-   * The AUTH lockout over a store in memory (one per instance; a shared store would make the lockout
-   * span instances). Its events feed metrics and alerts; each lockout is logged.
+   * The AUTH lockout over its store (this process's, or the fleet's on Redis, so a lockout spans the
+   * instances). Its events feed metrics and alerts; each lockout is logged.
    */
-  #buildAuthLockout(): AuthLockout {
+  #buildAuthLockout(lockouts: StateParts['lockouts']): AuthLockout {
     const config = this.config.clients.authLockout;
-    const store = config === null ? null : new MemoryLockoutStore(config.maxTracked);
+    const store = config === null ? null : lockouts(config.maxTracked);
     return new AuthLockout(config, store, (event: AuthEvent) => {
       if (event.kind === 'lockout') {
         const { scope, address, level, durationMs } = event;

@@ -1,6 +1,7 @@
 import { auditRefusalText, type AuditRefusal } from '../audit/audit-refusal.js';
 import type { RelayBus } from './relay-events.js';
 import type { ProbeResult } from '../routing/routing-events.js';
+import type { SharedStateStatus } from '../state/state-events.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
@@ -11,6 +12,8 @@ export interface ReadinessSources {
   readonly probed: readonly string[];
   /** The listeners bound and accepting now; empty while starting or stopping. */
   readonly listeners: () => readonly { host: string; port: number; implicitTls: boolean }[];
+  /** With `state` (Redis): whether the fleet's state is shared now. */
+  readonly sharedState?: () => SharedStateStatus;
 }
 
 export interface UpstreamReadiness {
@@ -37,6 +40,11 @@ export interface ReadinessReport {
   readonly reasons: readonly string[];
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
   readonly upstreams: readonly UpstreamReadiness[];
+  /**
+   * With `state`: `shared`, or `degraded` while Redis cannot be reached (each limit at this instance's
+   * share). Degraded is still ready: relaying goes on. Null without `state`.
+   */
+  readonly sharedState: { readonly mode: 'shared' | 'degraded'; readonly since: string; readonly reason: string | null } | null;
 }
 
 /** The latest word on a probed upstream's health: its last probe, or its breaker opening or closing since. */
@@ -93,7 +101,9 @@ export class Readiness {
     if (!upstreams.some((u) => u.usable)) {
       reasons.push(`no usable upstream (${[...unusable].map(([name, why]) => `${name}: ${why}`).join('; ')})`);
     }
-    return { ready: reasons.length === 0, reasons, listeners, upstreams };
+    const shared = this.#sources.sharedState?.() ?? null;
+    const sharedState = shared === null ? null : { mode: shared.mode, since: new Date(shared.since).toISOString(), reason: shared.reason };
+    return { ready: reasons.length === 0, reasons, listeners, upstreams, sharedState };
   }
 
   /** Why the upstream does not count towards readiness, or null when it does. */

@@ -9,6 +9,7 @@ import type { SharedMode, SharedPart, SharedStateEvents, SharedStateStatus } fro
 export interface LuaScript {
   /** Unique per script, and no Redis command's name: ioredis defines the command under it (`mt_...`). */
   readonly name: string;
+  /** How many keys it takes; -1 = as many as each call passes. */
   readonly keys: number;
   readonly lua: string;
 }
@@ -126,8 +127,10 @@ export class RedisLink {
   /** Runs a Lua script; its keys get `state.prefix` like every other key. Throws as the command does. */
   eval(script: LuaScript, keys: readonly string[], args: readonly (string | number)[]): Promise<unknown> {
     const commands = this.client as unknown as Record<string, ((...a: (string | number)[]) => Promise<unknown>) | undefined>;
-    if (commands[script.name] === undefined) this.client.defineCommand(script.name, { numberOfKeys: script.keys, lua: script.lua });
-    return commands[script.name]!(...keys, ...args);
+    const variable = script.keys < 0;
+    if (commands[script.name] === undefined)
+      this.client.defineCommand(script.name, variable ? { lua: script.lua } : { numberOfKeys: script.keys, lua: script.lua });
+    return variable ? commands[script.name]!(keys.length, ...keys, ...args) : commands[script.name]!(...keys, ...args);
   }
 
   /** Publishes on a channel of this fleet (`state.prefix` + channel); lost while degraded. */

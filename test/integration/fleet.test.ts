@@ -97,4 +97,68 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
       expect(records.every((x) => x.outcome === 'delivered')).toBe(true);
     }
   });
+
+  it('skips an upstream another instance found dead within a second, and closes it for all after the one trial of the fleet', async () => {
+    const dead = await upstream();
+    const backup = await upstream();
+    await dead.refuse();
+    const [one, two] = await fleet(2, {
+      upstreams: [
+        { name: 'primary', port: dead.port, breaker: { failures: 1, cooldown: 1_500 } },
+        { name: 'backup', port: backup.port },
+      ],
+    });
+    const openedAt = (r: RunningRelay): Promise<number> =>
+      new Promise((resolve) => {
+        const off = r.app.bus.subscribe('upstream-state', (s) => {
+          if (s.upstream !== 'primary' || s.state !== 'open') return;
+          off();
+          resolve(performance.now());
+        });
+      });
+    const [firstOpened, otherOpened] = [openedAt(one!), openedAt(two!)];
+    expect((await send(one!, 'finds-dead')).ok).toBe(true);
+    await waitFor(() => two!.app.upstreamHealth().find((h) => h.upstream === 'primary')?.state === 'open', 1_000);
+    const seenAfterMs = (await otherOpened) - (await firstOpened);
+    expect(seenAfterMs).toBeLessThan(1_000);
+    process.stderr.write(`[fleet] the other instance skipped the dead upstream ${seenAfterMs.toFixed(1)} ms after the first opened its breaker\n`);
+    // The second instance never tries it: its message goes straight to the backup.
+    const connectionsBefore = dead.connections;
+    expect((await send(two!, 'skips-dead')).ok).toBe(true);
+    const [record] = await two!.relayRecords();
+    expect(record!.attempts[0]).toMatchObject({ upstream: 'primary', class: 'upstream_unavailable' });
+    expect(record!.upstream?.name).toBe('backup');
+    expect(dead.connections).toBe(connectionsBefore);
+
+    // The primary comes back; after the cooldown both are half-open, and only one message tries it.
+    await dead.accept();
+    await waitFor(() => [one!, two!].every((r) => r.app.upstreamHealth().find((h) => h.upstream === 'primary')?.state === 'half-open'), 5_000);
+    dead.faults.delayMs.data = 300;
+    const trials = await Promise.all([send(one!, 'trial-1'), send(two!, 'trial-2'), send(one!, 'trial-3'), send(two!, 'trial-4')]);
+    expect(trials.every((t) => t.ok)).toBe(true);
+    expect(dead.messages).toHaveLength(1);
+    await waitFor(() => [one!, two!].every((r) => r.app.upstreamHealth().find((h) => h.upstream === 'primary')?.state === 'closed'), 1_000);
+  });
+
+  it('never lets the fleet open more than pool.maxConnections to a shared pool, and serves every message', async () => {
+    const up = await upstream({ faults: { delayMs: { data: 40 } } });
+    let open = 0;
+    let peak = 0;
+    up.server.server.on('connection', (socket: import('node:net').Socket) => {
+      open += 1;
+      peak = Math.max(peak, open);
+      socket.once('close', () => (open -= 1));
+    });
+    const instances = await fleet(3, {
+      upstreams: [{ name: 'm365', port: up.port, pool: { maxConnections: 2, shared: true, maxWait: 20_000, idleTimeout: 60_000 } }],
+      relayTimeout: 30_000,
+    });
+    const results = await Promise.all(instances.flatMap((relay, c) => Array.from({ length: 12 }, (_, i) => send(relay, `lease-${c}-${i}`))));
+    expect(results.filter((r) => r.ok && r.code === 250)).toHaveLength(36);
+    expect(up.messages).toHaveLength(36);
+    process.stderr.write(`[fleet] shared pool of 2: at most ${peak} connections open at once across 3 instances, ${up.connections} opened in all\n`);
+    expect(peak).toBeLessThanOrEqual(2);
+    // Idle connections of one instance were given up for the others, or nothing would have moved.
+    expect(up.connections).toBeGreaterThan(2);
+  });
 });
