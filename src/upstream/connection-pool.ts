@@ -5,6 +5,9 @@ import { UNLEASED, type ConnectionLease, type ConnectionLeases } from './connect
 import type { StopSignal } from './deadline.js';
 import { ERR } from '../error-codes.js';
 
+/** Longest a closing connection keeps its fleet lease while its socket is not closed yet. */
+const LEASE_RELEASE_WAIT_MS = 5_000;
+
 /** A connection handed out by the pool, with the facts the audit record needs. */
 export interface Lease {
   readonly connection: UpstreamConnection;
@@ -139,11 +142,22 @@ export class ConnectionPool {
     return null;
   }
 
-  /** Closes a connection (if still open) and gives its lease back. */
+  /**
+   * Closes a connection (if still open) and gives its lease back once the socket is closed: until
+   * then the upstream still counts it (a provider's limit is on connections open at its end).
+   */
   #discard(connection: UpstreamConnection): void {
     if (connection.alive) connection.quit();
-    this.#leases.get(connection)?.release();
+    const lease = this.#leases.get(connection);
     this.#leases.delete(connection);
+    if (lease === undefined) return;
+    // A QUIT the upstream never answers: its socket timeout closes it; the lease does not wait past this.
+    const timer = setTimeout(() => lease.release(), LEASE_RELEASE_WAIT_MS);
+    timer.unref();
+    connection.onClosed(() => {
+      clearTimeout(timer);
+      lease.release();
+    });
   }
 
   /** Another instance waits for a lease: the least recently used idle connection goes. */

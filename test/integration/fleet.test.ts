@@ -4,9 +4,35 @@
  * redis-server started for the file, and counting fake upstreams.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { AlertRecord, RelayRecord } from '../../src/audit/records.js';
+import type { AlertRuleConfig } from '../../src/config/types.js';
+import type { ReadinessReport } from '../../src/observe/readiness.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { haveRedisServer, startRedis, type TestRedis } from '../helpers/redis-server.js';
 import { simpleMessage, startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
+import { smtpTalk, type TalkReply } from '../helpers/smtp-client.js';
+import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
+
+const ID_IN_REPLY = /\(id ([0-9A-HJKMNP-TV-Z]{26})\)/;
+const PASSWORD = 'Billing-Pa55-7f3kq';
+
+/** One AUTH PLAIN on a new connection from `from` (a loopback address acting as a client machine). */
+async function tryAuth(port: number, from: string, username: string, password: string): Promise<TalkReply> {
+  const c = await smtpTalk(port, '127.0.0.1', { localAddress: from, timeoutMs: 10_000 });
+  try {
+    await c.expect(220);
+    c.send('EHLO client.test');
+    await c.expect(250);
+    c.send(`AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`);
+    return await c.expect();
+  } finally {
+    c.close();
+  }
+}
+
+function webhookAlerts(hook: WebhookReceiver, rules: AlertRuleConfig[]): RelaySpec['alerts'] {
+  return { sinks: [{ kind: 'webhook', name: 'hook', url: hook.url, secret: null, headers: {} }], rules };
+}
 
 const available = haveRedisServer();
 
@@ -160,5 +186,172 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
     expect(peak).toBeLessThanOrEqual(2);
     // Idle connections of one instance were given up for the others, or nothing would have moved.
     expect(up.connections).toBeGreaterThan(2);
+  });
+
+  it('links a retry that lands on another instance to the first record (duplicateOf)', async () => {
+    const up = await upstream();
+    const [one, two] = await fleet(2, { upstreams: [{ port: up.port }] });
+    const raw = simpleMessage({ messageId: '<fleet-dup@example.com>' });
+    await up.setFaults({ data: 'drop-after-dot' });
+    const first = await one!.send({ from: 'app@example.com', to: ['ana@example.org'], raw });
+    const firstId = ID_IN_REPLY.exec(first.response ?? '')?.[1];
+    expect(first.ok).toBe(false);
+    await up.resetFaults();
+    const retry = await two!.send({ from: 'app@example.com', to: ['ana@example.org'], raw });
+    expect(retry.ok).toBe(true);
+    const [record] = await two!.relayRecords();
+    expect(record).toMatchObject({ outcome: 'delivered', duplicateOf: firstId });
+  });
+
+  it('locks an address across instances: failures on one count on the others', async () => {
+    const up = await upstream();
+    const clients: RelaySpec['clients'] = {
+      networks: [],
+      allowInsecureAuth: true,
+      users: [{ username: 'billing', password: PASSWORD, passwordHash: null, allowedSenders: [] }],
+      authLockout: { failures: 3, window: 60_000, lockout: 60_000, maxLockout: 600_000, maxTracked: 1_000 },
+    };
+    const [one, two, three] = await fleet(3, { upstreams: [{ port: up.port }], clients });
+    const from = '127.0.9.1';
+    const codes = [
+      (await tryAuth(one!.port, from, 'billing', 'wrong-1')).code,
+      (await tryAuth(two!.port, from, 'alice', 'wrong-2')).code,
+      (await tryAuth(three!.port, from, 'bob', 'wrong-3')).code,
+    ];
+    expect(codes).toEqual([535, 535, 454]);
+    // Locked on every instance, the right password included; another address is not.
+    expect((await tryAuth(one!.port, from, 'billing', PASSWORD)).code).toBe(454);
+    expect((await tryAuth(two!.port, '127.0.9.2', 'billing', PASSWORD)).code).toBe(235);
+  });
+
+  it('counts a client rate limit once for the fleet', async () => {
+    const up = await upstream();
+    const none = { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null };
+    const [one, two] = await fleet(2, {
+      upstreams: [{ port: up.port }],
+      clients: { rateLimits: { perUser: none, perIp: { ...none, messagesPerMinute: 3 }, maxTracked: 1_000 } },
+    });
+    const results = [await send(one!, 'ingress-1'), await send(two!, 'ingress-2'), await send(one!, 'ingress-3'), await send(two!, 'ingress-4')];
+    expect(results.map((r) => r.code)).toEqual([250, 250, 250, 451]);
+    expect(results[3]!.ok ? '' : results[3]!.response).toMatch(/^451 4\.7\.1 .*at most 3 messages per minute for address 127\.0\.0\.1/);
+  });
+
+  it('announces an incident once for the fleet, fire and resolve; the other instances record it as announced elsewhere', async () => {
+    const up = await upstream();
+    const hook = await startWebhookReceiver();
+    try {
+      await up.refuse();
+      const rules: AlertRuleConfig[] = [{ name: 'failing', condition: { kind: 'consecutiveFailures', count: 1 }, sinks: ['hook'] }];
+      const instances = await fleet(3, { upstreams: [{ name: 'ses', port: up.port }], alerts: webhookAlerts(hook, rules) });
+      const alertRecords = async (r: RunningRelay) => (await r.records()).filter((x): x is AlertRecord => x.type === 'alert');
+      for (const [i, relay] of instances.entries()) expect((await send(relay, `incident-down-${i}`)).ok).toBe(false);
+      await waitFor(() => hook.received.length >= 1, 5_000);
+      for (const relay of instances) await waitFor(() => relay.app.config !== null, 10);
+      await expect.poll(async () => (await Promise.all(instances.map(alertRecords))).flat().length, { timeout: 5_000 }).toBe(3);
+      await up.accept();
+      for (const [i, relay] of instances.entries()) expect((await send(relay, `incident-up-${i}`)).ok).toBe(true);
+      await expect.poll(async () => (await Promise.all(instances.map(alertRecords))).flat().length, { timeout: 5_000 }).toBe(6);
+      // Give a stray second notice time to show up before counting.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(hook.received.map((h) => `${h.json.alert.rule} ${h.json.alert.state}`)).toEqual(['failing fired', 'failing resolved']);
+      const records = (await Promise.all(instances.map(alertRecords))).flat();
+      const announced = records.filter((r) => r.sinks.length > 0);
+      const elsewhere = records.filter((r) => r.sinks.length === 0);
+      expect(announced.map((r) => r.state).sort()).toEqual(['fired', 'resolved']);
+      expect(elsewhere).toHaveLength(4);
+      for (const r of elsewhere) expect(r.message).toMatch(/\(announced by instance relay-[123]\)$/);
+    } finally {
+      await hook.close();
+    }
+  });
+
+  it('relays on without loss when Redis is killed mid-load: degraded, alerted, and shared again when it returns', async () => {
+    const up = await upstream();
+    const hook = await startWebhookReceiver();
+    try {
+      const rules: AlertRuleConfig[] = [{ name: 'failing', condition: { kind: 'consecutiveFailures', count: 5 }, sinks: ['hook'] }];
+      const instances = await fleet(2, {
+        upstreams: [{ name: 'ses', port: up.port, rateLimit: { messagesPerSecond: 40 }, pool: { maxConnections: 4 } }],
+        relayTimeout: 30_000,
+        http: { port: 0 },
+        alerts: webhookAlerts(hook, rules),
+        state: { expectedInstances: 2 },
+      });
+      const changes: { relay: number; mode: string; at: number }[] = [];
+      for (const [i, relay] of instances.entries())
+        relay.app.bus.subscribe('shared-state', (s) => changes.push({ relay: i, mode: s.mode, at: performance.now() }));
+      const replies: { ok: boolean; id: string | undefined; ms: number; at: number }[] = [];
+      let stop = false;
+      const load = instances.flatMap((relay, c) =>
+        Array.from({ length: 3 }, async (_, w) => {
+          for (let i = 0; !stop && i < 200; i++) {
+            const t0 = performance.now();
+            const r = await send(relay, `kill-${c}-${w}-${i}`);
+            replies.push({ ok: r.ok && r.code === 250, id: ID_IN_REPLY.exec(r.ok ? r.response : (r.response ?? ''))?.[1], ms: performance.now() - t0, at: t0 });
+          }
+        }),
+      );
+      await waitFor(() => replies.length >= 20, 10_000);
+      const killedAt = performance.now();
+      await redis.kill();
+      await waitFor(() => changes.filter((c) => c.mode === 'degraded').length === 2, 5_000);
+      const degradedAfter = Math.max(...changes.filter((c) => c.mode === 'degraded').map((c) => c.at - killedAt));
+      // Still ready while degraded, and saying so.
+      const ready = (await (await fetch(`${instances[0]!.httpUrl!}/readyz`)).json()) as ReadinessReport;
+      expect(ready).toMatchObject({ ready: true, sharedState: { mode: 'degraded' } });
+      await hook.waitFor((r) => r.filter((h) => h.json.alert.rule === 'shared-state').length === 2, 5_000);
+      const sentWhileDown = replies.length;
+      await waitFor(() => replies.length >= sentWhileDown + 20, 10_000);
+      const downReplies = replies.filter((r) => r.at > killedAt + degradedAfter);
+      const restartedAt = performance.now();
+      await redis.start();
+      await waitFor(() => changes.filter((c) => c.mode === 'shared' && c.at > restartedAt).length === 2, 5_000);
+      const sharedAfter = Math.max(...changes.filter((c) => c.mode === 'shared' && c.at > restartedAt).map((c) => c.at - restartedAt));
+      const afterReturn = replies.length;
+      await waitFor(() => replies.length >= afterReturn + 20, 10_000);
+      stop = true;
+      await Promise.all(load);
+      await hook.waitFor((r) => r.filter((h) => h.json.alert.rule === 'shared-state' && h.json.alert.state === 'resolved').length === 2, 5_000);
+
+      // No loss: every 250 has its record and reached the upstream.
+      const accepted = replies.filter((r) => r.ok);
+      const records = (await Promise.all(instances.map((r) => r.relayRecords()))).flat();
+      const byId = new Map<string, RelayRecord>(records.map((r) => [r.id, r]));
+      for (const r of accepted) expect(byId.get(r.id!)?.outcome).toBe('delivered');
+      expect(up.messages).toHaveLength(accepted.length);
+      expect(replies.filter((r) => !r.ok)).toEqual([]);
+      const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+      process.stderr.write(
+        `[fleet] Redis killed under load: degraded after ${degradedAfter.toFixed(1)} ms, shared again ${sharedAfter.toFixed(0)} ms after it restarted; ` +
+          `${accepted.length} messages, all delivered and recorded; median relay time while down ${median(downReplies.map((r) => r.ms)).toFixed(1)} ms\n`,
+      );
+    } finally {
+      await hook.close();
+      if (!(await redis.command(['PING']).catch(() => ''))) await redis.start();
+    }
+  });
+
+  it('bounds the wait on a Redis that stops answering to one command timeout, then relays on local shares until it answers again', async () => {
+    const up = await upstream();
+    const [one] = await fleet(1, {
+      upstreams: [{ name: 'ses', port: up.port, rateLimit: { messagesPerSecond: 100 } }],
+      state: { timeout: 200 },
+    });
+    expect((await send(one!, 'before-freeze')).ok).toBe(true);
+    redis.freeze();
+    try {
+      const t0 = performance.now();
+      expect((await send(one!, 'frozen-1')).ok).toBe(true);
+      const firstMs = performance.now() - t0;
+      const t1 = performance.now();
+      expect((await send(one!, 'frozen-2')).ok).toBe(true);
+      const secondMs = performance.now() - t1;
+      process.stderr.write(`[fleet] Redis frozen: first message ${firstMs.toFixed(1)} ms (one command timeout), next ${secondMs.toFixed(1)} ms\n`);
+      expect(firstMs).toBeLessThan(200 * 2 + 1_000);
+      expect(secondMs).toBeLessThan(firstMs);
+    } finally {
+      redis.thaw();
+    }
+    await waitFor(() => (one!.app as unknown as { config: unknown }) !== null && up.messages.length === 3, 1_000);
   });
 });

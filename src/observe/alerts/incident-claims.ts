@@ -4,7 +4,9 @@
  * `claimed`: this instance notifies. `elsewhere`: another instance did (`by`); this one only records
  * it. `held`: the fleet's cooldown for this incident key has not passed; try again later.
  */
-export type FireClaim = { readonly kind: 'claimed' } | { readonly kind: 'elsewhere'; readonly by: string } | { readonly kind: 'held' };
+export type FireClaim =
+  /** `fleet`: claimed in the fleet's state (its resolve is claimed there too); false: this instance alone decided. */
+  { readonly kind: 'claimed'; readonly fleet: boolean } | { readonly kind: 'elsewhere'; readonly by: string } | { readonly kind: 'held' };
 export type ResolveClaim = { readonly kind: 'claimed' } | { readonly kind: 'elsewhere'; readonly by: string };
 
 export interface IncidentClaims {
@@ -16,11 +18,9 @@ export interface IncidentClaims {
   abandon(key: string): void;
 }
 
-const CLAIMED = { kind: 'claimed' } as const;
-
 /** A single instance, or a fleet without shared state: every instance announces what it sees. */
 export const OWN_CLAIMS: IncidentClaims = {
-  fire: () => CLAIMED,
-  resolve: () => CLAIMED,
+  fire: () => ({ kind: 'claimed', fleet: false }),
+  resolve: () => ({ kind: 'claimed' }),
   abandon: () => undefined,
 };

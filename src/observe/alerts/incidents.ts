@@ -24,6 +24,8 @@ export interface Incident extends IncidentKey {
   shownClass: string | null;
   /** The instance that announced it when another one of the fleet did; null when this one did. */
   announcedBy: string | null;
+  /** Its fire was claimed in the fleet's state, so its resolve is claimed there too (false: this instance alone). */
+  fleetClaim: boolean;
 }
 
 export interface IncidentHooks {
@@ -100,6 +102,7 @@ export class Incidents {
       summary: detail.summary,
       shownClass: detail.shownClass,
       announcedBy: null,
+      fleetClaim: false,
     };
     this.#open.set(k, incident);
     this.#tryFire(incident, now);
@@ -156,9 +159,11 @@ export class Incidents {
     incident.firedAt = now;
     if (claim.kind === 'claimed') {
       incident.announcedBy = null;
+      incident.fleetClaim = claim.fleet;
       this.#hooks.fire(incident, now);
     } else {
       incident.announcedBy = claim.by;
+      incident.fleetClaim = true;
       this.#hooks.elsewhere('fired', incident, incident.summary, claim.by, now);
     }
     return true;
@@ -168,7 +173,8 @@ export class Incidents {
     this.#open.delete(incident.key);
     // An incident never announced is closed silently: a resolve for a fire nobody saw is noise.
     if (incident.notified) {
-      const claim = this.#claims.resolve(incident.key, this.#cooldown);
+      // Announced by this instance alone (no shared state then): resolved by it alone too.
+      const claim = incident.fleetClaim ? this.#claims.resolve(incident.key, this.#cooldown) : ({ kind: 'claimed' } as const);
       if (claim instanceof Promise) void claim.then((answer) => this.#resolved(incident, answer, reason, Date.now()));
       else this.#resolved(incident, claim, reason, now);
     }

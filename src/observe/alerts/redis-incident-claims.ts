@@ -65,15 +65,16 @@ export class RedisIncidentClaims implements IncidentClaims {
   }
 
   fire(key: string, cooldownMs: number): Promise<FireClaim> {
-    return this.#link.run(
+    return this.#link.run<FireClaim>(
       'alerts',
       async () => {
         const args = [this.#link.owner, this.#link.instanceId, cooldownMs, Math.max(OPEN_FOR_MS, cooldownMs * 2)];
         const [kind, by] = (await this.#link.eval(FIRE, [keyOf(key)], args)) as [string, string];
-        if (kind === 'claimed') return { kind: 'claimed' as const };
-        return kind === 'held' ? { kind: 'held' as const } : { kind: 'elsewhere' as const, by };
+        if (kind === 'claimed') return { kind: 'claimed', fleet: true };
+        return kind === 'held' ? { kind: 'held' } : { kind: 'elsewhere', by };
       },
-      () => ({ kind: 'claimed' as const }),
+      // Each instance announces what it sees, and resolves it itself too.
+      () => ({ kind: 'claimed', fleet: false }),
     );
   }
 
