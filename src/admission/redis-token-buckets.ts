@@ -1,4 +1,4 @@
-import type { LuaScript, RedisLink } from '../state/redis-link.js';
+import { LUA_NOW, type LuaScript, type RedisLink } from '../state/redis-link.js';
 import type { SharedPart } from '../state/state-events.js';
 import { MemoryTokenBuckets, type BucketSpec, type BucketVerdict, type TokenBuckets } from './token-buckets.js';
 
@@ -10,8 +10,7 @@ const TAKE: LuaScript = {
   name: 'mt_buckets_take',
   keys: -1,
   lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+${LUA_NOW}
 local left = {}
 for i = 1, #KEYS do
   local max, period = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
@@ -37,8 +36,7 @@ const GIVE: LuaScript = {
   name: 'mt_buckets_give',
   keys: 1,
   lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+${LUA_NOW}
 local max, period = tonumber(ARGV[1]), tonumber(ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 't', 'a')
 local tokens, at = tonumber(h[1]), tonumber(h[2])

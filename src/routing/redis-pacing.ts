@@ -1,5 +1,5 @@
 import type { UpstreamRateLimitConfig } from '../config/types.js';
-import type { LuaScript, RedisLink } from '../state/redis-link.js';
+import { LUA_NOW, type LuaScript, type RedisLink } from '../state/redis-link.js';
 import type { StopSignal } from '../upstream/deadline.js';
 import { AdaptiveThrottle } from './adaptive-throttle.js';
 import { waitForSlot, type RateTicket, type Reservation, type SendingRate, type Slowdown } from './pacing.js';
@@ -17,10 +17,7 @@ import { EgressRateLimiter } from './rate-limiter.js';
  * throttling reply, applied whenever a script reads it.
  */
 const THROTTLE_LIB = `
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-end
+${LUA_NOW}
 local function halve(d, initial)
   local half = math.floor(d / 2 + 0.5)
   if half < initial then return 0 end
@@ -56,7 +53,6 @@ const THROTTLED: LuaScript = {
   keys: 1,
   lua: `${THROTTLE_LIB}
 local initial, max, decay = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local now = now_ms()
 local d, r, c, f, decayed = current(KEYS[1], now, initial, decay)
 if initial == 0 or (d > 0 and now - r < d) then
   if decayed then store(KEYS[1], d, r, c, f, decay) end
@@ -73,7 +69,6 @@ const SUCCEEDED: LuaScript = {
   keys: 1,
   lua: `${THROTTLE_LIB}
 local initial, decay = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = now_ms()
 local d, r, c, f, decayed = current(KEYS[1], now, initial, decay)
 if d > 0 and now - c >= d then
   d = halve(d, initial)
@@ -95,7 +90,6 @@ const RESERVE: LuaScript = {
   lua: `${THROTTLE_LIB}
 local base, tolerance, limit, mayWait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local initial, decay = tonumber(ARGV[5]), tonumber(ARGV[6])
-local now = now_ms()
 local d, r, c, f, decayed = current(KEYS[2], now, initial, decay)
 if decayed then store(KEYS[2], d, r, c, f, decay) end
 local interval = math.max(base, d)
@@ -129,7 +123,7 @@ const PEEK: LuaScript = {
   keys: 1,
   lua: `${THROTTLE_LIB}
 local initial, decay = tonumber(ARGV[1]), tonumber(ARGV[2])
-local d, r, c, f, decayed = current(KEYS[1], now_ms(), initial, decay)
+local d, r, c, f, decayed = current(KEYS[1], now, initial, decay)
 if decayed then store(KEYS[1], d, r, c, f, decay) end
 return d`,
 };
@@ -169,28 +163,13 @@ export class RedisSlowdown implements Slowdown {
 
   throttled(): void {
     this.#local.throttled();
-    if (this.#backoff.initial === 0) return;
     const { initial, max, decay } = this.#backoff;
-    void this.#link
-      .run(
-        'throttle',
-        () => this.#link.eval(THROTTLED, [keyOf(this.upstream, 'throttle')], [initial, max, decay]),
-        () => null,
-      )
-      .then((d) => d !== null && this.observe(Number(d), true));
+    if (initial > 0) this.#update(THROTTLED, [initial, max, decay], true);
   }
 
   succeeded(): void {
     this.#local.succeeded();
-    if (this.#shared === 0) return;
-    const { initial, decay } = this.#backoff;
-    void this.#link
-      .run(
-        'throttle',
-        () => this.#link.eval(SUCCEEDED, [keyOf(this.upstream, 'throttle')], [initial, decay]),
-        () => null,
-      )
-      .then((d) => d !== null && this.observe(Number(d), true));
+    if (this.#shared > 0) this.#update(SUCCEEDED, [this.#backoff.initial, this.#backoff.decay], true);
   }
 
   /** The fleet's delay as a script or another instance reported it; `announce` publishes a change to the others. */
@@ -222,14 +201,18 @@ export class RedisSlowdown implements Slowdown {
   }
 
   #peek(): void {
-    const { initial, decay } = this.#backoff;
+    this.#update(PEEK, [this.#backoff.initial, this.#backoff.decay], false);
+  }
+
+  /** Runs one of the slow-down's scripts and takes on the delay it returns (nothing while degraded). */
+  #update(script: LuaScript, args: readonly number[], announce: boolean): void {
     void this.#link
       .run(
         'throttle',
-        () => this.#link.eval(PEEK, [keyOf(this.upstream, 'throttle')], [initial, decay]),
+        () => this.#link.eval(script, [keyOf(this.upstream, 'throttle')], args),
         () => null,
       )
-      .then((d) => d !== null && this.observe(Number(d), false));
+      .then((d) => d !== null && this.observe(Number(d), announce));
   }
 
   #report(): void {

@@ -14,6 +14,13 @@ export interface LuaScript {
   readonly lua: string;
 }
 
+/**
+ * Lua that sets `now` to the server's clock in milliseconds (with microseconds as the fraction): every
+ * script of the fleet measures time on Redis's clock, never on the instances' (which may differ).
+ */
+export const LUA_NOW = `local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + tonumber(clock[2]) / 1000`;
+
 /** While degraded, how often Redis is asked whether it is back. */
 const HEALTH_INTERVAL_MS = 500;
 /** Longest a reconnection waits; ioredis keeps trying for ever, which is what a fleet wants. */

@@ -1,4 +1,4 @@
-import type { LuaScript, RedisLink } from '../state/redis-link.js';
+import { LUA_NOW, type LuaScript, type RedisLink } from '../state/redis-link.js';
 import { ERR } from '../error-codes.js';
 import type { ConnectionLease, ConnectionLeases } from './connection-leases.js';
 import { abortError } from './upstream-connection.js';
@@ -12,8 +12,7 @@ const ACQUIRE: LuaScript = {
   name: 'mt_lease_acquire',
   keys: 1,
   lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW}
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
@@ -27,8 +26,7 @@ const RENEW: LuaScript = {
   name: 'mt_lease_renew',
   keys: 1,
   lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW}
 local ttl = tonumber(ARGV[1])
 for i = 2, #ARGV do redis.call('ZADD', KEYS[1], now + ttl, ARGV[i]) end
 redis.call('PEXPIRE', KEYS[1], ttl * 2)

@@ -235,6 +235,25 @@ export async function openData(port: number, opts: { from: string; to?: string; 
   return c;
 }
 
+/** `AUTH PLAIN <base64>` for `username` and `password`. */
+export function authPlain(username: string, password: string): string {
+  return `AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`;
+}
+
+/** One AUTH PLAIN on a new connection from `from` (a loopback address acting as a client machine); the reply. */
+export async function tryAuth(port: number, from: string, username: string, password: string): Promise<TalkReply> {
+  const c = await smtpTalk(port, '127.0.0.1', { localAddress: from, timeoutMs: 10_000 });
+  try {
+    await c.expect(220);
+    c.send('EHLO client.test');
+    await c.expect(250);
+    c.send(authPlain(username, password));
+    return await c.expect();
+  } finally {
+    c.close();
+  }
+}
+
 export interface SendMessageOptions {
   port: number;
   host?: string;

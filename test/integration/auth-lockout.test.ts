@@ -6,7 +6,7 @@ import { defaultAlertRules } from '../../src/config/sections/alerts.js';
 import { parseExposition } from '../helpers/exposition.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
-import { smtpTalk, type SmtpTalk, type TalkReply } from '../helpers/smtp-client.js';
+import { authPlain, smtpTalk, tryAuth, type SmtpTalk, type TalkReply } from '../helpers/smtp-client.js';
 import { startWebhookReceiver } from '../helpers/webhook-receiver.js';
 
 // AUTH over plaintext (allowInsecureAuth) keeps these tests short; the lockout does not depend on TLS
@@ -18,24 +18,6 @@ const ULID_IN_REPLY = /\(id ([0-9A-HJKMNP-TV-Z]{26})\)$/;
 
 function user(username: string, password: string | null, passwordHash: string | null = null): UserConfig {
   return { username, password, passwordHash, allowedSenders: [] };
-}
-
-function authPlain(username: string, password: string): string {
-  return `AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`;
-}
-
-/** One AUTH on a new connection from `from`; the reply. */
-async function tryAuth(port: number, from: string, username: string, password: string): Promise<TalkReply> {
-  const c = await smtpTalk(port, '127.0.0.1', { localAddress: from, timeoutMs: 10_000 });
-  try {
-    await c.expect(220);
-    c.send('EHLO client.test');
-    await c.expect(250);
-    c.send(authPlain(username, password));
-    return await c.expect();
-  } finally {
-    c.close();
-  }
 }
 
 /** A connection from `from`, ready for AUTH. */

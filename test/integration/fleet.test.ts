@@ -10,25 +10,11 @@ import type { ReadinessReport } from '../../src/observe/readiness.js';
 import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { haveRedisServer, startRedis, type TestRedis } from '../helpers/redis-server.js';
 import { simpleMessage, startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
-import { smtpTalk, type TalkReply } from '../helpers/smtp-client.js';
+import { tryAuth } from '../helpers/smtp-client.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const ID_IN_REPLY = /\(id ([0-9A-HJKMNP-TV-Z]{26})\)/;
 const PASSWORD = 'Billing-Pa55-7f3kq';
-
-/** One AUTH PLAIN on a new connection from `from` (a loopback address acting as a client machine). */
-async function tryAuth(port: number, from: string, username: string, password: string): Promise<TalkReply> {
-  const c = await smtpTalk(port, '127.0.0.1', { localAddress: from, timeoutMs: 10_000 });
-  try {
-    await c.expect(220);
-    c.send('EHLO client.test');
-    await c.expect(250);
-    c.send(`AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`);
-    return await c.expect();
-  } finally {
-    c.close();
-  }
-}
 
 function webhookAlerts(hook: WebhookReceiver, rules: AlertRuleConfig[]): RelaySpec['alerts'] {
   return { sinks: [{ kind: 'webhook', name: 'hook', url: hook.url, secret: null, headers: {} }], rules };

@@ -1,4 +1,4 @@
-import type { LuaScript, RedisLink } from '../../state/redis-link.js';
+import { LUA_NOW, type LuaScript, type RedisLink } from '../../state/redis-link.js';
 import type { FireClaim, IncidentClaims, ResolveClaim } from './incident-claims.js';
 
 /** How long the fleet remembers an open incident (renewed by each fire claim); beyond it, it may page again. */
@@ -13,8 +13,7 @@ const FIRE: LuaScript = {
   name: 'mt_incident_fire',
   keys: 1,
   lua: `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW}
 local h = redis.call('HMGET', KEYS[1], 'state', 'by', 'firedAt')
 if h[1] == 'open' then return {'elsewhere', h[2]} end
 if h[3] and now - tonumber(h[3]) < tonumber(ARGV[3]) then return {'held', h[2]} end
