@@ -144,23 +144,6 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  readonly #sharedUp = new Gauge({
-    name: 'mailtrail_shared_state_up',
-    help: 'With state (Redis): 1 while the fleet-wide limits and state are shared through Redis, 0 while degraded (Redis unreachable, local shares).',
-    registers: [this.registry],
-  });
-  readonly #sharedDegraded = new Counter({
-    name: 'mailtrail_shared_state_degraded_total',
-    help: 'Times the shared state turned degraded (Redis unreachable or too slow).',
-    registers: [this.registry],
-  });
-  readonly #sharedFallbacks = new Counter({
-    name: 'mailtrail_shared_state_fallbacks_total',
-    help: "Decisions taken on this instance's local share because Redis could not be asked, by shared part.",
-    labelNames: ['part'] as const,
-    registers: [this.registry],
-  });
-
   /**
    * Every series an alert rule reads exists at 0 from the start: Prometheus's increase() needs a
    * sample before the first failure, or the first failure of a class (one quota refusal, one
@@ -184,10 +167,6 @@ export class Metrics {
     this.#auditWriteErrors.inc(0);
     this.#auditWritable.set(1);
     this.#unclassified.inc(0);
-    if (options.sharedState) {
-      this.#sharedUp.set(0);
-      this.#sharedDegraded.inc(0);
-    }
   }
 
   constructor(bus: RelayBus, options: MetricsOptions) {
@@ -218,11 +197,34 @@ export class Metrics {
       bus.subscribe('alert', (a) => this.#alerts.inc({ rule: a.rule, state: a.state })),
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
       bus.subscribe('auth', (e) => this.#onAuth(e)),
+    );
+    if (options.sharedState) this.#sharedStateMetrics(bus);
+  }
+
+  /** With `state` only: whether the fleet's state is shared now, and what was decided locally instead. */
+  #sharedStateMetrics(bus: RelayBus): void {
+    const up = new Gauge({
+      name: 'mailtrail_shared_state_up',
+      help: 'With state (Redis): 1 while the fleet-wide limits and state are shared through Redis, 0 while degraded (Redis unreachable, local shares).',
+      registers: [this.registry],
+    });
+    const degraded = new Counter({
+      name: 'mailtrail_shared_state_degraded_total',
+      help: 'Times the shared state turned degraded (Redis unreachable or too slow).',
+      registers: [this.registry],
+    });
+    const fallbacks = new Counter({
+      name: 'mailtrail_shared_state_fallbacks_total',
+      help: "Decisions taken on this instance's local share because Redis could not be asked, by shared part.",
+      labelNames: ['part'] as const,
+      registers: [this.registry],
+    });
+    this.#unsubscribe.push(
       bus.subscribe('shared-state', (s) => {
-        this.#sharedUp.set(s.mode === 'shared' ? 1 : 0);
-        if (s.mode === 'degraded') this.#sharedDegraded.inc();
+        up.set(s.mode === 'shared' ? 1 : 0);
+        if (s.mode === 'degraded') degraded.inc();
       }),
-      bus.subscribe('shared-state-fallback', (f) => this.#sharedFallbacks.inc({ part: f.part })),
+      bus.subscribe('shared-state-fallback', (f) => fallbacks.inc({ part: f.part })),
     );
   }
 

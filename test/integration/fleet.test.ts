@@ -174,6 +174,23 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
     expect(up.connections).toBeGreaterThan(2);
   });
 
+  it('slows the whole fleet down after a throttling reply to one instance, and lets the slow-down fade for all', async () => {
+    const up = await upstream();
+    const [one, two] = await fleet(2, {
+      upstreams: [{ name: 'ses', port: up.port, rateLimit: { backoff: { initial: 800, max: 5_000, decay: 1_500 } } }],
+    });
+    const delayOf = (r: RunningRelay) => r.app.upstreamHealth()[0]!.throttleDelayMs;
+    await up.setFaults({ mailFrom: { code: 454, text: 'Throttling failure: Maximum sending rate exceeded.' } });
+    expect(await send(one!, 'throttled')).toMatchObject({ ok: false, code: 451 });
+    await up.resetFaults();
+    await waitFor(() => delayOf(two!) === 800, 1_000);
+    // The other instance, which was never throttled itself, spaces its messages too.
+    await Promise.all([send(two!, 'paced-0'), send(two!, 'paced-1'), send(two!, 'paced-2')]);
+    const times = up.messages.map((m) => m.receivedAt.getTime()).sort((a, b) => a - b);
+    expect(times[2]! - times[0]!).toBeGreaterThanOrEqual(1_400);
+    await waitFor(() => delayOf(one!) === 0 && delayOf(two!) === 0, 6_000);
+  });
+
   it('links a retry that lands on another instance to the first record (duplicateOf)', async () => {
     const up = await upstream();
     const [one, two] = await fleet(2, { upstreams: [{ port: up.port }] });
@@ -285,6 +302,10 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
       // Still ready while degraded, and saying so.
       const ready = (await (await fetch(`${instances[0]!.httpUrl!}/readyz`)).json()) as ReadinessReport;
       expect(ready).toMatchObject({ ready: true, sharedState: { mode: 'degraded' } });
+      const metrics = () => fetch(`${instances[0]!.httpUrl!}/metrics`).then((r) => r.text());
+      const down = await metrics();
+      expect(down).toMatch(/^mailtrail_shared_state_up 0$/m);
+      expect(down).toMatch(/^mailtrail_shared_state_degraded_total 1$/m);
       await hook.waitFor((r) => r.filter((h) => h.json.alert.rule === 'shared-state').length === 2, 5_000);
       const sentWhileDown = replies.length;
       await waitFor(() => replies.length >= sentWhileDown + 20, 10_000);
@@ -293,6 +314,9 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
       await redis.start();
       await waitFor(() => changes.filter((c) => c.mode === 'shared' && c.at > restartedAt).length === 2, 5_000);
       const sharedAfter = Math.max(...changes.filter((c) => c.mode === 'shared' && c.at > restartedAt).map((c) => c.at - restartedAt));
+      const back = await metrics();
+      expect(back).toMatch(/^mailtrail_shared_state_up 1$/m);
+      expect(back).toMatch(/^mailtrail_shared_state_fallbacks_total\{part="egress_rate"\} [1-9]\d*$/m);
       const afterReturn = replies.length;
       await waitFor(() => replies.length >= afterReturn + 20, 10_000);
       stop = true;
