@@ -166,10 +166,22 @@ export class RedisLink {
     this.#onShared.push(handler);
   }
 
+  /**
+   * At shutdown, after the pools gave their leases back: QUIT where connected (the commands sent
+   * before it are answered first), for at most `state.timeout`; then the sockets are closed. A Redis
+   * that is down or silent never holds the shutdown.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     this.#stopHealthChecks();
-    await Promise.allSettled([this.client.quit(), this.#subscriber?.quit()]);
+    const quit = async (connection: Redis | null): Promise<void> => {
+      if (connection === null || connection.status !== 'ready') return;
+      let timer: NodeJS.Timeout | undefined;
+      const waited = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.config.timeout)));
+      await Promise.race([connection.quit().catch(() => undefined), waited]);
+      clearTimeout(timer);
+    };
+    await Promise.all([quit(this.client), quit(this.#subscriber)]);
     this.client.disconnect();
     this.#subscriber?.disconnect();
   }

@@ -11,6 +11,7 @@ import { startFakeUpstream, waitFor, type FakeUpstream } from '../helpers/fake-u
 import { haveRedisServer, startRedis, type TestRedis } from '../helpers/redis-server.js';
 import { simpleMessage, startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
 import { tryAuth } from '../helpers/smtp-client.js';
+import { freePort } from '../interop/interop-tools.js';
 import { startWebhookReceiver, type WebhookReceiver } from '../helpers/webhook-receiver.js';
 
 const ID_IN_REPLY = /\(id ([0-9A-HJKMNP-TV-Z]{26})\)/;
@@ -338,6 +339,23 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
     } finally {
       await hook.close();
       if (!(await redis.command(['PING']).catch(() => ''))) await redis.start();
+    }
+  });
+
+  it('starts, relays and stops promptly with a Redis that cannot be reached at all', async () => {
+    const up = await upstream();
+    const nowhere = await freePort();
+    const relay = await startRelay({ upstreams: [{ port: up.port }], state: { redis: `redis://127.0.0.1:${nowhere}/0` }, instanceId: 'alone' });
+    let stopped = false;
+    try {
+      expect(relay.app.upstreamHealth()).toHaveLength(1);
+      expect((await send(relay, 'no-redis')).ok).toBe(true);
+      const t0 = performance.now();
+      await relay.stop();
+      stopped = true;
+      expect(performance.now() - t0).toBeLessThan(5_000);
+    } finally {
+      if (!stopped) relays.push(relay);
     }
   });
 
