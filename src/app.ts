@@ -39,6 +39,7 @@ import { RelayEngine } from './routing/relay-engine.js';
 import { Router, type UpstreamHealth } from './routing/router.js';
 import { localUpstreamState, sharedUpstreamState, type UpstreamStateFactory } from './routing/upstream-state.js';
 import { RedisLink } from './state/redis-link.js';
+import type { SharedStateStatus } from './state/state-events.js';
 import { TransactionProcessor } from './transaction/transaction.js';
 import { startupWarnings, type StartupWarning } from './observe/startup-warnings.js';
 import { LocalSink } from './sink/local-sink.js';
@@ -57,6 +58,8 @@ export interface RunningInfo {
   readonly http: { readonly host: string; readonly port: number } | null;
   /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
   readonly warnings: readonly StartupWarning[];
+  /** With `state`: whether the fleet's Redis answered at start-up (else the instance starts degraded). */
+  readonly sharedState: SharedStateStatus | null;
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -217,6 +220,7 @@ export class App {
       upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port, tls: u.implicitTls ? 'implicit TLS' : `TLS ${u.tls.mode}` })),
       sinkDir: this.#sink?.dir ?? null,
       http: http?.address ?? null,
+      sharedState: this.#link?.status ?? null,
       warnings: startupWarnings(config, {
         ephemeralCert: tls.ephemeral,
         upstreams,
