@@ -56,9 +56,13 @@ describe('start-up output', () => {
     for (const w of WARNINGS) expect(banner).toContain(`\n  warning   ${w.message}\n`);
   });
 
-  it('names the fleet\'s Redis (without its password) and says when it could not be reached at start-up', () => {
+  it("names the fleet's Redis (without its password) and says when it could not be reached at start-up", () => {
     const base = embeddedDefault({}, '/srv/mailtrail');
-    const config = { ...base, state: { redis: 'redis://:secret@redis.internal:6379/0', prefix: 'mailtrail:', expectedInstances: 3, timeout: 250, leaseTtl: 30_000 }, instance: { id: 'relay-1' } };
+    const config = {
+      ...base,
+      state: { redis: 'redis://:secret@redis.internal:6379/0', prefix: 'mailtrail:', expectedInstances: 3, timeout: 250, leaseTtl: 30_000 },
+      instance: { id: 'relay-1' },
+    };
     const shared = startupBanner(info({ sharedState: { mode: 'shared', since: 0, reason: null } }), config);
     expect(shared).toContain('  state     shared through Redis at redis.internal:6379 as instance relay-1\n');
     expect(shared).not.toContain('secret');
