@@ -12,6 +12,10 @@
  *   npm run bench -- --only="1 KiB c=20"   only the throughput scenarios whose label matches
  *   BENCH_SECONDS=1 npm run bench      shorter runs per scenario (default 2.5 s)
  *   BENCH_TOOLS=node npm run bench     the bench's own sink and load generator instead of Postfix's
+ *
+ * It also compares one process with `workers: 2` (docs/fleet.md) at 1 KiB c=20: each against the
+ * sink directly, in the same run, CPU per message counting the supervisor and its workers.
+ *
  *   BENCH_NODE_ARGS= npm run bench     Node.js options for mailtrail (default: the shipped heap
  *                                      settings, --max-old-space-size=192 --max-semi-space-size=2;
  *                                      empty: none)
@@ -22,7 +26,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { hasVerify, ROOT, startMailtrail, writeConfig } from './mailtrail-process.mjs';
-import { cpuMs, memory, sampleRss, toMiB } from './proc-stats.mjs';
+import { cpuMs, cpuMsTree, memory, sampleRss, toMiB } from './proc-stats.mjs';
 import { summarizeProfile, formatProfile } from './profile-summary.mjs';
 import { printReport } from './report.mjs';
 import { freePort, generateLoad, loadGeneratorKind, ownLoad, startSink } from './tools.mjs';
@@ -95,6 +99,10 @@ async function main() {
     }
     results.memory.peakRssUnderLoadMiB = toMiB(rss.stop());
     results.memory.hwmAfterLoadMiB = toMiB(memory(mt.pid).hwm);
+    if (only === null || only === 'workers') {
+      if (budgetLeft() < 70_000) log('time budget: skipping the workers comparison');
+      else results.workers = await workersComparison(work, sink.port);
+    }
     if (only === null) results.floor = await floor(sink.port);
 
     if (only === null) {
@@ -131,7 +139,7 @@ async function main() {
 }
 
 /** The production configuration, on loopback, pointing at the sink. */
-async function mailtrailConfig(work, sinkPort) {
+async function mailtrailConfig(work, sinkPort, extra = {}) {
   const port = await freePort();
   const httpPort = await freePort();
   const auditFile = join(work, 'audit.log');
@@ -147,6 +155,7 @@ async function mailtrailConfig(work, sinkPort) {
     upstreams: [{ name: 'sink', url: `smtp://127.0.0.1:${sinkPort}`, tls: { mode: 'none' }, pool: { maxConnections: 20, maxMessages: 1000 } }],
     audit: { file: auditFile, fsync: false, chain: true },
     http: { host: '127.0.0.1', port: httpPort },
+    ...extra,
   };
   const file = join(work, 'mailtrail.yaml');
   const kept = writeConfig(file, config, ['audit.chain', 'http']);
@@ -173,15 +182,15 @@ function label(s) {
   return `${s.size >= 1024 * 100 ? '100 KiB' : '1 KiB'} c=${s.sessions} ${s.reuse ? 'reused' : 'new conn'}`;
 }
 
-async function throughput(s, sinkPort, mtPort, pid) {
+async function throughput(s, sinkPort, mtPort, pid, cpuOf = cpuMs) {
   const direct = await timedRun(sinkPort, s);
   // Through mailtrail: pilot first (warm-up), then the measured run with CPU read around it.
   const pilot = await generateLoad({ port: mtPort, ...s, messages: Math.max(s.sessions * 4, 40), timeoutMs: 30_000 });
   const guess = pilot.failed > 0 ? 0 : pilot.sent / (pilot.elapsedMs / 1000);
   const messages = Math.max(s.sessions * 10, Math.min(100_000, Math.round(guess * RUN_SECONDS)));
-  const cpu0 = cpuMs(pid);
+  const cpu0 = cpuOf(pid);
   const through = await runMeasured(mtPort, s, messages);
-  const cpu1 = cpuMs(pid);
+  const cpu1 = cpuOf(pid);
   const row = {
     label: label(s),
     ...s,
@@ -196,6 +205,33 @@ async function throughput(s, sinkPort, mtPort, pid) {
       (direct.error ? `  DIRECT ERROR ${direct.error}` : ''),
   );
   return row;
+}
+
+/**
+ * 1 KiB c=20 through one process (`workers: 1`) and through a supervisor with two workers
+ * (`workers: 2`), each with its own mailtrail started for it, against the sink directly in between.
+ * On a 2-core machine the load generator and the sink share the cores with the workers, so the
+ * figure shows what a second process buys when the machine is already busy, not on an idle 8-core.
+ */
+async function workersComparison(work, sinkPort) {
+  const rows = [];
+  for (const count of [1, 2]) {
+    const dir = join(work, `workers-${count}`);
+    mkdirSync(dir, { recursive: true });
+    const setup = await mailtrailConfig(dir, sinkPort, { workers: { count, allowLocalLimits: true } });
+    let mt = null;
+    try {
+      mt = await startMailtrail({ configFile: setup.file, logFile: join(dir, 'mailtrail.log'), nodeArgs: NODE_ARGS, timeoutMs: 30_000 });
+      for (const reuse of [false, true]) {
+        const s = { size: 1024, sessions: 20, reuse };
+        const row = await throughput(s, sinkPort, setup.port, mt.pid, cpuMsTree);
+        rows.push({ ...row, label: `${row.label}, workers: ${count}`, workers: count });
+      }
+    } finally {
+      if (mt) await mt.stop('SIGTERM');
+    }
+  }
+  return rows;
 }
 
 /**

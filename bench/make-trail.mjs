@@ -9,7 +9,9 @@
  * rest spread over the failure classes with the replies real providers give (throttling, quota,
  * unknown recipients with the address in the text, spam, connection failures with failover to a second
  * upstream, lost connections after the final dot and their duplicate-linked retries), refusals,
- * session records, alerts during a throttling storm, and a checkpoint every 1,000 records. Sender and
+ * session records, alerts during a throttling storm, and a checkpoint every 1,000 records. About 3% of
+ * the messages go to the spool (spool mode): a `queued` relay record, a `delivery` record per
+ * attempt (the scenario's verdict first, a retry after a deferral) and a `spool` record at the end. Sender and
  * recipient domains follow a Zipf law over 40 and 5,000 domains. Deterministic for a given seed.
  *
  * The hash chain is the relay's (src/audit/chain.ts): `hash` = SHA-256 of the line without `hash`,
@@ -315,6 +317,8 @@ export function* trailRecords(opts = {}) {
 /** The records with their line in the file (sealed into the chain when `chain`). */
 function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('2026-11-25T00:00:00Z'), perSecond = 8, chain = true } = {}) {
   const rand = prng(seed);
+  // Spool mode draws from its own sequence: the rest of the trail stays what it was for a seed.
+  const spoolRand = prng(seed ^ 0x5eed5);
   const recipientDomains = [...RECIPIENT_DOMAINS_TOP, ...Array.from({ length: 4990 }, (_, i) => `corp${i}.example`)];
   const senderDomains = [...SENDER_DOMAINS_TOP, ...Array.from({ length: 35 }, (_, i) => `tenant${i}.example.com`)];
   const pickRecipientDomain = zipf(recipientDomains.length);
@@ -408,13 +412,18 @@ function* sealedRecords({ records = 1_000_000, seed = 1, start = Date.parse('202
         pickRecipientDomain,
         address,
       });
-      if (record.outcome === 'deferred' || record.outcome === 'unknown') {
+      const spooled = record.outcome !== 'aborted' && spoolRand() < 0.03;
+      if (!spooled && (record.outcome === 'deferred' || record.outcome === 'unknown')) {
         if (retries.length < 1000) retries.push({ due: time + 60_000 + Math.floor(rand() * 600_000), of: record });
       }
       bytes += record.message.size;
-      if (record.clientReply.code >= 200 && record.clientReply.code < 300) accepted += 1;
+      if (spooled || (record.clientReply.code >= 200 && record.clientReply.code < 300)) accepted += 1;
       else refused += 1;
-      yield seal(record);
+      if (spooled) {
+        for (const r of spoolStory(record, time, spoolRand)) if (written < records) yield seal(r);
+      } else {
+        yield seal(record);
+      }
       if (sc.cls === 'throttled' && !storm && rand() < 0.005 && written < records) {
         stormUntil = time + 120_000;
         const at = tick();
@@ -638,6 +647,92 @@ function relayRecord({ rand, time, sessionId, txn, client, sc, retry, senderDoma
       duplicateRisk: outcome === 'unknown',
       duplicateOf: prior ? prior.id : null,
     };
+  }
+}
+
+/**
+ * A message in spool mode: its `queued` relay record, then its delivery attempts, the verdict the
+ * scenario drew first (`record` as relayed), one retry after a deferral or an unknown outcome, and
+ * the `spool` record of its end. All at the acceptance's time.
+ */
+function* spoolStory(record, time, rand) {
+  const iso = (ms) => new Date(ms).toISOString();
+  const spoolId = record.id;
+  yield {
+    ...record,
+    rcpt: record.rcpt.map((r) => ({ to: r.to, status: 'queued', reply: null })),
+    route: null,
+    upstream: null,
+    attempts: [],
+    upstreamReply: null,
+    clientReply: { code: 250, enhanced: '2.0.0', text: `Ok: queued as ${spoolId} (id ${spoolId})` },
+    outcome: 'queued',
+    failure: null,
+    timing: { totalMs: record.timing.receiveMs, receiveMs: record.timing.receiveMs, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+    duplicateRisk: false,
+    spool: { mode: 'spool', reason: 'spool mode' },
+  };
+  const delivery = (attempt, from, next) => ({
+    v: 1,
+    type: 'delivery',
+    time: iso(time),
+    id: ulid(time, rand),
+    spoolId,
+    attempt,
+    route: from.route,
+    upstream: from.upstream,
+    attempts: from.attempts,
+    upstreamReply: from.upstreamReply,
+    rcpt: from.rcpt,
+    outcome: from.outcome,
+    failure: from.failure,
+    next,
+    timing: {
+      totalMs: from.timing.waitMs + from.timing.connectMs + from.timing.envelopeMs + from.timing.dataMs,
+      waitMs: from.timing.waitMs,
+      connectMs: from.timing.connectMs,
+      envelopeMs: from.timing.envelopeMs,
+      dataMs: from.timing.dataMs,
+    },
+    duplicateRisk: from.outcome === 'unknown',
+  });
+  const end = (event, dsn) => ({
+    v: 1,
+    type: 'spool',
+    time: iso(time),
+    id: ulid(time, rand),
+    spoolId,
+    event,
+    upstream: null,
+    reason: event === 'bounced' ? `${record.failure?.class ?? 'refused'}: refused for good` : null,
+    by: null,
+    dsn: dsn ? { id: ulid(time, rand) } : null,
+  });
+  const outcome = record.outcome;
+  if (outcome === 'delivered' || outcome === 'partial') {
+    yield delivery(1, record, { action: 'end', at: null });
+    yield end('delivered', false);
+  } else if (outcome === 'rejected') {
+    yield delivery(1, record, { action: 'end', at: null });
+    yield end('bounced', record.from !== '');
+  } else {
+    yield delivery(1, record, { action: 'retry', at: iso(time + 300_000) });
+    const last = record.attempts[record.attempts.length - 1];
+    const ok = { code: 250, enhanced: null, text: 'Ok' };
+    const delivered = {
+      ...record,
+      rcpt: record.rcpt.map((r) => ({ to: r.to, status: 'accepted', reply: null })),
+      attempts: [{ ...last, phase: 'done', reply: ok, error: null, class: null }],
+      upstreamReply: { ...ok, phase: 'data' },
+      outcome: 'delivered',
+      failure: null,
+    };
+    if (rand() < 0.9) {
+      yield delivery(2, delivered, { action: 'end', at: null });
+      yield end('delivered', false);
+    } else {
+      yield end('expired', record.from !== '');
+    }
   }
 }
 

@@ -32,6 +32,22 @@ export function cpuMs(pid) {
   }
 }
 
+/**
+ * CPU milliseconds of `pid` and its children (a supervisor and its workers, docs/fleet.md), or null.
+ * The children are read from /proc/<pid>/task/<pid>/children.
+ */
+export function cpuMsTree(pid) {
+  const own = cpuMs(pid);
+  if (own === null) return null;
+  let children = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // no such file: no children known
+  }
+  return children.reduce((sum, child) => sum + (cpuMsTree(child) ?? 0), own);
+}
+
 /** { rss, hwm } in bytes, or nulls. */
 export function memory(pid) {
   try {

@@ -37,6 +37,12 @@ export function formatReport(r, targets) {
       `| ${row.label} | ${num(row.direct.msgPerSec)} | ${num(row.through.msgPerSec)}${err} | ${pct(row.ratio)}${mark(ok)} | ${goal === null ? '' : '≥ ' + pct(goal)} | ${num(row.cpuMsPerMessage, 2)}${mark(cpuOk)} |`,
     );
   }
+  for (const row of r.workers ?? []) {
+    const err = row.through.error ? ` (error: ${row.through.error.split('\n')[0]})` : '';
+    lines.push(
+      `| *${row.label}* | ${num(row.direct.msgPerSec)} | ${num(row.through.msgPerSec)}${err} | ${pct(row.ratio)} | | ${num(row.cpuMsPerMessage, 2)} |`,
+    );
+  }
   for (const row of r.floor ?? []) {
     lines.push(
       `| *floor:* ${row.label} (no relay, no trail) | ${num(row.direct.msgPerSec)} | *${num(row.bare.msgPerSec)}* | *${pct(row.ratio)}* | | *${num(row.cpuMsPerMessage, 2)}* |`,

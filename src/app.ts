@@ -27,7 +27,7 @@ import { WebhookSink } from './observe/alerts/webhook-sink.js';
 import { ErrorGroups } from './observe/error-groups.js';
 import { EventBus } from './event-bus.js';
 import type { RelayBus, RelayEvents } from './observe/relay-events.js';
-import { ObservabilityServer } from './observe/http-server.js';
+import { ObservabilityServer, type HttpSources } from './observe/http-server.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './observe/metrics.js';
 import { Readiness } from './observe/readiness.js';
@@ -38,6 +38,7 @@ import { Deadline } from './upstream/deadline.js';
 import { RelayEngine } from './routing/relay-engine.js';
 import { Router, type UpstreamHealth } from './routing/router.js';
 import { localUpstreamState, sharedUpstreamState, type UpstreamStateFactory } from './routing/upstream-state.js';
+import { isShared } from './config/sections/state.js';
 import { RedisLink } from './state/redis-link.js';
 import type { SharedStateStatus } from './state/state-events.js';
 import { TransactionProcessor } from './transaction/transaction.js';
@@ -48,18 +49,44 @@ import { ClientRateLimits } from './admission/client-rate-limits.js';
 import { listenerTls } from './listener/ephemeral-cert.js';
 import { SmtpListeners } from './listener/listener.js';
 import { ERR } from './error-codes.js';
+import { CredentialFileError } from './config/upstream-auth.js';
+import { upstreamLogin, type UpstreamLogin } from './upstream/upstream-login.js';
+import type { TokenFetch } from './upstream/oauth2/token-events.js';
+import type { FreeSpaceProbe } from './audit/free-space.js';
+import { SpoolStore } from './spool/spool-store.js';
+import type { SpoolFileOps } from './spool/spool-files.js';
+import { spoolRecord } from './spool/spool-records.js';
+import { usesSpool } from './transaction/delivery-mode.js';
 
 export interface RunningInfo {
-  readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
+  readonly listeners: readonly { host: string; port: number; implicitTls: boolean; mode: 'passthrough' | 'spool' | 'hybrid' }[];
   readonly auditFile: string;
   readonly upstreams: readonly { name: string; host: string; port: number; tls: string }[];
   readonly sinkDir: string | null;
+  /** The spool and the messages it holds at start-up; null when no listener or user spools. */
+  readonly spool: { readonly dir: string; readonly entries: number } | null;
   /** The HTTP endpoint (metrics, health, API), or null when off or its best-effort bind failed. */
   readonly http: { readonly host: string; readonly port: number } | null;
   /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
   readonly warnings: readonly StartupWarning[];
-  /** With `state`: whether the fleet's Redis answered at start-up (else the instance starts degraded). */
+  /** With `state.redis`: whether the fleet's Redis answered at start-up (else the instance starts degraded). */
   readonly sharedState: SharedStateStatus | null;
+  /** Set by a supervisor announcing its workers (workers/supervisor.ts); absent for one process. */
+  readonly workers?: { readonly count: number; readonly instances: readonly string[] };
+}
+
+/**
+ * What the caller may change of how the relay runs. Production passes at most `httpServer`; a test may
+ * put in place of the system under the relay the spool's free-space probe (a full disk without
+ * filling one) and its file operations (a failing fsync).
+ */
+export interface AppOptions {
+  /**
+   * false: build what the HTTP endpoint serves (with `http` configured) but bind no endpoint; a
+   * supervisor serves it for its workers (workers/, docs/fleet.md). Default true.
+   */
+  readonly httpServer?: boolean;
+  readonly spool?: { readonly freeSpace?: FreeSpaceProbe; readonly fileOps?: Partial<SpoolFileOps> };
 }
 
 /** Everything that watches the relay through the bus: built in start(), stopped in stop(). */
@@ -74,11 +101,13 @@ interface Observers {
   readonly delivery: DeliveryQueue;
   readonly emailSinks: readonly EmailSink[];
   readonly http: ObservabilityServer | null;
+  /** What the HTTP endpoint serves; null when `http` is off. */
+  readonly sources: HttpSources | null;
 }
 
 /**
  * Where the limits and the state that a fleet shares are kept: in this process, or in the fleet's
- * Redis (`state`). Chosen once, in start(); nothing else knows which.
+ * Redis (`state.redis`). Chosen once, in start(); nothing else knows which.
  */
 interface StateParts {
   /** Each upstream's rate, slow-down, breaker and connection leases. */
@@ -138,14 +167,18 @@ export class App {
   #processor: TransactionProcessor | null = null;
   #recorder: Recorder | null = null;
   #observers: Observers | null = null;
-  /** The fleet's Redis, with `state`. */
+  /** The fleet's Redis, with `state.redis`. */
   #link: RedisLink | null = null;
+  #spool: SpoolStore | null = null;
+  #spoolUnlocked: string | null = null;
+  #options: AppOptions;
   /** Listeners up and not stopping: what readiness reports about the SMTP side. */
   #accepting = false;
 
-  constructor(config: Config, log: Logger) {
+  constructor(config: Config, log: Logger, options: AppOptions = {}) {
     this.config = config;
     this.#log = log;
+    this.#options = options;
     this.bus = new EventBus<RelayEvents>((err, event) => log.error({ err, event }, 'event subscriber failed'));
     // Every transaction in flight listens on the shutdown signal; that is by design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
@@ -153,6 +186,11 @@ export class App {
 
   get auditWriteErrors(): number {
     return this.#recorder?.writeErrors ?? 0;
+  }
+
+  /** The spool (docs/spool.md): null before start, and when no listener or user is in spool or hybrid mode. */
+  get spool(): SpoolStore | null {
+    return this.#spool;
   }
 
   /** Circuit breaker state and adaptive slow-down of each upstream (empty before start). */
@@ -166,11 +204,13 @@ export class App {
     await stage('dataDir', () => this.#openDataDir());
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
-    this.#link = config.state === null ? null : new RedisLink(config.state, config.instance.id, this.bus, this.#log);
+    const logins = await stage('upstreams', () => this.#buildLogins(upstreams));
+    this.#link = isShared(config.state) ? new RedisLink(config.state, config.instance.id, this.bus, this.#log) : null;
     const state = this.#link === null ? localState(config) : sharedState(config, this.#link);
     // A Redis that cannot be reached does not stop the start: the instance starts degraded.
     await this.#link?.start();
     this.#router = Router.build({
+      logins,
       upstreams,
       routes: config.routes,
       hostname: config.hostname,
@@ -188,6 +228,8 @@ export class App {
     // How the link started is told to them too (metrics, the built-in alert): they subscribed after it.
     if (this.#link) this.bus.publish('shared-state', this.#link.status);
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
+    // Before any client: recovery settles what the process before left, and its records are written.
+    this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
     this.#processor = new TransactionProcessor({
       config,
       engine,
@@ -196,6 +238,7 @@ export class App {
       ids,
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
+      spool: this.#spool,
     });
     const tls = await stage('tls', () => listenerTls(config));
     this.#listeners = new SmtpListeners({
@@ -219,6 +262,7 @@ export class App {
       auditFile: config.audit.file,
       upstreams: upstreams.map((u) => ({ name: u.name, host: u.host, port: u.port, tls: u.implicitTls ? 'implicit TLS' : `TLS ${u.tls.mode}` })),
       sinkDir: this.#sink?.dir ?? null,
+      spool: this.#spool ? { dir: this.#spool.dir, entries: this.#spool.counts().total } : null,
       http: http?.address ?? null,
       sharedState: this.#link?.status ?? null,
       warnings: startupWarnings(config, {
@@ -228,8 +272,19 @@ export class App {
         auditTornTail: this.#writer.atOpen.tornTail,
         auditUnchained: this.#writer.atOpen.unchainedFile,
         dataDirUnlocked: this.#dataDirUnlocked,
+        spoolUnlocked: this.#spoolUnlocked,
       }),
     };
+  }
+
+  /** What the HTTP endpoint serves (null before start or with `http` off): a supervisor asks its workers for it. */
+  get httpSources(): HttpSources | null {
+    return this.#observers?.sources ?? null;
+  }
+
+  /** The metrics as prom-client's JSON, for a supervisor to add up over its workers; null with `http` off. */
+  async metricsJson(): Promise<unknown[] | null> {
+    return (await this.#observers?.metrics?.registry.getMetricsAsJSON()) ?? null;
   }
 
   /** Reopen the audit file (SIGHUP after logrotate). */
@@ -259,6 +314,8 @@ export class App {
     await stopped;
     // Every connection's session record (and the connection-rate windows') before the trail closes.
     await listeners?.finish();
+    // Every transaction is done: the spool's last writes, then its lock.
+    await this.#spool?.close();
     this.#router?.close();
     // After the pools: their leases are given back through it.
     await this.#link?.close();
@@ -291,6 +348,92 @@ export class App {
   }
 
   /**
+   * Each upstream's login; an OAuth2 one with its token cache, whose requests are published on the bus
+   * (metrics) and logged when their outcome changes. A credential file gone since the configuration was
+   * checked stops the start, named by its key.
+   */
+  #buildLogins(upstreams: readonly UpstreamConfig[]): Map<string, UpstreamLogin | null> {
+    const lastOk = new Map<string, boolean>();
+    const onTokenFetch = (fetch: TokenFetch): void => {
+      this.bus.publish('upstream-token', fetch);
+      if (lastOk.get(fetch.upstream) === fetch.ok) return;
+      lastOk.set(fetch.upstream, fetch.ok);
+      if (fetch.ok) this.#log.info({ upstream: fetch.upstream, ms: Math.round(fetch.ms) }, 'upstream OAuth2 token obtained');
+      else
+        this.#log.warn(
+          { upstream: fetch.upstream, code: fetch.error?.code, cause: fetch.error?.originalCode, error: fetch.error?.message },
+          'upstream OAuth2 token request failed',
+        );
+    };
+    return new Map(
+      upstreams.map((upstream, i) => {
+        try {
+          return [upstream.name, upstreamLogin(upstream, onTokenFetch)] as const;
+        } catch (err) {
+          if (err instanceof CredentialFileError) throw new StartError(`upstreams[${i}].auth.${err.key}`, err);
+          throw err;
+        }
+      }),
+    );
+  }
+
+  /**
+   * The spool, when some listener or user is in spool or hybrid mode (no folder, no lock, no cost
+   * otherwise): opened, recovered, and every entry committed without its acceptance record in the
+   * trail gets a `recovered` record (docs/spool.md, "Recovery"). Entries whose final dot may have gone
+   * out unanswered are left as they are, listed by unknownOutcomes(), for the queue to settle.
+   */
+  async #openSpool(recorder: Recorder, ids: IdGenerator): Promise<SpoolStore | null> {
+    const { config } = this;
+    if (!usesSpool(config.listen, config.clients.users)) return null;
+    const log = this.#log;
+    const {
+      store,
+      recovery: r,
+      unlocked,
+    } = await SpoolStore.open({
+      dir: config.spool.dir,
+      minFreeSpace: config.spool.minFreeSpace,
+      log,
+      ...this.#options.spool,
+    });
+    this.#spoolUnlocked = unlocked;
+    log.info({ dir: store.dir, entries: r.entries, ms: r.ms }, 'spool opened');
+    if (r.tmpRemoved > 0 || r.orphanBodies.length > 0) {
+      log.info(
+        { dir: store.dir, tmp: r.tmpRemoved, bodies: r.orphanBodies.length },
+        'removed spool files a crash left before their commit (never acknowledged)',
+      );
+    }
+    if (r.requeued.length > 0) log.info({ count: r.requeued.length, ids: r.requeued.slice(0, 100) }, 'spool entries left delivering queued again');
+    if (r.damaged.length > 0) log.error({ dir: store.dir, damaged: r.damaged.slice(0, 100) }, 'spool entries that cannot be read moved to damaged/');
+    if (r.unknownOutcomes.length > 0) {
+      const ids = r.unknownOutcomes.map((e) => e.id);
+      log.warn(
+        { count: ids.length, ids: ids.slice(0, 100) },
+        'spool entries whose final dot got no answer before the last stop (the upstream may have them): left to settle',
+      );
+    }
+    for (const entry of r.unrecorded) {
+      try {
+        const written = recorder.spool(
+          spoolRecord({
+            id: ids.next(),
+            spoolId: entry.id,
+            event: 'recovered',
+            reason: 'in the spool without its acceptance record (a crash between the two): it is delivered as queued',
+          }),
+        );
+        if (written) await store.markRecorded(entry.id);
+      } catch (err) {
+        // The next start tries again; the entry is delivered either way.
+        log.error({ err, id: entry.id }, 'could not record a recovered spool entry');
+      }
+    }
+    return store;
+  }
+
+  /**
    * Probes, readiness, metrics, the recent-transaction cache, error groups and the alert engine with
    * its sinks; all fed by the bus only. The HTTP endpoint serves them when `http` is configured.
    */
@@ -298,7 +441,12 @@ export class App {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
-    const probes = new UpstreamProbes(upstreams, config.hostname, this.#router!, bus, log);
+    const probes = new UpstreamProbes(
+      this.#router!.channels.map((c) => c.pool),
+      this.#router!,
+      bus,
+      log,
+    );
     const readiness = new Readiness(bus, {
       upstreams: names,
       probed: probes.probed,
@@ -309,6 +457,7 @@ export class App {
     const metrics = served
       ? new Metrics(bus, {
           upstreams: names,
+          oauth2Upstreams: upstreams.filter((u) => u.auth?.type === 'oauth2').map((u) => u.name),
           sinks: config.alerts.sinks.map((s) => s.name),
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,
@@ -341,22 +490,18 @@ export class App {
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
     });
     alerts.start();
-    const http =
-      config.http === null
-        ? null
-        : new ObservabilityServer(
-            config.http,
-            {
-              metrics,
-              readiness: () => readiness.report(),
-              transaction: (id) => recent?.get(id),
-              byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
-              errors: () => errors?.list() ?? [],
-            },
-            log,
-          );
+    const sources: HttpSources | null = served
+      ? {
+          metrics,
+          readiness: () => readiness.report(),
+          transaction: (id) => recent?.get(id),
+          byMessageId: (messageId) => recent?.byMessageId(messageId) ?? [],
+          errors: () => errors?.list() ?? [],
+        }
+      : null;
+    const http = config.http === null || sources === null || this.#options.httpServer === false ? null : new ObservabilityServer(config.http, sources, log);
     const breakerRecords = new BreakerRecords(bus, recorder, ids);
-    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http };
+    return { probes, breakerRecords, readiness, metrics, recent, errors, alerts, delivery, emailSinks, http, sources };
   }
 
   /** Last: queued alert notices get a short grace; the endpoint answers until the very end. */
@@ -406,6 +551,7 @@ export class App {
         interval: audit.checkpoint.interval,
         signer: audit.checkpoint.signingKey === null ? null : loadSigner(audit.checkpoint.signingKey),
         copyFile: audit.checkpoint.file,
+        instance: this.config.instance.id,
       });
       checkpoints.start();
     }
@@ -413,6 +559,7 @@ export class App {
       onWriteFailure: audit.onWriteFailure,
       privacy: new RecordPrivacy(audit.privacy, audit.hmacKey),
       checkpoints,
+      instance: this.config.instance.id,
     });
   }
 

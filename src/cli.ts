@@ -1,6 +1,12 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import cluster from 'node:cluster';
 import { App, StartError, type RunningInfo } from './app.js';
+import { workersProblem } from './config/local-limits.js';
+import { MAX_WORKERS } from './config/sections/workers.js';
+import { Supervisor, WORKER_ENV } from './workers/supervisor.js';
+import { runWorker } from './workers/worker.js';
+import { workerConfig } from './workers/worker-config.js';
 import { hashPassword } from './auth/password.js';
 import { ConfigError } from './config/config-error.js';
 import { configFile, loadConfig } from './config/load.js';
@@ -18,14 +24,16 @@ import { terminalText } from './tools/terminal-text.js';
 const USAGE = `mailtrail: SMTP relay proxy with an audit trail
 
 Usage:
-  mailtrail serve [--config FILE]          run the relay (no config: the embedded default)
+  mailtrail serve [--config FILE] [--workers N]
+                                           run the relay (no config: the embedded default); --workers:
+                                           N processes sharing the listeners
   mailtrail check-config [--config FILE]   validate a config; exit 1 listing every problem with its key path
   mailtrail hash-password                  read a password on stdin, print a passwordHash for the config
   mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]
                                            check the trail's hash chain; exit 1 naming the first bad record,
                                            3 for a record a failed write left outside the chain
   mailtrail keygen [--out PREFIX]          an Ed25519 key pair for signing checkpoints
-  mailtrail tail [FILE] [-f] [-n N] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
+  mailtrail tail [FILE...] [-f] [-n N] [--failures] [--outcome X] [--class X] [--from X] [--to X] [--upstream X] [--json]
                                            the last records, one line each; -f follows across rotation
   mailtrail report [FILE...] [--since 1h] [--until T] [--by KEY] [--top N] [--json]
                                            totals, success rate, error groups, latency, traffic, top domains
@@ -46,7 +54,13 @@ function configCommand<N extends string>(name: N, what: string) {
   } as const;
 }
 
-const SERVE = configCommand('serve', 'run the relay (no config: the embedded default; MAILTRAIL_CONFIG names a file too)');
+const SERVE = {
+  name: 'serve',
+  usage:
+    'usage: mailtrail serve [--config FILE] [--workers N]   run the relay (no config: the embedded default; MAILTRAIL_CONFIG names a file too); --workers: N processes sharing the listeners (docs/fleet.md)',
+  options: { config: { type: 'string', short: 'c' }, workers: { type: 'string', short: 'w' }, help: { type: 'boolean', short: 'h' } },
+  args: { max: 0, meant: 'config' },
+} as const;
 const CHECK_CONFIG = configCommand('check-config', 'validate a config; exit 1 listing every problem with its key path');
 
 const HASH_PASSWORD = {
@@ -61,7 +75,7 @@ const HASH_PASSWORD = {
 const TOP_LEVEL = { help: { type: 'boolean', short: 'h' }, version: { type: 'boolean', short: 'V' } } as const;
 
 const COMMANDS: Readonly<Record<string, (args: readonly string[]) => number | Promise<number>>> = {
-  serve: (args) => withArgs(SERVE, args, (values) => serve(values.config)),
+  serve: (args) => withArgs(SERVE, args, (values) => serve(values.config, values.workers)),
   'check-config': (args) => withArgs(CHECK_CONFIG, args, (values) => checkConfig(values.config)),
   'hash-password': (args) => withArgs(HASH_PASSWORD, args, () => printHash()),
   verify: (args) => verifyCommand(args, process.stdout, process.stderr),
@@ -163,14 +177,30 @@ function reportConfigError(err: unknown): number {
   throw err;
 }
 
-async function serve(file: string | undefined): Promise<number> {
+async function serve(file: string | undefined, workersArg: string | undefined): Promise<number> {
   let config: Config;
   try {
     config = load(file);
   } catch (err) {
     return reportConfigError(err);
   }
-  const log = createLogger(config.log.level);
+  // A process the supervisor forked: one worker (it read the same config file).
+  const worker = cluster.isWorker ? Number(process.env[WORKER_ENV]) : 0;
+  if (worker > 0) return runWorker(workerConfig(config, worker));
+  let count = config.workers.count;
+  if (workersArg !== undefined) {
+    if (!/^\d+$/.test(workersArg) || Number(workersArg) < 1 || Number(workersArg) > MAX_WORKERS) {
+      return explainUsage(process.stderr, 'serve', `--workers takes a number from 1 to ${MAX_WORKERS}`, SERVE.usage);
+    }
+    count = Number(workersArg);
+  }
+  const problem = workersProblem(config, count);
+  if (problem !== null) {
+    process.stderr.write(`mailtrail: cannot start: workers: ${problem}\n`);
+    return 1;
+  }
+  if (count > 1) return new Supervisor(config, count, createLogger(config.log.level, 2, config.instance.id)).run(process);
+  const log = createLogger(config.log.level, 2, config.instance.id);
   const app = new App(config, log);
   let info: RunningInfo;
   try {

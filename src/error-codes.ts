@@ -43,8 +43,21 @@ export const ERR = {
   SMTP_SERVER_INTERNALS: 'ESMTPSERVERINTERNALS',
   /** The message could not be written to its spill file. */
   SPILL: 'ESPILL',
+  /** No such message in the spool: it ended (delivered, bounced, expired, deleted), or never was. */
+  SPOOL_ENTRY: 'ESPOOLENTRY',
+  /** The spool's filesystem is below spool.minFreeSpace: a message for the spool was refused with 452 4.3.1. */
+  SPOOL_FULL: 'ESPOOLFULL',
+  /** Another mailtrail process uses this spool.dir. */
+  SPOOL_IN_USE: 'ESPOOLINUSE',
+  /** A message could not be written to the spool durably (a write, fsync or rename failed): refused with 451. */
+  SPOOL_WRITE: 'ESPOOLWRITE',
   /** A part of the configuration could not be brought up at start-up (a port in use, an unwritable folder). */
   START: 'ESTART',
+  /**
+   * No OAuth2 access token for an upstream: the identity provider could not be reached, refused the
+   * request (its error in the message and the cause), or answered with something unusable.
+   */
+  TOKEN: 'ETOKEN',
   /** A command was used wrongly (unknown option, unexpected argument). */
   USAGE: 'EUSAGE',
 } as const;

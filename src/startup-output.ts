@@ -39,7 +39,14 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
   const plan = startupOutputPlan({ stdout: streams.stdout.isTTY === true, stderr: streams.stderr.isTTY === true }, info.auditFile === '-');
   if (plan.banner) streams[plan.banner].write(startupBanner(info, config));
   log.info(
-    { listeners: info.listeners, upstreams: info.upstreams, audit: info.auditFile, http: info.http, warnings: info.warnings.length },
+    {
+      listeners: info.listeners,
+      upstreams: info.upstreams,
+      audit: info.auditFile,
+      http: info.http,
+      warnings: info.warnings.length,
+      workers: info.workers?.count ?? 1,
+    },
     'mailtrail started',
   );
   if (plan.logWarnings) {
@@ -48,18 +55,24 @@ export function announceStart(info: RunningInfo, config: Config, streams: Startu
 }
 
 export function startupBanner(info: RunningInfo, config: Config): string {
-  const lines = ['mailtrail is running'];
+  const lines = ['mailtrail is running', `  instance  ${config.instance.id}`];
+  if (info.workers) {
+    const { count, instances } = info.workers;
+    lines.push(`  workers   ${count} processes sharing the listeners: instances ${instances[0]} … ${instances[instances.length - 1]}`);
+  }
   for (const l of info.listeners) {
-    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? '(implicit TLS)' : '(STARTTLS offered)'}`);
+    const mode = l.mode === 'passthrough' ? '' : `, ${l.mode} mode`;
+    lines.push(`  SMTP      ${l.host}:${l.port} ${l.implicitTls ? `(implicit TLS${mode})` : `(STARTTLS offered${mode})`}`);
   }
   for (const u of info.upstreams) lines.push(`  upstream  ${u.name} → ${u.host}:${u.port} (${u.tls})`);
   if (info.sinkDir) lines.push(`  sink      built-in local sink; messages kept as .eml in ${info.sinkDir}`);
+  if (info.spool) lines.push(`  spool     ${info.spool.dir} (${info.spool.entries} message(s) queued)`);
   lines.push(`  audit     ${info.auditFile === '-' ? 'stdout' : info.auditFile}`);
   if (info.http)
     lines.push(
       `  http      http://${info.http.host.includes(':') ? `[${info.http.host}]` : info.http.host}:${info.http.port}  (/metrics /healthz /readyz /api/transactions /api/errors)`,
     );
-  if (config.state && info.sharedState) {
+  if (config.state.redis !== null && info.sharedState) {
     const where = `Redis at ${new URL(config.state.redis).host} as instance ${config.instance.id}`;
     const degraded = info.sharedState.mode === 'degraded' ? ` (unreachable: ${info.sharedState.reason ?? 'unknown'}; relaying on local shares meanwhile)` : '';
     lines.push(`  state     shared through ${where}${degraded}`);

@@ -1,5 +1,5 @@
 import type { AuditRefusal } from './audit-refusal.js';
-import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from './records.js';
+import type { AlertRecord, DeliveryRecord, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from './records.js';
 
 /** What the recorder publishes once a record is written (or could not be). */
 export interface AuditEvents {
@@ -8,6 +8,10 @@ export interface AuditEvents {
   session: [SessionRecord];
   /** An alert fired or resolved (after its record was written). */
   alert: [AlertRecord];
+  /** A delivery attempt of a spooled message. */
+  delivery: [DeliveryRecord];
+  /** A spooled message ended or changed state without an attempt, or an upstream's queue was parked or unparked. */
+  spool: [SpoolRecord];
   /** A record could not be written to the trail. */
   'audit-write-error': [{ readonly id: string }];
   /** The trail stopped or started taking records (`reason`: why not; null when writable). */

@@ -346,6 +346,8 @@ function newestSibling(file: string): string | null {
   }
   for (const name of names) {
     if (!(name.startsWith(`${base}.`) || name.startsWith(`${base}-`)) || name.endsWith('.partial')) continue;
+    // `audit.log.w2` and its rotations are a worker's trail, another chain (workers/worker-config.ts).
+    if (WORKER_TRAIL.test(name.slice(base.length))) continue;
     const path = join(dir, name);
     try {
       const st = statSync(path);
@@ -356,6 +358,9 @@ function newestSibling(file: string): string | null {
   }
   return best?.path ?? null;
 }
+
+/** What a worker's trail name adds to the configured one: `.w<N>`, then its rotations' suffixes. */
+const WORKER_TRAIL = /^\.w\d+(?:$|[.-])/;
 
 function isGzip(file: string): boolean {
   const fd = openSync(file, 'r');

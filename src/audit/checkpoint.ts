@@ -14,6 +14,8 @@ export interface CheckpointOptions {
   readonly signer: CheckpointSigner | null;
   /** A second file that receives a copy of every checkpoint line (to ship elsewhere); null = none. */
   readonly copyFile: string | null;
+  /** The instance that writes the trail (records.ts, RecordHead). */
+  readonly instance: string;
 }
 
 /**
@@ -84,6 +86,7 @@ export class Checkpointer {
       type: 'checkpoint',
       time: new Date().toISOString(),
       id: this.#ids.next(),
+      instance: this.#opts.instance,
       head: { seq: head.seq, hash: head.hash },
       count: this.#since,
       keyId: signer?.keyId ?? null,

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import type { AlertRecord, RejectRecord, RelayRecord } from './records.js';
+import type { AlertRecord, DeliveryRecord, RejectRecord, RelayRecord, SpoolRecord } from './records.js';
 import type { SmtpReply } from '../smtp/smtp-reply.js';
 import { ERR } from '../error-codes.js';
 
@@ -95,6 +95,27 @@ export class RecordPrivacy {
       clientReply: this.#reply(r.clientReply),
       failure: r.failure && { ...r.failure, detail: { ...r.failure.detail, message: this.#text(r.failure.detail.message) } },
     });
+  }
+
+  /** A delivery from the spool: its recipients and every reply and error text, as in a relay record. */
+  delivery(r: DeliveryRecord): DeliveryRecord {
+    if (this.mode === 'clear') return r;
+    return Object.assign({}, r, {
+      rcpt: r.rcpt.map((x) => ({ ...x, to: this.#address(x.to), reply: x.reply && this.#reply(x.reply) })),
+      attempts: r.attempts.map((a) => ({
+        ...a,
+        reply: a.reply && this.#reply(a.reply),
+        error: a.error && { ...a.error, message: this.#text(a.error.message) },
+      })),
+      upstreamReply: r.upstreamReply && { ...r.upstreamReply, text: this.#text(r.upstreamReply.text) ?? '' },
+      failure: r.failure && { ...r.failure, detail: { ...r.failure.detail, message: this.#text(r.failure.detail.message) } },
+    });
+  }
+
+  /** A spool record's reason may quote a reply, addresses included. */
+  spool(r: SpoolRecord): SpoolRecord {
+    if (this.mode === 'clear') return r;
+    return { ...r, reason: this.#text(r.reason) };
   }
 
   reject(r: RejectRecord): RejectRecord {

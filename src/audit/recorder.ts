@@ -5,7 +5,7 @@ import type { AuditRefusal } from './audit-refusal.js';
 import type { AuditWriter } from './audit-writer.js';
 import type { Checkpointer } from './checkpoint.js';
 import { RecordPrivacy } from './privacy.js';
-import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from './records.js';
+import type { AlertRecord, Built, DeliveryRecord, RecordHead, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from './records.js';
 
 export interface RecorderOptions {
   /**
@@ -18,6 +18,8 @@ export interface RecorderOptions {
   readonly privacy: RecordPrivacy;
   /** Told about every record written, to write checkpoints; null with the chain off. */
   readonly checkpoints: Checkpointer | null;
+  /** `instance` of every record written (records.ts, RecordHead). */
+  readonly instance: string;
 }
 
 /**
@@ -43,6 +45,7 @@ export class Recorder {
       onWriteFailure: opts.onWriteFailure ?? 'refuse',
       privacy: opts.privacy ?? new RecordPrivacy('clear', null),
       checkpoints: opts.checkpoints ?? null,
+      instance: opts.instance ?? 'mailtrail',
     };
   }
 
@@ -59,47 +62,89 @@ export class Recorder {
     return refusal;
   }
 
-  /** Throws when the record could not be written and `onWriteFailure` is `refuse`. */
-  relay(record: RelayRecord): void {
-    const masked = this.#opts.privacy.relay(record);
-    let written: RelayRecord;
-    try {
-      written = this.#write(masked);
-    } catch (err) {
-      this.#failed(err, record.id);
-      // The operational log keeps what the trail could not: the upstream may have the message.
-      if ((err as { recordKept?: boolean }).recordKept) {
-        // The record is whole in the trail but not known to be on disk (audit-writer.ts), and with
-        // `refuse` its clientReply is not the 451 the client gets: the log says what happened.
-        this.#log.error({ record: masked }, 'relay record is in the audit trail but its write failed (not known to be on disk); it follows here');
-      } else {
-        this.#log.error({ record: masked }, 'relay record not written to the audit trail; it follows here');
-      }
-      if (this.#opts.onWriteFailure === 'refuse') throw err;
-      this.#log.warn({ recordId: record.id }, 'relaying without an audit record (audit.onWriteFailure: continue)');
-      this.#bus.publish('relay', masked);
-      return;
-    }
-    this.#bus.publish('relay', written);
+  /**
+   * Throws when the record could not be written and `onWriteFailure` is `refuse`; with `continue`,
+   * returns false then (true: the record is in the trail).
+   */
+  relay(built: Built<RelayRecord>): boolean {
+    const before = this.writeErrors;
+    this.#bus.publish('relay', this.#required(this.#opts.privacy.relay(this.#stamp(built)), 'relay', 'relaying without an audit record'));
+    return this.writeErrors === before;
   }
 
-  reject(record: RejectRecord): void {
-    this.#bus.publish('reject', this.#bestEffort(this.#opts.privacy.reject(record)));
+  /**
+   * A delivery attempt from the spool. Throws like relay() (and returns false like it with
+   * `continue`): the queue must not move the message on (to its end, or its next attempt) on a record
+   * that is not in the trail.
+   */
+  delivery(built: Built<DeliveryRecord>): boolean {
+    const before = this.writeErrors;
+    this.#bus.publish('delivery', this.#required(this.#opts.privacy.delivery(this.#stamp(built)), 'delivery', 'going on without a delivery record'));
+    return this.writeErrors === before;
   }
 
-  session(record: SessionRecord): void {
-    this.#bus.publish('session', this.#bestEffort(record));
+  /**
+   * A spooled message's end or change of state (docs/spool.md). Throws like relay() (and returns
+   * false like it with `continue`): an end record comes before the message's files are removed, and a
+   * failed one must keep them.
+   */
+  spool(built: Built<SpoolRecord>): boolean {
+    const before = this.writeErrors;
+    this.#bus.publish('spool', this.#required(this.#opts.privacy.spool(this.#stamp(built)), 'spool', 'going on without a spool record'));
+    return this.writeErrors === before;
+  }
+
+  reject(record: Built<RejectRecord>): void {
+    this.#bus.publish('reject', this.#bestEffort(this.#opts.privacy.reject(this.#stamp(record))));
+  }
+
+  session(record: Built<SessionRecord>): void {
+    this.#bus.publish('session', this.#bestEffort(this.#stamp(record)));
   }
 
   /** Best effort: an alert that cannot be recorded is still delivered to its sinks. */
-  alert(record: AlertRecord): void {
-    this.#bus.publish('alert', this.#bestEffort(this.#opts.privacy.alert(record)));
+  alert(record: Built<AlertRecord>): void {
+    this.#bus.publish('alert', this.#bestEffort(this.#opts.privacy.alert(this.#stamp(record))));
   }
 
   /** The final checkpoint, then the file flushed and closed. */
   close(): void {
     this.#opts.checkpoints?.stop();
     this.#writer.close();
+  }
+
+  /**
+   * A record something depends on (a reply to a client, a message's next step): written, or, when it
+   * cannot be, kept in the operational log and thrown with `refuse`; with `continue` the caller carries
+   * on without it. Returns the record to publish.
+   */
+  #required<R extends { readonly id: string }>(masked: R, kind: string, goingOn: string): R {
+    try {
+      return this.#write(masked);
+    } catch (err) {
+      this.#failed(err, masked.id);
+      // The operational log keeps what the trail could not: the upstream may have the message.
+      if ((err as { recordKept?: boolean }).recordKept) {
+        // The record is whole in the trail but not known to be on disk (audit-writer.ts), and with
+        // `refuse` what it says may not be what happens next (a client told 451): the log says so.
+        this.#log.error({ record: masked }, `${kind} record is in the audit trail but its write failed (not known to be on disk); it follows here`);
+      } else {
+        this.#log.error({ record: masked }, `${kind} record not written to the audit trail; it follows here`);
+      }
+      if (this.#opts.onWriteFailure === 'refuse') throw err;
+      this.#log.warn({ recordId: masked.id }, `${goingOn} (audit.onWriteFailure: continue)`);
+      return masked;
+    }
+  }
+
+  /**
+   * A copy of the record with `instance` after `id`, where every type has it (records.ts,
+   * RecordHead): the head's members keep their places when the builder's values overwrite them.
+   * Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
+   */
+  #stamp<R extends RecordHead>(built: Built<R>): R {
+    const { v, type, time, id } = built as unknown as RecordHead;
+    return Object.assign({ v, type, time, id, instance: this.#opts.instance }, built) as unknown as R;
   }
 
   #write<R extends object>(record: R): R {
@@ -109,8 +154,8 @@ export class Recorder {
       this.#report(null);
     }
     this.#opts.checkpoints?.recorded();
-    // Object.assign, not a spread: V8 copies a record-sized object about 3x faster this way.
-    return chain ? Object.assign({}, record, chain) : record;
+    // The record is the recorder's own copy (#stamp), so the chain fields are added in place.
+    return chain ? Object.assign(record, chain) : record;
   }
 
   #bestEffort<R extends { readonly id: string }>(record: R): R {

@@ -147,11 +147,9 @@ export async function sniffHeaders(head: Buffer, truncated: boolean): Promise<He
 }
 
 const NEEDED = ['message-id', 'subject', 'from'] as const;
-type NeededName = (typeof NEEDED)[number];
 
 function readHeaderFacts(head: Buffer, truncated: boolean): HeaderFacts {
-  // Raw 8-bit header bytes are taken as UTF-8 (RFC 6532), as mailparser does.
-  const fields = findFields(head.toString('utf8'));
+  const fields = headerFields(head, NEEDED);
   return {
     messageId: formatMessageId(fields.get('message-id')),
     subject: formatSubject(fields.get('subject')),
@@ -160,15 +158,22 @@ function readHeaderFacts(head: Buffer, truncated: boolean): HeaderFacts {
   };
 }
 
+/** Obsolete syntax (RFC 5322 §4.5) allows whitespace between a field name and its colon; this much is tolerated. */
+const MAX_SPACE_BEFORE_COLON = 14;
+
 /**
- * The unfolded values of the first Message-ID, Subject and From fields. Unfolding per RFC 5322
- * §2.2.3 removes each line break that is followed by whitespace and keeps the whitespace. The first
- * occurrence wins, as in mailparser and mail clients.
+ * The unfolded raw values (encoded words left as they are) of the first occurrence of each field in
+ * `names` (lower case) in a header block. Raw 8-bit header bytes are taken as UTF-8 (RFC 6532), as
+ * mailparser does. Unfolding per RFC 5322 §2.2.3 removes each line break that is followed by
+ * whitespace and keeps the whitespace. The first occurrence wins, as in mailparser and mail clients.
+ * Reading stops at the blank line, or as soon as every field was found.
  */
-function findFields(text: string): Map<NeededName, string> {
-  const found = new Map<NeededName, string>();
-  const lines = text.split(/\r?\n/);
-  let current: NeededName | null = null;
+export function headerFields<N extends string>(head: Buffer, names: readonly N[]): Map<N, string> {
+  const found = new Map<N, string>();
+  const lines = head.toString('utf8').split(/\r?\n/);
+  const shortest = Math.min(...names.map((n) => n.length));
+  const longest = Math.max(...names.map((n) => n.length)) + MAX_SPACE_BEFORE_COLON;
+  let current: N | null = null;
   let value = '';
   for (const line of lines) {
     const first = line.charCodeAt(0);
@@ -178,29 +183,17 @@ function findFields(text: string): Map<NeededName, string> {
     }
     if (current !== null) found.set(current, value);
     current = null;
-    if (line.length === 0 || found.size === NEEDED.length) break;
-    const field = splitField(line);
-    if (field !== null && !found.has(field.name)) {
-      current = field.name;
-      value = field.value;
+    if (line.length === 0 || found.size === names.length) break;
+    const colon = line.indexOf(':');
+    if (colon < shortest || colon > longest) continue;
+    const name = line.slice(0, colon).trimEnd().toLowerCase();
+    if ((names as readonly string[]).includes(name) && !found.has(name as N)) {
+      current = name as N;
+      value = line.slice(colon + 1);
     }
   }
   if (current !== null) found.set(current, value);
   return found;
-}
-
-/** The name and value of a field line when it is one we want; null for others and for garbage. */
-function splitField(line: string): { name: NeededName; value: string } | null {
-  const colon = line.indexOf(':');
-  // The longest name we want is 10 characters; obsolete syntax allows whitespace before the colon.
-  if (colon < 4 || colon > 24) return null;
-  const name = line.slice(0, colon).trimEnd().toLowerCase();
-  if (!isNeeded(name)) return null;
-  return { name, value: line.slice(colon + 1) };
-}
-
-function isNeeded(name: string): name is NeededName {
-  return (NEEDED as readonly string[]).includes(name);
 }
 
 /** Mailparser's convention: the id in angle brackets, brackets added when the sender left them out. */

@@ -86,13 +86,14 @@ function clientAborted(): Verdict {
 function decideFromReply(facts: UpstreamFacts): Decision | null {
   const reply = facts.reply;
   if (reply === null || reply.code < 400) return null;
-  const rule = REPLY_RULES.find((candidate) => matchesReply(candidate.match, reply, facts.replyPhase));
+  const rule = REPLY_RULES.find((candidate) => matchesReply(candidate.match, reply, facts.replyPhase, facts.command ?? null));
   if (rule === undefined) return UNCLASSIFIED;
   return rule.hint === undefined ? { class: rule.class, rule: rule.name } : { class: rule.class, rule: rule.name, hint: rule.hint };
 }
 
-function matchesReply(match: ReplyMatch, reply: SmtpReply, phase: ReplyPhase | null): boolean {
+function matchesReply(match: ReplyMatch, reply: SmtpReply, phase: ReplyPhase | null, command: string | null): boolean {
   return (
+    (match.command === undefined || (command !== null && match.command.test(command))) &&
     (match.codes === undefined || match.codes.includes(reply.code)) &&
     (match.codeClass === undefined || codeClass(reply.code) === match.codeClass) &&
     matchesEnhanced(match.enhanced, reply.enhanced) &&
@@ -119,7 +120,8 @@ function matchesEnhanced(pattern: RegExp | null | undefined, enhanced: string | 
 /** Step 3. */
 function decideFromError(facts: UpstreamFacts): Decision | null {
   const rule = ERROR_RULES.find((candidate) => matchesError(candidate.match, facts));
-  return rule === undefined ? null : { class: rule.class, rule: rule.name };
+  if (rule === undefined) return null;
+  return rule.hint === undefined ? { class: rule.class, rule: rule.name } : { class: rule.class, rule: rule.name, hint: rule.hint };
 }
 
 function matchesError(match: ErrorMatch, facts: UpstreamFacts): boolean {

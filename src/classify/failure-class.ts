@@ -37,6 +37,8 @@ export const CLIENT_REJECT_CLASSES = [
   'too_many_recipients',
   'too_many_connections',
   'connection_rate',
+  'proxy_untrusted',
+  'proxy_invalid',
   'client_aborted',
   'client_timeout',
   'client_too_slow',
@@ -53,7 +55,19 @@ export type Actor = 'operator' | 'upstream' | 'sender' | 'recipient' | 'none';
 /** How wide the failure is. */
 export type Scope = 'recipient' | 'message' | 'connection' | 'account';
 
-export type Outcome = 'delivered' | 'partial' | 'deferred' | 'rejected' | 'unknown' | 'aborted';
+/**
+ * What a transaction's `relay` record says became of the message (docs/audit-record.md): one of the
+ * classifier's verdicts, or `queued`, accepted into the spool to be delivered from there
+ * (docs/spool.md). Reports and metrics key on these names.
+ */
+export const RELAY_OUTCOMES = ['delivered', 'partial', 'deferred', 'rejected', 'unknown', 'aborted', 'queued'] as const;
+export type RelayOutcome = (typeof RELAY_OUTCOMES)[number];
+
+/** The classifier's verdict on an attempt: every relay outcome but `queued`, which no upstream gives. */
+export type Outcome = Exclude<RelayOutcome, 'queued'>;
+
+/** What one delivery attempt from the spool came to (record type `delivery`): no client to abort it. */
+export type DeliveryOutcome = Exclude<Outcome, 'aborted'>;
 
 interface ClassTraits {
   /** Should the client retry later; null = unknown. */

@@ -35,6 +35,8 @@ export interface ReplyMatch {
   readonly text?: RegExp;
   /** The command the reply answered. A reply whose phase is unknown never matches a phase rule. */
   readonly phase?: readonly ReplyPhase[];
+  /** Tested against the command nodemailer names (`AUTH XOAUTH2`); a reply whose command is unknown never matches. */
+  readonly command?: RegExp;
 }
 
 /** A reply as the upstream sent it: `text` is everything after the code, enhanced code included. */
@@ -42,6 +44,8 @@ export interface ReplyExample {
   readonly code: number;
   readonly text: string;
   readonly phase: ReplyPhase;
+  /** The command it answered, where a rule looks at it (`AUTH XOAUTH2`). */
+  readonly command?: string;
 }
 
 export interface ReplyRule {
@@ -83,19 +87,32 @@ export interface ErrorRule {
   readonly class: UpstreamFailureClass;
   readonly match: ErrorMatch;
   readonly example: ErrorExample;
+  /** As ReplyRule's: what the operator must do where the class's usual remedy would mislead. */
+  readonly hint?: string;
 }
 
 /**
- * The provider takes no password for this account any more and wants OAuth2 (XOAUTH2). mailtrail's
- * upstream login (`upstreams[].auth`) is a password, so the ways out are the provider's relay that
- * knows mailtrail by its address (examples/microsoft-365.yaml, examples/google-workspace.yaml) or,
- * while the provider still allows it, password login switched back on for this one account.
+ * The provider takes no password for this account any more and wants OAuth2 (XOAUTH2): mailtrail logs
+ * in with OAuth2 once the upstream's `auth` says `type: oauth2` (docs/oauth2.md). SMTP AUTH itself must
+ * stay on for the mailbox: XOAUTH2 is an SMTP AUTH mechanism too.
  */
 export const PASSWORD_AUTH_DISABLED_HINT =
-  'move this account to OAuth2 (XOAUTH2): the provider no longer accepts a password for it. ' +
-  "mailtrail logs in upstream with a password only, so send through the provider's connector or SMTP relay that accepts " +
-  'mailtrail by its IP address instead, or, while the provider allows it, enable SMTP AUTH for this mailbox (Microsoft) ' +
-  'or use an app password (Google)';
+  'the provider no longer accepts a password for this account: configure OAuth2 for this upstream (auth.type: oauth2, docs/oauth2.md): ' +
+  'Microsoft 365 with tenantId, clientId and a client secret or certificate, Google Workspace with a service account key (serviceAccountKeyFile). ' +
+  'SMTP AUTH must stay enabled for the mailbox (XOAUTH2 is an SMTP AUTH mechanism); until the change, while the provider allows it, ' +
+  'enable SMTP AUTH with a password for this mailbox (Microsoft) or use an app password (Google)';
+
+/** SMTP AUTH is off for the mailbox or the tenant: a token cannot help, an Exchange admin must switch it on. */
+export const SMTP_AUTH_DISABLED_HINT =
+  'SMTP AUTH is switched off for this mailbox or the whole tenant, and XOAUTH2 needs it too: an Exchange admin enables it for the mailbox ' +
+  '(Set-CASMailbox -Identity <mailbox> -SmtpClientAuthenticationDisabled $false) or for the tenant (Set-TransportConfig -SmtpClientAuthenticationDisabled $false)';
+
+/** The identity provider issued a token and the mail server refused it (after one fresh token): permissions, not credentials. */
+export const TOKEN_REFUSED_HINT =
+  'the mail server refused the access token although the identity provider issued it (a fresh token was tried once): ' +
+  "Microsoft 365: register the application's service principal in Exchange Online and give it FullAccess or SendAs on this mailbox (auth.user), " +
+  'and grant the SMTP.SendAsApp permission with admin consent; Google: the service account needs domain-wide delegation for https://mail.google.com/ ' +
+  'and auth.user must be a user of the domain';
 
 /**
  * Provider texts. They come first because the code alone misleads: SES signals a daily quota with the
@@ -283,6 +300,22 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
     match: { text: /does not have permissions to send as this sender|\bSendAsDenied\b/i },
     example: { code: 550, text: '5.7.60 SMTP; Client does not have permissions to send as this sender', phase: 'data' },
   },
+  // SMTP AUTH switched off for the mailbox or the tenant, met with an OAuth2 token: Microsoft 365 "535
+  // 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox" (or "for
+  // the Tenant", aka.ms/smtp_auth_disabled). XOAUTH2 goes through SMTP AUTH as well, so no token helps:
+  // not the password rule's advice (move to OAuth2), since this login is OAuth2 already.
+  {
+    name: 'xoauth2-smtp-auth-disabled',
+    class: 'upstream_auth',
+    match: { command: /^AUTH XOAUTH2$/i, text: /SmtpClientAuthentication is disabled/i },
+    example: {
+      code: 535,
+      text: '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Mailbox. Visit https://aka.ms/smtp_auth_disabled for more information. [BN9PR03CA0383.namprd03.prod.outlook.com 2024-05-21T09:12:31.412Z 08DC78A8F6F2E7C1]',
+      phase: 'auth',
+      command: 'AUTH XOAUTH2',
+    },
+    hint: SMTP_AUTH_DISABLED_HINT,
+  },
   // Password (basic) authentication switched off: Microsoft 365 "535 5.7.139 Authentication
   // unsuccessful, SmtpClientAuthentication is disabled for the Tenant" / "... basic authentication is
   // disabled" / "550 5.7.30 Basic authentication is not supported for Client Submission"
@@ -303,6 +336,23 @@ export const PROVIDER_RULES: readonly ReplyRule[] = [
       phase: 'auth',
     },
     hint: PASSWORD_AUTH_DISABLED_HINT,
+  },
+  // A token the identity provider issued, refused by the mail server even after a fresh one (the login
+  // retries once, upstream/upstream-login.ts): Microsoft 365 "535 5.7.3 Authentication unsuccessful"
+  // (its answer to an app-only token whose service principal has no right on the mailbox, as reported in
+  // HChaoHui/msOauth2api#3 and freescout#4935), Gmail's "535-5.7.8 Username and Password not accepted"
+  // after the 334 challenge. Credentials are fine (the identity provider took them): permissions are not.
+  {
+    name: 'xoauth2-token-refused',
+    class: 'upstream_auth',
+    match: { command: /^AUTH XOAUTH2$/i, codes: [535], phase: ['auth'] },
+    example: {
+      code: 535,
+      text: '5.7.3 Authentication unsuccessful [SGXP274CA0016.SGPP274.PROD.OUTLOOK.COM 2025-03-20T11:25:21.972Z 08DD66EDEFB0DFDF]',
+      phase: 'auth',
+      command: 'AUTH XOAUTH2',
+    },
+    hint: TOKEN_REFUSED_HINT,
   },
   // SendGrid: plan credits used up. It arrives as an AUTH failure (Postfix logs show "SASL
   // authentication failed; ... said: 451 Authentication failed: Maximum credits exceeded"), so it must
@@ -742,11 +792,125 @@ export const SMTP_RULES: readonly ReplyRule[] = [
 
 export const REPLY_RULES: readonly ReplyRule[] = [...PROVIDER_RULES, ...SMTP_RULES];
 
+/** Where a token request's failure is not the SMTP upstream's: every hint below says which side failed. */
+const NOT_THE_UPSTREAM = 'the SMTP upstream itself is not at fault (it was not asked to log in)';
+
+/**
+ * No OAuth2 access token for the upstream (error ETOKEN, upstream/oauth2/token-error.ts): the identity
+ * provider's token endpoint, not the SMTP upstream, failed. They come first: their causes (ECONNREFUSED,
+ * ENOTFOUND...) would otherwise be read as the SMTP upstream's. `cause` is the system code when the
+ * endpoint was not reached, else the OAuth2 error of its answer (RFC 6749 §5.2) with Microsoft's own
+ * number after it, or `http_<status>` for an answer without one.
+ */
+const IDENTITY_PROVIDER_RULES: readonly ErrorRule[] = [
+  {
+    name: 'identity-provider-dns',
+    class: 'dns',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^(?:ENOTFOUND|EAI_AGAIN|EAI_NONAME|ESERVFAIL|ETIMEOUT|ENODATA)$/ },
+    example: { errorCode: ERR.TOKEN, cause: 'ENOTFOUND', timeoutType: null, syscall: 'getaddrinfo', phase: 'connecting' },
+    hint: `the identity provider's host name (auth.tokenUrl, or the provider's token endpoint) does not resolve: check it and this machine's resolver; ${NOT_THE_UPSTREAM}`,
+  },
+  {
+    name: 'identity-provider-tls',
+    class: 'tls',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^(?:CERT_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|HOSTNAME_MISMATCH|ERR_TLS_|ERR_SSL_|EPROTO$)/ },
+    example: { errorCode: ERR.TOKEN, cause: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint: `TLS with the identity provider's token endpoint failed: check auth.ca (a TLS-inspecting proxy needs its CA there), the certificate's name and this machine's clock; ${NOT_THE_UPSTREAM}`,
+  },
+  {
+    name: 'identity-provider-timeout',
+    class: 'timeout',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^ETIMEDOUT$/ },
+    example: { errorCode: ERR.TOKEN, cause: 'ETIMEDOUT', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint: `the identity provider did not answer the token request within auth.timeout: check egress to it (a proxy, a firewall dropping packets); ${NOT_THE_UPSTREAM}`,
+  },
+  {
+    name: 'identity-provider-unreachable',
+    class: 'connect',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^(?:ECONNREFUSED|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|ECONNRESET|EPIPE|ECONNABORTED|EMSGSIZE)$/ },
+    example: { errorCode: ERR.TOKEN, cause: 'ECONNREFUSED', timeoutType: null, syscall: 'connect', phase: 'connecting' },
+    hint: `the identity provider's token endpoint could not be reached: check auth.tokenUrl and egress to it (HTTPS through any firewall or proxy); ${NOT_THE_UPSTREAM}`,
+  },
+  // RFC 6585 §4: 429 Too Many Requests, from the token endpoint.
+  {
+    name: 'identity-provider-throttled',
+    class: 'throttled',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^(?:http_429|slow_down)\b/ },
+    example: { errorCode: ERR.TOKEN, cause: 'http_429', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint: `the identity provider is limiting mailtrail's token requests: they are cached and renewed once per token lifetime, so look for other clients of the same application; ${NOT_THE_UPSTREAM}`,
+  },
+  // RFC 6749 §5.2 has no code for "try later"; servers answer 5xx, some with the authorization
+  // endpoint's `temporarily_unavailable` or `server_error` (§4.1.2.1).
+  {
+    name: 'identity-provider-unavailable',
+    class: 'upstream_unavailable',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^(?:temporarily_unavailable|server_error|http_5\d\d)\b/ },
+    example: { errorCode: ERR.TOKEN, cause: 'http_503', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint: `the identity provider cannot issue tokens right now: mailtrail asks again with the next message and the next health probe; ${NOT_THE_UPSTREAM}`,
+  },
+  // Microsoft Entra ID: HTTP 401 {"error":"invalid_client","error_description":"AADSTS7000215: Invalid
+  // client secret provided. Ensure the secret being sent in the request is the client secret value, not
+  // the client secret ID, ...","error_codes":[7000215],...} (microsoft-365-agents-toolkit#8621); an
+  // expired secret is AADSTS7000222, an unknown certificate AADSTS700027.
+  {
+    name: 'identity-provider-bad-client',
+    class: 'upstream_auth',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^invalid_client\b/ },
+    example: { errorCode: ERR.TOKEN, cause: 'invalid_client AADSTS7000215', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint:
+      "the identity provider does not accept the application's credentials: check auth.clientId and auth.clientSecret (Microsoft: the secret's Value, " +
+      "not its Secret ID; secrets expire) or the certificate registered for the application; failure.detail.message has the provider's error",
+  },
+  // RFC 6749 §5.2 invalid_grant: a refresh token expired or revoked (Microsoft AADSTS700082), or a
+  // service account's signed assertion refused (Google "invalid_grant: Invalid JWT Signature." for a
+  // deleted key, "Invalid JWT: Token must be a short-lived token" for a clock off by minutes).
+  {
+    name: 'identity-provider-grant-refused',
+    class: 'upstream_auth',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^invalid_grant\b/ },
+    example: { errorCode: ERR.TOKEN, cause: 'invalid_grant', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint:
+      'the identity provider refused the grant: a refresh token that expired or was revoked (issue a new one and set auth.refreshToken), ' +
+      "a service account key that was deleted or disabled, or this machine's clock off by minutes",
+  },
+  // The application may not have this token: Google "unauthorized_client: Client is unauthorized to
+  // retrieve access tokens using this method, or client not authorized for any of the scopes requested."
+  // (domain-wide delegation missing for the scope); Microsoft invalid_scope, or AADSTS65001 consent.
+  {
+    name: 'identity-provider-not-authorised',
+    class: 'upstream_auth',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^(?:unauthorized_client|access_denied|invalid_scope|consent_required)\b/ },
+    example: { errorCode: ERR.TOKEN, cause: 'unauthorized_client', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint:
+      'the application may not have this token: Microsoft 365: grant it the SMTP.SendAsApp application permission with admin consent; ' +
+      "Google: authorise the service account's client ID for https://mail.google.com/ in domain-wide delegation; others: the client's grants and auth.scope",
+  },
+  // A 2xx without an access token or lifetime: not a token endpoint (a login page behind a proxy).
+  {
+    name: 'identity-provider-bad-response',
+    class: 'protocol',
+    match: { errorCode: exactly(ERR.TOKEN), cause: /^invalid_token_response$/ },
+    example: { errorCode: ERR.TOKEN, cause: 'invalid_token_response', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint: `the token endpoint answered without a usable access token: is auth.tokenUrl the provider's token endpoint?; ${NOT_THE_UPSTREAM}`,
+  },
+  // Any other refusal: Microsoft HTTP 400 invalid_request "AADSTS90002: Tenant 'contoso.example' not
+  // found." (a wrong tenantId), "AADSTS700016: Application with identifier '...' was not found in the
+  // directory" (unauthorized_client there, caught above).
+  {
+    name: 'identity-provider-refused',
+    class: 'upstream_auth',
+    match: { errorCode: exactly(ERR.TOKEN) },
+    example: { errorCode: ERR.TOKEN, cause: 'invalid_request AADSTS90002', timeoutType: null, syscall: null, phase: 'connecting' },
+    hint: 'the identity provider refused the token request: failure.detail.message has its error; check auth.tenantId, auth.clientId, auth.scope and auth.tokenUrl',
+  },
+];
+
 /**
  * Attempts that ended without a reply. nodemailer 10 keeps the system or TLS code under `code`
  * (ESOCKET, ETLS, ...) in `originalCode`, our `cause`.
  */
 export const ERROR_RULES: readonly ErrorRule[] = [
+  ...IDENTITY_PROVIDER_RULES,
   // Host name resolution failed (nodemailer EDNS; cause ENOTFOUND, EAI_AGAIN, ETIMEOUT).
   {
     name: 'dns-failed',

@@ -32,6 +32,11 @@ export interface UpstreamFacts {
   readonly timeoutType: string | null;
   /** `syscall` of the system error, to tell a DNS server refusal (queryA) from a TCP refusal (connect). */
   readonly syscall: string | null;
+  /**
+   * The command nodemailer names for a refusal (`AUTH XOAUTH2`, `AUTH PLAIN`, `MAIL FROM`...): tells a
+   * refused OAuth2 token from a refused password. Absent or null = unknown.
+   */
+  readonly command?: string | null;
   /** Error message, for the record's failure detail only (never matched on). */
   readonly message: string | null;
   readonly accepted: readonly string[];

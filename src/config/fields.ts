@@ -42,9 +42,9 @@ export function quantity(parse: (v: unknown) => number | null, message: string, 
   });
 }
 
-/** Bytes: a number or a string such as `35MB` (MB = 2^20). */
-export function size(fallback: number) {
-  return quantity(parseSize, 'not a size (e.g. 35MB)', 1, Number.MAX_SAFE_INTEGER).default(fallback);
+/** Bytes: a number or a string such as `35MB` (MB = 2^20); at least `min` (1 unless 0 means "off"). */
+export function size(fallback: number, min = 1) {
+  return quantity(parseSize, 'not a size (e.g. 35MB)', min, Number.MAX_SAFE_INTEGER).default(fallback);
 }
 
 /** Milliseconds: a number or a string such as `500ms`, `10s`, `5m`, `1h`; no default. */
@@ -55,6 +55,14 @@ export function requiredDuration(min = 1) {
 /** A duration with a default. */
 export function duration(fallback: number, min = 1) {
   return requiredDuration(min).default(fallback);
+}
+
+/**
+ * A duration that is compared with clocks, never given to one timer (a message's age in the spool):
+ * it may go past the largest timer delay.
+ */
+export function longDuration(fallback: number) {
+  return quantity(parseDuration, 'not a duration (e.g. 5d)', 1, Number.MAX_SAFE_INTEGER).default(fallback);
 }
 
 /** A duration that may be left unset: null (the default) = not set. */
@@ -81,6 +89,18 @@ export function optionalCount() {
   return z.preprocess(fromNumericString, z.int().min(1).nullable()).default(null);
 }
 
+/**
+ * How a listener or a user's messages reach the upstream (docs/spool.md): relayed while the client
+ * waits (`passthrough`), accepted into the spool and delivered from there (`spool`), or relayed at once
+ * and spooled when no verdict comes in time (`hybrid`).
+ */
+export const DELIVERY_MODES = ['passthrough', 'spool', 'hybrid'] as const;
+export type DeliveryMode = (typeof DELIVERY_MODES)[number];
+
+export function deliveryMode() {
+  return z.enum(DELIVERY_MODES);
+}
+
 export function flag(fallback: boolean) {
   return z.preprocess(fromBooleanString, z.boolean()).default(fallback);
 }
@@ -91,6 +111,20 @@ export function port() {
 
 export function path() {
   return z.string().min(1);
+}
+
+/** An `http://` or `https://` address to POST to (webhooks). */
+export function httpUrl() {
+  return z.string().refine(isHttpUrl, 'not an http:// or https:// URL');
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
+  } catch {
+    return false;
+  }
 }
 
 export function hostName() {

@@ -18,14 +18,19 @@ import { alertsSection, toAlerts } from './sections/alerts.js';
 import { auditSection, toAudit } from './sections/audit.js';
 import { clientsSection, toClients } from './sections/clients.js';
 import { httpSection, toHttp } from './sections/http.js';
+import { instanceSection, toInstance } from './sections/instance.js';
 import { limitsSection, toLimits } from './sections/limits.js';
 import { listenSection } from './sections/listen.js';
 import { logSection } from './sections/log.js';
 import { routesConsistency, routesSection, toRoute } from './sections/routes.js';
-import { instanceSection, stateSection, toInstance, toState } from './sections/state.js';
+import { spoolSection, toSpool } from './sections/spool.js';
+import { stateSection } from './sections/state.js';
 import { timeoutsSection, toTimeouts } from './sections/timeouts.js';
 import { tlsSection, toListenerTls } from './sections/tls.js';
 import { toUpstream, upstreamsSection } from './sections/upstreams.js';
+import { workersSection } from './sections/workers.js';
+import { workersProblem } from './local-limits.js';
+import { authFileProblems } from './upstream-auth.js';
 import type { Config } from './types.js';
 
 const dataDir = path().default('./data');
@@ -41,11 +46,13 @@ export const configSchema = z
     upstreams: upstreamsSection,
     routes: routesSection,
     audit: auditSection,
+    spool: spoolSection,
     http: httpSection,
     alerts: alertsSection,
     log: logSection,
-    state: stateSection,
     instance: instanceSection,
+    workers: workersSection,
+    state: stateSection,
     /** Name announced in the greeting and EHLO reply; the machine's host name when absent. */
     hostname: hostName().optional(),
     dataDir,
@@ -56,7 +63,7 @@ export const configSchema = z
 type ParsedConfig = z.output<typeof configSchema>;
 // Does not compile when `Config` (types.ts) lacks a key of the schema or holds it as another type (loaded.ts).
 type _ConfigFitsSchema = Expect<
-  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'http' | 'alerts' | 'state' | 'instance' | 'hostname' | 'unknownOutcomeReply'>
+  Carries<Config, ParsedConfig, 'limits' | 'timeouts' | 'upstreams' | 'audit' | 'spool' | 'http' | 'alerts' | 'hostname' | 'unknownOutcomeReply' | 'instance'>
 >;
 
 // ---------------------------------------------------------------------------------------------------
@@ -71,7 +78,14 @@ export type ValidationResult = { readonly ok: true; readonly config: Config } | 
 export function validateConfig(raw: unknown, baseDir: string): ValidationResult {
   const result = configSchema.safeParse(raw, { error: issueMessage });
   if (!result.success) return { ok: false, problems: problemsFromIssues(result.error.issues) };
-  return { ok: true, config: deepFreeze(toConfig(result.data, baseDir)) };
+  const config = toConfig(result.data, baseDir);
+  // The files an OAuth2 login names (service account key, certificate): only now are their paths resolved.
+  const fileProblems = authFileProblems(config.upstreams.map((u) => u.auth));
+  if (fileProblems.length > 0) return { ok: false, problems: fileProblems };
+  // Needs the whole config (which limits are on), so it runs on the loaded values.
+  const workers = workersProblem(config, config.workers.count);
+  if (workers !== null) return { ok: false, problems: [{ path: 'workers.count', message: workers }] };
+  return { ok: true, config: deepFreeze(config) };
 }
 
 /** Where the trail is and how it was written: what the trail's readers need of a configuration. */
@@ -106,11 +120,13 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     upstreams: parsed.upstreams.map((u) => toUpstream(u, baseDir)),
     routes: parsed.routes.map(toRoute),
     audit: toAudit(parsed.audit, baseDir, dataDir),
+    spool: toSpool(parsed.spool, baseDir, dataDir),
     http: toHttp(parsed.http),
     alerts: toAlerts(parsed.alerts, baseDir),
     log: parsed.log,
-    state: toState(parsed.state),
-    instance: toInstance(parsed.instance, hostname, parsed.listen[0]!.port),
+    instance: toInstance(parsed.instance, parsed.listen[0]!.port),
+    workers: parsed.workers,
+    state: parsed.state,
     hostname,
     dataDir,
     localSink: null,

@@ -8,8 +8,23 @@
 /** What a secret is replaced by. */
 export const REDACTED = '[redacted]';
 
-/** A value under one of these keys is a secret wherever it appears (`clients.users[].password`, `http.token`...). */
-export const SECRET_KEYS: ReadonlySet<string> = new Set(['password', 'passwordHash', 'pass', 'token', 'hmacKey', 'secret']);
+/**
+ * A value under one of these keys is a secret wherever it appears (`clients.users[].password`, `http.token`,
+ * an OAuth2 upstream's `clientSecret` and `refreshToken`...). `accessToken` and `privateKey` are in no
+ * configuration (tokens are fetched, keys read from files) but are named here so the log redacts them too.
+ */
+export const SECRET_KEYS: ReadonlySet<string> = new Set([
+  'password',
+  'passwordHash',
+  'pass',
+  'token',
+  'hmacKey',
+  'secret',
+  'clientSecret',
+  'refreshToken',
+  'accessToken',
+  'privateKey',
+]);
 
 /** Mappings whose every value is a secret: webhook `headers` (`Authorization`, API keys). The names stay readable. */
 export const SECRET_MAP_KEYS: ReadonlySet<string> = new Set(['headers']);

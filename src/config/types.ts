@@ -10,14 +10,17 @@ import type { AlertsConfig } from './sections/alerts.js';
 import type { AuditConfig } from './sections/audit.js';
 import type { ClientsConfig } from './sections/clients.js';
 import type { HttpConfig } from './sections/http.js';
+import type { InstanceConfig } from './sections/instance.js';
 import type { LimitsConfig } from './sections/limits.js';
 import type { ListenerConfig } from './sections/listen.js';
 import type { LogConfig } from './sections/log.js';
 import type { RouteConfig } from './sections/routes.js';
-import type { InstanceConfig, StateConfig } from './sections/state.js';
+import type { SpoolConfig } from './sections/spool.js';
+import type { StateConfig } from './sections/state.js';
 import type { ServerTimeoutsConfig } from './sections/timeouts.js';
 import type { ListenerTlsConfig } from './sections/tls.js';
 import type { UpstreamConfig } from './sections/upstreams.js';
+import type { WorkersConfig } from './sections/workers.js';
 
 export type { UpstreamTlsMode } from './outbound-smtp.js';
 export type {
@@ -32,13 +35,16 @@ export type {
 export type { AuditConfig } from './sections/audit.js';
 export type { AuthLockoutConfig, ClientRateLimit, ClientRateLimitsConfig, ClientsConfig, UserConfig } from './sections/clients.js';
 export type { HttpConfig } from './sections/http.js';
+export type { InstanceConfig } from './sections/instance.js';
 export type { LimitsConfig } from './sections/limits.js';
 export type { ListenerConfig } from './sections/listen.js';
 export type { LogConfig } from './sections/log.js';
 export type { RouteConfig } from './sections/routes.js';
-export type { InstanceConfig, StateConfig } from './sections/state.js';
+export type { SpoolConfig, SpoolEventSinkConfig } from './sections/spool.js';
+export type { SharedStateConfig, StateConfig } from './sections/state.js';
 export type { ServerTimeoutsConfig } from './sections/timeouts.js';
 export type { ListenerTlsConfig } from './sections/tls.js';
+export type { WorkersConfig } from './sections/workers.js';
 export type { UpstreamBreakerConfig, UpstreamConfig, UpstreamProbeConfig, UpstreamRateLimitConfig } from './sections/upstreams.js';
 
 /** The whole configuration: one key per top-level key of the file, plus `localSink`. */
@@ -56,15 +62,19 @@ export interface Config {
    */
   readonly routes: readonly RouteConfig[];
   readonly audit: AuditConfig;
+  /** The spool: store-and-forward for listeners and users in `spool` or `hybrid` mode (docs/spool.md). */
+  readonly spool: SpoolConfig;
   /** The HTTP endpoint (metrics, health, recent transactions, error groups); null = off. */
   readonly http: HttpConfig | null;
   /** Alert rules, sinks and delivery limits. */
   readonly alerts: AlertsConfig;
   readonly log: LogConfig;
-  /** State shared by the instances of a fleet through Redis; null = everything stays in this process. */
-  readonly state: StateConfig | null;
-  /** This instance's name in the fleet. */
+  /** This relay's name in a fleet: in every record and log line (docs/fleet.md). */
   readonly instance: InstanceConfig;
+  /** Processes serving the listeners on this machine (docs/fleet.md). */
+  readonly workers: WorkersConfig;
+  /** Where the state a fleet shares lives (Redis); `state.redis` null = each process keeps its own. */
+  readonly state: StateConfig;
   /** Name announced in the greeting and EHLO reply. */
   readonly hostname: string;
   /** Folder for temp files (DATA spill) and, in the embedded default, the sink and the trail. */

@@ -26,6 +26,7 @@ const DURATION_UNITS: Readonly<Record<string, number>> = {
   s: 1_000,
   m: 60_000,
   h: 3_600_000,
+  d: 86_400_000,
 };
 
 /** A decimal number followed by an optional unit, with optional spaces: "35MB", "1.5 MiB", "500ms". */
@@ -40,7 +41,7 @@ export function parseSize(value: unknown): number | null {
 }
 
 /**
- * Milliseconds from a number (already ms) or a string such as `500ms`, `10s`, `5m`, `1h`, `250`.
+ * Milliseconds from a number (already ms) or a string such as `500ms`, `10s`, `5m`, `1h`, `5d`, `250`.
  * Returns null for negative, non-finite or unparsable input.
  */
 export function parseDuration(value: unknown): number | null {

@@ -13,14 +13,16 @@ import { ERR } from '../error-codes.js';
  * The change is per server instance (no global patching): `connect()` builds a connection whose
  * `init()` skips the timer and otherwise does what the library's `init()` does. It leans on two
  * internals (`_setListeners`, `connectionReady`), so it checks for them and throws at start-up
- * when an upgrade renamed them, instead of silently greeting late or never.
+ * when an upgrade renamed them, instead of silently greeting late or never. The check also covers
+ * the other internals the listener relies on: the AUTH guard's (listener.ts) and the PROXY gate's
+ * `_handleProxy` seam (proxy-gate.ts).
  */
-export function removeGreetingDelay(server: SMTPServer, decorate?: (connection: ConnectionInternals) => void): void {
+export function removeGreetingDelay(server: SMTPServer, decorate?: (connection: ConnectionInternals, socketOptions: unknown) => void): void {
   assertInternals();
   const srv = server as unknown as ServerInternals;
   srv.connect = function connect(socket: Socket, socketOptions: unknown): void {
     const connection = new SMTPConnection(server, socket, socketOptions as never) as unknown as ConnectionInternals;
-    decorate?.(connection);
+    decorate?.(connection, socketOptions);
     srv.connections.add(connection);
     connection.on('error', (err: Error) => srv._onError(err));
     connection.on('connect', (data: unknown) => srv._onClientConnect(data));
@@ -64,9 +66,12 @@ export function missingInternals(): string[] {
   for (const name of ['_setListeners', 'connectionReady', 'init', 'send', 'handler_AUTH', 'handler_EHLO', '_isSupported', '_onCommand']) {
     if (typeof conn[name] !== 'function') missing.push(`SMTPConnection.${name}`);
   }
-  for (const name of ['connect', '_onError', '_onClientConnect']) {
+  for (const name of ['connect', '_onError', '_onClientConnect', '_handleProxy']) {
     if (typeof srv[name] !== 'function') missing.push(`SMTPServer.${name}`);
   }
+  // The PROXY gate (proxy-gate.ts) replaces _handleProxy: the accept handler must still call it, and
+  // hand its socket options on to connect(), for every socket.
+  if (!/this\._handleProxy\(socket,\s*\(err, socketOptions\)/.test(String(SMTPServer))) missing.push('SMTPServer accept handler (no _handleProxy call)');
   // The delay we remove must still be what init() does; if init() changed shape, our copy is stale.
   const initSource = String(conn['init']);
   if (!/setTimeout\(\s*\(\)\s*=>\s*this\.connectionReady\(\)/.test(initSource)) missing.push('SMTPConnection.init (shape changed)');

@@ -22,6 +22,9 @@ import type { TokenBuckets } from '../admission/token-buckets.js';
 import { ErrorLimits } from './error-limits.js';
 import { RefusalRecorder, type RefusalFacts } from './refusal-recorder.js';
 import { SessionState } from './session-state.js';
+import { installProxyGate, proxyFactsOf, type ProxyRefusal } from './proxy-gate.js';
+import { CidrList } from '../admission/cidr-list.js';
+import type { ClientFacts, ProxyFacts } from '../audit/records.js';
 
 export interface ListenerDeps {
   readonly config: Config;
@@ -66,7 +69,9 @@ export class SmtpListeners {
   #sessions = new Map<string, SessionState>();
   #perIp = new Map<string, number>();
   #lastCommand = new Map<string, string>();
-  #bound: { host: string; port: number; implicitTls: boolean }[] = [];
+  /** The load balancer each proxied connection came through (proxy-gate.ts), by its smtp-server session. */
+  #proxies = new WeakMap<SMTPServerSession, ProxyFacts>();
+  #bound: { host: string; port: number; implicitTls: boolean; mode: ListenerConfig['mode'] }[] = [];
   #errorLimits: ErrorLimits;
   #connectionRate: ConnectionRate;
   #refusals: RefusalRecorder;
@@ -93,7 +98,7 @@ export class SmtpListeners {
   }
 
   /** Addresses actually bound (port 0 resolved), in config order. */
-  get addresses(): readonly { host: string; port: number; implicitTls: boolean }[] {
+  get addresses(): readonly { host: string; port: number; implicitTls: boolean; mode: ListenerConfig['mode'] }[] {
     return this.#bound;
   }
 
@@ -102,8 +107,8 @@ export class SmtpListeners {
   }
 
   async start(): Promise<void> {
-    for (const listener of this.#deps.config.listen) {
-      const server = this.#createServer(listener);
+    for (const [index, listener] of this.#deps.config.listen.entries()) {
+      const server = this.#createServer(listener, index);
       this.#servers.push(server);
       await new Promise<void>((resolve, reject) => {
         server.server.once('error', reject);
@@ -114,7 +119,7 @@ export class SmtpListeners {
       });
       const addr = server.server.address();
       const port = typeof addr === 'object' && addr ? addr.port : listener.port;
-      this.#bound.push({ host: listener.host, port, implicitTls: listener.implicitTls });
+      this.#bound.push({ host: listener.host, port, implicitTls: listener.implicitTls, mode: listener.mode });
     }
   }
 
@@ -159,7 +164,7 @@ export class SmtpListeners {
     this.#connectionRate.flush();
   }
 
-  #createServer(listener: ListenerConfig): SMTPServer {
+  #createServer(listener: ListenerConfig, index: number): SMTPServer {
     const { config } = this.#deps;
     const server = new SMTPServer({
       secure: listener.implicitTls,
@@ -183,7 +188,7 @@ export class SmtpListeners {
       // Refusals smtp-server makes itself are captured per connection (observeProtocol), not through
       // its logger, which would format an entry for every command and reply.
       logger: false,
-      onConnect: (session, cb) => this.#answer(cb, this.#onConnect(session)),
+      onConnect: (session, cb) => this.#answer(cb, this.#onConnect(session, listener)),
       onAuth: (auth, session, cb) => {
         this.#onAuth(auth, session).then(
           (r) => cb(r.err, r.ok),
@@ -192,10 +197,12 @@ export class SmtpListeners {
       },
       onMailFrom: (address, session, cb) => this.#answer(cb, this.#onMailFrom(address.address, session)),
       onRcptTo: (address, session, cb) => this.#answer(cb, this.#onRcptTo(address.address, session)),
-      onData: (stream, session, cb) => this.#onData(stream, session, cb),
+      onData: (stream, session, cb) => this.#onData(stream, session, listener, cb),
       onClose: (session) => this.#onClose(session),
     });
-    removeGreetingDelay(server, (connection) => {
+    removeGreetingDelay(server, (connection, socketOptions) => {
+      const proxy = proxyFactsOf(socketOptions);
+      if (proxy !== null) this.#proxies.set(connection.session, proxy);
       this.#guardAuth(connection);
       this.#errorLimits.slowDown(connection, () => this.#sessions.get(connection.id)?.errors ?? null);
       observeProtocol(connection, {
@@ -204,6 +211,13 @@ export class SmtpListeners {
       });
       this.#deadlines.watch(connection);
     });
+    if (listener.proxyProtocol) {
+      installProxyGate(server, {
+        trusted: new CidrList(listener.trustedProxies),
+        timeoutMs: config.timeouts.proxyHeader,
+        refuse: (refusal) => this.#refuseBeforeSession(refusal, `listen[${index}]`),
+      });
+    }
     // Without a listener, one client's TLS garbage would crash the process (smtp-server re-emits client socket and TLS errors on the server; an unheard 'error' event throws).
     server.on('error', (err) => this.#deps.log.debug({ err }, 'client connection error'));
     return server;
@@ -253,18 +267,18 @@ export class SmtpListeners {
     });
   }
 
-  async #onConnect(session: SMTPServerSession): Promise<Error | null> {
+  async #onConnect(session: SMTPServerSession, listener: ListenerConfig): Promise<Error | null> {
     const { admission, config } = this.#deps;
     const overRate = await this.#connectionRate.admit(session.remoteAddress, () => ({
       sessionId: session.id,
-      client: new SessionState(session, false).client(),
+      client: this.#newState(session, false).client(),
     }));
     if (overRate !== null) {
       // No session state, so no session record: the window's one record counts this connection.
       this.#refusals.overRate();
       return smtpError(connectionRateReply(session.remoteAddress), overRate);
     }
-    const state = new SessionState(session, admission.isTrustedNetwork(session.remoteAddress));
+    const state = this.#newState(session, admission.isTrustedNetwork(session.remoteAddress), listener.mode);
     state.recordId = this.#deps.ids.next();
     this.#sessions.set(session.id, state);
     const perIp = this.#perIp.get(state.ip) ?? 0;
@@ -335,8 +349,8 @@ export class SmtpListeners {
     return over === null ? null : this.#refuse(session, 'rate_limited', 'MAIL', { from }, rateLimitedReply(describeLimit(over)));
   }
 
-  #onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb: (err?: Error | null, message?: string) => void): void {
-    const state = this.#sessions.get(session.id) ?? new SessionState(session, false);
+  #onData(stream: SMTPServerDataStream, session: SMTPServerSession, listener: ListenerConfig, cb: (err?: Error | null, message?: string) => void): void {
+    const state = this.#sessions.get(session.id) ?? this.#newState(session, false, listener.mode);
     this.#deadlines.receiving(session.id, stream);
     // The processor's reply text already carries the transaction id.
     this.#deps.processor
@@ -439,12 +453,52 @@ export class SmtpListeners {
     return { id, then: state.cutOff ? this.#refusals.cutOff(state, this.#lastCommand.get(cid) ?? 'UNKNOWN') : null };
   }
 
+  #newState(session: SMTPServerSession, trusted: boolean, mode: ListenerConfig['mode'] = 'passthrough'): SessionState {
+    return new SessionState(session, trusted, this.#proxies.get(session) ?? null, mode);
+  }
+
+  /**
+   * A connection to a proxyProtocol listener refused before its session (proxy-gate.ts): recorded
+   * (a stranger's connections count against the connection rate first, so a flood writes one record
+   * per address and window), logged, and answered with the line the gate writes before closing.
+   */
+  async #refuseBeforeSession(refusal: ProxyRefusal, listener: string): Promise<string> {
+    const { peer, sessionId } = refusal;
+    const untrusted = refusal.kind === 'untrusted';
+    const client: ClientFacts = {
+      ip: peer.ip,
+      port: peer.port,
+      helo: null,
+      user: null,
+      tls: null,
+      proxy: untrusted ? null : { ip: peer.ip, port: peer.port, version: refusal.version, command: null },
+    };
+    if (untrusted) {
+      const overRate = await this.#connectionRate.admit(peer.ip, () => ({ sessionId, client }));
+      if (overRate !== null) {
+        this.#refusals.overRate();
+        const reply = connectionRateReply(peer.ip);
+        return `${reply.code} ${wireText(reply, overRate)}`;
+      }
+    }
+    const name = untrusted ? 'proxy_untrusted' : 'proxy_invalid';
+    const reply = CLIENT_REPLIES[name];
+    const id = this.#refusals.beforeSession(sessionId, client, name, reply);
+    this.#deps.log.warn(
+      { listener, peer: peer.ip, reason: refusal.reason, recordId: id },
+      untrusted
+        ? `connection refused: ${peer.ip} is not in ${listener}.trustedProxies (a PROXY protocol listener takes its load balancers' connections only)`
+        : `connection refused: the load balancer at ${peer.ip} sent no valid PROXY protocol header (${refusal.reason})`,
+    );
+    return `${reply.code} ${wireText(reply, id)}`;
+  }
+
   /**
    * A session no longer in the table (an AUTH refused after the client left): its refusal is still
    * recorded, with a session record id of its own that no reply will name.
    */
   #detachedState(session: SMTPServerSession): SessionState {
-    const state = new SessionState(session, false);
+    const state = this.#newState(session, false);
     state.recordId = this.#deps.ids.next();
     return state;
   }

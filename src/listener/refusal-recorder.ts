@@ -1,5 +1,5 @@
 import type { Recorder } from '../audit/recorder.js';
-import { AUDIT_SCHEMA_VERSION, type RejectRecord } from '../audit/records.js';
+import { AUDIT_SCHEMA_VERSION, type Built, type ClientFacts, type RejectRecord } from '../audit/records.js';
 import type { IdGenerator } from '../ids.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { ListenerEvents } from './listener-events.js';
@@ -93,6 +93,29 @@ export class RefusalRecorder {
     return { code: reply.code, text: wireText(reply, id) };
   }
 
+  /**
+   * A connection refused before its SMTP session started (listener/proxy-gate.ts): no session state,
+   * so no session record; its own `reject` record. Returns the record's id.
+   */
+  beforeSession(sessionId: string, client: ClientFacts, cls: ClientRejectClass, reply: SmtpReply): string {
+    this.#deps.bus.publish('refusal', { class: cls });
+    const id = this.#deps.ids.next();
+    this.#write({
+      id,
+      session: { id: sessionId, txn: 0 },
+      client,
+      command: 'CONNECT',
+      from: null,
+      to: null,
+      authUser: null,
+      class: cls,
+      clientReply: withId(reply, id),
+      source: 'policy',
+      count: 1,
+    });
+    return id;
+  }
+
   /** A connection refused by the connection rate: counted now, recorded with its window (window()). */
   overRate(): void {
     this.#deps.bus.publish('refusal', { class: 'connection_rate' });
@@ -117,7 +140,7 @@ export class RefusalRecorder {
     });
   }
 
-  #write(fields: Omit<RejectRecord, 'v' | 'type' | 'time'>): void {
+  #write(fields: Omit<Built<RejectRecord>, 'v' | 'type' | 'time'>): void {
     this.#deps.recorder.reject({ v: AUDIT_SCHEMA_VERSION, type: 'reject', time: new Date().toISOString(), ...fields });
   }
 }

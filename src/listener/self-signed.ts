@@ -93,10 +93,14 @@ function subjectAltName(names: readonly string[]): Buffer {
   return seq(oid('2.5.29.17'), octetString(seq(...general)));
 }
 
-/** 16 random bytes, first bit clear: positive and unique enough (RFC 5280 §4.1.2.2: at most 20 octets). */
+/**
+ * 16 random bytes, positive and unique enough (RFC 5280 §4.1.2.2: at most 20 octets). The first byte
+ * is 0x40–0x7f: its first bit clear (not negative) and never zero, since DER allows no leading zero
+ * byte the next byte does not need (X.690 §8.3.2), and OpenSSL refuses such a certificate.
+ */
 function serialNumber(): Buffer {
   const b = randomBytes(16);
-  b[0] = b[0]! & 0x7f;
+  b[0] = (b[0]! & 0x3f) | 0x40;
   return b;
 }
 

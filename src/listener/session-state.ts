@@ -1,5 +1,6 @@
 import type { SMTPServerSession } from 'smtp-server';
-import type { ClientFacts, TlsFacts } from '../audit/records.js';
+import type { ClientFacts, ProxyFacts, TlsFacts } from '../audit/records.js';
+import type { DeliveryMode } from '../config/fields.js';
 import { RefusalTally } from './refusal-tally.js';
 
 /**
@@ -12,6 +13,9 @@ export class SessionState {
   readonly port: number;
   readonly startedAt = performance.now();
   readonly trusted: boolean;
+  readonly listenerMode: DeliveryMode;
+  /** The load balancer the connection came through (proxy-gate.ts); null when direct. */
+  readonly proxy: ProxyFacts | null;
   transactions = 0;
   accepted = 0;
   rejected = 0;
@@ -35,12 +39,14 @@ export class SessionState {
   /** smtp-server mutates its session object as the dialogue goes on (HELO, AUTH, STARTTLS). */
   readonly #session: SMTPServerSession;
 
-  constructor(session: SMTPServerSession, trusted: boolean) {
+  constructor(session: SMTPServerSession, trusted: boolean, proxy: ProxyFacts | null = null, listenerMode: DeliveryMode = 'passthrough') {
     this.#session = session;
+    this.proxy = proxy;
     this.id = session.id;
     this.ip = session.remoteAddress;
     this.port = session.remotePort;
     this.trusted = trusted;
+    this.listenerMode = listenerMode;
   }
 
   client(): ClientFacts {
@@ -52,6 +58,7 @@ export class SessionState {
       helo: session.hostNameAppearsAs || null,
       user: typeof user === 'string' ? user : null,
       tls: tlsFacts(session),
+      proxy: this.proxy,
     };
   }
 }

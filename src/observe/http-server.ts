@@ -10,10 +10,11 @@ import type { RecentRecord } from './recent-transactions.js';
 /** What the endpoint serves; each part is built in the composition root. */
 export interface HttpSources {
   readonly metrics: { readonly contentType: string; render(): Promise<string> } | null;
-  readonly readiness: () => ReadinessReport;
-  readonly transaction: (id: string) => RecentRecord | undefined;
-  readonly byMessageId: (messageId: string) => RecentRecord[];
-  readonly errors: () => ErrorGroup[];
+  /** Each may answer later: a supervisor asks its workers (workers/supervisor.ts). */
+  readonly readiness: () => ReadinessReport | Promise<ReadinessReport>;
+  readonly transaction: (id: string) => RecentRecord | undefined | Promise<RecentRecord | undefined>;
+  readonly byMessageId: (messageId: string) => RecentRecord[] | Promise<RecentRecord[]>;
+  readonly errors: () => ErrorGroup[] | Promise<ErrorGroup[]>;
 }
 
 interface Reply {
@@ -106,18 +107,18 @@ export class ObservabilityServer {
     }
     if (path === '/metrics') return this.#metrics();
     if (path === '/readyz') {
-      const report = this.#sources.readiness();
+      const report = await this.#sources.readiness();
       return json(report.ready ? 200 : 503, report);
     }
-    if (path === '/api/errors') return json(200, { groups: this.#sources.errors() });
+    if (path === '/api/errors') return json(200, { groups: await this.#sources.errors() });
     if (path === '/api/transactions') {
       const messageId = url.searchParams.get('messageId');
       if (!messageId) return json(400, { error: 'give ?messageId= or /api/transactions/<id>' });
-      return json(200, { transactions: this.#sources.byMessageId(messageId) });
+      return json(200, { transactions: await this.#sources.byMessageId(messageId) });
     }
     const match = /^\/api\/transactions\/([0-9A-Za-z]{1,64})$/.exec(path);
     if (match) {
-      const record = this.#sources.transaction(match[1]!.toUpperCase());
+      const record = await this.#sources.transaction(match[1]!.toUpperCase());
       return record ? json(200, record) : json(404, { error: 'not found among recent transactions' });
     }
     return json(404, { error: 'not found' });

@@ -4,17 +4,20 @@ import type { RelayRecord } from '../audit/records.js';
 import type { RelayBus } from './relay-events.js';
 import type { ProbeResult } from '../routing/routing-events.js';
 import type { AuthEvent } from '../admission/auth-lockout.js';
+import type { TokenFetch } from '../upstream/oauth2/token-events.js';
 
 export interface MetricsOptions {
   /** Upstream names, so their series exist (at 0) before the first message. */
   readonly upstreams: readonly string[];
+  /** Names of the upstreams that log in with OAuth2, so their token series exist (at 0) before the first request. */
+  readonly oauth2Upstreams?: readonly string[];
   /** Alert sink names, likewise. */
   readonly sinks?: readonly string[];
   /** Client sessions open now (read at scrape time). */
   readonly sessionsActive: () => number;
   /** Also export the process metrics (CPU, memory, event loop lag, GC, handles). */
   readonly processMetrics: boolean;
-  /** With `state` (Redis): the shared-state series exist from the start. */
+  /** With `state.redis` (Redis): the shared-state series exist from the start. */
   readonly sharedState?: boolean;
 }
 
@@ -31,7 +34,9 @@ const SIZE_BUCKETS = [1, 10, 100, 1024, 5 * 1024, 10 * 1024, 25 * 1024, 50 * 102
 
 /**
  * The Prometheus metrics, fed only by bus events (the relay path never calls them). Each instance
- * has its own registry: no global state, so several apps can run in one process. Label values are
+ * has its own registry: no global state, so several apps can run in one process. With several workers
+ * (docs/fleet.md) the supervisor adds their series up, except where a gauge names its `aggregator`
+ * (an upstream is up when every worker says so; its breaker state is the worst of theirs). Label values are
  * upstream names, failure classes, outcomes and rule/sink names from the config: never an address.
  */
 export class Metrics {
@@ -66,12 +71,14 @@ export class Metrics {
   });
   readonly #up = new Gauge({
     name: 'mailtrail_upstream_up',
+    aggregator: 'min',
     help: '1 when the last health probe of the upstream passed (connect, EHLO, STARTTLS, AUTH), else 0.',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
   readonly #breaker = new Gauge({
     name: 'mailtrail_upstream_state',
+    aggregator: 'max',
     help: 'Circuit breaker of the upstream: 0 closed (in use), 1 half-open (one trial), 2 open (skipped).',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
@@ -84,10 +91,19 @@ export class Metrics {
   });
   readonly #lastSuccess = new Gauge({
     name: 'mailtrail_upstream_last_success_timestamp_seconds',
+    aggregator: 'max',
     help: 'Unix time of the last message the upstream accepted (delivered or partial).',
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
+  readonly #tokenRequests = new Counter({
+    name: 'mailtrail_upstream_token_requests_total',
+    help: 'OAuth2 token requests to the identity provider of an upstream, by result: ok or failed.',
+    labelNames: ['upstream', 'result'] as const,
+    registers: [this.registry],
+  });
+  /** When each OAuth2 upstream's cached token expires (epoch ms), read at scrape time. */
+  readonly #tokenExpiry = new Map<string, number>();
   readonly #rejects = new Counter({
     name: 'mailtrail_client_rejects_total',
     help: 'Clients refused by mailtrail before relaying, by class (auth_failed, relay_denied, ...): every refusal, recorded on its own or summarised.',
@@ -123,6 +139,7 @@ export class Metrics {
   });
   readonly #auditWritable = new Gauge({
     name: 'mailtrail_audit_writable',
+    aggregator: 'min',
     help: 'Whether the audit trail takes records (1), or messages are refused before relaying because it cannot or is below audit.minFreeSpace (0).',
     registers: [this.registry],
   });
@@ -158,6 +175,9 @@ export class Metrics {
         if (cls !== NONE) this.#probeFailures.inc({ upstream, class: cls }, 0);
       }
     }
+    for (const upstream of options.oauth2Upstreams ?? []) {
+      for (const result of ['ok', 'failed'] as const) this.#tokenRequests.inc({ upstream, result }, 0);
+    }
     for (const sink of options.sinks ?? []) {
       for (const result of ['sent', 'failed', 'dropped'] as const) this.#notifications.inc({ sink, result }, 0);
     }
@@ -176,6 +196,17 @@ export class Metrics {
       registers: [this.registry],
       collect() {
         this.set(options.sessionsActive());
+      },
+    });
+    const tokenExpiry = this.#tokenExpiry;
+    new Gauge({
+      name: 'mailtrail_upstream_token_expiry_seconds',
+      help: 'Seconds until the OAuth2 access token cached for the upstream expires (negative once it has); absent before the first token.',
+      labelNames: ['upstream'] as const,
+      registers: [this.registry],
+      collect() {
+        const now = Date.now();
+        for (const [upstream, expiresAt] of tokenExpiry) this.set({ upstream }, Math.round((expiresAt - now) / 100) / 10);
       },
     });
     if (options.processMetrics) {
@@ -197,11 +228,12 @@ export class Metrics {
       bus.subscribe('alert', (a) => this.#alerts.inc({ rule: a.rule, state: a.state })),
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
       bus.subscribe('auth', (e) => this.#onAuth(e)),
+      bus.subscribe('upstream-token', (t) => this.#onToken(t)),
     );
     if (options.sharedState) this.#sharedStateMetrics(bus);
   }
 
-  /** With `state` only: whether the fleet's state is shared now, and what was decided locally instead. */
+  /** With `state.redis` only: whether the fleet's state is shared now, and what was decided locally instead. */
   #sharedStateMetrics(bus: RelayBus): void {
     const up = new Gauge({
       name: 'mailtrail_shared_state_up',
@@ -240,6 +272,11 @@ export class Metrics {
   /** Stops listening to the bus (the registry keeps its values). */
   close(): void {
     for (const off of this.#unsubscribe.splice(0)) off();
+  }
+
+  #onToken(fetch: TokenFetch): void {
+    this.#tokenRequests.inc({ upstream: fetch.upstream, result: fetch.ok ? 'ok' : 'failed' });
+    if (fetch.expiresAt !== null) this.#tokenExpiry.set(fetch.upstream, fetch.expiresAt);
   }
 
   #onRelay(record: RelayRecord): void {

@@ -12,7 +12,7 @@ export interface ReadinessSources {
   readonly probed: readonly string[];
   /** The listeners bound and accepting now; empty while starting or stopping. */
   readonly listeners: () => readonly { host: string; port: number; implicitTls: boolean }[];
-  /** With `state` (Redis): whether the fleet's state is shared now. */
+  /** With `state.redis` (Redis): whether the fleet's state is shared now. */
   readonly sharedState?: () => SharedStateStatus;
 }
 
@@ -41,8 +41,8 @@ export interface ReadinessReport {
   readonly listeners: readonly { host: string; port: number; implicitTls: boolean }[];
   readonly upstreams: readonly UpstreamReadiness[];
   /**
-   * With `state`: `shared`, or `degraded` while Redis cannot be reached (each limit at this instance's
-   * share). Degraded is still ready: relaying goes on. Null without `state`.
+   * With `state.redis`: `shared`, or `degraded` while Redis cannot be reached (each limit at this instance's
+   * share). Degraded is still ready: relaying goes on. Null without `state.redis`.
    */
   readonly sharedState: { readonly mode: 'shared' | 'degraded'; readonly since: string; readonly reason: string | null } | null;
 }

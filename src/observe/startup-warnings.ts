@@ -17,6 +17,7 @@ export const STARTUP_WARNING_CODES = [
   'audit_torn_tail',
   'audit_unchained',
   'data_dir_unlocked',
+  'spool_unlocked',
 ] as const;
 
 export type StartupWarningCode = (typeof STARTUP_WARNING_CODES)[number];
@@ -43,6 +44,8 @@ export interface StartupFacts {
   readonly auditUnchained: string | null;
   /** Why the data folder could not be locked against a second process, or null when it is. */
   readonly dataDirUnlocked: string | null;
+  /** Why the spool folder could not be locked, or null when it is (or there is no spool). */
+  readonly spoolUnlocked?: string | null;
 }
 
 export function startupWarnings(config: Config, facts: StartupFacts): StartupWarning[] {
@@ -83,6 +86,13 @@ export function startupWarnings(config: Config, facts: StartupFacts): StartupWar
       code: 'data_dir_unlocked',
       message: `${config.dataDir} is not locked (${facts.dataDirUnlocked}): a second mailtrail process on it would go unnoticed`,
       fields: { dataDir: config.dataDir, reason: facts.dataDirUnlocked },
+    });
+  }
+  if (facts.spoolUnlocked != null) {
+    warnings.push({
+      code: 'spool_unlocked',
+      message: `${config.spool.dir} is not locked (${facts.spoolUnlocked}): a second mailtrail process on it would go unnoticed, and its start-up recovery could requeue this one's messages`,
+      fields: { spoolDir: config.spool.dir, reason: facts.spoolUnlocked },
     });
   }
   return warnings;

@@ -20,6 +20,10 @@ export const CLIENT_REPLIES = {
   // Postfix's wording for both (smtpd.c): the connection is closed after it.
   connection_rate: { code: 421, enhanced: '4.7.0', text: 'Too many connections, try again later' },
   too_many_errors: { code: 421, enhanced: '4.7.0', text: 'Error: too many errors' },
+  // A proxyProtocol listener is its load balancers' door (listener/proxy-gate.ts): permanent for a stranger.
+  proxy_untrusted: { code: 554, enhanced: '5.7.1', text: 'This port takes connections from its load balancers only' },
+  // 4.3.5 "system incorrectly configured" (RFC 3463): the load balancer in front sent no valid PROXY header.
+  proxy_invalid: { code: 421, enhanced: '4.3.5', text: 'Load balancer sent no valid PROXY protocol header, closing connection' },
   rate_limited: { code: 451, enhanced: '4.7.1', text: 'Rate limit reached, try again later' },
   internal: { code: 451, enhanced: '4.3.0', text: 'Local problem: message not accepted, try again later' },
   audit_failed: { code: 451, enhanced: '4.3.0', text: 'Cannot record the transaction; message not accepted, try again later' },
@@ -28,6 +32,14 @@ export const CLIENT_REPLIES = {
     enhanced: '4.3.0',
     text: 'Relayed, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
   },
+  audit_failed_after_queue: {
+    code: 451,
+    enhanced: '4.3.0',
+    text: 'Queued, but the audit trail could not record it; not confirmed, so a retry may deliver it twice',
+  },
+  // RFC 5321 §4.2.3 452 "insufficient system storage", RFC 3463 X.3.1 "mail system full".
+  spool_full: { code: 452, enhanced: '4.3.1', text: 'Insufficient system storage: mail queue full, try again later' },
+  spool_failed: { code: 451, enhanced: '4.3.0', text: 'Local problem: message could not be queued, try again later' },
   shutting_down: { code: 421, enhanced: '4.3.2', text: 'Service shutting down, try again later' },
   // 4.4.2 "bad connection" (RFC 3463), as for the idle timeout; the texts name the limit (client-deadlines.ts).
   command_too_slow: { code: 421, enhanced: '4.4.2', text: 'Timeout: command not received in time, closing connection' },
@@ -49,6 +61,8 @@ export const REPLY_CLASS: Partial<Record<keyof typeof CLIENT_REPLIES, ClientReje
   too_many_connections: 'too_many_connections',
   connection_rate: 'connection_rate',
   too_many_errors: 'too_many_errors',
+  proxy_untrusted: 'proxy_untrusted',
+  proxy_invalid: 'proxy_invalid',
   rate_limited: 'rate_limited',
   command_too_slow: 'client_too_slow',
   data_too_slow: 'client_too_slow',
@@ -73,6 +87,14 @@ export function wireText(reply: SmtpReply, id: string | null): string {
 /** An Error smtp-server turns into the reply: `responseCode` + message. */
 export function smtpError(reply: SmtpReply, id: string | null): Error & { responseCode: number } {
   return Object.assign(new Error(wireText(reply, id)), { responseCode: reply.code });
+}
+
+/**
+ * A message taken into the spool (docs/spool.md): the id it is queued as is the transaction's, so
+ * the app's log, the trail's records and `mailtrail queue` all name it alike.
+ */
+export function queuedReply(id: string): SmtpReply {
+  return { code: 250, enhanced: '2.0.0', text: `Ok: queued as ${id}` };
 }
 
 /** 451 4.7.1 naming the limit, so the app's log says which one and when to retry (docs/failures.md `rate_limited`). */

@@ -42,7 +42,7 @@ export function relayReply(verdict: Verdict, facts: UpstreamFacts, policy: Reply
   if (verdict.outcome === 'delivered' || verdict.outcome === 'partial') return relayedReply(facts.reply);
   if (failure === null) throw new Error(`verdict ${verdict.outcome} without a failure`);
   if (failure.class === 'unknown_outcome' && policy.unknownOutcomeReply.code === 250) return UNKNOWN_OUTCOME_ACCEPTED;
-  return RULE_REPLIES[failure.rule] ?? clientReplyFor(CLIENT_ANSWERS[failure.class], facts);
+  return RULE_REPLIES[failure.rule] ?? clientReplyFor(ruleAnswer(failure.rule) ?? CLIENT_ANSWERS[failure.class], facts);
 }
 
 /** 250 with the upstream's queue id when its reply names one: the app's log then joins the provider's. */
@@ -100,6 +100,49 @@ const CLIENT_ANSWERS: Readonly<Record<UpstreamFailureClass, ClientAnswer>> = {
   unsupported: { kind: 'pass-through', fallbackCode: 550 },
   internal: { kind: 'deferral', enhanced: '4.3.0', text: 'Local error in processing{detail}; try again later' },
 };
+
+/**
+ * No OAuth2 token for the upstream (classify/rules.ts, the identity-provider rules): the reply says the
+ * login failed at the identity provider, so the app's developer does not chase the SMTP upstream.
+ */
+const IDENTITY_PROVIDER_REFUSED: ClientAnswer = {
+  kind: 'deferral',
+  enhanced: '4.7.0',
+  text: 'Relay not authorised by upstream (identity provider refused the token request); try again later',
+};
+const RULE_ANSWERS: Readonly<Record<string, ClientAnswer>> = {
+  'identity-provider-dns': {
+    kind: 'deferral',
+    enhanced: '4.4.3',
+    text: 'Upstream login failed: identity provider host name could not be resolved{detail}; try again later',
+  },
+  'identity-provider-tls': {
+    kind: 'deferral',
+    enhanced: '4.7.5',
+    text: 'Upstream login failed: TLS with the identity provider failed{detail}; try again later',
+  },
+  'identity-provider-timeout': { kind: 'deferral', enhanced: '4.4.2', text: 'Upstream login failed: identity provider timed out; try again later' },
+  'identity-provider-unreachable': {
+    kind: 'deferral',
+    enhanced: '4.4.1',
+    text: 'Upstream login failed: identity provider unreachable{detail}; try again later',
+  },
+  'identity-provider-throttled': { kind: 'deferral', enhanced: '4.7.0', text: 'Upstream login failed: identity provider rate limit reached; try again later' },
+  'identity-provider-unavailable': { kind: 'deferral', enhanced: '4.3.0', text: 'Upstream login failed: identity provider unavailable; try again later' },
+  'identity-provider-bad-response': {
+    kind: 'deferral',
+    enhanced: '4.5.0',
+    text: 'Upstream login failed: identity provider sent no usable token; try again later',
+  },
+  'identity-provider-bad-client': IDENTITY_PROVIDER_REFUSED,
+  'identity-provider-grant-refused': IDENTITY_PROVIDER_REFUSED,
+  'identity-provider-not-authorised': IDENTITY_PROVIDER_REFUSED,
+  'identity-provider-refused': IDENTITY_PROVIDER_REFUSED,
+};
+
+function ruleAnswer(rule: string): ClientAnswer | null {
+  return Object.hasOwn(RULE_ANSWERS, rule) ? (RULE_ANSWERS[rule] ?? null) : null;
+}
 
 /** Words for the client reply's "(...)" detail. Codes only, never messages: those may carry secrets. */
 const TIMEOUT_WORDS: Readonly<Record<string, string>> = {

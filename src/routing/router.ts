@@ -3,6 +3,7 @@ import { isInfrastructureClass } from '../classify/failure-class.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { Logger } from '../logger.js';
 import { ConnectionPool } from '../upstream/connection-pool.js';
+import { upstreamLogin, type UpstreamLogin } from '../upstream/upstream-login.js';
 import type { BreakerState, UpstreamBreaker } from './circuit-breaker.js';
 import type { SendingRate, Slowdown } from './pacing.js';
 import { localUpstreamState, type UpstreamStateFactory } from './upstream-state.js';
@@ -47,6 +48,11 @@ export interface RouterOptions {
   readonly log: Logger;
   /** Where each upstream's rate, slow-down, breaker and leases live; default this process. */
   readonly state?: UpstreamStateFactory;
+  /**
+   * How each upstream logs in, by name (the composition root builds them: an OAuth2 login's token cache
+   * publishes on the bus); an upstream missing here gets the login its `auth` asks for.
+   */
+  readonly logins?: ReadonlyMap<string, UpstreamLogin | null>;
 }
 
 /**
@@ -68,7 +74,7 @@ export class Router {
 
   /**
    * Per upstream entry: its pool (credentials are the entry's, so entries never share connections),
-   * circuit breaker, sending rate and adaptive slow-down (this process's, or the fleet's: `state`);
+   * circuit breaker, sending rate and adaptive slow-down (this process's, or the fleet's: `state.redis`);
    * then the routes over them.
    */
   static build(options: RouterOptions): Router {
@@ -89,7 +95,12 @@ export class Router {
       });
       return {
         upstream,
-        pool: new ConnectionPool(upstream, options.hostname, state.leases),
+        pool: new ConnectionPool(
+          upstream,
+          options.hostname,
+          options.logins?.has(name) ? (options.logins.get(name) ?? null) : upstreamLogin(upstream),
+          state.leases,
+        ),
         breaker: state.breaker,
         limiter: state.limiter,
         throttle: state.throttle,

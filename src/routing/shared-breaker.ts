@@ -38,7 +38,7 @@ const TRIAL_MARGIN_MS = 5_000;
  * that takes the trial key (SET NX) tries, the others skip the upstream until the trial's outcome
  * closes or reopens the breaker everywhere. A passing health probe closes it for all as well.
  *
- * While Redis is unreachable each instance's breaker works alone, as without `state`; when Redis
+ * While Redis is unreachable each instance's breaker works alone, as without `state.redis`; when Redis
  * returns, an opening kept there is taken on.
  */
 export class SharedBreaker implements UpstreamBreaker {

@@ -1,8 +1,8 @@
-import type { UpstreamConfig } from '../config/types.js';
 import { classify } from '../classify/classify.js';
+import type { ConnectionPool } from '../upstream/connection-pool.js';
 import { Deadline, stopReason } from '../upstream/deadline.js';
 import { failureFacts } from '../upstream/upstream-attempt.js';
-import { UpstreamConnection, connectionOptions, type NodemailerError } from '../upstream/upstream-connection.js';
+import type { NodemailerError } from '../upstream/upstream-connection.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { ProbeResult, RoutingEvents } from './routing-events.js';
 
@@ -14,22 +14,20 @@ import type { Logger } from '../logger.js';
 import { ERR } from '../error-codes.js';
 
 /**
- * One probe: connect, greet, EHLO, STARTTLS and AUTH exactly as the relay's pool does (same
- * connection options, same credentials), then QUIT. No MAIL command is ever sent, so a probe cannot
- * deliver or count against a sending quota. A failure is classified by the relay's own classifier,
- * so a probe and a real message that fail the same way carry the same class.
+ * One probe: connect, greet, EHLO, STARTTLS and AUTH through the upstream's own pool (same connection
+ * options, same login: an OAuth2 upstream's probe fetches its token from the token cache the messages
+ * use, so /readyz and the alerts know of a refused client secret before the first message), then QUIT.
+ * No MAIL command is ever sent, so a probe cannot deliver or count against a sending quota. A failure
+ * is classified by the relay's own classifier, so a probe and a real message that fail the same way
+ * carry the same class.
  */
-export async function probeUpstream(
-  upstream: UpstreamConfig,
-  options: ReturnType<typeof connectionOptions>,
-  timeoutMs: number,
-  outer?: AbortSignal,
-): Promise<ProbeResult> {
+export async function probeUpstream(pool: ConnectionPool, timeoutMs: number, outer?: AbortSignal): Promise<ProbeResult> {
+  const upstream = pool.upstream;
   const started = performance.now();
   const stopped = outer ? Deadline.fromAbortSignal(outer) : null;
   const limit = Deadline.after(timeoutMs, () => stopReason(`Probe timed out after ${timeoutMs} ms`, 'ETIMEDOUT'), stopped);
   try {
-    const connection = await UpstreamConnection.open(options, upstream.auth, limit);
+    const connection = await pool.openUnpooled(limit);
     const tls = connection.tls();
     connection.quit();
     return { upstream: upstream.name, ok: true, class: null, time: new Date().toISOString(), ms: elapsed(started), reply: null, error: null, hint: null, tls };
@@ -63,8 +61,7 @@ function elapsed(since: number): number {
  * go to the bus only; readiness, metrics and alerts subscribe.
  */
 export class UpstreamProbes {
-  #upstreams: readonly UpstreamConfig[];
-  #ehloName: string;
+  #pools: readonly ConnectionPool[];
   #health: ProbeListener;
   #bus: EventPublisher<RoutingEvents>;
   #log: Logger;
@@ -73,9 +70,9 @@ export class UpstreamProbes {
   #stop = new AbortController();
   #lastOk = new Map<string, boolean>();
 
-  constructor(upstreams: readonly UpstreamConfig[], ehloName: string, health: ProbeListener, bus: EventPublisher<RoutingEvents>, log: Logger) {
-    this.#upstreams = upstreams.filter((u) => u.probe.enabled);
-    this.#ehloName = ehloName;
+  /** `pools`: every upstream's pool (router.ts); those whose `probe.enabled` is on are probed. */
+  constructor(pools: readonly ConnectionPool[], health: ProbeListener, bus: EventPublisher<RoutingEvents>, log: Logger) {
+    this.#pools = pools.filter((p) => p.upstream.probe.enabled);
     this.#health = health;
     this.#bus = bus;
     this.#log = log;
@@ -83,22 +80,12 @@ export class UpstreamProbes {
 
   /** Names of the upstreams that are probed. */
   get probed(): readonly string[] {
-    return this.#upstreams.map((u) => u.name);
+    return this.#pools.map((p) => p.upstream.name);
   }
 
   /** Starts every schedule with an immediate first probe. */
   start(): void {
-    for (const upstream of this.#upstreams) {
-      let options: ReturnType<typeof connectionOptions>;
-      try {
-        options = connectionOptions(upstream, this.#ehloName);
-      } catch (err) {
-        // An unreadable CA file: the pool fails the same way; say so once instead of every interval.
-        this.#log.error({ err, upstream: upstream.name }, 'upstream probe cannot start');
-        continue;
-      }
-      this.#schedule(upstream, options, 0);
-    }
+    for (const pool of this.#pools) this.#schedule(pool, 0);
   }
 
   /** Cancels the schedules and aborts probes in flight; resolves once they have settled. */
@@ -109,13 +96,13 @@ export class UpstreamProbes {
     await Promise.allSettled([...this.#running]);
   }
 
-  #schedule(upstream: UpstreamConfig, options: ReturnType<typeof connectionOptions>, delay: number): void {
+  #schedule(pool: ConnectionPool, delay: number): void {
     if (this.#stop.signal.aborted) return;
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
-      const run = this.#runOnce(upstream, options).finally(() => {
+      const run = this.#runOnce(pool).finally(() => {
         this.#running.delete(run);
-        this.#schedule(upstream, options, upstream.probe.interval);
+        this.#schedule(pool, pool.upstream.probe.interval);
       });
       this.#running.add(run);
     }, delay);
@@ -124,8 +111,8 @@ export class UpstreamProbes {
     this.#timers.add(timer);
   }
 
-  async #runOnce(upstream: UpstreamConfig, options: ReturnType<typeof connectionOptions>): Promise<void> {
-    const result = await probeUpstream(upstream, options, upstream.probe.timeout, this.#stop.signal);
+  async #runOnce(pool: ConnectionPool): Promise<void> {
+    const result = await probeUpstream(pool, pool.upstream.probe.timeout, this.#stop.signal);
     if (this.#stop.signal.aborted) return;
     this.#logChange(result);
     // The breaker first, then the observers: readiness and alerts see the probe with the breaker's new state.

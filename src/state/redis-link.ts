@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-import type { StateConfig } from '../config/types.js';
+import type { SharedStateConfig } from '../config/types.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { Logger } from '../logger.js';
 import type { SharedMode, SharedPart, SharedStateEvents, SharedStateStatus } from './state-events.js';
@@ -46,7 +46,7 @@ export class RedisLink {
   readonly instanceId: string;
   /** Unique to this process: lease and claim owners stay apart even when two instances share an id. */
   readonly owner: string;
-  readonly config: StateConfig;
+  readonly config: SharedStateConfig;
   readonly client: Redis;
   #events: EventPublisher<SharedStateEvents>;
   #log: Logger;
@@ -58,7 +58,7 @@ export class RedisLink {
   #checking: Promise<void> | null = null;
   #closed = false;
 
-  constructor(config: StateConfig, instanceId: string, events: EventPublisher<SharedStateEvents>, log: Logger) {
+  constructor(config: SharedStateConfig, instanceId: string, events: EventPublisher<SharedStateEvents>, log: Logger) {
     this.config = config;
     this.instanceId = instanceId;
     this.owner = `${instanceId}/${randomBytes(6).toString('hex')}`;

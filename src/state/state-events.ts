@@ -1,4 +1,4 @@
-/** The parts of mailtrail that keep their state in Redis when `state` is configured (docs/fleet.md). */
+/** The parts of mailtrail that keep their state in Redis when `state.redis` is set (docs/fleet.md). */
 export type SharedPart = 'egress_rate' | 'throttle' | 'leases' | 'breaker' | 'client_rate' | 'connection_rate' | 'auth_lockout' | 'duplicates' | 'alerts';
 
 /** `shared`: every shared part uses Redis. `degraded`: Redis cannot be reached; each part uses its local share. */

@@ -7,7 +7,7 @@
  * Colour only on a terminal, never when NO_COLOR is set (https://no-color.org); FORCE_COLOR forces it
  * (for pagers: `FORCE_COLOR=1 mailtrail tail | less -R`).
  */
-import type { AlertRecord, AuditRecord, CheckpointRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
+import type { AlertRecord, AuditRecord, CheckpointRecord, DeliveryRecord, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from '../audit/records.js';
 import { forTerminal, parsedForTerminal } from './terminal-text.js';
 
 export interface Style {
@@ -29,15 +29,22 @@ export function paint(style: Style, how: Paint, text: string): string {
   return style.color ? `\u001b[${SGR[how]}m${text}\u001b[0m` : text;
 }
 
-/** Green delivered; yellow deferred, partial, unknown; red rejected; dim aborted (the client left). */
+/**
+ * Green delivered; yellow deferred, partial, unknown; red rejected (and a spooled message bounced or
+ * expired); dim aborted (the client left); cyan queued (in the spool, its fate in later records).
+ */
 export function outcomeColor(outcome: string): Paint {
   switch (outcome) {
     case 'delivered':
       return 'green';
     case 'rejected':
+    case 'bounced':
+    case 'expired':
       return 'red';
     case 'aborted':
       return 'dim';
+    case 'queued':
+      return 'cyan';
     default:
       return 'yellow';
   }
@@ -100,7 +107,7 @@ export function formatPercent(ratio: number | null): string {
 }
 
 /** The upstreams tried, `primary›backup` when it failed over. */
-export function upstreamPath(r: RelayRecord): string {
+export function upstreamPath(r: Pick<RelayRecord, 'attempts' | 'upstream'>): string {
   const names: string[] = [];
   for (const a of r.attempts ?? []) if (names[names.length - 1] !== a.upstream) names.push(a.upstream);
   if (names.length === 0) return r.upstream?.name ?? '-';
@@ -108,7 +115,7 @@ export function upstreamPath(r: RelayRecord): string {
 }
 
 /** The upstream's deciding reply code, else the error that stood for it (ECONNREFUSED, ETIMEDOUT...). */
-export function upstreamResult(r: RelayRecord): string {
+export function upstreamResult(r: Pick<RelayRecord, 'upstreamReply' | 'failure'>): string {
   if (r.upstreamReply) return formatReplyCode(r.upstreamReply);
   const d = r.failure?.detail;
   return d?.cause ?? d?.timeoutType ?? d?.code ?? '-';
@@ -131,6 +138,10 @@ export function recordLine(parsed: AuditRecord, style: Style, json?: string): st
       return alertLine(record, style);
     case 'checkpoint':
       return checkpointLine(record, style);
+    case 'delivery':
+      return deliveryLine(record, style);
+    case 'spool':
+      return spoolLine(record, style);
     default:
       return otherLine(record, style);
   }
@@ -153,6 +164,34 @@ function relayLine(r: RelayRecord, style: Style): string {
     `${upstreamPath(r)} ${upstreamResult(r)}${queue}`,
     formatMs(r.timing?.totalMs),
     paint(style, 'dim', r.id) + flags,
+  ].join('  ');
+}
+
+/** time, "delivery" and its outcome, class, which attempt of which spooled message, upstream(s) and result, what next, id. */
+function deliveryLine(r: DeliveryRecord, style: Style): string {
+  const next = r.next ? `next ${r.next.action}${r.next.at ? ` at ${formatTime(r.next.at)}` : ''}` : '-';
+  const flags = r.duplicateRisk ? ' ' + paint(style, 'yellow', 'dup-risk') : '';
+  return [
+    paint(style, 'dim', formatTime(r.time)),
+    paint(style, outcomeColor(r.outcome), `↳ ${r.outcome}`.padEnd(OUTCOME_WIDTH)),
+    (r.failure?.class ?? '-').padEnd(CLASS_WIDTH),
+    `attempt ${r.attempt} of ${r.spoolId} → ${recipientSummary(r.rcpt)}`,
+    `${upstreamPath(r)} ${upstreamResult(r)}${r.upstream?.queueId ? ` q=${r.upstream.queueId}` : ''}`,
+    next,
+    formatMs(r.timing?.totalMs),
+    paint(style, 'dim', r.id) + flags,
+  ].join('  ');
+}
+
+/** time, "spool" and the event, the message (or upstream), why, who, the DSN queued, id. */
+function spoolLine(r: SpoolRecord, style: Style): string {
+  const by = r.by ? `by ${r.by.user ?? '?'} (${r.by.channel}${r.by.address ? ` ${r.by.address}` : ''})` : '';
+  return [
+    paint(style, 'dim', formatTime(r.time)),
+    paint(style, outcomeColor(r.event), `◆ ${r.event}`.padEnd(OUTCOME_WIDTH)),
+    (r.spoolId ?? r.upstream ?? '-').padEnd(CLASS_WIDTH),
+    [r.reason, by, r.dsn ? `dsn ${r.dsn.id}` : ''].filter(Boolean).join('  ') || '-',
+    paint(style, 'dim', r.id),
   ].join('  ');
 }
 

@@ -4,7 +4,7 @@
  * what the client was told, timings, duplicate links), refusals and sessions on one line. The story's
  * text is escaped for the terminal first (terminal-text.ts).
  */
-import type { RelayRecord } from '../audit/records.js';
+import type { AuditRecord, DeliveryRecord, RelayRecord, SpoolRecord } from '../audit/records.js';
 import { formatAddress, formatBytes, formatMs, formatReply, formatTime, outcomeColor, paint, recordLine, type Style } from './format.js';
 import type { TrailEntry } from './trail-reader.js';
 
@@ -23,6 +23,7 @@ export interface Story {
   readonly privacyNote: string | null;
 }
 import { forTerminal } from './terminal-text.js';
+import { instanceOf } from './trail-instances.js';
 
 export function renderStory(raw: Story, style: Style): string[] {
   const story = forTerminal(raw);
@@ -31,19 +32,28 @@ export function renderStory(raw: Story, style: Style): string[] {
   if (entries.length === 0) return out;
   const first = (entries[0]!.record as { time?: string }).time;
   const last = (entries[entries.length - 1]!.record as { time?: string }).time;
-  out.push(paint(style, 'bold', `lookup ${story.key} (${story.kind}): ${entries.length} record(s), ${formatTime(first)} → ${formatTime(last)}`));
+  // The trails of several instances: one story across them, each record saying whose it is.
+  const instances = [...new Set(entries.map((e) => instanceOf(e.record) ?? '-'))];
+  const across = instances.length > 1 ? ` across ${instances.length} instances (${instances.join(', ')})` : '';
+  out.push(paint(style, 'bold', `lookup ${story.key} (${story.kind}): ${entries.length} record(s)${across}, ${formatTime(first)} → ${formatTime(last)}`));
   if (story.privacyNote) out.push(paint(style, 'dim', `  note: ${story.privacyNote}`));
   const relays = entries.map((e) => e.record).filter((r): r is RelayRecord => r.type === 'relay');
   const verdict = verdictLine(relays, story.dropped, style);
   if (verdict) out.push(verdict);
+  const spooled = spoolLine(
+    entries.map((e) => e.record),
+    style,
+  );
+  if (spooled) out.push(spooled);
   if (story.dropped > 0) out.push(paint(style, 'yellow', `  ${story.dropped} earlier record(s) not shown (--limit)`));
   if (!story.expanded && story.direct > 1 && relays.length > 0 && story.direct > 100) {
     out.push(paint(style, 'dim', `  ${story.direct} records name it directly; related records (sessions, refusals) are not added for so many`));
   }
   for (const e of entries) {
     out.push('');
-    if (e.record.type === 'relay') out.push(...relayStory(e.record, style, `${e.file}:${e.line}`));
-    else out.push(`${recordLine(e.record, style)}  ${paint(style, 'dim', `${e.file}:${e.line}`)}`);
+    const where = `${across ? `${instanceOf(e.record) ?? '-'}  ` : ''}${e.file}:${e.line}`;
+    if (e.record.type === 'relay') out.push(...relayStory(e.record, style, where));
+    else out.push(`${recordLine(e.record, style)}  ${paint(style, 'dim', where)}`);
   }
   return out;
 }
@@ -57,6 +67,18 @@ function verdictLine(relays: readonly RelayRecord[], dropped: number, style: Sty
   const shown = dropped > 0 ? ' shown here' : '';
   const earlier = relays.length > 1 ? `, after ${relays.length - 1} earlier transaction(s)${shown}: ${outcomeList(relays.slice(0, -1))}` : '';
   return `  latest outcome: ${paint(style, outcomeColor(latest.outcome), latest.outcome)} at ${formatTime(latest.time)}${where}${earlier}`;
+}
+
+/** Where a spooled message stands: its delivery attempts and its end, when the story has them. */
+function spoolLine(records: readonly AuditRecord[], style: Style): string | null {
+  const deliveries = records.filter((r): r is DeliveryRecord => r.type === 'delivery');
+  const events = records.filter((r): r is SpoolRecord => r.type === 'spool' && r.spoolId !== null);
+  if (deliveries.length === 0 && events.length === 0) return null;
+  const last = deliveries.at(-1);
+  const tries = last ? `${deliveries.length} delivery attempt(s), the last ${paint(style, outcomeColor(last.outcome), last.outcome)}` : 'no delivery attempt';
+  const end = events.findLast((e) => ['delivered', 'bounced', 'expired', 'deleted'].includes(e.event));
+  const state = end ? `ended ${paint(style, outcomeColor(end.event), end.event)} at ${formatTime(end.time)}` : 'still in the spool';
+  return `  spool: ${tries}; ${state}`;
 }
 
 /** `deferred, unknown` for a few, `950 delivered, 49 deferred` for many. */

@@ -3,8 +3,10 @@
  * a message, every record that mentions it, in time order.
  *
  * Two passes over the files. The first finds the records that name the key (a record id or
- * `duplicateOf`, the Message-ID, the upstream queue id, a connection id, MAIL FROM or a recipient).
- * The second adds what belongs to the same story: the client's retries and duplicates (same
+ * `duplicateOf`, the Message-ID, the upstream queue id, a connection id, MAIL FROM or a recipient,
+ * the `spoolId` of a spooled message's delivery and spool records).
+ * The second adds what belongs to the same story: a spooled message's deliveries and end (its
+ * `spoolId` is the accepting transaction's id), the client's retries and duplicates (same
  * Message-ID or SHA-256, or linked by `duplicateOf`), the refusals earlier in the same transaction
  * (same connection, same transaction number, same sender), and the connection's `session` record.
  * Standard input can be read once: from `-` only the direct matches are shown.
@@ -167,6 +169,10 @@ function mentions(r: AuditRecord, needles: ReadonlySet<string>): boolean {
       return has(r.session?.id) || has(r.from) || has(r.to);
     case 'session':
       return has(r.session?.id);
+    case 'delivery':
+      return has(r.spoolId) || has(r.upstream?.queueId) || (r.rcpt ?? []).some((x) => has(x.to));
+    case 'spool':
+      return has(r.spoolId);
     default:
       return false;
   }
@@ -225,6 +231,10 @@ class RelatedKeys {
         this.#written.add(r.message.sha256);
       }
       this.learnTransaction(r);
+    } else if ((r.type === 'delivery' || r.type === 'spool') && r.spoolId) {
+      // The accepting transaction, and through it the message's other deliveries and its end.
+      this.#ids.add(normalize(r.spoolId));
+      this.#written.add(r.spoolId);
     } else if ((r.type === 'reject' || r.type === 'session') && r.session?.id) {
       this.#sessions.add(r.session.id);
       this.#written.add(r.session.id);
@@ -266,6 +276,10 @@ class RelatedKeys {
       }
       case 'session':
         return !!r.session && this.#sessions.has(r.session.id);
+      case 'delivery':
+      case 'spool':
+        // A spooled message's later records name the accepting transaction's id (docs/spool.md).
+        return this.#ids.has(normalize(r.id)) || (typeof r.spoolId === 'string' && this.#ids.has(normalize(r.spoolId)));
       default:
         return typeof r.id === 'string' && this.#ids.has(normalize(r.id));
     }
@@ -279,7 +293,7 @@ class RelatedKeys {
   prefilter(): BytePrefilter {
     if (this.#written.size <= MAX_LITERAL_KEYS && [...this.#written].every(isLiteral)) return containsExact([...this.#written]);
     const keys = new Set<string>([...this.#ids, ...this.#messageIds, ...this.#hashes, ...[...this.#sessions].map(normalize)]);
-    return memberValueIn(['id', 'duplicateOf', 'messageId', 'sha256'], keys, normalize);
+    return memberValueIn(['id', 'duplicateOf', 'messageId', 'sha256', 'spoolId'], keys, normalize);
   }
 }
 

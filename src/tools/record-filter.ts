@@ -6,7 +6,7 @@
 import type { AuditRecord } from '../audit/records.js';
 
 export interface RecordFilter {
-  /** Failed relay records (any outcome but delivered) and reject records. */
+  /** Failed relay and delivery records (any outcome but delivered, and queued: not failed yet) and reject records. */
   readonly failures: boolean;
   /** Relay outcomes; `refused` selects reject records. */
   readonly outcomes: ReadonlySet<string> | null;
@@ -37,10 +37,20 @@ export function isEmptyFilter(f: RecordFilter): boolean {
 export function matchesFilter(record: AuditRecord, f: RecordFilter): boolean {
   switch (record.type) {
     case 'relay': {
-      if (f.failures && record.outcome === 'delivered') return false;
+      if (f.failures && (record.outcome === 'delivered' || record.outcome === 'queued')) return false;
       if (f.outcomes && !f.outcomes.has(record.outcome)) return false;
       if (f.classes && !(record.failure && f.classes.has(record.failure.class))) return false;
       if (f.from && !containsAny(record.from, f.from)) return false;
+      if (f.to && !(record.rcpt ?? []).some((r) => containsAny(r.to, f.to!))) return false;
+      if (f.upstreams && !usedUpstream(record, f.upstreams)) return false;
+      return true;
+    }
+    case 'delivery': {
+      // A delivery from the spool: filtered like a relay record, but it names no sender.
+      if (f.failures && record.outcome === 'delivered') return false;
+      if (f.outcomes && !f.outcomes.has(record.outcome)) return false;
+      if (f.classes && !(record.failure && f.classes.has(record.failure.class))) return false;
+      if (f.from) return false;
       if (f.to && !(record.rcpt ?? []).some((r) => containsAny(r.to, f.to!))) return false;
       if (f.upstreams && !usedUpstream(record, f.upstreams)) return false;
       return true;
@@ -71,7 +81,7 @@ function containsAny(address: string | null | undefined, needles: readonly strin
   return needles.some((n) => a.includes(n));
 }
 
-function usedUpstream(r: Extract<AuditRecord, { type: 'relay' }>, names: ReadonlySet<string>): boolean {
+function usedUpstream(r: Extract<AuditRecord, { type: 'relay' | 'delivery' }>, names: ReadonlySet<string>): boolean {
   if (r.upstream && names.has(r.upstream.name)) return true;
   return (r.attempts ?? []).some((a) => names.has(a.upstream));
 }

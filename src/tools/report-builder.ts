@@ -11,7 +11,9 @@
  * - traffic per hour: one row per hour that has records (bounded by the time span, not the volume).
  *
  * Definitions (docs: README "Reading the trail"):
- * - success rate = delivered ÷ relay records (partial is not a success: some recipients were refused);
+ * - success rate = delivered ÷ relay records, leaving out those `queued` into the spool (their fate is
+ *   in later `delivery` and `spool` records, counted under "spool"); partial is not a success: some
+ *   recipients were refused;
  * - who decided a relay record: an upstream when at least one was actually tried (its reply, or its
  *   failure: refused connection, timeout...), mailtrail when none was (no upstream: a message over
  *   limits.maxMessageSize, a trail it could not write, the client gone mid-DATA; or every upstream of
@@ -25,18 +27,20 @@
  * - `--by upstream` groups relay records by the upstream that decided, and those mailtrail decided
  *   (with the reject records) under "(no upstream tried)".
  */
-import type { AlertRecord, AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../audit/records.js';
-import type { Outcome } from '../classify/failure-class.js';
+import { instanceOf } from './trail-instances.js';
+import type { AlertRecord, AuditRecord, DeliveryRecord, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from '../audit/records.js';
+import { RELAY_OUTCOMES, type DeliveryOutcome, type RelayOutcome } from '../classify/failure-class.js';
 import { errorFingerprint, errorReply } from '../observe/error-fingerprint.js';
 import { LogHistogram, QUANTILE_RELATIVE_ERROR, type QuantileSummary } from './quantiles.js';
 import { SpaceSaving, type TopEntry } from './top-k.js';
 import { inRange, type TimeRange } from './time-range.js';
 import { ERR } from '../error-codes.js';
 
-export const GROUP_BY = ['upstream', 'sender-domain', 'recipient-domain', 'client', 'user'] as const;
+export const GROUP_BY = ['upstream', 'sender-domain', 'recipient-domain', 'client', 'user', 'instance'] as const;
 export type GroupBy = (typeof GROUP_BY)[number];
 
-export const OUTCOMES: readonly Outcome[] = ['delivered', 'partial', 'deferred', 'rejected', 'unknown', 'aborted'];
+export const OUTCOMES: readonly RelayOutcome[] = RELAY_OUTCOMES;
+export const DELIVERY_OUTCOMES: readonly DeliveryOutcome[] = ['delivered', 'partial', 'deferred', 'rejected', 'unknown'];
 
 /** Distinct keys counted exactly in error groups and `--by` groups; later new keys go to "other". */
 export const MAX_GROUPS = 10_000;
@@ -60,7 +64,7 @@ export interface ReportOptions {
   readonly top: number;
 }
 
-export type OutcomeCounts = Record<Outcome, number>;
+export type OutcomeCounts = Record<RelayOutcome, number>;
 
 export interface ErrorGroup {
   readonly key: string;
@@ -92,6 +96,8 @@ export interface HourRow {
   readonly hour: string;
   readonly relay: number;
   readonly delivered: number;
+  /** Relay records taken into the spool. */
+  readonly queued: number;
   /** Relay records with any other outcome. */
   readonly failed: number;
   readonly rejects: number;
@@ -128,6 +134,8 @@ export interface Report {
     readonly session: number;
     readonly alert: number;
     readonly checkpoint: number;
+    readonly delivery: number;
+    readonly spool: number;
     readonly other: number;
   };
   readonly outcomes: OutcomeCounts;
@@ -145,7 +153,9 @@ export interface Report {
   };
   readonly failureClasses: Record<string, number>;
   readonly rejectClasses: Record<string, number>;
-  readonly recipients: { readonly accepted: number; readonly rejected: number; readonly deferred: number; readonly unknown: number };
+  readonly recipients: { readonly accepted: number; readonly rejected: number; readonly deferred: number; readonly unknown: number; readonly queued: number };
+  /** Messages taken into the spool: delivery attempts by outcome, and ends and changes by event. */
+  readonly spool: { readonly deliveries: Record<DeliveryOutcome, number>; readonly events: Record<string, number> };
   readonly duplicateRisk: number;
   readonly duplicateOf: number;
   readonly failovers: number;
@@ -184,6 +194,14 @@ interface MutableErrorGroup {
   decidedBy: Record<Decider, number>;
 }
 
+interface HourCounts {
+  relay: number;
+  delivered: number;
+  queued: number;
+  failed: number;
+  rejects: number;
+}
+
 interface Latency {
   total: LogHistogram;
   connect: LogHistogram;
@@ -194,14 +212,16 @@ export class ReportBuilder {
   readonly #opts: ReportOptions;
   #first: string | null = null;
   #last: string | null = null;
-  #records = { relay: 0, reject: 0, session: 0, alert: 0, checkpoint: 0, other: 0 };
+  #records = { relay: 0, reject: 0, session: 0, alert: 0, checkpoint: 0, delivery: 0, spool: 0, other: 0 };
   #outcomes = zeroOutcomes();
   #decided: Record<Decider, MutableDecided> = { upstream: zeroDecided(), mailtrail: zeroDecided() };
   #failureClasses = new Map<string, number>();
   #rejectClasses = new Map<string, number>();
   /** Refusals: each reject record's `count`, plus those a session record counts without a record. */
   #refusals = 0;
-  #recipients = { accepted: 0, rejected: 0, deferred: 0, unknown: 0 };
+  #recipients = { accepted: 0, rejected: 0, deferred: 0, unknown: 0, queued: 0 };
+  #deliveries: Record<DeliveryOutcome, number> = { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0 };
+  #spoolEvents = new Map<string, number>();
   #duplicateRisk = 0;
   #duplicateOf = 0;
   #failovers = 0;
@@ -212,7 +232,7 @@ export class ReportBuilder {
   #errorsOther = 0;
   #latency = new Map<string, Latency>();
   #latencyOther = 0;
-  #hours = new Map<string, { relay: number; delivered: number; failed: number; rejects: number }>();
+  #hours = new Map<string, HourCounts>();
   #senderDomains = new SpaceSaving(DOMAIN_CAPACITY);
   #recipientDomains = new SpaceSaving(DOMAIN_CAPACITY);
   #groups = new Map<string, MutableGroup>();
@@ -239,6 +259,10 @@ export class ReportBuilder {
         return this.#session(record);
       case 'alert':
         return this.#alert(record);
+      case 'delivery':
+        return this.#delivery(record);
+      case 'spool':
+        return this.#spool(record);
       default:
         if ((record as { type: string }).type === 'checkpoint') this.#records.checkpoint += 1;
         else this.#records.other += 1;
@@ -276,6 +300,7 @@ export class ReportBuilder {
     if (hour) {
       hour.relay += 1;
       if (outcome === 'delivered') hour.delivered += 1;
+      else if (outcome === 'queued') hour.queued += 1;
       else hour.failed += 1;
     }
     if (this.#opts.by)
@@ -285,6 +310,16 @@ export class ReportBuilder {
           if (outcome in g.outcomes) g.outcomes[outcome] += 1;
           if (decider === 'mailtrail') g.byMailtrail += 1;
         });
+  }
+
+  #delivery(r: DeliveryRecord): void {
+    this.#records.delivery += 1;
+    if (r.outcome in this.#deliveries) this.#deliveries[r.outcome] += 1;
+  }
+
+  #spool(r: SpoolRecord): void {
+    this.#records.spool += 1;
+    increment(this.#spoolEvents, String(r.event));
   }
 
   #reject(r: RejectRecord): void {
@@ -364,12 +399,12 @@ export class ReportBuilder {
     l.data.add(r.timing.dataMs);
   }
 
-  #hour(time: string): { relay: number; delivered: number; failed: number; rejects: number } | null {
+  #hour(time: string): HourCounts | null {
     if (typeof time !== 'string' || time.length < 13) return null;
     const key = time.slice(0, 13);
     let h = this.#hours.get(key);
     if (!h) {
-      h = { relay: 0, delivered: 0, failed: 0, rejects: 0 };
+      h = { relay: 0, delivered: 0, queued: 0, failed: 0, rejects: 0 };
       this.#hours.set(key, h);
     }
     return h;
@@ -395,7 +430,7 @@ export class ReportBuilder {
       range: { since: this.#opts.range.since, until: this.#opts.range.until, first: this.#first, last: this.#last },
       records: { ...this.#records },
       outcomes: { ...this.#outcomes },
-      successRate: rate(this.#outcomes.delivered, relay),
+      successRate: successRate(this.#outcomes, relay),
       deferrals: this.#outcomes.deferred,
       decidedBy: { upstream: decidedCounts(this.#decided.upstream), mailtrail: decidedCounts(this.#decided.mailtrail) },
       rejections: {
@@ -406,6 +441,7 @@ export class ReportBuilder {
       failureClasses: sortedCounts(this.#failureClasses),
       rejectClasses: sortedCounts(this.#rejectClasses),
       recipients: { ...this.#recipients },
+      spool: { deliveries: { ...this.#deliveries }, events: sortedCounts(this.#spoolEvents) },
       duplicateRisk: this.#duplicateRisk,
       duplicateOf: this.#duplicateOf,
       failovers: this.#failovers,
@@ -475,11 +511,13 @@ export function relayKeys(r: RelayRecord, by: GroupBy): string[] {
       return [r.client?.ip ?? NONE];
     case 'user':
       return [r.client?.user ?? NONE];
+    case 'instance':
+      return [instanceOf(r) ?? NONE];
   }
 }
 
 /** What grouping and the hourly counts need of a refusal: a reject record, or a session record's summary. */
-type RefusalFacts = Pick<RejectRecord, 'time' | 'client' | 'from' | 'to'>;
+type RefusalFacts = Pick<RejectRecord, 'time' | 'client' | 'from' | 'to'> & { readonly instance?: string };
 
 /** The `--by` key of a refusal (no upstream was involved: NO_UPSTREAM by upstream). */
 export function rejectKey(r: RefusalFacts, by: GroupBy): string {
@@ -494,7 +532,14 @@ export function rejectKey(r: RefusalFacts, by: GroupBy): string {
       return r.client?.ip ?? NONE;
     case 'user':
       return r.client?.user ?? NONE;
+    case 'instance':
+      return r.instance ?? NONE;
   }
+}
+
+/** Delivered of the relay records that decided the message's fate (not `queued`: that is decided later). */
+function successRate(outcomes: OutcomeCounts, relay: number): number | null {
+  return rate(outcomes.delivered, relay - outcomes.queued);
 }
 
 /** Ratio rounded to 4 decimals (97.12%), null when there is nothing to divide. */
@@ -503,7 +548,7 @@ export function rate(part: number, whole: number): number | null {
 }
 
 function zeroOutcomes(): OutcomeCounts {
-  return { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 };
+  return { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, queued: 0 };
 }
 
 function zeroGroup(): MutableGroup {
@@ -527,7 +572,7 @@ function sortedCounts(map: Map<string, number>): Record<string, number> {
 }
 
 function groupRow(key: string, g: MutableGroup): GroupRow {
-  return { key, relay: g.relay, outcomes: { ...g.outcomes }, successRate: rate(g.outcomes.delivered, g.relay), byMailtrail: g.byMailtrail, rejects: g.rejects };
+  return { key, relay: g.relay, outcomes: { ...g.outcomes }, successRate: successRate(g.outcomes, g.relay), byMailtrail: g.byMailtrail, rejects: g.rejects };
 }
 
 function domainList(s: SpaceSaving, n: number): DomainList {

@@ -5,7 +5,7 @@
  * verdicts (report-builder.ts, "who decided"). The report's text is escaped for the terminal first.
  */
 import { formatBytes, formatCount, formatPercent, formatTime, paint, type Style } from './format.js';
-import { OUTCOMES, type ErrorGroup, type GroupRow, type Report } from './report-builder.js';
+import { DELIVERY_OUTCOMES, OUTCOMES, type ErrorGroup, type GroupRow, type Report } from './report-builder.js';
 import { forTerminal } from './terminal-text.js';
 
 /** Rows of error groups and `--by` groups shown in text (the JSON has them all). */
@@ -27,11 +27,13 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   const relay = r.records.relay;
   out.push(row('relayed (reached DATA)', relay));
   for (const o of OUTCOMES) out.push(row(`  ${o}`, r.outcomes[o], share(r.outcomes[o], relay)));
-  out.push(row('success rate', null, `${formatPercent(r.successRate)} (delivered ÷ relayed)`));
+  out.push(row('success rate', null, `${formatPercent(r.successRate)} (delivered ÷ relayed, queued left out: see Spool)`));
   const up = r.decidedBy.upstream;
   const own = r.decidedBy.mailtrail;
   out.push(row('decided by an upstream', up.relay, 'an upstream was tried: its reply, or its failure'));
-  out.push(row('decided by mailtrail', own.relay, 'no upstream tried: too large, trail not writable, every upstream skipped, client gone'));
+  out.push(
+    row('decided by mailtrail', own.relay, 'no upstream tried: queued into the spool, too large, trail not writable, every upstream skipped, client gone'),
+  );
   out.push(
     row(
       'deferrals',
@@ -45,8 +47,8 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   out.push(
     row(
       'recipients',
-      r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown,
-      `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown`,
+      r.recipients.accepted + r.recipients.rejected + r.recipients.deferred + r.recipients.unknown + r.recipients.queued,
+      `${formatCount(r.recipients.accepted)} accepted, ${formatCount(r.recipients.rejected)} rejected, ${formatCount(r.recipients.deferred)} deferred, ${formatCount(r.recipients.unknown)} unknown${r.recipients.queued > 0 ? `, ${formatCount(r.recipients.queued)} queued` : ''}`,
     ),
   );
   out.push(row('failovers', r.failovers, 'more than one upstream tried or skipped (failure, open breaker, pacing)'));
@@ -54,6 +56,30 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   out.push(row('bytes', null, `${formatBytes(r.bytes.received)} received, ${formatBytes(r.bytes.delivered)} delivered`));
   out.push(row('sessions', r.sessions.count));
   if (r.records.alert > 0) out.push(row('alerts', r.records.alert, `${r.alerts.fired} fired, ${r.alerts.resolved} resolved`));
+
+  if (r.outcomes.queued + r.records.delivery + r.records.spool > 0) {
+    h('Spool');
+    out.push(row('queued', r.outcomes.queued, 'relay records of messages taken into the spool (client told 250 queued)'));
+    const d = r.spool.deliveries;
+    out.push(
+      row(
+        'delivery attempts',
+        r.records.delivery,
+        DELIVERY_OUTCOMES.filter((o) => d[o] > 0)
+          .map((o) => `${formatCount(d[o])} ${o}`)
+          .join(', '),
+      ),
+    );
+    out.push(
+      row(
+        'spool events',
+        r.records.spool,
+        Object.entries(r.spool.events)
+          .map(([e, n]) => `${formatCount(n)} ${e}`)
+          .join(', '),
+      ),
+    );
+  }
 
   h('Failure classes decided by an upstream (relay records)');
   out.push(...counts(up.failureClasses, relay));
@@ -82,11 +108,13 @@ export function renderReport(report: Report, fileNames: readonly string[], style
 
   const perDay = r.perHour.length > MAX_HOUR_ROWS;
   h(perDay ? 'Traffic per day (UTC)' : 'Traffic per hour (UTC)');
-  out.push(`  ${(perDay ? 'day' : 'hour').padEnd(16)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'failed'.padStart(9)} ${'refused'.padStart(9)}`);
+  out.push(
+    `  ${(perDay ? 'day' : 'hour').padEnd(16)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'queued'.padStart(9)} ${'failed'.padStart(9)} ${'refused'.padStart(9)}`,
+  );
   for (const t of perDay ? byDay(r.perHour) : r.perHour) {
     const label = perDay ? t.hour : `${t.hour.replace('T', ' ')}:00`;
     out.push(
-      `  ${label.padEnd(16)} ${formatCount(t.relay).padStart(9)} ${formatCount(t.delivered).padStart(10)} ${formatCount(t.failed).padStart(9)} ${formatCount(t.rejects).padStart(9)}`,
+      `  ${label.padEnd(16)} ${formatCount(t.relay).padStart(9)} ${formatCount(t.delivered).padStart(10)} ${formatCount(t.queued).padStart(9)} ${formatCount(t.failed).padStart(9)} ${formatCount(t.rejects).padStart(9)}`,
     );
   }
 
@@ -98,7 +126,7 @@ export function renderReport(report: Report, fileNames: readonly string[], style
   if (r.by) {
     h(`By ${r.by.key}`);
     out.push(
-      `  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'success'.padStart(8)} ${'not tried'.padStart(10)} ${'refused'.padStart(8)}`,
+      `  ${r.by.key.padEnd(28)} ${'relayed'.padStart(9)} ${'delivered'.padStart(10)} ${'partial'.padStart(8)} ${'deferred'.padStart(9)} ${'rejected'.padStart(9)} ${'unknown'.padStart(8)} ${'aborted'.padStart(8)} ${'queued'.padStart(8)} ${'success'.padStart(8)} ${'not tried'.padStart(10)} ${'refused'.padStart(8)}`,
     );
     for (const g of r.by.groups.slice(0, TEXT_ROWS)) out.push(groupLine(g));
     more(out, r.by.groups.length, 'groups');
@@ -143,7 +171,7 @@ function more(out: string[], n: number, what: string): void {
 function groupLine(g: GroupRow): string {
   const o = g.outcomes;
   const n = (v: number, w: number): string => formatCount(v).padStart(w);
-  return `  ${g.key.padEnd(28)} ${n(g.relay, 9)} ${n(o.delivered, 10)} ${n(o.partial, 8)} ${n(o.deferred, 9)} ${n(o.rejected, 9)} ${n(o.unknown, 8)} ${n(o.aborted, 8)} ${formatPercent(g.successRate).padStart(8)} ${n(g.byMailtrail, 10)} ${n(g.rejects, 8)}`;
+  return `  ${g.key.padEnd(28)} ${n(g.relay, 9)} ${n(o.delivered, 10)} ${n(o.partial, 8)} ${n(o.deferred, 9)} ${n(o.rejected, 9)} ${n(o.unknown, 8)} ${n(o.aborted, 8)} ${n(o.queued, 8)} ${formatPercent(g.successRate).padStart(8)} ${n(g.byMailtrail, 10)} ${n(g.rejects, 8)}`;
 }
 
 /** Where an error group's failures were decided: the upstream, or mailtrail without trying it. */
@@ -154,12 +182,13 @@ function decidedIn(g: ErrorGroup): string {
 }
 
 function byDay(hours: Report['perHour']): Report['perHour'] {
-  const days = new Map<string, { relay: number; delivered: number; failed: number; rejects: number }>();
+  const days = new Map<string, { relay: number; delivered: number; queued: number; failed: number; rejects: number }>();
   for (const h of hours) {
     const day = h.hour.slice(0, 10);
-    const d = days.get(day) ?? { relay: 0, delivered: 0, failed: 0, rejects: 0 };
+    const d = days.get(day) ?? { relay: 0, delivered: 0, queued: 0, failed: 0, rejects: 0 };
     d.relay += h.relay;
     d.delivered += h.delivered;
+    d.queued += h.queued;
     d.failed += h.failed;
     d.rejects += h.rejects;
     days.set(day, d);

@@ -23,7 +23,7 @@ upstream, traffic per hour, top domains. FILE: the configured audit file and its
   --since WHEN        only records from then on: a duration back from now (30m, 1h, 2d, 1w)
                       or a UTC time (2026-11-25, 2026-11-25T10:00)
   --until WHEN        only records before then (same forms)
-  --by KEY            totals per upstream, sender-domain, recipient-domain, client or user
+  --by KEY            totals per upstream, sender-domain, recipient-domain, client, user or instance
   --top N             rows in the top-domain lists (default 10)
   --json              the figures as one JSON object
   -c, --config FILE   configuration that names the audit file (default: MAILTRAIL_CONFIG, else ./data/audit.log)`;

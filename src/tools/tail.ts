@@ -10,24 +10,26 @@ import { existsSync } from 'node:fs';
 import type { AuditRecord } from '../audit/records.js';
 import { followFile } from './follow.js';
 import { missedRecords } from './rotation-gap.js';
-import { colorWanted, recordLine, type Style } from './format.js';
+import { colorWanted, paint, recordLine, type Style } from './format.js';
 import { matchesFilter, listValue, type RecordFilter } from './record-filter.js';
 import { addressNeedles, privacyFrom, type LookupPrivacy } from './address-forms.js';
 import { configuredTrail, toolConfig, withRotated } from './trail-files.js';
 import { isGzipFile, lastLines, parseRecord, ReadProblems, readTrail, STDIN } from './trail-reader.js';
 import { LineOutput, UsageError, complain, type ToolIo } from './tool-io.js';
 import { parseCommandArgs } from './command-args.js';
-import { jsonForTerminal } from './terminal-text.js';
+import { jsonForTerminal, terminalText } from './terminal-text.js';
+import { instanceOf, mergeByTime } from './trail-instances.js';
 
-export const TAIL_USAGE = `Usage: mailtrail tail [FILE] [options]
+export const TAIL_USAGE = `Usage: mailtrail tail [FILE...] [options]
 
 Shows the last records of the trail, one line each (FILE: the configured audit file; "-" = stdin;
-gzip files are read as they are).
+gzip files are read as they are). Several files (the trails of several instances, a/audit.log*
+b/audit.log*): their records merged by time, each line starting with its instance.
 
   -f, --follow        keep printing new records; follows the file across rotation (like tail -F)
   -n, --lines N|all   how many records to show first (default 10; "all" = the whole file)
   --failures          only failed relay records (not delivered) and refusals
-  --outcome LIST      delivered, partial, deferred, rejected, unknown, aborted; "refused" = refusals
+  --outcome LIST      delivered, partial, deferred, rejected, unknown, aborted, queued; "refused" = refusals
   --class LIST        failure class (throttled, connect, relay_denied...)
   --from TEXT         MAIL FROM contains TEXT (an address, a domain "@example.com"...)
   --to TEXT           a recipient contains TEXT
@@ -55,6 +57,8 @@ const DEFAULT_LINES = 10;
 
 interface TailPlan {
   readonly file: string;
+  /** Several files named: merged by time (trail-instances.ts); `file` is the first. */
+  readonly files: readonly string[];
   readonly follow: boolean;
   /** Records shown before following; null = all. */
   readonly count: number | null;
@@ -75,6 +79,13 @@ export async function tailCommand(args: readonly string[], io: ToolIo): Promise<
   }
   const out = new LineOutput(io.stdout);
   const problems = new ReadProblems();
+  if (plan.files.length > 1) {
+    for (const line of await lastMerged(plan, problems, io)) await out.line(line);
+    await out.flush();
+    const summary = problems.summary();
+    if (summary) complain(io, 'tail', summary);
+    return 0;
+  }
   const followFrom = await showExisting(plan, out, problems, io);
   await out.flush();
   const summary = problems.summary();
@@ -87,7 +98,8 @@ export async function tailCommand(args: readonly string[], io: ToolIo): Promise<
 function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
   const { values, positionals } = parseCommandArgs(args, OPTIONS);
   if (values.help) return null;
-  if (positionals.length > 1) throw new UsageError('tail reads one file (use report or lookup for several)');
+  if (positionals.length > 1 && values.follow) throw new UsageError('-f follows one file; give several files without -f, or run one tail -f per file');
+  if (positionals.filter((f) => f === STDIN).length > 1) throw new UsageError('standard input ("-") can be read once');
   const count = parseCount(values.lines);
   const named = positionals[0];
   const config = named === undefined ? toolConfig(values.config, io) : null;
@@ -95,9 +107,16 @@ function tailPlan(args: readonly string[], io: ToolIo): TailPlan | null {
   const privacy = values.from !== undefined || values.to !== undefined ? privacyFrom(config, values.config, io) : null;
   const filter = buildFilter(values, privacy);
   const style: Style = { color: !values.json && colorWanted(io.env, io.isTty) };
+  const several = positionals.length > 1;
+  const line = (record: AuditRecord, raw: string): string => {
+    if (values.json) return jsonForTerminal(raw);
+    const text = recordLine(record, style, raw);
+    // Several instances' records interleave: each line says whose it is.
+    return several ? `${paint(style, 'dim', terminalText(instanceOf(record) ?? '-'))}  ${text}` : text;
+  };
   const show = (raw: string, record: AuditRecord | null = parseRecord(raw)): string | null =>
-    record && matchesFilter(record, filter) ? (values.json ? jsonForTerminal(raw) : recordLine(record, style, raw)) : null;
-  return { file, follow: values.follow ?? false, count, show, withRotated: named === undefined };
+    record && matchesFilter(record, filter) ? line(record, raw) : null;
+  return { file, files: several ? positionals : [file], follow: values.follow ?? false, count, show, withRotated: named === undefined };
 }
 
 /** Where following starts: a byte offset, and the seq of the record just before it (when known). */
@@ -155,6 +174,22 @@ async function lastOfRotated(file: string, count: number, show: TailPlan['show']
     }
   }
   return found;
+}
+
+/** The last N (or all) matching records of several files, merged by time (trail-instances.ts). */
+async function lastMerged(plan: TailPlan, problems: ReadProblems, io: ToolIo): Promise<string[]> {
+  const keep = plan.count;
+  const ring: string[] = [];
+  let seen = 0;
+  for await (const entry of mergeByTime(plan.files, { problems, stdin: io.stdin })) {
+    const line = plan.show(entry.raw, entry.record);
+    if (line === null || keep === 0) continue;
+    ring[keep === null ? seen : seen % keep] = line;
+    seen += 1;
+  }
+  if (keep === null || seen <= keep) return ring;
+  const cut = seen % keep;
+  return [...ring.slice(cut), ...ring.slice(0, cut)];
 }
 
 /**

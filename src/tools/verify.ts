@@ -21,6 +21,8 @@ import { GENESIS, expectedHash, isChained, sha256Hex } from '../audit/chain.js';
 import { keyIdOf, loadPublicKey, signatureValid } from '../audit/checkpoint-signer.js';
 import { explainUsage, readCommandLine } from './command-args.js';
 import { terminalText } from './terminal-text.js';
+import { groupByInstance, instanceOf } from './trail-instances.js';
+import { parseRecord, STDIN } from './trail-reader.js';
 
 export type DamageKind = 'altered' | 'gap' | 'inserted' | 'reordered' | 'truncated' | 'bad-signature';
 
@@ -487,7 +489,8 @@ export function verifyOutput(r: VerifyResult): { out: string[]; err: string[]; c
 
 const USAGE =
   'usage: mailtrail verify FILE... [--checkpoints FILE] [--public-key FILE]\n' +
-  '  files in chain order, oldest first (e.g. audit.log.* audit.log); .gz files are read as they are';
+  '  files in chain order, oldest first (e.g. audit.log.* audit.log); .gz files are read as they are;\n' +
+  "  the files of several instances (a/audit.log* b/audit.log*): each instance's chain checked on its own";
 
 const COMMAND = {
   name: 'verify',
@@ -501,16 +504,58 @@ export async function verifyCommand(argv: readonly string[], out: NodeJS.Writabl
   if (typeof args === 'number') return args;
   const { values, positionals: files } = args;
   if (files.length === 0) return explainUsage(err, COMMAND.name, 'give the trail file(s) to check', USAGE);
-  let result: VerifyResult;
+  let results: { label: string | null; result: VerifyResult }[];
   try {
     const publicKey = values['public-key'] ? loadPublicKey(values['public-key']) : null;
-    result = await verifyTrail({ files, checkpointsFile: values.checkpoints ?? null, publicKey });
+    results = await verifyInstances(files, values.checkpoints ?? null, publicKey);
   } catch (e) {
     err.write(`${terminalText(`mailtrail verify: ${(e as Error).message}`)}\n`);
     return 2;
   }
-  const shown = verifyOutput(result);
-  for (const line of shown.err) err.write(`${line}\n`);
-  for (const line of shown.out) out.write(`${line}\n`);
-  return shown.code;
+  let code = 0;
+  for (const { label, result } of results) {
+    const shown = verifyOutput(result);
+    const prefix = label === null ? '' : `${terminalText(label)}: `;
+    for (const line of shown.err) err.write(`${prefix}${line}\n`);
+    for (const line of shown.out) out.write(`${prefix}${line}\n`);
+    // Damage (1) outranks an I/O fault (3), which outranks intact (0).
+    code = code === 1 || shown.code === 1 ? 1 : Math.max(code, shown.code);
+  }
+  if (results.length > 1) {
+    const damaged = results.filter((r) => r.result.damage !== null).length;
+    out.write(`${results.length} instances: ${damaged === 0 ? 'every chain intact' : `${damaged} chain(s) damaged`}\n`);
+  }
+  return code;
+}
+
+/**
+ * The files of one instance are one chain; those of several are several chains, each checked on its
+ * own (trail-instances.ts), in chain order whatever order the shell gave them in. `--checkpoints`
+ * belongs to the instance its checkpoints name. One instance: `label` null, the output as ever.
+ */
+async function verifyInstances(
+  files: readonly string[],
+  checkpointsFile: string | null,
+  publicKey: KeyObject | null,
+): Promise<{ label: string | null; result: VerifyResult }[]> {
+  const groups = files.includes(STDIN) ? [] : await groupByInstance(files);
+  if (groups.length <= 1) return [{ label: null, result: await verifyTrail({ files, checkpointsFile, publicKey }) }];
+  const copiesOf = checkpointsFile === null ? null : await checkpointsInstance(checkpointsFile);
+  if (checkpointsFile !== null && !groups.some((g) => g.instance === copiesOf)) {
+    throw new Error(`the checkpoints in ${checkpointsFile} are not of any instance given (${groups.map((g) => g.label).join(', ')})`);
+  }
+  const results = [];
+  for (const group of groups) {
+    const copies = group.instance !== null && group.instance === copiesOf ? checkpointsFile : null;
+    results.push({ label: group.label, result: await verifyTrail({ files: group.files, checkpointsFile: copies, publicKey }) });
+  }
+  return results;
+}
+
+async function checkpointsInstance(file: string): Promise<string | null> {
+  for await (const { text } of readLines(file)) {
+    const record = parseRecord(text);
+    if (record) return instanceOf(record);
+  }
+  return null;
 }

@@ -1,4 +1,5 @@
 import type { ClientFacts } from '../audit/records.js';
+import type { DeliveryMode } from '../config/fields.js';
 
 /**
  * What a transaction needs from the client connection it runs on: who the client is, for the record
@@ -8,6 +9,8 @@ import type { ClientFacts } from '../audit/records.js';
 export interface ClientSession {
   readonly id: string;
   readonly ip: string;
+  /** `listen[].mode` of the listener the client connected to (a logged-in user's own mode goes over it). */
+  readonly listenerMode: DeliveryMode;
   transactions: number;
   accepted: number;
   rejected: number;

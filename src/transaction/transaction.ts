@@ -6,10 +6,12 @@ import type { Logger } from '../logger.js';
 import type { DuplicateLinks } from './duplicate-tracker.js';
 import { auditRefusalText } from '../audit/audit-refusal.js';
 import type { Recorder } from '../audit/recorder.js';
-import type { MessageFacts, RelayRecord } from '../audit/records.js';
-import { localFailure, relayedRecord, unrelayedRecord, type RelayRecordInput } from './relay-record.js';
+import type { Built, MessageFacts, RelayRecord } from '../audit/records.js';
+import { localFailure, queuedRecord, relayedRecord, unrelayedRecord, type RelayRecordInput } from './relay-record.js';
 import { receiveMessage, type BufferedMessage } from '../buffer/data-buffer.js';
-import { CLIENT_REPLIES, withId } from '../reply/client-replies.js';
+import { CLIENT_REPLIES, queuedReply, withId } from '../reply/client-replies.js';
+import { DeliveryModes } from './delivery-mode.js';
+import type { SpoolStore } from '../spool/spool-store.js';
 import { relayReply } from '../reply/relay-reply.js';
 import type { ClientSession } from './client-session.js';
 import type { StopSignal } from '../upstream/deadline.js';
@@ -33,6 +35,21 @@ export interface TransactionDeps {
   readonly log: Logger;
   /** Fires at shutdown when in-flight relays must give up (their deadline is the other bound). */
   readonly shutdownSignal: StopSignal;
+  /** The spool, when some listener or user is in spool or hybrid mode; null otherwise (docs/spool.md). */
+  readonly spool?: SpoolStore | null;
+}
+
+/** What a transaction in spool mode needs besides the record's input: the message and its envelope. */
+interface SpoolInput {
+  /** The transaction's id: the entry's, and the record's. */
+  readonly id: string;
+  readonly input: (message: MessageFacts, clientReply: SmtpReply, receiveMs: number) => RelayRecordInput;
+  readonly facts: MessageFacts;
+  readonly message: BufferedMessage;
+  readonly receiveMs: number;
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly use8BitMime: boolean;
 }
 
 /**
@@ -41,10 +58,12 @@ export interface TransactionDeps {
  */
 export class TransactionProcessor {
   #deps: TransactionDeps;
+  #modes: DeliveryModes;
   #inFlight = 0;
 
   constructor(deps: TransactionDeps) {
     this.#deps = deps;
+    this.#modes = new DeliveryModes(deps.config.clients.users);
   }
 
   get inFlight(): number {
@@ -110,6 +129,13 @@ export class TransactionProcessor {
         const failure = localFailure('internal', true, ERR.AUDIT_WRITE, `${auditRefusalText(refusal)}: not relayed`);
         return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs, await duplicateOf), 'deferred', failure), state);
       }
+      const mode = this.#modes.of(state);
+      if (mode === 'spool') {
+        const use8BitMime = envelope.bodyType === '8bitmime';
+        return await this.#spool({ id, input, facts, message, receiveMs, from, to, use8BitMime }, state);
+      }
+      // Hybrid mode relays as pass-through until its hand-over to the spool (spool.hybridWait, a 4xx
+      // or an unknown outcome spooled and answered 250) is built here, around this relay.
       const decision = await this.#deps.engine.relay(
         { from, to, use8BitMime: envelope.bodyType === '8bitmime', size: message.size },
         message.body(),
@@ -122,6 +148,66 @@ export class TransactionProcessor {
       return this.#finish(relayedRecord(input(facts, reply, receiveMs, await duplicateOf), decision, verdict.outcome, verdict), state);
     } finally {
       await message.dispose();
+    }
+  }
+
+  /**
+   * Spool mode (docs/spool.md): the message is written to the spool durably, its acceptance record
+   * (outcome `queued`) is written, and only then the client gets `250 2.0.0 Ok: queued as <id>`. A
+   * spool below `spool.minFreeSpace` answers 452 4.3.1, a spool that cannot be written 451: recorded
+   * like every refusal after DATA, nothing queued.
+   */
+  async #spool(m: SpoolInput, state: ClientSession): Promise<TransactionReply> {
+    const spool = this.#deps.spool;
+    if (!spool) throw new Error('spool mode without a spool');
+    if (!spool.hasRoom()) {
+      const failure = localFailure('internal', true, ERR.SPOOL_FULL, 'the spool folder is below spool.minFreeSpace: not queued');
+      return this.#finish(unrelayedRecord(m.input(m.facts, CLIENT_REPLIES.spool_full, m.receiveMs), 'deferred', failure), state);
+    }
+    const acceptance = { mode: 'spool' as const, reason: 'spool mode' };
+    try {
+      await spool.accept({
+        id: m.id,
+        acceptance,
+        from: m.from,
+        to: m.to,
+        use8BitMime: m.use8BitMime,
+        message: { size: m.facts.size, sha256: m.facts.sha256, messageId: m.facts.messageId, headerFrom: m.message.headers.from },
+        client: { ip: state.ip, user: state.client().user },
+        body: m.message.body(),
+      });
+    } catch (err) {
+      this.#deps.log.error({ err, id: m.id }, 'could not queue a message in the spool');
+      const failure = localFailure('internal', true, ERR.SPOOL_WRITE, (err as Error).message);
+      return this.#finish(unrelayedRecord(m.input(m.facts, CLIENT_REPLIES.spool_failed, m.receiveMs), 'deferred', failure), state);
+    }
+    const record = queuedRecord(m.input(m.facts, queuedReply(m.id), m.receiveMs), acceptance);
+    let written: boolean;
+    try {
+      written = this.#deps.recorder.relay(record);
+    } catch {
+      // No 250 without its record: the entry goes again, and the client, told 451, sends it again.
+      return this.#unqueue(spool, record.id, state);
+    }
+    if (written) {
+      // Not awaited: the mark only spares a restart a redundant `recovered` record (spool-store.ts).
+      spool.markRecorded(record.id).catch((err: unknown) => this.#deps.log.warn({ err, id: record.id }, 'could not mark a spool entry recorded'));
+    }
+    this.#deps.duplicates?.written(record);
+    state.accepted += 1;
+    return { id: record.id, reply: record.clientReply };
+  }
+
+  /** A queued message whose acceptance record failed: removed from the spool, the client told 451. */
+  async #unqueue(spool: SpoolStore, id: string, state: ClientSession): Promise<TransactionReply> {
+    state.rejected += 1;
+    try {
+      await spool.remove(id);
+      return { id, reply: withId(CLIENT_REPLIES.audit_failed, id) };
+    } catch (err) {
+      // Still queued, so it will be delivered, and the client will send it again: say so.
+      this.#deps.log.error({ err, id }, 'could not take back from the spool a message whose acceptance record failed; it stays queued');
+      return { id, reply: withId(CLIENT_REPLIES.audit_failed_after_queue, id) };
     }
   }
 
@@ -151,7 +237,7 @@ export class TransactionProcessor {
     return this.#finish(unrelayedRecord(input(empty, reply, receiveMs), 'deferred', failure), state);
   }
 
-  #finish(record: RelayRecord, state: ClientSession): TransactionReply {
+  #finish(record: Built<RelayRecord>, state: ClientSession): TransactionReply {
     try {
       this.#deps.recorder.relay(record);
     } catch {

@@ -7,7 +7,7 @@ export interface ConnectionLease {
 
 /**
  * How many connections to one upstream may be open beyond this instance: with `pool.shared` and
- * `state`, the fleet's leases in Redis (redis-leases.ts) bound the whole fleet to
+ * `state.redis`, the fleet's leases in Redis (redis-leases.ts) bound the whole fleet to
  * `pool.maxConnections`; otherwise each pool bounds only itself and a lease costs nothing.
  */
 export interface ConnectionLeases {
@@ -26,7 +26,7 @@ export interface ConnectionLeases {
 
 const NO_LEASE: ConnectionLease = { release: () => undefined };
 
-/** Each instance's pool bounds only itself (no `pool.shared`, or no `state`). */
+/** Each instance's pool bounds only itself (no `pool.shared`, or no `state.redis`). */
 export const UNLEASED: ConnectionLeases = {
   acquire: () => NO_LEASE,
   watch: () => undefined,

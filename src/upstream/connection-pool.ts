@@ -4,6 +4,7 @@ import { abortError, connectionOptions, UpstreamConnection } from './upstream-co
 import { UNLEASED, type ConnectionLease, type ConnectionLeases } from './connection-leases.js';
 import type { StopSignal } from './deadline.js';
 import { ERR } from '../error-codes.js';
+import { upstreamLogin, type UpstreamLogin } from './upstream-login.js';
 
 /** Longest a closing connection keeps its fleet lease while its socket is not closed yet. */
 const LEASE_RELEASE_WAIT_MS = 5_000;
@@ -32,6 +33,7 @@ interface Waiter {
 export class ConnectionPool {
   readonly upstream: UpstreamConfig;
   #options: SMTPConnection.Options;
+  #login: UpstreamLogin | null;
   #idle: UpstreamConnection[] = [];
   /** The fleet's lease each open connection holds (`pool.shared`). */
   #leases = new Map<UpstreamConnection, ConnectionLease>();
@@ -41,9 +43,14 @@ export class ConnectionPool {
   #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  constructor(upstream: UpstreamConfig, ehloName: string, leases: ConnectionLeases = UNLEASED) {
+  /**
+   * `login`: how connections log in; by default the one `upstream.auth` asks for (upstream-login.ts).
+   * `leases`: the fleet's connection leases (`pool.shared`); by default none needed.
+   */
+  constructor(upstream: UpstreamConfig, ehloName: string, login: UpstreamLogin | null = upstreamLogin(upstream), leases: ConnectionLeases = UNLEASED) {
     this.upstream = upstream;
     this.#options = connectionOptions(upstream, ehloName);
+    this.#login = login;
     this.#leasing = leases;
     leases.watch(() => this.#closeOneIdle());
     this.#sweeper = setInterval(() => this.#sweepIdle(), Math.max(1000, upstream.pool.idleTimeout / 2));
@@ -79,7 +86,7 @@ export class ConnectionPool {
     }
     const connectStart = performance.now();
     try {
-      const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+      const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
       this.#leases.set(connection, lease);
       return { connection, reused: false, waitMs: connectStart - started, connectMs: performance.now() - connectStart };
     } catch (err) {
@@ -98,13 +105,21 @@ export class ConnectionPool {
     this.#leases.delete(dead);
     const connectStart = performance.now();
     try {
-      const connection = await UpstreamConnection.open(this.#options, this.upstream.auth, signal);
+      const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
       if (lease) this.#leases.set(connection, lease);
       return { connection, reused: false, connectMs: performance.now() - connectStart };
     } catch (err) {
       lease?.release();
       throw err;
     }
+  }
+
+  /**
+   * A connection for a health probe: opened as the pool's are (same options, same login, so the same
+   * token cache), never pooled and outside the pool's slots. The caller closes it.
+   */
+  openUnpooled(signal: StopSignal): Promise<UpstreamConnection> {
+    return UpstreamConnection.open(this.#options, this.#login, signal);
   }
 
   /** Gives a connection back. `reusable` false (or a dead/worn connection) closes it. */
@@ -123,6 +138,7 @@ export class ConnectionPool {
   close(): void {
     this.#closed = true;
     clearInterval(this.#sweeper);
+    if (this.#login?.kind === 'xoauth2') this.#login.tokens.close();
     for (const c of this.#idle.splice(0)) this.#discard(c);
     this.#leasing.close();
     for (const w of this.#waiters.splice(0)) {

@@ -151,7 +151,7 @@ export function failureFacts(err: NodemailerError, phase: AttemptPhase): Upstrea
     response?: string;
     originalCode?: string;
     timeoutType?: string;
-    syscall?: string;
+    syscall?: string | null;
     accepted?: string[];
     rejectedErrors?: NodemailerError[];
     cause?: { code?: string };
@@ -162,6 +162,7 @@ export function failureFacts(err: NodemailerError, phase: AttemptPhase): Upstrea
     phase,
     reply,
     replyPhase: reply ? replyPhaseOf(e.code, e.command, phase) : null,
+    command: e.command ?? null,
     errorCode: e.code ?? null,
     cause: e.originalCode ?? e.cause?.code ?? null,
     timeoutType: e.timeoutType ?? null,

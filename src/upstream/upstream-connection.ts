@@ -6,6 +6,7 @@ import type { StopSignal } from './deadline.js';
 import type { TrackedBody } from './tracked-body.js';
 import { DirectBody } from './direct-body.js';
 import { ERR } from '../error-codes.js';
+import { withXoauth2, xoauth2Handler, type UpstreamLogin } from './upstream-login.js';
 
 /** TLS facts of an upstream connection, for the audit record. */
 export interface UpstreamTls {
@@ -58,9 +59,25 @@ export class UpstreamConnection {
     else this.#onEnded.push(callback);
   }
 
-  /** Connects, greets, upgrades and authenticates. Rejects with nodemailer's error (code, command, responseCode). */
-  static open(options: SMTPConnection.Options, auth: UpstreamConfig['auth'], signal: StopSignal): Promise<UpstreamConnection> {
-    const conn = new SMTPConnection(options);
+  /**
+   * Connects, greets, upgrades and authenticates. Rejects with nodemailer's error (code, command,
+   * responseCode), or with a TokenError (ETOKEN) when no OAuth2 token could be had. The token is asked
+   * for while the connection is set up, not after: a cached one costs nothing, a new one overlaps the
+   * TCP, TLS and EHLO round trips.
+   */
+  static open(options: SMTPConnection.Options, login: UpstreamLogin | null, signal: StopSignal): Promise<UpstreamConnection> {
+    let token: string | null = null;
+    const tokenRequest = login?.kind === 'xoauth2' ? login.tokens.token(signal) : null;
+    // Settled below or abandoned with the connection: never an unhandled rejection.
+    tokenRequest?.catch(() => undefined);
+    const conn = new SMTPConnection(
+      login?.kind === 'xoauth2'
+        ? withXoauth2(
+            options,
+            xoauth2Handler(login, () => token ?? '', signal),
+          )
+        : options,
+    );
     const wrapper = new UpstreamConnection(conn);
     return new Promise<UpstreamConnection>((resolve, reject) => {
       if (signal.stopped) {
@@ -80,8 +97,15 @@ export class UpstreamConnection {
       };
       conn.once('error', (err: Error) => done(err));
       conn.connect(() => {
-        if (!auth) return done();
-        conn.login({ user: auth.user, pass: auth.pass }, (err) => done(err));
+        if (login === null) return done();
+        if (login.kind === 'password') return conn.login({ user: login.user, pass: login.pass }, (err) => done(err));
+        tokenRequest!.then(
+          (t) => {
+            token = t;
+            conn.login({ method: 'XOAUTH2', user: login.user }, (err) => done(err));
+          },
+          (err: Error) => done(err),
+        );
       });
     });
   }

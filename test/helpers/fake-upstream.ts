@@ -58,6 +58,13 @@ export interface FakeUpstreamFaults {
   /** Per recipient: a reply to refuse it, null to accept. */
   rcpt?: ((address: string) => Reply | null) | undefined;
   data?: DataFault | undefined;
+  /**
+   * With `xoauth2`: every AUTH XOAUTH2 is refused with this reply, whatever the token (e.g. Microsoft's
+   * `535 5.7.139 ... SmtpClientAuthentication is disabled for the Mailbox`).
+   */
+  xoauth2Reply?: Reply | undefined;
+  /** With `xoauth2`: refuse this many more valid tokens (as if revoked), in the provider's own way. */
+  refuseTokens?: number | undefined;
   /** Wait this long before answering (`data`: before the reply after the final dot). */
   delayMs: { mailFrom?: number; rcpt?: number; data?: number };
   /**
@@ -74,6 +81,14 @@ export interface FakeUpstreamOptions {
   implicitTls?: boolean;
   /** Require AUTH (PLAIN/LOGIN) with these credentials. Without it AUTH is disabled. */
   auth?: { user: string; pass: string };
+  /**
+   * Offer AUTH XOAUTH2 (alone, or beside PLAIN/LOGIN with `auth`): `verify` says whether an access token is
+   * good for the user (test/helpers/oauth-server.ts verifies the issuer's signature and expiry). A bad
+   * token is refused as the provider does: `microsoft` with `535 5.7.3 Authentication unsuccessful` at
+   * once, `google` with a 334 challenge carrying the error as base64 JSON, then 535 after the client's
+   * empty line (RFC 7628 §3.2.3).
+   */
+  xoauth2?: { verify: (token: string, user: string) => Promise<boolean>; style: 'microsoft' | 'google' };
   /** With `auth`: offer AUTH but let unauthenticated clients send too. */
   authOptional?: boolean;
   /** With `auth`: refuse AUTH before STARTTLS (538), like real providers. Default false. */
@@ -112,8 +127,19 @@ export interface ReceivedMessage {
   receivedAt: Date;
 }
 
+/** One AUTH XOAUTH2 the fake upstream answered. */
+export interface Xoauth2Login {
+  readonly user: string;
+  readonly token: string;
+  /** The token verified (before `refuseTokens` or `xoauth2Reply` had their say). */
+  readonly valid: boolean;
+  readonly accepted: boolean;
+}
+
 export interface FakeUpstream {
   readonly host: '127.0.0.1';
+  /** Every AUTH XOAUTH2, in order. */
+  readonly xoauth2Logins: Xoauth2Login[];
   readonly port: number;
   /** The live knobs (read when each command arrives). */
   readonly faults: FakeUpstreamFaults;
@@ -206,7 +232,8 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
 
   const disabledCommands: string[] = [];
   if (!opts.tls || opts.implicitTls) disabledCommands.push('STARTTLS');
-  if (!opts.auth) disabledCommands.push('AUTH');
+  if (!opts.auth && !opts.xoauth2) disabledCommands.push('AUTH');
+  const xoauth2Logins: Xoauth2Login[] = [];
 
   const server: SMTPServer = new SMTPServer({
     logger: false,
@@ -217,9 +244,9 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     ...(opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {}),
     ...(opts.size !== undefined ? { size: opts.size } : {}),
     disabledCommands,
-    authOptional: !opts.auth || !!opts.authOptional,
+    authOptional: (!opts.auth && !opts.xoauth2) || !!opts.authOptional,
     allowInsecureAuth: !opts.authRequiresTls,
-    authMethods: ['PLAIN', 'LOGIN'],
+    authMethods: opts.xoauth2 ? [...(opts.auth ? ['PLAIN', 'LOGIN'] : []), 'XOAUTH2'] : ['PLAIN', 'LOGIN'],
 
     onConnect(_session, cb) {
       const g = faults.greeting;
@@ -231,6 +258,24 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     },
 
     onAuth(auth, _session, cb) {
+      if (auth.method === 'XOAUTH2' && opts.xoauth2) {
+        const xo = opts.xoauth2;
+        const token = auth.accessToken ?? '';
+        void xo.verify(token, auth.username ?? '').then((valid) => {
+          let accepted = valid && !faults.xoauth2Reply;
+          if (accepted && (faults.refuseTokens ?? 0) > 0) {
+            faults.refuseTokens = (faults.refuseTokens ?? 0) - 1;
+            accepted = false;
+          }
+          xoauth2Logins.push({ user: auth.username ?? '', token, valid, accepted });
+          if (faults.xoauth2Reply) return cb(smtpError(faults.xoauth2Reply));
+          if (accepted) return cb(null, { user: auth.username });
+          // Gmail: the 334 error challenge (developers.google.com/workspace/gmail/imap/xoauth2-protocol).
+          if (xo.style === 'google') return cb(null, { data: { status: '401', schemes: 'bearer', scope: 'https://mail.google.com/' } });
+          cb(smtpError({ code: 535, text: '5.7.3 Authentication unsuccessful [SN4PR0601CA0002.namprd06.prod.outlook.com]' }));
+        });
+        return;
+      }
       if (faults.authReply) return cb(null, { message: faults.authReply.text, responseCode: faults.authReply.code });
       const ok = opts.auth && auth.username === opts.auth.user && auth.password === opts.auth.pass;
       if (!ok) return cb(null, { message: '5.7.8 Authentication credentials invalid', responseCode: 535 });
@@ -396,6 +441,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     faults,
     messages,
     allData,
+    xoauth2Logins,
     get connections() {
       return counters.connections;
     },
@@ -423,6 +469,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     dropConnections: destroyAll,
     clearRecords() {
       messages.length = 0;
+      xoauth2Logins.length = 0;
       allData.length = 0;
       counters.connections = 0;
       counters.transactions = 0;

@@ -1,15 +1,20 @@
 /**
  * A trail written by a real relay: mailtrail on loopback in front of two fake upstreams, driven
  * through every outcome (delivered, partial, deferred, rejected, unknown and its duplicate-linked
- * resend, aborted, failover), refusals (too many recipients, a protocol violation) and the session
- * records of every connection, with checkpoints. For the tools' and the record schema's tests.
+ * resend, aborted, failover, queued into the spool by a user in spool mode), refusals (too many
+ * recipients, a protocol violation) and the session records of every connection, with checkpoints;
+ * then a restart that finds the queued message without its acceptance record and writes its
+ * `recovered` record. For the tools' and the record schema's tests.
  *
  * @example
  * const story = await makeRealTrail(join(dir, 'audit.log'));
  * // story.unknownId is the record whose resend carries duplicateOf
  */
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startFakeUpstream } from './fake-upstream.js';
-import { simpleMessage, startRelay } from './relay-harness.js';
+import { simpleMessage, startRelay, type RelaySpec } from './relay-harness.js';
 import { smtpTalk } from './smtp-client.js';
 
 export interface RealTrail {
@@ -20,20 +25,28 @@ export interface RealTrail {
   readonly failoverMessageId: string;
   /** Sender of the transaction the client abandoned mid-DATA. */
   readonly abortedFrom: string;
+  /** Message-ID of the message the user in spool mode sent (queued, then recovered at a restart). */
+  readonly queuedMessageId: string;
 }
+
+const SPOOLER = { user: 'printers', pass: 'Printers-Pa55-w0rd' };
 
 export async function makeRealTrail(auditFile: string): Promise<RealTrail> {
   const primary = await startFakeUpstream({ faults: { queueId: () => `Ok: queued as P${Math.random().toString(36).slice(2, 10).toUpperCase()}` } });
   const backup = await startFakeUpstream({ faults: { queueId: () => `2.0.0 OK id=B${Math.random().toString(36).slice(2, 10)}` } });
-  const relay = await startRelay({
+  const dataDir = await mkdtemp(join(tmpdir(), 'mailtrail-real-trail-'));
+  const spec: RelaySpec = {
     upstreams: [
       { name: 'primary', port: primary.port, breaker: null },
       { name: 'backup', port: backup.port, breaker: null },
     ],
     limits: { maxRecipients: 3 },
+    clients: { users: [{ username: SPOOLER.user, password: SPOOLER.pass, passwordHash: null, allowedSenders: [], mode: 'spool' }] },
     auditFile,
     audit: { checkpoint: { every: 5, interval: 60_000, signingKey: null, file: null } },
-  });
+    dataDir,
+  };
+  let relay = await startRelay(spec);
   const send = (from: string, to: string[], messageId: string, raw?: Buffer) =>
     relay.send({ from, to, raw: raw ?? simpleMessage({ from, to: to[0], messageId }) });
   try {
@@ -112,13 +125,31 @@ export async function makeRealTrail(auditFile: string): Promise<RealTrail> {
     await new Promise((r) => setTimeout(r, 50));
     q.close();
     await waitUntil(async () => (await relay.relayRecords()).some((r) => r.from === abortedFrom), 'the aborted record');
+    // A user in spool mode: queued, 250 at once, nothing relayed.
+    const queuedMessageId = '<queued-1@example.com>';
+    const queued = await relay.send({
+      from: 'printer@example.com',
+      to: ['ana@example.org'],
+      raw: simpleMessage({ from: 'printer@example.com', messageId: queuedMessageId }),
+      auth: SPOOLER,
+    });
+    if (queued.code !== 250) throw new Error(`expected 250 queued, got ${queued.code}`);
     // Every connection closed: wait for the session records before stopping.
-    await waitUntil(async () => (await relay.sessionRecords()).length >= 12, 'the session records');
-    return { auditFile, unknownMessageId, failoverMessageId, abortedFrom };
+    await waitUntil(async () => (await relay.sessionRecords()).length >= 13, 'the session records');
+    // As if the process had died between the commit and the record: the next start recovers it.
+    await relay.stop();
+    const meta = join(dataDir, 'spool', 'meta');
+    for (const name of await readdir(meta)) {
+      const path = join(meta, name);
+      await writeFile(path, (await readFile(path, 'utf8')).replace('"recorded":true', '"recorded":false'));
+    }
+    relay = await startRelay(spec);
+    return { auditFile, unknownMessageId, failoverMessageId, abortedFrom, queuedMessageId };
   } finally {
     await relay.stop();
     await primary.close();
     await backup.close();
+    await rm(dataDir, { recursive: true, force: true });
   }
 }
 

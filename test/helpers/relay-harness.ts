@@ -1,9 +1,10 @@
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { App } from '../../src/app.js';
+import { App, type AppOptions } from '../../src/app.js';
 import type { AuditRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
 import type { ClientsConfig, Config, LimitsConfig, UpstreamConfig } from '../../src/config/types.js';
+import type { UpstreamAuth } from '../../src/config/upstream-auth.js';
 import { createLogger, type Logger } from '../../src/logger.js';
 import { spillDir } from '../../src/buffer/temp-files.js';
 import { makeTestPki, type TestPki } from './pki.js';
@@ -14,7 +15,8 @@ export interface UpstreamSpec {
   port: number;
   host?: string;
   implicitTls?: boolean;
-  auth?: { user: string; pass: string } | null;
+  /** A password (`{ user, pass }`, type implied) or a whole `auth` as loaded (an OAuth2 one). */
+  auth?: { user: string; pass: string } | UpstreamAuth | null;
   tls?: Partial<UpstreamConfig['tls']>;
   timeouts?: Partial<UpstreamConfig['timeouts']>;
   pool?: Partial<UpstreamConfig['pool']>;
@@ -31,6 +33,12 @@ export interface RelaySpec {
   limits?: Partial<LimitsConfig>;
   tls?: { cert: string; key: string } | null;
   implicitTlsListener?: boolean;
+  /** A listener taking the PROXY protocol from these networks (its port: `proxyPort`). */
+  proxyListener?: { trustedProxies: string[]; implicitTls?: boolean };
+  /** `timeouts.proxyHeader`; default 5 s. */
+  proxyHeaderTimeout?: number;
+  /** `instance.id`; default `test-relay`. */
+  instance?: string;
   relayTimeout?: number;
   clientIdle?: number;
   /** Client deadlines over the defaults (command: clientIdle + 1 min, session: 10 min, dataMinRate: 500 B/s). */
@@ -49,10 +57,14 @@ export interface RelaySpec {
   alerts?: Partial<Config['alerts']>;
   /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
   dataDir?: string;
-  /** Shared state through Redis; default none. `redis` is required in it. */
-  state?: Partial<NonNullable<Config['state']>> & { redis: string };
-  /** This instance's name in a fleet; default `mailtrail.test:0`. */
-  instanceId?: string;
+  /** Shared state through Redis (`state.redis` and the rest over the defaults); default none. */
+  state?: Partial<Config['state']> & { redis: string };
+  /** The listeners' delivery mode; default passthrough. */
+  mode?: Config['listen'][number]['mode'];
+  /** Spool settings over the defaults (folder `<dataDir>/spool`, no free-space reserve). */
+  spool?: Partial<Config['spool']>;
+  /** What the app is given in place of the system (a free-space probe, failing file operations). */
+  appOptions?: AppOptions;
 }
 
 export interface RunningRelay {
@@ -60,6 +72,8 @@ export interface RunningRelay {
   readonly port: number;
   /** Port of the implicit-TLS listener, when asked for. */
   readonly tlsPort: number | null;
+  /** Port of the PROXY protocol listener, when asked for. */
+  readonly proxyPort: number | null;
   /** `http://127.0.0.1:PORT` of the HTTP endpoint, when asked for. */
   readonly httpUrl: string | null;
   readonly dataDir: string;
@@ -87,7 +101,7 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
     host: spec.host ?? '127.0.0.1',
     port: spec.port,
     implicitTls: spec.implicitTls ?? false,
-    auth: spec.auth ?? null,
+    auth: spec.auth ? ('type' in spec.auth ? spec.auth : { type: 'password', ...spec.auth }) : null,
     tls: { mode: 'none', ca: null, verify: true, servername: null, ...spec.tls },
     pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, shared: false, ...spec.pool },
     timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },
@@ -107,7 +121,24 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
 /** A Config built directly (the loader has its own tests), pointing at fake upstreams on loopback. */
 export function relayConfig(spec: RelaySpec, dataDir: string): Config {
   return {
-    listen: [{ host: '127.0.0.1', port: 0, implicitTls: false }, ...(spec.implicitTlsListener ? [{ host: '127.0.0.1', port: 0, implicitTls: true }] : [])],
+    listen: [
+      { host: '127.0.0.1', port: 0, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: spec.mode ?? 'passthrough' },
+      ...(spec.implicitTlsListener
+        ? [{ host: '127.0.0.1', port: 0, implicitTls: true, proxyProtocol: false, trustedProxies: [], mode: spec.mode ?? 'passthrough' }]
+        : []),
+      ...(spec.proxyListener
+        ? [
+            {
+              host: '127.0.0.1',
+              port: 0,
+              implicitTls: spec.proxyListener.implicitTls ?? false,
+              proxyProtocol: true,
+              trustedProxies: spec.proxyListener.trustedProxies,
+              mode: spec.mode ?? 'passthrough',
+            },
+          ]
+        : []),
+    ],
     tls: spec.tls ?? null,
     clients: {
       networks: ['127.0.0.0/8', '::1/128'],
@@ -141,6 +172,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       dataMinRate: 500,
       ...spec.deadlines,
       relay: spec.relayTimeout ?? 20_000,
+      proxyHeader: spec.proxyHeaderTimeout ?? 5_000,
       shutdown: 5_000,
     },
     upstreams: spec.upstreams.map(upstreamConfig),
@@ -167,9 +199,23 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
       duplicateWindow: 24 * 3_600_000,
       ...spec.audit,
     },
+    spool: {
+      dir: join(dataDir, 'spool'),
+      hybridWait: 10_000,
+      retry: { first: 300_000, max: 3_600_000 },
+      maxAge: 5 * 86_400_000,
+      // Off here, as audit.minFreeSpace: a test machine's disk may be fuller than production's reserve.
+      minFreeSpace: 0,
+      dsn: true,
+      unknownOutcome: 'hold',
+      concurrency: 10,
+      events: [],
+      ...spec.spool,
+    },
     log: { level: 'silent' },
-    state: spec.state ? { prefix: 'mailtrail:', expectedInstances: 1, timeout: 250, leaseTtl: 30_000, ...spec.state } : null,
-    instance: { id: spec.instanceId ?? 'mailtrail.test:0' },
+    instance: { id: spec.instance ?? 'test-relay' },
+    workers: { count: 1, allowLocalLimits: false },
+    state: { redis: null, prefix: 'mailtrail:', expectedInstances: 1, timeout: 250, leaseTtl: 30_000, ...spec.state },
     hostname: 'mailtrail.test',
     dataDir,
     localSink: null,
@@ -183,7 +229,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
   const pki = spec.tls === undefined ? await makeTestPki() : null;
   const tls = pki ? { cert: pki.server.certPath, key: pki.server.keyPath } : (spec.tls ?? null);
   const config = relayConfig({ ...spec, tls }, dataDir);
-  const app = new App(config, spec.logger ?? createLogger('silent'));
+  const app = new App(config, spec.logger ?? createLogger('silent'), spec.appOptions);
   const info = await app.start();
   const read = async (): Promise<AuditRecord[]> => {
     const text = await readFile(config.audit.file, 'utf8').catch(() => '');
@@ -196,6 +242,7 @@ export async function startRelay(spec: RelaySpec): Promise<RunningRelay> {
     app,
     port: info.listeners[0]!.port,
     tlsPort: info.listeners.find((l) => l.implicitTls)?.port ?? null,
+    proxyPort: spec.proxyListener ? info.listeners[info.listeners.length - 1]!.port : null,
     httpUrl: info.http ? `http://${info.http.host}:${info.http.port}` : null,
     dataDir,
     spillDir: spillDir(dataDir),

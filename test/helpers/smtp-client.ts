@@ -222,7 +222,14 @@ export async function smtpTalk(port: number, host = '127.0.0.1', opts: SmtpTalkO
 
 /** Connects, says EHLO, gives one envelope and DATA, and returns at the 354: the caller writes the body. */
 export async function openData(port: number, opts: { from: string; to?: string; helo?: string; timeoutMs?: number }): Promise<SmtpTalk> {
-  const c = await smtpTalk(port, '127.0.0.1', opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+  return envelopeAndData(await smtpTalk(port, '127.0.0.1', opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }), opts);
+}
+
+/**
+ * On a connection made some other way (a PROXY header first, another local address): the
+ * greeting, EHLO, one envelope and DATA, up to the 354.
+ */
+export async function envelopeAndData(c: SmtpTalk, opts: { from: string; to?: string; helo?: string }): Promise<SmtpTalk> {
   await c.expect(220);
   c.send(`EHLO ${opts.helo ?? 'client.test'}`);
   await c.expect(250);
@@ -252,6 +259,17 @@ export async function tryAuth(port: number, from: string, username: string, pass
   } finally {
     c.close();
   }
+}
+
+/** The whole message on such a connection: `raw` (dot-stuffed already), the 250 (its text returned), QUIT. */
+export async function sendOver(c: SmtpTalk, opts: { from: string; to: string; raw: Buffer }): Promise<string> {
+  await envelopeAndData(c, opts);
+  c.sendRaw(Buffer.concat([opts.raw, Buffer.from('.\r\n')]));
+  const done = await c.expect(250);
+  c.send('QUIT');
+  await c.expect(221);
+  await c.waitClosed();
+  return done.text;
 }
 
 export interface SendMessageOptions {

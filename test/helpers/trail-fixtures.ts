@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Writable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
-import type { AlertRecord, RejectRecord, RelayRecord, SessionRecord } from '../../src/audit/records.js';
+import type { AlertRecord, DeliveryRecord, RejectRecord, RelayRecord, SessionRecord, SpoolRecord } from '../../src/audit/records.js';
 import type { ToolIo } from '../../src/tools/tool-io.js';
 import { verifyCommand } from '../../src/tools/verify.js';
 
@@ -39,7 +39,14 @@ export function fakeId(ms = Date.parse('2026-11-25T10:00:00.000Z')): string {
   return t + r;
 }
 
-const CLIENT = { ip: '10.0.4.17', port: 51822, helo: 'billing-7f9c', user: 'billing', tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' } };
+const CLIENT = {
+  ip: '10.0.4.17',
+  port: 51822,
+  helo: 'billing-7f9c',
+  user: 'billing',
+  tls: { protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384' },
+  proxy: null,
+};
 
 /** A delivered relay record at `time`; override anything (nested objects are replaced, not merged). */
 export function relay(over: Partial<RelayRecord> = {}): RelayRecord {
@@ -50,6 +57,7 @@ export function relay(over: Partial<RelayRecord> = {}): RelayRecord {
     type: 'relay',
     time,
     id,
+    instance: 'mt-a',
     session: { id: 'k3x9q0abcdefghij', txn: 1 },
     client: CLIENT,
     from: 'invoices@example.com',
@@ -107,6 +115,72 @@ export function throttled(over: Partial<RelayRecord> = {}): RelayRecord {
   });
 }
 
+/** A message accepted into the spool (spool mode): 250 queued, nothing tried yet. */
+export function queued(over: Partial<RelayRecord> = {}): RelayRecord {
+  const time = over.time ?? '2026-11-25T10:15:02.481Z';
+  const id = over.id ?? fakeId(Date.parse(time));
+  return relay({
+    time,
+    id,
+    rcpt: [{ to: 'ana@example.org', status: 'queued', reply: null }],
+    route: null,
+    upstream: null,
+    attempts: [],
+    upstreamReply: null,
+    clientReply: { code: 250, enhanced: '2.0.0', text: `Ok: queued as ${id} (id ${id})` },
+    outcome: 'queued',
+    failure: null,
+    timing: { totalMs: 12, receiveMs: 3, waitMs: 0, connectMs: 0, envelopeMs: 0, dataMs: 0 },
+    spool: { mode: 'spool', reason: 'spool mode' },
+    ...over,
+  });
+}
+
+/** A delivery attempt from the spool of message `spoolId`: delivered, unless overridden. */
+export function delivery(spoolId: string, over: Partial<DeliveryRecord> = {}): DeliveryRecord {
+  const time = over.time ?? '2026-11-25T10:15:03.000Z';
+  const ok = { code: 250, enhanced: null, text: 'Ok 0102019a7c1d2e3f-000000' };
+  return {
+    v: 1,
+    type: 'delivery',
+    time,
+    id: fakeId(Date.parse(time)),
+    instance: 'mt-a',
+    spoolId,
+    attempt: 1,
+    route: 'default',
+    upstream: { name: 'ses', host: 'email-smtp.eu-west-1.amazonaws.com', port: 587, tls: null, reusedConnection: true, queueId: '0102019a7c1d2e3f-000000' },
+    attempts: [{ upstream: 'ses', startedAt: time, ms: 80, phase: 'done', reply: ok, error: null, class: null }],
+    upstreamReply: { ...ok, phase: 'data' },
+    rcpt: [{ to: 'ana@example.org', status: 'accepted', reply: null }],
+    outcome: 'delivered',
+    failure: null,
+    next: { action: 'end', at: null },
+    timing: { totalMs: 80, waitMs: 0, connectMs: 0, envelopeMs: 30, dataMs: 50 },
+    duplicateRisk: false,
+    ...over,
+  };
+}
+
+/** A spooled message's end, or another spool event. */
+export function spoolEvent(spoolId: string | null, over: Partial<SpoolRecord> = {}): SpoolRecord {
+  const time = over.time ?? '2026-11-25T10:15:03.100Z';
+  return {
+    v: 1,
+    type: 'spool',
+    time,
+    id: fakeId(Date.parse(time)),
+    instance: 'mt-a',
+    spoolId,
+    event: 'delivered',
+    upstream: null,
+    reason: null,
+    by: null,
+    dsn: null,
+    ...over,
+  };
+}
+
 /** A message over limits.maxMessageSize: mailtrail answered 552 itself, no upstream was tried. */
 export function oversize(over: Partial<RelayRecord> = {}): RelayRecord {
   return relay({
@@ -137,6 +211,7 @@ export function reject(over: Partial<RejectRecord> = {}): RejectRecord {
     type: 'reject',
     time,
     id: over.id ?? fakeId(Date.parse(time)),
+    instance: 'mt-a',
     session: { id: 'k3x9q0abcdefghij', txn: 0 },
     client: CLIENT,
     command: 'RCPT',
@@ -158,6 +233,7 @@ export function session(over: Partial<SessionRecord> = {}): SessionRecord {
     type: 'session',
     time,
     id: over.id ?? fakeId(Date.parse(time)),
+    instance: 'mt-a',
     session: { id: 'k3x9q0abcdefghij' },
     client: CLIENT,
     transactions: 1,
@@ -178,6 +254,7 @@ export function alert(over: Partial<AlertRecord> = {}): AlertRecord {
     type: 'alert',
     time,
     id: over.id ?? fakeId(Date.parse(time)),
+    instance: 'mt-a',
     state: 'fired',
     rule: 'throttling',
     upstream: 'ses',

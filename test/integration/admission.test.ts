@@ -23,7 +23,7 @@ const WRONG_PASSWORD = 'Wrong-Pa55-x0x0x0';
 const UPSTREAM_AUTH = { user: 'relay-account', pass: 'Upstream-Secret-5k2j' };
 
 function user(username: string, allowedSenders: string[], password: string | null, passwordHash: string | null = null): UserConfig {
-  return { username, password, passwordHash, allowedSenders };
+  return { username, password, passwordHash, allowedSenders, mode: null };
 }
 
 function authPlain(username: string, password: string): string {

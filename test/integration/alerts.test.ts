@@ -248,7 +248,9 @@ describe('alerts with the default rules', () => {
     const record = (await relay.records()).find((r) => r.type === 'relay');
     expect(record?.failure?.class).toBe('upstream_auth');
     expect(record?.failure?.detail).toMatchObject({ rule: 'password-auth-disabled', hint: PASSWORD_AUTH_DISABLED_HINT });
-    expect(record?.failure?.detail.hint).toMatch(/^move this account to OAuth2/);
+    expect(record?.failure?.detail.hint).toMatch(
+      /^the provider no longer accepts a password for this account: configure OAuth2 for this upstream \(auth\.type: oauth2/,
+    );
 
     const alert = hook.received[0]!.json.alert;
     expect(alert).toMatchObject({ state: 'fired', rule: 'provider-config', class: 'upstream_auth' });
@@ -260,7 +262,9 @@ describe('alerts with the default rules', () => {
   it('gives the same advice when the health probe meets the refusal before any mail', async () => {
     await relayFacingPasswordAuthOff({ enabled: true, interval: 500, timeout: 2_000 });
     await hook.waitFor((r) => r.length >= 1, 30_000);
-    expect(hook.received[0]!.json.alert.message).toMatch(/: the health probe failed with upstream_auth \(535 5\.7\.139 .*\); move this account to OAuth2/);
+    expect(hook.received[0]!.json.alert.message).toMatch(
+      /: the health probe failed with upstream_auth \(535 5\.7\.139 .*\); the provider no longer accepts a password for this account: configure OAuth2/,
+    );
   });
 
   it('sends one alert, not one per rule, when wrong credentials fail every message', async () => {

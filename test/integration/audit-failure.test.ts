@@ -1,15 +1,8 @@
 import { existsSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createLogger } from '../../src/logger.js';
+import { capturedLog } from '../helpers/captured-log.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
-
-/** The operational log as parsed lines, to check what an operator would see. */
-function capturedLog(): { logger: ReturnType<typeof createLogger>; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const logger = createLogger('info', { write: (s: string) => void lines.push(JSON.parse(s) as Record<string, unknown>) });
-  return { logger, lines };
-}
 
 // /dev/full accepts the open and fails every write with ENOSPC: a real full disk, no mocks.
 describe.skipIf(!existsSync('/dev/full'))('a trail that cannot be written', () => {

@@ -17,7 +17,7 @@ const PASSWORD = 'Billing-Pa55-7f3kq';
 const ULID_IN_REPLY = /\(id ([0-9A-HJKMNP-TV-Z]{26})\)$/;
 
 function user(username: string, password: string | null, passwordHash: string | null = null): UserConfig {
-  return { username, password, passwordHash, allowedSenders: [] };
+  return { username, password, passwordHash, allowedSenders: [], mode: null };
 }
 
 /** A connection from `from`, ready for AUTH. */

@@ -173,7 +173,7 @@ describe('client abuse', () => {
           networks: OUTSIDE,
           requireTls: false,
           allowInsecureAuth: true,
-          users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [] }],
+          users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [], mode: null }],
         },
       });
     });
@@ -271,7 +271,7 @@ describe('client abuse', () => {
           networks: OUTSIDE,
           requireTls: false,
           allowInsecureAuth: true,
-          users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [] }],
+          users: [{ username: 'app', password: 'App-Pa55-w0rd', passwordHash: null, allowedSenders: [], mode: null }],
         },
         limits: { connectionRatePerIp: 2 },
       });

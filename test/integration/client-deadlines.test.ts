@@ -109,7 +109,11 @@ describe('client deadlines', () => {
       const withUsers = await relayWith({
         clientIdle: 1_000,
         deadlines: { command: COMMAND_MS },
-        clients: { networks: [], allowInsecureAuth: true, users: [{ username: 'billing', password: 'Billing-Pa55', passwordHash: null, allowedSenders: [] }] },
+        clients: {
+          networks: [],
+          allowInsecureAuth: true,
+          users: [{ username: 'billing', password: 'Billing-Pa55', passwordHash: null, allowedSenders: [], mode: null }],
+        },
       });
       try {
         const c = await session(withUsers.port);

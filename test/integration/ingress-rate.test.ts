@@ -4,8 +4,8 @@ import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.j
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
 const NONE: ClientRateLimit = { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null };
-const BILLING: UserConfig = { username: 'billing', password: 'billing-secret', passwordHash: null, allowedSenders: ['@example.com'] };
-const REPORTS: UserConfig = { username: 'reports', password: 'reports-secret', passwordHash: null, allowedSenders: [] };
+const BILLING: UserConfig = { username: 'billing', password: 'billing-secret', passwordHash: null, allowedSenders: ['@example.com'], mode: null };
+const REPORTS: UserConfig = { username: 'reports', password: 'reports-secret', passwordHash: null, allowedSenders: [], mode: null };
 
 /** Client (ingress) limits per AUTH user and per client address: 451 4.7.1 and a `reject` record. */
 describe('client rate limits', () => {

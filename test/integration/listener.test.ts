@@ -27,7 +27,7 @@ import { AuthLockout } from '../../src/admission/auth-lockout.js';
 import { MemoryLockoutStore } from '../../src/admission/lockout-store.js';
 
 const ID = /\(id ([0-9A-Z]{26})\)$/;
-const USER = { username: 'billing', password: 'Billing-Pa55-7f3kq', passwordHash: null, allowedSenders: [] };
+const USER = { username: 'billing', password: 'Billing-Pa55-7f3kq', passwordHash: null, allowedSenders: [], mode: null };
 
 /** The recorder as the listener sees it: reject and session records, kept in order. */
 class RecordsStub {
@@ -147,7 +147,7 @@ describe('the SMTP listeners', () => {
 
   it('binds each configured listener on the port it was given, resolving port 0', async () => {
     const port = await start();
-    expect(listeners!.addresses).toEqual([{ host: '127.0.0.1', port, implicitTls: false }]);
+    expect(listeners!.addresses).toEqual([{ host: '127.0.0.1', port, implicitTls: false, mode: 'passthrough' }]);
     expect(port).toBeGreaterThan(0);
     const { first } = await connect(port);
     expect(first.code).toBe(220);

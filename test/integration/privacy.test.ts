@@ -26,7 +26,7 @@ describe('privacy of the trail', () => {
     });
     relay = await startRelay({
       upstreams: [{ port: upstream.port, auth: { user: 'relay-user', pass: UPSTREAM_PASSWORD } }],
-      clients: { networks: [], users: [{ username: 'billing', password: CLIENT_PASSWORD, passwordHash: null, allowedSenders: [] }] },
+      clients: { networks: [], users: [{ username: 'billing', password: CLIENT_PASSWORD, passwordHash: null, allowedSenders: [], mode: null }] },
       audit: { privacy: 'pseudonymize', hmacKey: HMAC_KEY },
       // The wrong password below ends its connection (one error allowed), which the log tells.
       limits: { softErrorLimit: 1, hardErrorLimit: 1 },

@@ -59,7 +59,7 @@ describe('readiness', () => {
     expect(body.upstreams).toEqual([expect.objectContaining({ name: 'primary', probe: expect.objectContaining({ enabled: true, ok: true, class: null }) })]);
   });
 
-  it('says nothing of shared state without `state`: no sharedState detail, no shared-state series', async () => {
+  it('says nothing of shared state without `state.redis`: no sharedState detail, no shared-state series', async () => {
     const { body } = await readyz(relay);
     expect(body).toMatchObject({ sharedState: null });
     const metrics = await (await fetch(`${relay.httpUrl!}/metrics`)).text();

@@ -5,8 +5,8 @@ import type { UserConfig } from '../../src/config/types.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
 
-const BILLING: UserConfig = { username: 'billing', password: 'billing-secret', passwordHash: null, allowedSenders: [] };
-const OPS: UserConfig = { username: 'ops', password: 'ops-secret', passwordHash: null, allowedSenders: [] };
+const BILLING: UserConfig = { username: 'billing', password: 'billing-secret', passwordHash: null, allowedSenders: [], mode: null };
+const OPS: UserConfig = { username: 'ops', password: 'ops-secret', passwordHash: null, allowedSenders: [], mode: null };
 const BILLING_KEY = { user: 'ses-billing-key', pass: 'b1' };
 const NEWS_KEY = { user: 'ses-news-key', pass: 'n1' };
 

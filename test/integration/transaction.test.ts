@@ -58,11 +58,12 @@ function clientSession(user: string | null = null): ClientSession {
   return {
     id: 'SESSION0000000000000000001',
     ip: '127.0.0.1',
+    listenerMode: 'passthrough',
     transactions: 0,
     accepted: 0,
     rejected: 0,
     bytes: 0,
-    client: () => ({ ip: '127.0.0.1', port: 40_000, helo: 'client.test', user, tls: null }),
+    client: () => ({ ip: '127.0.0.1', port: 40_000, helo: 'client.test', user, tls: null, proxy: null }),
   };
 }
 

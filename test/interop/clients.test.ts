@@ -76,7 +76,7 @@ describe.skipIf(!available)('interop: real clients', () => {
     relay = await startRelay({
       upstreams: [{ port: upstream.port }],
       implicitTlsListener: true,
-      clients: { users: [{ username: USER, password: PASS, passwordHash: null, allowedSenders: [] }] },
+      clients: { users: [{ username: USER, password: PASS, passwordHash: null, allowedSenders: [], mode: null }] },
     });
     caPath = join(dir, 'ca.pem');
     await writeFile(caPath, relay.pki!.ca);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RECORD_FIELDS, type AuditRecord } from '../../src/audit/records.js';
+import { LATER_FIELDS, OPTIONAL_FIELDS, RECORD_FIELDS, type AuditRecord } from '../../src/audit/records.js';
 import { CLIENT_REJECT_CLASSES, UPSTREAM_FAILURE_CLASSES } from '../../src/classify/failure-class.js';
 import { trailRecords } from '../../bench/make-trail.mjs';
 import { makeRealTrail } from '../helpers/real-trail.js';
@@ -53,19 +53,34 @@ describe('the audit record JSON Schema', () => {
     expect(schema.oneOf.map((s) => s.$ref)).toEqual(TYPES.map((t) => `#/$defs/${t}`));
   });
 
-  it('accepts every record a real relay wrote: every outcome, refusals, sessions and checkpoints', () => {
+  it('accepts every record a real relay wrote: every outcome, refusals, sessions, checkpoints and a recovered spool entry', () => {
     const outcomes = new Set(real.filter((r) => r.type === 'relay').map((r) => (r as { outcome: string }).outcome));
-    expect([...outcomes].sort()).toEqual(['aborted', 'deferred', 'delivered', 'partial', 'rejected', 'unknown']);
-    expect(new Set(real.map((r) => r.type))).toEqual(new Set(['relay', 'reject', 'session', 'checkpoint']));
+    expect([...outcomes].sort()).toEqual(['aborted', 'deferred', 'delivered', 'partial', 'queued', 'rejected', 'unknown']);
+    expect(new Set(real.map((r) => r.type))).toEqual(new Set(['relay', 'reject', 'session', 'checkpoint', 'spool']));
     expect(real.some((r) => r.type === 'relay' && r.duplicateOf !== null)).toBe(true);
     expect(real.some((r) => r.type === 'relay' && new Set(r.attempts.map((a) => a.upstream)).size > 1)).toBe(true);
     for (const r of real) expect(validate(r), `${r.type} ${r.id}: ${errorsOf(r)}`).toBe(true);
   });
 
-  it('accepts alert records and every record of the benchmark trail generator', () => {
+  it('accepts alert records and every record of the benchmark trail generator, delivery and spool records included', () => {
     expect(validate(alert()), errorsOf(alert())).toBe(true);
     expect(validate(alert({ state: 'resolved', upstream: null, class: null, sinks: [] }))).toBe(true);
-    for (const r of trailRecords({ records: 3000, seed: 9 })) expect(validate(r), `${r.type}: ${errorsOf(r)}`).toBe(true);
+    const generated = [...trailRecords({ records: 3000, seed: 9 })];
+    expect([...new Set(generated.map((r) => r.type))]).toEqual(expect.arrayContaining(['delivery', 'spool']));
+    for (const r of generated) expect(validate(r), `${r.type}: ${errorsOf(r)}`).toBe(true);
+  });
+
+  it('accepts every example of the reference page', () => {
+    const examples = [...doc.matchAll(/^```json\n(.*)\n```$/gm)].map((m) => JSON.parse(m[1]!) as { type: string; id: string });
+    expect(new Set(examples.map((e) => e.type))).toEqual(new Set(TYPES));
+    for (const e of examples) expect(validate(e), `${e.type} ${e.id}: ${errorsOf(e)}`).toBe(true);
+  });
+
+  it('refuses a spool field on a record type without one, and a spool record with an unknown event', () => {
+    const queued = real.find((r) => r.type === 'relay' && r.outcome === 'queued')!;
+    expect(validate({ ...queued, spool: { mode: 'later', reason: 'x' } })).toBe(false);
+    const recovered = real.find((r) => r.type === 'spool')!;
+    expect(validate({ ...recovered, event: 'vanished' })).toBe(false);
   });
 
   it('refuses a record with an unknown field, a missing field, a wrong type or an unknown type', () => {
@@ -84,11 +99,18 @@ describe('the audit record JSON Schema', () => {
     expect(documentedFields(type)).toEqual([...RECORD_FIELDS[type]]);
   });
 
-  it('requires every field except the chain fields, which are absent when the chain is off', () => {
+  it("requires every field except the chain fields (absent when the chain is off), the relay record's spool (absent unless spooled) and those added later (absent in older trails)", () => {
     for (const type of TYPES) {
       const required = schema.$defs[type]!.required ?? [];
-      expect(required).toEqual(RECORD_FIELDS[type].filter((f) => !['seq', 'prev', 'hash'].includes(f)));
+      expect(required).toEqual(RECORD_FIELDS[type].filter((f) => !OPTIONAL_FIELDS.has(f) && !LATER_FIELDS.includes(f)));
     }
+  });
+
+  it('finds the instance on every record a real relay wrote, and accepts records of trails written before it existed', () => {
+    for (const r of real) expect(r.instance, `${r.type} ${r.id}`).toMatch(/^[A-Za-z0-9][A-Za-z0-9._-]*$/);
+    const { instance: _absent, ...older } = real.find((r) => r.type === 'relay')! as unknown as Record<string, unknown>;
+    expect(validate(older), errorsOf(older)).toBe(true);
+    expect(validate({ ...older, instance: 'not a name' })).toBe(false);
   });
 
   it('names the same failure classes as the code', () => {

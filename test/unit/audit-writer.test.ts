@@ -205,7 +205,7 @@ describe('the audit writer', () => {
 
   it('writes a checkpoint every N records, after an interval when records were written, and at stop', async () => {
     const w = await open();
-    const cp = new Checkpointer(w, new IdGenerator(), silent, { every: 3, interval: 40, signer: null, copyFile: null });
+    const cp = new Checkpointer(w, new IdGenerator(), silent, { every: 3, interval: 40, signer: null, copyFile: null, instance: 'test' });
     cp.start();
     for (let n = 1; n <= 4; n++) {
       w.write({ type: 'relay', n });

@@ -58,6 +58,7 @@ function replyFacts(example: ReplyExample): UpstreamFacts {
     reply: parseReply(example.code, example.text),
     replyPhase: example.phase,
     errorCode: errorCodeFor(example.phase),
+    command: example.command ?? null,
   });
 }
 
@@ -415,5 +416,40 @@ describe('purity', () => {
     const input = Object.freeze(reply(550, '5.4.5 Daily user sending quota exceeded.', 'data'));
     const first = classify(input);
     expect(classify(input)).toEqual(first);
+  });
+});
+
+describe('password login switched off, and OAuth2 logins refused', () => {
+  it('tells the operator to configure auth.type: oauth2 when the provider takes no password', () => {
+    const verdict = classify(reply(550, '5.7.30 Basic authentication is not supported for Client Submission.', 'auth'));
+    expect(failureOf(verdict)).toMatchObject({ class: 'upstream_auth', rule: 'password-auth-disabled' });
+    expect(failureOf(verdict).hint).toMatch(/auth\.type: oauth2/);
+    expect(verdict.clientReply).toMatchObject({ code: 451, enhanced: '4.7.0' });
+  });
+
+  it('says SMTP AUTH is off, not "move to OAuth2", when an XOAUTH2 login meets it', () => {
+    const text =
+      '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.';
+    expect(failureOf(classify(facts({ ...reply(535, text, 'auth'), command: 'AUTH XOAUTH2' }))).rule).toBe('xoauth2-smtp-auth-disabled');
+    expect(failureOf(classify(facts({ ...reply(535, text, 'auth'), command: 'AUTH PLAIN' }))).rule).toBe('password-auth-disabled');
+  });
+
+  it('answers a refused access token with 451, never 535', () => {
+    const verdict = classify(
+      facts({ ...reply(535, '5.7.3 Authentication unsuccessful [SN4PR0601CA0002.namprd06.prod.outlook.com]', 'auth'), command: 'AUTH XOAUTH2' }),
+    );
+    expect(failureOf(verdict)).toMatchObject({ class: 'upstream_auth', rule: 'xoauth2-token-refused' });
+    expect(verdict.clientReply).toMatchObject({
+      code: 451,
+      enhanced: '4.7.0',
+      text: 'Relay not authorised by upstream (upstream replied 535 5.7.3); try again later',
+    });
+  });
+
+  it('names the identity provider, not the upstream, when the token endpoint cannot be reached', () => {
+    const verdict = classify(facts({ errorCode: 'ETOKEN', cause: 'ECONNREFUSED', syscall: 'connect' }));
+    expect(failureOf(verdict)).toMatchObject({ class: 'connect', rule: 'identity-provider-unreachable' });
+    expect(failureOf(verdict).hint).toMatch(/identity provider/);
+    expect(verdict.clientReply.text).toBe('Upstream login failed: identity provider unreachable (connection refused); try again later');
   });
 });

@@ -1,4 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -6,6 +8,7 @@ import YAML from 'yaml';
 import { loadConfig } from '../../src/config/load.js';
 import { configSchema } from '../../src/config/schema.js';
 import { schemaKeyPaths, yamlKeyPaths } from '../helpers/config-schema.js';
+import { makeOAuthCredentials } from '../helpers/oauth-server.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const docPath = join(root, 'docs', 'config.md');
@@ -44,8 +47,25 @@ describe('config documentation', () => {
     expect(schemaPaths.filter((p) => !shown.has(p))).toEqual([]);
   });
 
-  it('ships an example config that loads', () => {
-    const env = { BILLING_SMTP_PASSWORD: 'example', SES_SMTP_USER: 'user', SES_SMTP_PASSWORD: 'pass' };
-    expect(() => loadConfig({ file: examplePath, env, cwd: root })).not.toThrow();
+  it('ships an example config that loads', async () => {
+    // Its OAuth2 upstreams name credential files, which must exist and be what they claim.
+    const dir = await mkdtemp(join(tmpdir(), 'mailtrail-example-'));
+    try {
+      const creds = await makeOAuthCredentials(dir);
+      const env = {
+        BILLING_SMTP_PASSWORD: 'example',
+        SES_SMTP_USER: 'user',
+        SES_SMTP_PASSWORD: 'pass',
+        M365_CLIENT_ID: '00000000-0000-0000-0000-000000000001',
+        M365_CERT_KEY: creds.certificate.keyPath,
+        M365_CERT: creds.certificate.certPath,
+        GOOGLE_SERVICE_ACCOUNT_KEY: creds.serviceAccount.file,
+        OTHER_IDP_SECRET: 'secret',
+        OTHER_IDP_REFRESH: 'refresh',
+      };
+      expect(() => loadConfig({ file: examplePath, env, cwd: root })).not.toThrow();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

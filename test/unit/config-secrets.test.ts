@@ -19,6 +19,8 @@ import { schemaFields, unwrap, yamlKeyPaths } from '../helpers/config-schema.js'
 /** Text fields that are not secrets, and why where it is not obvious. */
 const PUBLIC_TEXT = new Set([
   'listen[].host',
+  'listen[].trustedProxies',
+  'instance.id',
   // Paths to the certificate and its key: the key file's contents never enter the configuration.
   'tls.cert',
   'tls.key',
@@ -30,13 +32,22 @@ const PUBLIC_TEXT = new Set([
   'upstreams[].name',
   // The SMTP user name (an SES access key id is one): identifies the account, does not open it.
   'upstreams[].auth.user',
+  // OAuth2: who the application is and where it asks; the secrets are clientSecret and refreshToken.
+  'upstreams[].auth.tenantId',
+  'upstreams[].auth.clientId',
+  'upstreams[].auth.tokenUrl',
+  'upstreams[].auth.scope',
+  'upstreams[].auth.ca',
+  // Paths: the private keys they hold are read by the token sources and never enter the configuration.
+  'upstreams[].auth.clientCertificate.key',
+  'upstreams[].auth.clientCertificate.cert',
+  'upstreams[].auth.serviceAccountKeyFile',
   'upstreams[].tls.ca',
   'upstreams[].tls.servername',
   'upstreams[].ehloName',
   'routes[].name',
-  // The key prefix in Redis and this instance's name in the fleet.
+  // The key prefix in Redis.
   'state.prefix',
-  'instance.id',
   'routes[].match.users',
   'routes[].match.senders',
   'routes[].match.networks',
@@ -45,6 +56,7 @@ const PUBLIC_TEXT = new Set([
   // A path; the signing key itself is read by the checkpoint signer and never enters the configuration.
   'audit.checkpoint.signingKey',
   'audit.checkpoint.file',
+  'spool.dir',
   'http.host',
   'alerts.sinks[].name',
   'alerts.sinks[].email.tls.ca',
@@ -100,11 +112,25 @@ clients:
 upstreams:
   - { name: ses, url: "smtp://AKIAEXAMPLE:Upstream-Url-Pass-Quartz-3@email-smtp.eu-west-1.amazonaws.com:587" }
   - { name: backup, url: "smtps://smtp.backup.example", auth: { user: relay, pass: Upstream-Auth-Pass-Quartz-4 } }
+  - name: idp
+    url: smtp://smtp.example.net:587
+    auth:
+      type: oauth2
+      user: app@example.net
+      tokenUrl: https://idp.example.net/oauth2/token
+      clientId: mailtrail
+      clientSecret: Client-Secret-Quartz-14
+      refreshToken: Refresh-Token-Quartz-15
+      scope: https://mail.example.net/send
 audit:
   privacy: pseudonymize
   hmacKey: Hmac-Key-Quartz-5-0123456789
   checkpoint: { signingKey: /etc/mailtrail/checkpoint.key }
+spool:
+  events:
+    - { url: "https://events.example.com/hooks/Events-Path-Quartz-14?key=Events-Query-Quartz-15", secret: Events-Secret-Quartz-16 }
 http: { host: 127.0.0.1, port: 8025, token: Http-Token-Quartz-6-0123456789 }
+state: { redis: "rediss://default:Redis-Pass-Quartz-14@redis.example.org:6380" }
 alerts:
   sinks:
     - name: chat
@@ -117,7 +143,6 @@ alerts:
         url: "smtps://alerts:Email-Pass-Quartz-13@mail.example.org"
         from: mailtrail@example.org
         to: [ops@example.org]
-state: { redis: "redis://fleet:Redis-Pass-Quartz-14@redis.internal:6379" }
 `) as Record<string, unknown>;
 }
 
@@ -136,12 +161,16 @@ describe('the secrets of a configuration', () => {
         'clients.users[].passwordHash',
         'upstreams[].url',
         'upstreams[].auth.pass',
+        'upstreams[].auth.clientSecret',
+        'upstreams[].auth.refreshToken',
         'audit.hmacKey',
         'http.token',
         'alerts.sinks[].webhook.url',
         'alerts.sinks[].webhook.secret',
         'alerts.sinks[].webhook.headers',
         'alerts.sinks[].email.url',
+        'spool.events[].url',
+        'spool.events[].secret',
       ]),
     );
   });
@@ -169,8 +198,10 @@ describe('the secrets of a configuration', () => {
       upstreams: [
         { name: 'ses', host: 'email-smtp.eu-west-1.amazonaws.com', auth: { user: 'AKIAEXAMPLE', pass: '[redacted]' } },
         { name: 'backup', auth: { user: 'relay', pass: '[redacted]' } },
+        { name: 'idp', auth: { type: 'oauth2', user: 'app@example.net', clientId: 'mailtrail', clientSecret: '[redacted]', refreshToken: '[redacted]' } },
       ],
       audit: { hmacKey: '[redacted]', checkpoint: { signingKey: '/etc/mailtrail/checkpoint.key' } },
+      spool: { events: [{ url: 'https://events.example.com/[redacted]', secret: '[redacted]' }] },
       http: { host: '127.0.0.1', token: '[redacted]' },
       alerts: {
         sinks: [
@@ -183,7 +214,7 @@ describe('the secrets of a configuration', () => {
           { name: 'mail', smtp: { host: 'mail.example.org', auth: { user: 'alerts', pass: '[redacted]' } } },
         ],
       },
-      state: { redis: 'redis://redis.internal:6379/[redacted]' },
+      state: { redis: 'rediss://redis.example.org:6380/[redacted]' },
     });
   });
 

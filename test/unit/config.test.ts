@@ -53,7 +53,7 @@ upstreams: [{ name: ses, url: "smtp://smtp.example.com" }]
 describe('embedded default', () => {
   it('listens on loopback, lets loopback relay and delivers to the local sink', () => {
     const config = loadConfig({ env: {}, cwd: '/srv/app' });
-    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false }]);
+    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' }]);
     expect(config.clients).toEqual({
       networks: ['127.0.0.0/8', '::1/128'],
       users: [],
@@ -117,7 +117,7 @@ describe('embedded default', () => {
 
   it('honours MAILTRAIL_LISTEN and MAILTRAIL_DATA_DIR', () => {
     const config = loadConfig({ env: { MAILTRAIL_LISTEN: '[::1]:2600', MAILTRAIL_DATA_DIR: 'var' }, cwd: '/srv' });
-    expect(config.listen).toEqual([{ host: '::1', port: 2600, implicitTls: false }]);
+    expect(config.listen).toEqual([{ host: '::1', port: 2600, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' }]);
     expect(config.dataDir).toBe('/srv/var');
     expect(config.localSink?.dir).toBe('/srv/var/sink');
   });
@@ -181,8 +181,8 @@ unknownOutcomeReply: 250
     );
     const expected: Config = {
       listen: [
-        { host: '127.0.0.1', port: 2525, implicitTls: false },
-        { host: '0.0.0.0', port: 4650, implicitTls: true },
+        { host: '127.0.0.1', port: 2525, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' },
+        { host: '0.0.0.0', port: 4650, implicitTls: true, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' },
       ],
       tls: { cert: '/etc/certs/server.crt', key: '/etc/certs/server.key' },
       clients: {
@@ -193,8 +193,9 @@ unknownOutcomeReply: 250
             password: 'billing-password',
             passwordHash: null,
             allowedSenders: ['@example.com', 'alerts@example.org'],
+            mode: null,
           },
-          { username: 'ops', password: null, passwordHash: hash, allowedSenders: [] },
+          { username: 'ops', password: null, passwordHash: hash, allowedSenders: [], mode: null },
         ],
         requireTls: true,
         allowInsecureAuth: false,
@@ -218,14 +219,14 @@ unknownOutcomeReply: 250
         connectionRatePerIp: 30,
         connectionRateExempt: ['127.0.0.0/8', '::1/128', '10.1.2.3/32'],
       },
-      timeouts: { clientIdle: 300_000, command: 360_000, session: 600_000, dataMinRate: 500, relay: 90_000, shutdown: 0 },
+      timeouts: { clientIdle: 300_000, command: 360_000, session: 600_000, dataMinRate: 500, relay: 90_000, proxyHeader: 5_000, shutdown: 0 },
       upstreams: [
         {
           name: 'ses',
           host: 'email-smtp.eu-west-1.amazonaws.com',
           port: 587,
           implicitTls: false,
-          auth: { user: 'AKIAEXAMPLE', pass: 'pa/ss' },
+          auth: { type: 'password', user: 'AKIAEXAMPLE', pass: 'pa/ss' },
           tls: { mode: 'required', ca: null, verify: true, servername: null },
           pool: { maxConnections: 10, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, shared: false },
           timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
@@ -239,7 +240,7 @@ unknownOutcomeReply: 250
           host: '2001:db8::25',
           port: 465,
           implicitTls: true,
-          auth: { user: 'relay', pass: 'backup-pass' },
+          auth: { type: 'password', user: 'relay', pass: 'backup-pass' },
           tls: { mode: 'required', ca: '/etc/certs/ca.pem', verify: false, servername: 'smtp.backup.example' },
           pool: { maxConnections: 2, maxMessages: 20, idleTimeout: 30_000, maxWait: 5_000, shared: false },
           timeouts: { connect: 10_000, greeting: 10_000, socket: 60_000, total: 120_000 },
@@ -263,11 +264,23 @@ unknownOutcomeReply: 250
         hmacKey: null,
         duplicateWindow: 86_400_000,
       },
+      spool: {
+        dir: '/var/lib/mailtrail/spool',
+        hybridWait: 10_000,
+        retry: { first: 300_000, max: 3_600_000 },
+        maxAge: 5 * 86_400_000,
+        minFreeSpace: 256 * 2 ** 20,
+        dsn: true,
+        unknownOutcome: 'hold',
+        concurrency: 10,
+        events: [],
+      },
       http: null,
       alerts: { cooldown: 600_000, sinks: [], rules: [], delivery: { queueSize: 100, retries: 3, timeout: 10_000, backoff: 1_000 } },
       log: { level: 'debug' },
-      state: null,
-      instance: { id: 'relay.example.com:2525' },
+      instance: { id: `${hostname().replace(/[^A-Za-z0-9._-]/g, '-')}-2525` },
+      workers: { count: 1, allowLocalLimits: false },
+      state: { redis: null, prefix: 'mailtrail:', expectedInstances: 1, timeout: 250, leaseTtl: 30_000 },
       hostname: 'relay.example.com',
       dataDir: '/var/lib/mailtrail',
       localSink: null,
@@ -278,7 +291,7 @@ unknownOutcomeReply: 250
 
   it('fills every default for a minimal file', () => {
     const config = load(MINIMAL);
-    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false }]);
+    expect(config.listen).toEqual([{ host: '127.0.0.1', port: 2525, implicitTls: false, proxyProtocol: false, trustedProxies: [], mode: 'passthrough' }]);
     expect(config.tls).toBeNull();
     expect(config.clients).toEqual({
       networks: [],
@@ -305,7 +318,15 @@ unknownOutcomeReply: 250
       connectionRatePerIp: 30,
       connectionRateExempt: [],
     });
-    expect(config.timeouts).toEqual({ clientIdle: 60_000, command: 120_000, session: 600_000, dataMinRate: 500, relay: 120_000, shutdown: 30_000 });
+    expect(config.timeouts).toEqual({
+      clientIdle: 60_000,
+      command: 120_000,
+      session: 600_000,
+      dataMinRate: 500,
+      relay: 120_000,
+      proxyHeader: 5_000,
+      shutdown: 30_000,
+    });
     expect(config.upstreams[0]).toMatchObject({
       port: 587,
       auth: null,
@@ -522,6 +543,7 @@ describe('units', () => {
     ['1.5s', 1_500],
     ['5m', 300_000],
     ['1h', 3_600_000],
+    ['5d', 432_000_000],
   ])('parses the duration %j as %d ms', (input, ms) => {
     expect(parseDuration(input)).toBe(ms);
   });
@@ -566,6 +588,53 @@ describe('client deadlines and AUTH lockout', () => {
   });
 });
 
+describe('spool mode', () => {
+  it("takes a mode per listener and per user, the user's null meaning the listener's", () => {
+    const config = load(`
+listen: [{ port: 2525, mode: spool }, { port: 2526 }]
+clients: { users: [{ username: printers, password: pw-1, mode: hybrid }, { username: app, password: pw-2 }] }
+upstreams: [{ name: ses, url: "smtp://smtp.example.com" }]
+`);
+    expect(config.listen.map((l) => l.mode)).toEqual(['spool', 'passthrough']);
+    expect(config.clients.users.map((u) => u.mode)).toEqual(['hybrid', null]);
+  });
+
+  it('reads the spool section with its units, the folder relative to the file', () => {
+    const { dir, file } = writeConfig(
+      `${MINIMAL}spool: { dir: q, hybridWait: 3s, retry: { first: 1m, max: 2h }, maxAge: 30d, minFreeSpace: 0, unknownOutcome: resend }\n`,
+    );
+    const config = loadConfig({ file, env: {}, cwd: '/' });
+    expect(config.spool).toMatchObject({
+      dir: join(dir, 'q'),
+      hybridWait: 3_000,
+      retry: { first: 60_000, max: 7_200_000 },
+      // An age, never a timer: past the 24.8 days a timer can hold.
+      maxAge: 30 * 86_400_000,
+      minFreeSpace: 0,
+      unknownOutcome: 'resend',
+    });
+  });
+
+  it('refuses an unknown mode, a retry.max below retry.first and an event URL that is not http(s), each at its key path', () => {
+    const err = configError(() =>
+      load(`
+listen: [{ port: 2525, mode: queue }]
+clients: { users: [{ username: a, password: pw, mode: later }] }
+upstreams: [{ name: ses, url: "smtp://smtp.example.com" }]
+spool: { retry: { first: 2h, max: 1h }, unknownOutcome: drop, concurrency: 0, events: [{ url: "ftp://x.example" }] }
+`),
+    );
+    expect(err.problems.map((p) => p.path)).toEqual([
+      'listen[0].mode',
+      'clients.users[0].mode',
+      'spool.unknownOutcome',
+      'spool.concurrency',
+      'spool.events[0].url',
+      'spool.retry.max',
+    ]);
+  });
+});
+
 describe('paths', () => {
   it('resolves relative paths against the config file folder', () => {
     const { dir, file } = writeConfig(`
@@ -580,6 +649,11 @@ audit: { file: logs/audit.log }
     expect(config.tls).toEqual({ cert: join(dir, 'certs/server.crt'), key: join(dir, '../certs/server.key') });
     expect(config.upstreams[0]?.tls.ca).toBe(join(dir, 'ca.pem'));
     expect(config.audit.file).toBe(join(dir, 'logs/audit.log'));
+  });
+
+  it('puts the spool in the data folder by default', () => {
+    const { dir, file } = writeConfig(MINIMAL);
+    expect(loadConfig({ file, env: {}, cwd: '/' }).spool.dir).toBe(join(dir, 'data/spool'));
   });
 
   it('puts the audit trail in the data folder by default and keeps "-" for stdout', () => {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { IdGenerator } from '../../src/ids.js';
 import { ConnectionRate, type RefusedWindow } from '../../src/admission/connection-rate.js';
 
-const CLIENT = { ip: '192.0.2.7', port: 40000, helo: null, user: null, tls: null };
+const CLIENT = { ip: '192.0.2.7', port: 40000, helo: null, user: null, tls: null, proxy: null };
 
 function limiter(perMinute: number | null, opts: { exempt?: string[]; maxTracked?: number } = {}) {
   const clock = { t: 0, now: () => clock.t };

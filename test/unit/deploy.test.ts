@@ -119,3 +119,72 @@ describe('the compose file in deploy/', () => {
     expect(config.upstreams[0]).toMatchObject({ host: 'mailpit', port: 1025, tls: { mode: 'none' } });
   });
 });
+
+describe('the trail shippers in deploy/ (Vector, ClickHouse; rsyslog runs for real in test/interop)', () => {
+  const vectorFiles = ['mailtrail-loki.yaml', 'mailtrail-clickhouse.yaml'];
+  const schema = JSON.parse(readFileSync(join(root, 'docs', 'audit-record.schema.json'), 'utf8')) as JsonSchemaNode & { $defs: Record<string, JsonSchemaNode> };
+  /** `*` in a file glob, as Vector and rsyslog take it (the only wildcard these configs use). */
+  const globMatches = (glob: string, path: string) => new RegExp(`^${glob.split('*').map(escapeRegExp).join('[^/]*')}$`).test(path);
+  /** The trail's names, with built-in rotation, logrotate's dateext, and workers. */
+  const TRAIL = '/var/log/mailtrail/audit.log';
+  const named = [TRAIL, `${TRAIL}.w1`, `${TRAIL}.w12`, `${TRAIL}.2026-11-25T101500.000Z`, `${TRAIL}-20261125-1764064800`];
+  const compressed = [`${TRAIL}.2026-11-25T101500.000Z.gz`, `${TRAIL}-20261124-1763978400.gz`, `${TRAIL}.w1.2026-11-25T101500.000Z.gz.partial`];
+
+  /** Whether `path` (record.a.b) names a field some record type documents. */
+  function documented(path: string[]): boolean {
+    const walk = (node: JsonSchemaNode | undefined, rest: string[]): boolean => {
+      if (node === undefined) return false;
+      const resolved = node.$ref ? schema.$defs[node.$ref.replace('#/$defs/', '')] : node;
+      if (rest.length === 0) return true;
+      const branches = [resolved, ...(resolved?.anyOf ?? []), ...(resolved?.oneOf ?? [])].filter((b): b is JsonSchemaNode => b !== undefined);
+      return branches.some((b) => (b.$ref ? walk(b, rest) : walk(b.properties?.[rest[0]!], rest.slice(1))));
+    };
+    return ['relay', 'reject', 'session', 'alert', 'checkpoint'].some((t) => walk(schema.$defs[t], path));
+  }
+
+  it.each(vectorFiles)('vector/%s reads every file of the trail but compressed rotations (read before they were compressed)', (file) => {
+    const config = YAML.parse(readFileSync(join(deploy, 'vector', file), 'utf8')) as {
+      sources: Record<string, { type: string; include: string[]; exclude: string[] }>;
+    };
+    const source = config.sources.mailtrail_trail!;
+    expect(source.type).toBe('file');
+    const read = (p: string) => source.include.some((g) => globMatches(g, p)) && !source.exclude.some((g) => globMatches(g, p));
+    for (const p of named) expect(read(p), p).toBe(true);
+    for (const p of compressed) expect(read(p), p).toBe(false);
+  });
+
+  it.each(vectorFiles)('vector/%s uses only fields the audit record documents', (file) => {
+    const text = readFileSync(join(deploy, 'vector', file), 'utf8');
+    const fields = [...text.matchAll(/record\.([A-Za-z0-9.]+)/g)].map((m) => m[1]!.split('.'));
+    expect(fields.length).toBeGreaterThan(3);
+    for (const path of fields) expect(documented(path), path.join('.')).toBe(true);
+  });
+
+  it('fills exactly the columns of the ClickHouse table, in its order', () => {
+    const config = YAML.parse(readFileSync(join(deploy, 'vector', vectorFiles[1]!), 'utf8')) as { transforms: { mailtrail_rows: { source: string } } };
+    const row = [...config.transforms.mailtrail_rows.source.matchAll(/^\s+"([a-z_0-9]+)":/gm)].map((m) => m[1]!);
+    const ddl = readFileSync(join(deploy, 'clickhouse', 'mailtrail.sql'), 'utf8');
+    const columns = [...ddl.matchAll(/^ {4}([a-z_0-9]+)\s+\S/gm)].map((m) => m[1]!);
+    expect(row).toEqual(columns);
+    expect(ddl).toMatch(/ORDER BY \(instance, id\)/);
+  });
+
+  it('rsyslog reads the same files and keys each document by the record id', () => {
+    const conf = readFileSync(join(deploy, 'rsyslog', 'mailtrail-ship.conf'), 'utf8');
+    const file = /File="([^"]+)"/.exec(conf)![1]!;
+    for (const p of named) expect(globMatches(file, p), p).toBe(true);
+    for (const m of conf.matchAll(/%\$!([A-Za-z.]+)/g)) expect(documented(m[1]!.split('.')), m[1]).toBe(true);
+    expect(conf).toMatch(/bulkid="mailtrail-id" dynbulkid="on"/);
+  });
+});
+
+interface JsonSchemaNode {
+  $ref?: string;
+  properties?: Record<string, JsonSchemaNode>;
+  anyOf?: JsonSchemaNode[];
+  oneOf?: JsonSchemaNode[];
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}

@@ -1,6 +1,6 @@
 import { MailParser, type AddressObject } from 'mailparser';
 import { describe, expect, it } from 'vitest';
-import { decodeEncodedWords, HeaderCollector, sniffHeaders } from '../../src/buffer/header-sniffer.js';
+import { decodeEncodedWords, HeaderCollector, headerFields, sniffHeaders } from '../../src/buffer/header-sniffer.js';
 
 const crlf = (...lines: string[]): Buffer => Buffer.from(lines.join('\r\n') + '\r\n\r\n');
 
@@ -145,6 +145,24 @@ describe('sniffHeaders', () => {
   it('passes the truncated flag through and still reads what arrived', async () => {
     const facts = await sniffHeaders(Buffer.from('Subject: cut\r\nX-Long: aaaa'), true);
     expect(facts).toMatchObject({ subject: 'cut', truncated: true });
+  });
+});
+
+describe('headerFields', () => {
+  it('finds the fields asked for, unfolded, case-insensitively, the first occurrence of each, up to the blank line', () => {
+    const head = crlf(
+      'Received: from a by b',
+      'content-TYPE: multipart/report;',
+      '\treport-type=delivery-status',
+      'Auto-Submitted : auto-replied',
+      'Content-Type: text/plain',
+    );
+    const body = Buffer.from('X-In-Body: no\r\n');
+    const fields = headerFields(Buffer.concat([head, body]), ['content-type', 'auto-submitted', 'x-in-body']);
+    expect([...fields]).toEqual([
+      ['content-type', ' multipart/report;\treport-type=delivery-status'],
+      ['auto-submitted', ' auto-replied'],
+    ]);
   });
 });
 

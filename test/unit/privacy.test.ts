@@ -72,8 +72,9 @@ describe('masking a relay record', () => {
     type: 'relay',
     time: '2026-11-25T10:00:00.000Z',
     id: '01M89VY4NJS1FRFYGK283MN4GR',
+    instance: 'mt-a',
     session: { id: 's1', txn: 1 },
-    client: { ip: '127.0.0.1', port: 1, helo: 'app', user: 'billing', tls: null },
+    client: { ip: '127.0.0.1', port: 1, helo: 'app', user: 'billing', tls: null, proxy: null },
     from: 'invoices@example.com',
     rcpt: [
       { to: 'ana@example.org', status: 'rejected', reply: reply('<ana@example.org>: User unknown') },

@@ -10,7 +10,7 @@ import { Recorder, type RecorderOptions } from '../../src/audit/recorder.js';
 import { EventBus } from '../../src/event-bus.js';
 import { IdGenerator } from '../../src/ids.js';
 import { createLogger } from '../../src/logger.js';
-import { alert, reject, relay, removeDir, session, tempDir } from '../helpers/trail-fixtures.js';
+import { alert, delivery, reject, relay, removeDir, session, spoolEvent, tempDir } from '../helpers/trail-fixtures.js';
 
 const log = createLogger('silent');
 
@@ -66,7 +66,7 @@ describe('the recorder', () => {
       throw err;
     });
     published = [];
-    for (const event of ['relay', 'reject', 'session', 'alert', 'audit-write-error', 'audit-state'] as const) {
+    for (const event of ['relay', 'reject', 'session', 'alert', 'delivery', 'spool', 'audit-write-error', 'audit-state'] as const) {
       bus.subscribe(event, (arg: unknown) => published.push({ event, arg }));
     }
   });
@@ -106,6 +106,46 @@ describe('the recorder', () => {
       expect(published.map((p) => [p.event, (p.arg as { id: string; seq: number }).id, (p.arg as { seq: number }).seq])).toEqual(
         records.map((x, i) => [x.type, x.id, i + 1]),
       );
+    });
+  });
+
+  describe("the spool's records", () => {
+    it('writes and publishes delivery and spool records in the chain, each saying it was written', () => {
+      const r = recorder();
+      const d = delivery('01M8C00000000000000000000Q');
+      const e = spoolEvent('01M8C00000000000000000000Q');
+      expect(r.delivery(d)).toBe(true);
+      expect(r.spool(e)).toBe(true);
+      expect(lines().map((l) => [l.type, l.id, l.seq])).toEqual([
+        ['delivery', d.id, 1],
+        ['spool', e.id, 2],
+      ]);
+      expect(events()).toEqual(['delivery', 'spool']);
+    });
+
+    it('throws when one cannot be written with onWriteFailure refuse, so the spool does not move the message on', () => {
+      const r = recorder({ onWriteFailure: 'refuse' });
+      writer.failing = true;
+      expect(() => r.spool(spoolEvent('01M8C00000000000000000000Q'))).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
+      expect(() => r.delivery(delivery('01M8C00000000000000000000Q'))).toThrow(expect.objectContaining({ code: 'ENOSPC' }));
+      expect(events()).toEqual(['audit-write-error', 'audit-state', 'audit-write-error']);
+    });
+
+    it('says false with onWriteFailure continue, and still publishes', () => {
+      const r = recorder({ onWriteFailure: 'continue' });
+      writer.failing = true;
+      expect(r.spool(spoolEvent('01M8C00000000000000000000Q'))).toBe(false);
+      expect(events()).toEqual(['audit-write-error', 'audit-state', 'spool']);
+    });
+
+    it('masks the recipients and reply texts of a delivery record and the reason of a spool record', () => {
+      const r = recorder({ privacy: new RecordPrivacy('domain-only', null) });
+      const refused = { code: 550, enhanced: '5.1.1', text: '<gone@example.org>: User unknown' };
+      r.delivery(delivery('01M8C00000000000000000000Q', { rcpt: [{ to: 'gone@example.org', status: 'rejected', reply: refused }], outcome: 'rejected' }));
+      r.spool(spoolEvent('01M8C00000000000000000000Q', { event: 'bounced', reason: '550 5.1.1 <gone@example.org>: User unknown' }));
+      const text = readFileSync(file, 'utf8') + JSON.stringify(published.map((p) => p.arg));
+      expect(text).not.toContain('gone@');
+      expect(lines()[0]).toMatchObject({ rcpt: [{ to: '@example.org', reply: { text: '<@example.org>: User unknown' } }] });
     });
   });
 
@@ -277,7 +317,8 @@ describe('the recorder', () => {
   });
 
   describe('checkpoints', () => {
-    const checkpointer = (every: number) => new Checkpointer(real, new IdGenerator(), log, { every, interval: 60_000, signer: null, copyFile: null });
+    const checkpointer = (every: number) =>
+      new Checkpointer(real, new IdGenerator(), log, { every, interval: 60_000, signer: null, copyFile: null, instance: 'test' });
 
     it('writes a checkpoint after every `every` records, naming the record before it', () => {
       const r = recorder({ checkpoints: checkpointer(2) });

@@ -60,17 +60,19 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
   const rs = all.filter((r) => (!opts.since || r.time >= opts.since) && (!opts.until || r.time < opts.until));
   const relays = rs.filter((r): r is RelayRecord => r.type === 'relay');
   const rejects = rs.filter((r) => r.type === 'reject');
+  const deliveries = rs.filter((r) => r.type === 'delivery');
+  const spoolEvents = rs.filter((r) => r.type === 'spool');
   const count = <T>(items: T[], key: (t: T) => string): Record<string, number> => {
     const m: Record<string, number> = {};
     for (const i of items) m[key(i)] = (m[key(i)] ?? 0) + 1;
     return m;
   };
-  const outcomes = { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, ...count(relays, (r) => r.outcome) };
+  const outcomes = { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, queued: 0, ...count(relays, (r) => r.outcome) };
   const decided = (tried: boolean) => {
     const rs = relays.filter((r) => upstreamTried(r) === tried);
     return {
       relay: rs.length,
-      outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, ...count(rs, (r) => r.outcome) },
+      outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, queued: 0, ...count(rs, (r) => r.outcome) },
       failureClasses: count(
         rs.filter((r) => r.failure),
         (r) => r.failure!.class,
@@ -126,14 +128,15 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
     l.data.push(r.timing.dataMs);
     latency.set(r.upstream.name, l);
   }
-  const hours = new Map<string, { relay: number; delivered: number; failed: number; rejects: number }>();
+  const hours = new Map<string, { relay: number; delivered: number; queued: number; failed: number; rejects: number }>();
   for (const r of rs) {
     if (r.type !== 'relay' && r.type !== 'reject') continue;
-    const h = hours.get(r.time.slice(0, 13)) ?? { relay: 0, delivered: 0, failed: 0, rejects: 0 };
+    const h = hours.get(r.time.slice(0, 13)) ?? { relay: 0, delivered: 0, queued: 0, failed: 0, rejects: 0 };
     if (r.type === 'reject') h.rejects += 1;
     else {
       h.relay += 1;
       if (r.outcome === 'delivered') h.delivered += 1;
+      else if (r.outcome === 'queued') h.queued += 1;
       else h.failed += 1;
     }
     hours.set(r.time.slice(0, 13), h);
@@ -152,11 +155,18 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
       session: rs.filter((r) => r.type === 'session').length,
       alert: rs.filter((r) => r.type === 'alert').length,
       checkpoint: rs.filter((r) => r.type === 'checkpoint').length,
-      other: rs.filter((r) => !['relay', 'reject', 'session', 'alert', 'checkpoint'].includes(r.type)).length,
+      delivery: deliveries.length,
+      spool: spoolEvents.length,
+      other: rs.filter((r) => !['relay', 'reject', 'session', 'alert', 'checkpoint', 'delivery', 'spool'].includes(r.type)).length,
     },
     outcomes,
     decidedBy: { upstream: decided(true), mailtrail: decided(false) },
-    successRate: ratio(outcomes.delivered, relays.length),
+    // Queued messages are left out: their fate is in later records.
+    successRate: ratio(outcomes.delivered, relays.length - outcomes.queued),
+    spool: {
+      deliveries: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, ...count(deliveries, (r) => r.outcome) },
+      events: count(spoolEvents, (r) => r.event),
+    },
     failureClasses: count(
       relays.filter((r) => r.failure),
       (r) => r.failure!.class,
@@ -167,6 +177,7 @@ function naive(all: AuditRecord[], opts: { since?: string; until?: string; by?: 
       rejected: 0,
       deferred: 0,
       unknown: 0,
+      queued: 0,
       ...count(
         relays.flatMap((r) => r.rcpt),
         (x) => x.status,
@@ -204,7 +215,10 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
   const row = (k: string) => {
     let r = rows.get(k);
     if (!r)
-      rows.set(k, (r = { relay: 0, outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0 }, byMailtrail: 0, rejects: 0 }));
+      rows.set(
+        k,
+        (r = { relay: 0, outcomes: { delivered: 0, partial: 0, deferred: 0, rejected: 0, unknown: 0, aborted: 0, queued: 0 }, byMailtrail: 0, rejects: 0 }),
+      );
     return r;
   };
   for (const r of relays) {
@@ -217,7 +231,9 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
             ? [...new Set(r.rcpt.map((x) => dom(x.to)))]
             : by === 'client'
               ? [r.client.ip]
-              : [r.client.user ?? '(none)'];
+              : by === 'instance'
+                ? [(r as { instance?: string }).instance ?? '(none)']
+                : [r.client.user ?? '(none)'];
     for (const k of keys.length ? keys : ['(none)']) {
       const g = row(k);
       g.relay += 1;
@@ -235,14 +251,16 @@ function naiveGroups(relays: RelayRecord[], rejects: Extract<AuditRecord, { type
             ? dom(r.to)
             : by === 'client'
               ? r.client.ip
-              : (r.client.user ?? '(none)');
+              : by === 'instance'
+                ? ((r as { instance?: string }).instance ?? '(none)')
+                : (r.client.user ?? '(none)');
     row(k).rejects += 1;
   }
   return [...rows.entries()].map(([key, g]) => ({
     key,
     relay: g.relay,
     outcomes: g.outcomes,
-    successRate: ratio(g.outcomes.delivered!, g.relay),
+    successRate: ratio(g.outcomes.delivered!, g.relay - g.outcomes.queued!),
     byMailtrail: g.byMailtrail,
     rejects: g.rejects,
   }));
@@ -264,6 +282,8 @@ function compare(report: JsonReport, n: ReturnType<typeof naive>): void {
   expect(report.failureClasses).toEqual(n.failureClasses);
   expect(report.rejectClasses).toEqual(n.rejectClasses);
   expect(report.recipients).toEqual(n.recipients);
+  expect(report.spool.deliveries).toEqual(n.spool.deliveries);
+  expect(Object.entries(report.spool.events).sort()).toEqual(Object.entries(n.spool.events).sort());
   expect(report.duplicateRisk).toBe(n.duplicateRisk);
   expect(report.duplicateOf).toBe(n.duplicateOf);
   expect(report.failovers).toBe(n.failovers);
@@ -364,7 +384,7 @@ describe('mailtrail report', () => {
         to: null,
         command: 'AUTH',
         class: 'auth_failed',
-        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null },
+        client: { ip: '10.9.9.9', port: 1, helo: null, user: null, tls: null, proxy: null },
       }),
       throttled({
         time: '2026-11-25T06:00:00.800Z',
@@ -653,7 +673,7 @@ describe('mailtrail report', () => {
       expect(text).toMatch(/upstream_unavailable {2}mailtrail \(ses not tried\) {2}EBREAKEROPEN/);
       expect(text).toMatch(/content_rejected {2}ses {2}554 5\.7\.1/);
       // By sender domain: 4 relayed, 2 of them decided by mailtrail, and the refusal.
-      expect(text).toMatch(/^ {2}example\.com +4 +0 +0 +2 +2 +0 +0 +0% +2 +1$/m);
+      expect(text).toMatch(/^ {2}example\.com +4 +0 +0 +2 +2 +0 +0 +0 +0% +2 +1$/m);
       expect(text).toContain('not tried: relayed records mailtrail decided without trying an upstream');
     });
   });

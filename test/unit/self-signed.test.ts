@@ -30,6 +30,16 @@ describe('the ephemeral self-signed certificate', () => {
     expect(other.publicKey.export({ type: 'spki', format: 'der' }).equals(x509.publicKey.export({ type: 'spki', format: 'der' }))).toBe(false);
   });
 
+  it('always encodes its serial number as DER wants it: no leading zero byte a reader refuses as padding', () => {
+    // A serial whose first byte came out 0x00 (about one certificate in 256) made OpenSSL refuse it
+    // ("asn1 encoding routines::illegal padding"), and a relay without tls.cert then failed to start.
+    // Now the first byte is 0x40-0x7f: 16 bytes, positive, no padding, every time.
+    for (let i = 0; i < 50; i++) {
+      const serial = new X509Certificate(selfSignedCertificate('relay.example.com', ['localhost'], 1).cert).serialNumber;
+      expect(serial).toMatch(/^[4-7][0-9A-F]{31}$/);
+    }
+  });
+
   it('serves a real TLS handshake that a client pinning it accepts', async () => {
     const server = createServer({ key, cert }, (s) => s.end('ok'));
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -13,10 +13,11 @@ const WARNINGS: StartupWarning[] = [
 
 function info(over: Partial<RunningInfo> = {}): RunningInfo {
   return {
-    listeners: [{ host: '127.0.0.1', port: 2525, implicitTls: false }],
+    listeners: [{ host: '127.0.0.1', port: 2525, implicitTls: false, mode: 'passthrough' }],
     auditFile: '/var/lib/mailtrail/audit.log',
     upstreams: [{ name: 'far', host: '192.0.2.10', port: 25, tls: 'TLS none' }],
     sinkDir: null,
+    spool: null,
     http: null,
     warnings: WARNINGS,
     sharedState: null,

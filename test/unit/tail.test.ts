@@ -146,7 +146,7 @@ describe('mailtrail tail', () => {
       class: 'auth_failed',
       authUser: 'billing',
       clientReply: { code: 535, enhanced: '5.7.8', text: 'Authentication credentials invalid' },
-      client: { ip: '10.0.4.99', port: 1, helo: null, user: null, tls: null },
+      client: { ip: '10.0.4.99', port: 1, helo: null, user: null, tls: null, proxy: null },
     });
     const f = await writeTrail(dir, 'auth-failed.log', [failed]);
     const { lines } = await tail([f]);

@@ -32,7 +32,13 @@ async function makeTrail(dir: string, n: number): Promise<Trail> {
   const file = join(dir, 'audit.log');
   const copies = join(dir, 'shipped', 'checkpoints.log');
   const writer = await AuditWriter.open({ file, fsync: false, chain: true, rotate: null, log: silent });
-  const checkpoints = new Checkpointer(writer, new IdGenerator(), silent, { every: 10, interval: 60_000, signer: loadSigner(keyFile), copyFile: copies });
+  const checkpoints = new Checkpointer(writer, new IdGenerator(), silent, {
+    every: 10,
+    interval: 60_000,
+    signer: loadSigner(keyFile),
+    copyFile: copies,
+    instance: 'test',
+  });
   for (let i = 1; i <= n; i++) {
     writer.write({ v: 1, type: 'relay', id: `R${i}`, from: `app-${i}@example.com`, outcome: 'delivered' });
     checkpoints.recorded();

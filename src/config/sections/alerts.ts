@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { UPSTREAM_FAILURE_CLASSES } from '../../classify/failure-class.js';
-import { ALWAYS, count, duration, entryName, fromNumericString, isRecord, requiredDuration, ratio, unique } from '../fields.js';
+import { ALWAYS, count, duration, entryName, fromNumericString, httpUrl, isRecord, requiredDuration, ratio, unique } from '../fields.js';
 import type { Carries, Expect, Loaded, Same } from '../loaded.js';
 import { smtpTlsShape, smtpUrl, toSmtpTls, type SmtpTlsConfig } from '../outbound-smtp.js';
 
@@ -13,17 +13,8 @@ const EMAIL_ADDRESS = /^[^\s@<>",;]+@[^\s@<>",;]+$/;
 /** RFC 9110 §5.1 field-name token. */
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
-function isHttpUrl(text: string): boolean {
-  try {
-    const url = new URL(text);
-    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== '';
-  } catch {
-    return false;
-  }
-}
-
 const webhookSink = z.strictObject({
-  url: z.string().refine(isHttpUrl, 'not an http:// or https:// URL'),
+  url: httpUrl(),
   /** HMAC-SHA256 key for the X-Mailtrail-Signature header; null = unsigned. */
   secret: z.string().min(1).nullable().optional(),
   headers: z

@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { isPasswordHash } from '../../auth/password.js';
-import { ALWAYS, cidr, count, duration, flag, fromBooleanString, isRecord, optionalCount, sender, unique } from '../fields.js';
+import { ALWAYS, cidr, count, deliveryMode, duration, flag, fromBooleanString, isRecord, optionalCount, sender, unique } from '../fields.js';
 import type { Loaded } from '../loaded.js';
 
 const user = z
@@ -16,6 +16,8 @@ const user = z
     passwordHash: z.string().refine(isPasswordHash, 'not a scrypt hash in the form scrypt$N$r$p$salt$hash').nullable().optional(),
     /** Allowed MAIL FROM: "@domain" or a full address; empty = any sender. */
     allowedSenders: z.array(sender()).default([]),
+    /** How this user's messages are delivered, over the listener's `mode`; null = the listener's. */
+    mode: deliveryMode().nullable().default(null),
   })
   .superRefine((value: unknown, ctx) => {
     const given = isRecord(value) ? [value.password, value.passwordHash].filter((v) => v != null) : [];
@@ -91,6 +93,7 @@ export function toClients(clients: z.output<typeof clientsSection>): ClientsConf
       password: u.password ?? null,
       passwordHash: u.passwordHash ?? null,
       allowedSenders: u.allowedSenders,
+      mode: u.mode,
     })),
   };
 }

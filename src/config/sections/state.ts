@@ -1,13 +1,18 @@
 /**
- * `state` and `instance`: state shared by the instances of a fleet through Redis or Valkey
- * (docs/config.md, "Keys": `state.*`, `instance.*`; docs/fleet.md, "Shared state (Redis)"). Without
- * `state` every limit and every piece of state stays in the process, as for a single instance.
+ * `state`: where the state that the instances of a fleet share lives: Redis or Valkey (docs/config.md,
+ * "Keys": `state.*`; docs/fleet.md, "Shared state (Redis)"). Without `state.redis` every limit and
+ * every piece of state stays in the process, as for a single instance; with it, `workers` may run more
+ * than one process without `allowLocalLimits`, since the limits that would otherwise be counted once
+ * per process are counted in one place.
  */
 import { z } from 'zod';
 import { count, duration } from '../fields.js';
 import type { Loaded } from '../loaded.js';
 
-/** `redis://[user:pass@]host[:port][/db]` or `rediss://` (TLS); the database a number. */
+/**
+ * `redis://[user:pass@]host[:port][/db]` or `rediss://` (TLS); the database a number. User info may
+ * carry a password (a secret: config/secrets.ts).
+ */
 const redisUrl = z.string().superRefine((text, ctx) => {
   let url: URL;
   try {
@@ -25,46 +30,33 @@ const redisUrl = z.string().superRefine((text, ctx) => {
   }
 });
 
-const state = z.strictObject({
-  /** The Redis (or Valkey) server every instance of the fleet shares. */
-  redis: redisUrl,
-  /** Put before every key and channel name, so several fleets (or other programs) can share one server. */
-  prefix: z
-    .string()
-    .regex(/^[\w.:-]{1,64}$/, 'must be 1 to 64 letters, digits, ".", ":", "-" or "_"')
-    .default('mailtrail:'),
-  /** Instances in the fleet: while Redis is unreachable each one keeps 1/N of every fleet-wide limit. */
-  expectedInstances: count(1),
-  /** Longest wait for one Redis command before the instance falls back to its local share. */
-  timeout: duration(250),
-  /** How long a connection lease (`upstreams[].pool.shared`) outlives an instance that stopped renewing it. */
-  leaseTtl: duration(30_000, 3_000),
-});
-
-/** null (the default) = nothing shared. */
-export const stateSection = state.nullable().optional();
-
-export type StateConfig = Loaded<typeof state>;
-
-export function toState(s: z.output<typeof stateSection>): StateConfig | null {
-  return s ?? null;
-}
-
-/** This instance's name in the fleet: in shared state, leases, alerts and the log. */
-export const instanceSection = z
+export const stateSection = z
   .strictObject({
-    id: z
+    /** The Redis (or Valkey) server every instance of the fleet shares; null (the default) = nothing shared. */
+    redis: redisUrl.nullable().default(null),
+    /** Put before every key and channel name, so several fleets (or other programs) can share one server. */
+    prefix: z
       .string()
-      .regex(/^[\w.:@-]{1,128}$/, 'must be 1 to 128 letters, digits, ".", ":", "@", "-" or "_"')
-      .optional(),
+      .regex(/^[\w.:-]{1,64}$/, 'must be 1 to 64 letters, digits, ".", ":", "-" or "_"')
+      .default('mailtrail:'),
+    /**
+     * Processes in the fleet, every worker counted: while Redis is unreachable each one keeps 1/N of
+     * every fleet-wide limit.
+     */
+    expectedInstances: count(1),
+    /** Longest wait for one Redis command before the instance falls back to its local share. */
+    timeout: duration(250),
+    /** How long a connection lease (`upstreams[].pool.shared`) outlives an instance that stopped renewing it. */
+    leaseTtl: duration(30_000, 3_000),
   })
   .prefault({});
 
-export interface InstanceConfig {
-  /** From the file, else `<hostname>:<port of the first listener>`. */
-  readonly id: string;
-}
+export type StateConfig = Loaded<typeof stateSection>;
 
-export function toInstance(i: z.output<typeof instanceSection>, hostname: string, firstPort: number): InstanceConfig {
-  return { id: i.id ?? `${hostname}:${firstPort}` };
+/** `state` with a Redis to share through: what the shared-state parts (src/state/) are given. */
+export type SharedStateConfig = StateConfig & { readonly redis: string };
+
+/** True when `state.redis` is set: the fleet's limits and state are shared through it. */
+export function isShared(state: StateConfig): state is SharedStateConfig {
+  return state.redis !== null;
 }

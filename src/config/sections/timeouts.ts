@@ -26,6 +26,11 @@ export const timeoutsSection = z
     dataMinRate: quantity(parseSize, 'not a size per second (e.g. 500 or 1KB)', 1, Number.MAX_SAFE_INTEGER).default(500),
     /** Overall deadline for one relay attempt chain (connect + envelope + body + final reply). */
     relay: duration(120_000),
+    /**
+     * From accept until a PROXY protocol header is complete, on `listen[].proxyProtocol` listeners;
+     * a proxy sends it at once (as Postfix's postscreen_upstream_proxy_timeout, 5s).
+     */
+    proxyHeader: duration(5_000),
     /** Grace given to in-flight transactions at shutdown. */
     shutdown: duration(30_000, 0),
   })

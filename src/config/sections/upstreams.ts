@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { ALWAYS, count, duration, entryName, flag, hostName, isRecord, optionalDuration, rate, ratio, unique } from '../fields.js';
 import type { Carries, Expect, Loaded } from '../loaded.js';
 import { smtpTlsShape, smtpUrl, toSmtpTls, type SmtpTlsConfig, type SmtpUrl } from '../outbound-smtp.js';
+import { toUpstreamAuth, upstreamAuthSchema, type UpstreamAuth } from '../upstream-auth.js';
 
 const pool = z
   .strictObject({
@@ -20,7 +21,7 @@ const pool = z
      */
     maxWait: duration(5_000),
     /**
-     * With `state` (Redis): `maxConnections` bounds the connections the whole fleet opens to this
+     * With `state.redis` (Redis): `maxConnections` bounds the connections the whole fleet opens to this
      * upstream, through leases in Redis (docs/fleet.md), instead of each instance's own.
      */
     shared: flag(false),
@@ -75,10 +76,7 @@ const upstream = z
   .strictObject({
     name: entryName(),
     url: smtpUrl,
-    auth: z
-      .strictObject({ user: z.string().min(1), pass: z.string().min(1) })
-      .nullable()
-      .optional(),
+    auth: upstreamAuthSchema.nullable().optional(),
     tls: z
       .strictObject({
         ...smtpTlsShape,
@@ -126,8 +124,11 @@ export interface UpstreamConfig {
   readonly port: number;
   /** smtps:// = implicit TLS. */
   readonly implicitTls: boolean;
-  /** Credentials from the URL userinfo (URL-decoded) or `auth`; null = no AUTH. */
-  readonly auth: { readonly user: string; readonly pass: string } | null;
+  /**
+   * How mailtrail logs in: a password from the URL userinfo (URL-decoded) or `auth`, or OAuth2 (XOAUTH2)
+   * from `auth` (config/upstream-auth.ts); null = no AUTH.
+   */
+  readonly auth: UpstreamAuth | null;
   readonly tls: SmtpTlsConfig & {
     /** SNI / certificate name to check when host is an IP. */
     readonly servername: string | null;
@@ -145,16 +146,16 @@ export interface UpstreamConfig {
 
 type ParsedUpstream = z.output<typeof upstream>;
 // Does not compile when UpstreamConfig and the schema drift apart (loaded.ts).
-type _UpstreamFitsSchema = Expect<Carries<UpstreamConfig, ParsedUpstream, 'url' | 'tls'>>;
+type _UpstreamFitsSchema = Expect<Carries<UpstreamConfig, ParsedUpstream, 'url' | 'tls' | 'auth'>>;
 
-/** Relative `tls.ca` paths resolve against `baseDir`. */
+/** Relative paths (`tls.ca`, the files of an OAuth2 `auth`) resolve against `baseDir`. */
 export function toUpstream(u: ParsedUpstream, baseDir: string): UpstreamConfig {
   return {
     name: u.name,
     host: u.url.host,
     port: u.url.port,
     implicitTls: u.url.implicitTls,
-    auth: u.auth ?? u.url.credentials,
+    auth: toUpstreamAuth(u.auth, u.url.credentials, baseDir),
     tls: { ...toSmtpTls(u.url, u.tls, baseDir), servername: u.tls.servername ?? null },
     pool: u.pool,
     timeouts: u.timeouts,

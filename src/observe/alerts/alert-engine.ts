@@ -1,4 +1,4 @@
-import { AUDIT_SCHEMA_VERSION, type AlertRecord, type RelayRecord } from '../../audit/records.js';
+import { AUDIT_SCHEMA_VERSION, type AlertRecord, type Built, type RelayRecord } from '../../audit/records.js';
 import type { AuditRefusal } from '../../audit/audit-refusal.js';
 import type { Recorder } from '../../audit/recorder.js';
 import type { AuthEvent } from '../../admission/auth-lockout.js';
@@ -57,7 +57,7 @@ const AUDIT_TRAIL_RULE = 'audit-trail';
 /** The built-in rule that pages when repeated failed AUTH locks an address or a username. */
 const AUTH_LOCKOUT_RULE = 'auth-lockout';
 const AUTH_LOCKOUT_KEY: IncidentKey = { rule: AUTH_LOCKOUT_RULE, upstream: RELAY_ITSELF, class: 'auth_locked' };
-/** The built-in rule that pages while the fleet's Redis cannot be reached (`state`): limits are local shares. */
+/** The built-in rule that pages while the fleet's Redis cannot be reached (`state.redis`): limits are local shares. */
 const SHARED_STATE_RULE = 'shared-state';
 const SHARED_STATE_KEY: IncidentKey = { rule: SHARED_STATE_RULE, upstream: RELAY_ITSELF, class: 'internal' };
 /** Twice the default clients.authLockout.maxLockout: one incident while a guesser keeps coming back. */
@@ -357,7 +357,7 @@ export class AlertEngine {
     const message = by === null ? said : `${said} (announced by instance ${by})`;
     const upstream = incident.upstream === RELAY_ITSELF ? null : incident.upstream;
     const time = new Date(now).toISOString();
-    const record: AlertRecord = {
+    const record: Built<AlertRecord> = {
       v: AUDIT_SCHEMA_VERSION,
       type: 'alert',
       time,

@@ -54,7 +54,7 @@ return 0`,
  * (rule, upstream, class), so of the instances that see the same failures one announces the fire and
  * one the resolve, and the fleet keeps `alerts.cooldown` between two fires of one key. The others
  * write their `alert` record with no sinks, naming the instance that announced it. While Redis is
- * unreachable every instance announces what it sees, as without `state`.
+ * unreachable every instance announces what it sees, as without `state.redis`.
  */
 export class RedisIncidentClaims implements IncidentClaims {
   #link: RedisLink;
