@@ -214,7 +214,7 @@ export class RedisLink {
     if (this.#closed) return;
     if (this.#status?.mode !== 'degraded') {
       this.#status = { mode: 'degraded', since: Date.now(), reason };
-      this.#log.warn({ reason, instance: this.instanceId }, 'shared state degraded: Redis unreachable, each limit falls back to its local share');
+      this.#log.warn({ reason }, 'shared state degraded: Redis unreachable, each limit falls back to its local share');
       this.#events.publish('shared-state', this.#status);
     }
     this.#startHealthChecks();
@@ -226,7 +226,7 @@ export class RedisLink {
     const downMs = this.#status ? Date.now() - this.#status.since : 0;
     this.#status = { mode: 'shared', since: Date.now(), reason: null };
     this.#stopHealthChecks();
-    if (wasDegraded) this.#log.info({ downMs, instance: this.instanceId }, 'shared state through Redis resumed');
+    if (wasDegraded) this.#log.info({ downMs }, 'shared state through Redis resumed');
     this.#events.publish('shared-state', this.#status);
     for (const handler of this.#onShared) handler();
   }
