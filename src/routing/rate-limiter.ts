@@ -50,6 +50,23 @@ export class EgressRateLimiter implements SendingRate {
   }
 
   /**
+   * The start of the last slot given, on this limiter's clock (-Infinity before the first); with a
+   * slow-down in force it may lie a little later than that start.
+   */
+  get lastStart(): number {
+    return this.#tat - this.#baseInterval;
+  }
+
+  /**
+   * A slot starting at `start` was given elsewhere (the fleet's pacing in Redis, for this instance):
+   * the next one here comes a full interval after it, so a handover from the fleet's pacing to this
+   * one adds no burst on top of the slots already given (docs/fleet.md, "When Redis is down or slow").
+   */
+  continueAfter(start: number): void {
+    this.#tat = Math.max(this.#tat, start + this.#baseInterval);
+  }
+
+  /**
    * Reserves the next start slot if it comes within `limitMs` (and `maxWait`), then waits for it.
    * Never throws; an abort of `signal` while waiting gives `aborted`.
    */

@@ -81,15 +81,16 @@ return d`,
 
 /**
  * KEYS: tat, throttle. ARGV: base interval, burst tolerance, limit (-1 = none), may wait (0/1),
- * initial, decay. GCRA as in EgressRateLimiter.reserve. Returns {status, next, wait, delay, before}:
- * status 1 reserved, -1 over the limit, -2 would wait while too many wait already.
+ * initial, decay, not before (ms from now: the slots this instance gave on its own while Redis was
+ * unreachable come first). GCRA as in EgressRateLimiter.reserve. Returns {status, next, wait, delay,
+ * before}: status 1 reserved, -1 over the limit, -2 would wait while too many wait already.
  */
 const RESERVE: LuaScript = {
   name: 'mt_reserve',
   keys: 2,
   lua: `${THROTTLE_LIB}
 local base, tolerance, limit, mayWait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
-local initial, decay = tonumber(ARGV[5]), tonumber(ARGV[6])
+local initial, decay, notBefore = tonumber(ARGV[5]), tonumber(ARGV[6]), now + tonumber(ARGV[7])
 local d, r, c, f, decayed = current(KEYS[2], now, initial, decay)
 if decayed then store(KEYS[2], d, r, c, f, decay) end
 local interval = math.max(base, d)
@@ -97,7 +98,7 @@ if interval == 0 then return {'1', '', '0', tostring(d), ''} end
 if interval ~= base then tolerance = 0 end
 local stored = redis.call('GET', KEYS[1])
 local tat = tonumber(stored) or now
-local start = math.max(now, tat - tolerance)
+local start = math.max(notBefore, tat - tolerance)
 local wait = start - now
 if limit >= 0 and wait > limit then return {'-1', '', tostring(wait), tostring(d), ''} end
 if wait > 0 and not mayWait then return {'-2', '', tostring(wait), tostring(d), ''} end
@@ -292,10 +293,23 @@ export class RedisSendingRate implements SendingRate {
     const limit = Math.min(limitMs, this.#maxWait ?? Number.POSITIVE_INFINITY);
     const { initial, decay } = this.#backoff;
     const keys = [keyOf(this.upstream, 'tat'), keyOf(this.upstream, 'throttle')];
-    const args = [this.#baseInterval, this.#tolerance, Number.isFinite(limit) ? limit : -1, this.#count.waiting < this.#maxWaiters ? 1 : 0, initial, decay];
+    // Back from local pacing: the slots given locally keep their places, the fleet's come after them.
+    const asked = performance.now();
+    const notBefore = Math.max(0, this.#fallback.lastStart + this.#baseInterval - asked);
+    const args = [
+      this.#baseInterval,
+      this.#tolerance,
+      Number.isFinite(limit) ? limit : -1,
+      this.#count.waiting < this.#maxWaiters ? 1 : 0,
+      initial,
+      decay,
+      notBefore,
+    ];
     const [status, next, wait, delay, before] = (await this.#link.eval(RESERVE, keys, args)) as [string, string, string, string, string];
     this.#slowdown.observe(Number(delay), false);
     const waitMs = Number(wait);
+    // Should Redis go away now, local pacing goes on after this slot, not beside it.
+    if (status === '1') this.#fallback.continueAfter(asked + waitMs);
     if (status === '-1') return { ok: false, waitedMs: 0, refusal: 'over-deadline', wouldWaitMs: Math.round(waitMs) };
     if (status === '-2') return { ok: false, waitedMs: 0, refusal: 'too-many-waiting', wouldWaitMs: Math.round(waitMs) };
     return {
