@@ -237,8 +237,10 @@ export class Metrics {
   #sharedStateMetrics(bus: RelayBus): void {
     const up = new Gauge({
       name: 'mailtrail_shared_state_up',
-      help: 'With state (Redis): 1 while the fleet-wide limits and state are shared through Redis, 0 while degraded (Redis unreachable, local shares).',
+      help: 'With state.redis: 1 while the fleet-wide limits and state are shared through Redis, 0 while degraded (Redis unreachable, local shares).',
       registers: [this.registry],
+      // With workers: up only while every worker shares (the sum would count the workers).
+      aggregator: 'min',
     });
     const degraded = new Counter({
       name: 'mailtrail_shared_state_degraded_total',

@@ -66,12 +66,13 @@ describe.skipIf(!available)('mailtrail serve processes sharing state through Red
   it('holds one fleet-wide egress rate at the upstream across the two workers of serve --workers 2', async () => {
     dir = await mkdtemp(join(tmpdir(), 'mailtrail-fleet-procs-'));
     upstream = await startFakeUpstream();
-    const { port, folder } = await serve(
+    const { child, port, folder } = await serve(
       'mt-a',
       `listen: [{ host: 127.0.0.1, port: 0 }]
 upstreams:
   - { name: fake, url: "smtp://127.0.0.1:${upstream.port}", tls: { mode: none }, probe: { enabled: false }, rateLimit: { messagesPerSecond: 10 }, pool: { maxConnections: 10 } }
 clients: { networks: [127.0.0.0/8] }
+http: { host: 127.0.0.1, port: 0 }
 instance: { id: mt-a }
 workers: 2
 state: { redis: "${redis!.url}", prefix: "workers-rate:", expectedInstances: 2 }
@@ -101,13 +102,18 @@ dataDir: ./data
     const received = upstream.messages.map((m) => m.receivedAt.getTime()).sort((a, b) => a - b);
     const rate = ((total - 1) * 1000) / (received.at(-1)! - received[0]!);
     process.stderr.write(`[fleet] serve --workers 2 with state.redis: ${rate.toFixed(2)} msg/s at the upstream for a limit of 10\n`);
-    // Each worker on its own would allow 10 a second: 20 for the two.
-    expect(rate).toBeLessThanOrEqual(11);
+    // Each worker on its own would allow 10 a second: 20 for the two (23 measured without state.redis).
+    // 10.6 to 11.4 measured with it: the first arrival comes late (its connection set-up), more so on a loaded machine.
+    expect(rate).toBeLessThanOrEqual(13);
     // Both workers relayed, each through the one limit.
     const [w1, w2] = [relayRecords(join(folder, 'data', 'audit.log.w1')), relayRecords(join(folder, 'data', 'audit.log.w2'))];
     expect(w1.length + w2.length).toBe(total);
     expect(w1.length).toBeGreaterThan(0);
     expect(w2.length).toBeGreaterThan(0);
+    // The supervisor's endpoint: shared while every worker shares (a sum would say 2).
+    const http = /http +(http:\/\/\S+)/.exec(child.stdout())?.[1] ?? '';
+    expect(await (await fetch(`${http}/metrics`)).text()).toMatch(/^mailtrail_shared_state_up 1$/m);
+    expect(await (await fetch(`${http}/readyz`)).json()).toMatchObject({ ready: true, sharedState: { mode: 'shared' } });
   });
 
   it('counts one rate limit and one AUTH lockout per real client across three instances behind a PROXY protocol load balancer', async () => {

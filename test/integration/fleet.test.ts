@@ -368,8 +368,9 @@ describe.skipIf(!available)('a fleet sharing state through Redis', () => {
       const received = up.messages.map((m) => m.receivedAt.getTime()).sort((a, b) => a - b);
       const worstSecond = Math.max(...received.map((t) => received.filter((u) => u >= t && u < t + 1_000).length));
       process.stderr.write(`[fleet] pacing handed over to local and back: worst 1-s window ${worstSecond} for a limit of 10\n`);
-      // Side by side, the two pacings would start up to 20 in a second; arrivals jitter by a few.
-      expect(worstSecond).toBeLessThanOrEqual(14);
+      // Side by side, the two pacings started 23 to 26 in a second; handed over, 12 arrive in the worst
+      // second, and up to 15 on a loaded machine, where arrivals jitter.
+      expect(worstSecond).toBeLessThanOrEqual(17);
     } finally {
       if (!(await redis.command(['PING']).catch(() => ''))) await redis.start();
     }
