@@ -248,10 +248,12 @@ describe('AUTH lockout', () => {
           unknown.push(await timed('nobody'));
         }
         c.close();
-        const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
-        expect(Math.abs(median(known) - median(unknown)), `known ${known.map(Math.round).join(',')} unknown ${unknown.map(Math.round).join(',')}`).toBeLessThan(
-          25,
-        );
+        // The fastest of each: a loaded machine only ever adds time (a median of six was seen 100 ms
+        // apart when a second of delay hit two of one side's answers).
+        expect(
+          Math.abs(Math.min(...known) - Math.min(...unknown)),
+          `known ${known.map(Math.round).join(',')} unknown ${unknown.map(Math.round).join(',')}`,
+        ).toBeLessThan(25);
       } finally {
         await relay.stop();
       }

