@@ -4,10 +4,14 @@ import { join } from 'node:path';
 import type { Config, UpstreamConfig } from './config/types.js';
 import { AuditWriter } from './audit/audit-writer.js';
 import { AuthLockout, type AuthEvent } from './admission/auth-lockout.js';
-import { MemoryLockoutStore } from './admission/lockout-store.js';
+import { MemoryLockoutStore, type LockoutStore } from './admission/lockout-store.js';
+import { RedisLockoutStore } from './admission/redis-lockout-store.js';
+import { RedisTokenBuckets } from './admission/redis-token-buckets.js';
+import { MemoryTokenBuckets, type TokenBuckets } from './admission/token-buckets.js';
 import { Checkpointer } from './audit/checkpoint.js';
 import { loadSigner } from './audit/checkpoint-signer.js';
-import { DuplicateTracker } from './transaction/duplicate-tracker.js';
+import { DuplicateTracker, type DuplicateLinks } from './transaction/duplicate-tracker.js';
+import { RedisDuplicates } from './transaction/redis-duplicates.js';
 import { RecordPrivacy } from './audit/privacy.js';
 import { Recorder } from './audit/recorder.js';
 import { DataDirLock } from './data-dir-lock.js';
@@ -16,7 +20,9 @@ import { prepareSpillDir } from './buffer/temp-files.js';
 import { AlertEngine } from './observe/alerts/alert-engine.js';
 import { DeliveryQueue } from './observe/alerts/delivery-queue.js';
 import { EmailSink } from './observe/alerts/email-sink.js';
+import { OWN_CLAIMS, type IncidentClaims } from './observe/alerts/incident-claims.js';
 import { IncidentStore } from './observe/alerts/incident-store.js';
+import { RedisIncidentClaims } from './observe/alerts/redis-incident-claims.js';
 import { WebhookSink } from './observe/alerts/webhook-sink.js';
 import { ErrorGroups } from './observe/error-groups.js';
 import { EventBus } from './event-bus.js';
@@ -31,6 +37,10 @@ import { BreakerRecords } from './observe/breaker-records.js';
 import { Deadline } from './upstream/deadline.js';
 import { RelayEngine } from './routing/relay-engine.js';
 import { Router, type UpstreamHealth } from './routing/router.js';
+import { localUpstreamState, sharedUpstreamState, type UpstreamStateFactory } from './routing/upstream-state.js';
+import { isShared } from './config/sections/state.js';
+import { RedisLink } from './state/redis-link.js';
+import type { SharedStateStatus } from './state/state-events.js';
 import { TransactionProcessor } from './transaction/transaction.js';
 import { startupWarnings, type StartupWarning } from './observe/startup-warnings.js';
 import { LocalSink } from './sink/local-sink.js';
@@ -78,15 +88,23 @@ export interface RunningInfo {
   readonly http: { readonly host: string; readonly port: number } | null;
   /** What the operator should know before sending real mail; start() logs none of it (the caller shows them). */
   readonly warnings: readonly StartupWarning[];
+  /** With `state.redis`: whether the fleet's Redis answered at start-up (else the instance starts degraded). */
+  readonly sharedState: SharedStateStatus | null;
   /** Set by a supervisor announcing its workers (workers/supervisor.ts); absent for one process. */
   readonly workers?: { readonly count: number; readonly instances: readonly string[] };
 }
 
 /**
- * What a test may put in place of the system under the relay: the spool's free-space probe (a full
- * disk without filling one) and its file operations (a failing fsync). Production passes nothing.
+ * What the caller may change of how the relay runs. Production passes at most `httpServer`; a test may
+ * put in place of the system under the relay the spool's free-space probe (a full disk without
+ * filling one) and its file operations (a failing fsync).
  */
 export interface AppOptions {
+  /**
+   * false: build what the HTTP endpoint serves (with `http` configured) but bind no endpoint; a
+   * supervisor serves it for its workers (workers/, docs/fleet.md). Default true.
+   */
+  readonly httpServer?: boolean;
   readonly spool?: {
     readonly freeSpace?: FreeSpaceProbe;
     readonly fileOps?: Partial<SpoolFileOps>;
@@ -114,12 +132,45 @@ interface Observers {
   readonly console: ConsoleParts | null;
 }
 
-export interface AppOptions {
-  /**
-   * false: build what the HTTP endpoint serves (with `http` configured) but bind no endpoint; a
-   * supervisor serves it for its workers (workers/, docs/fleet.md). Default true.
-   */
-  readonly httpServer?: boolean;
+/**
+ * Where the limits and the state that a fleet shares are kept: in this process, or in the fleet's
+ * Redis (`state.redis`). Chosen once, in start(); nothing else knows which.
+ */
+interface StateParts {
+  /** Each upstream's rate, slow-down, breaker and connection leases. */
+  readonly upstreams: UpstreamStateFactory;
+  /** The buckets of `clients.rateLimits`. */
+  readonly clientBuckets: TokenBuckets;
+  /** The buckets of `limits.connectionRatePerIp`. */
+  readonly connectionBuckets: TokenBuckets;
+  /** The AUTH lockout's failures and locks (with `clients.authLockout`). */
+  readonly lockouts: (maxTracked: number) => LockoutStore;
+  readonly duplicates: DuplicateLinks;
+  readonly incidentClaims: IncidentClaims;
+}
+
+function localState(config: Config): StateParts {
+  const maxTracked = config.clients.rateLimits.maxTracked;
+  return {
+    upstreams: localUpstreamState,
+    clientBuckets: new MemoryTokenBuckets(maxTracked),
+    connectionBuckets: new MemoryTokenBuckets(maxTracked),
+    lockouts: (max) => new MemoryLockoutStore(max),
+    duplicates: new DuplicateTracker({ window: config.audit.duplicateWindow }),
+    incidentClaims: OWN_CLAIMS,
+  };
+}
+
+function sharedState(config: Config, link: RedisLink): StateParts {
+  const maxTracked = config.clients.rateLimits.maxTracked;
+  return {
+    upstreams: sharedUpstreamState(link),
+    clientBuckets: new RedisTokenBuckets(link, 'client_rate', 'client:', maxTracked),
+    connectionBuckets: new RedisTokenBuckets(link, 'connection_rate', 'client:', maxTracked),
+    lockouts: (max) => new RedisLockoutStore(link, max),
+    duplicates: new RedisDuplicates(link, config.audit.duplicateWindow),
+    incidentClaims: new RedisIncidentClaims(link),
+  };
 }
 
 /** The console's parts that run on their own (docs/console.md). */
@@ -156,6 +207,8 @@ export class App {
   #processor: TransactionProcessor | null = null;
   #recorder: Recorder | null = null;
   #observers: Observers | null = null;
+  /** The fleet's Redis, with `state.redis`. */
+  #link: RedisLink | null = null;
   #spool: SpoolStore | null = null;
   #spoolUnlocked: string | null = null;
   #control: QueueControl | null = null;
@@ -204,6 +257,10 @@ export class App {
     const upstreams = await stage('local sink', () => this.#startSink(config.upstreams));
     const ids = new IdGenerator();
     const logins = await stage('upstreams', () => this.#buildLogins(upstreams));
+    this.#link = isShared(config.state) ? new RedisLink(config.state, config.instance.id, this.bus, this.#log) : null;
+    const state = this.#link === null ? localState(config) : sharedState(config, this.#link);
+    // A Redis that cannot be reached does not stop the start: the instance starts degraded.
+    await this.#link?.start();
     this.#router = Router.build({
       logins,
       upstreams,
@@ -213,12 +270,15 @@ export class App {
       maxWaiters: config.limits.maxConnections,
       events: this.bus,
       log: this.#log,
+      state: state.upstreams,
     });
     const engine = new RelayEngine(this.#router, config.timeouts.relay);
     this.#writer = await stage('audit.file', () => AuditWriter.open({ ...config.audit, log: this.#log }));
     this.#recorder = this.#buildRecorder(this.#writer, ids);
     // Observers subscribe before the first client can connect, so they see every record.
-    this.#observers = this.#buildObservers(upstreams, this.#recorder, ids);
+    this.#observers = this.#buildObservers(upstreams, this.#recorder, ids, state.incidentClaims);
+    // How the link started is told to them too (metrics, the built-in alert): they subscribed after it.
+    if (this.#link) this.bus.publish('shared-state', this.#link.status);
     const http = (await stage('http', () => this.#observers!.http?.start())) ?? null;
     // Before any client: recovery settles what the process before left, and its records are written.
     this.#spool = await stage('spool.dir', () => this.#openSpool(this.#recorder!, ids));
@@ -230,7 +290,7 @@ export class App {
       config,
       engine,
       recorder: this.#recorder,
-      duplicates: new DuplicateTracker({ window: config.audit.duplicateWindow }),
+      duplicates: state.duplicates,
       ids,
       log: this.#log,
       shutdownSignal: Deadline.fromAbortSignal(this.#shutdown.signal),
@@ -241,8 +301,9 @@ export class App {
     this.#listeners = new SmtpListeners({
       config,
       admission: new Admission(config.clients),
-      clientLimits: new ClientRateLimits(config.clients.rateLimits),
-      authLockout: this.#buildAuthLockout(),
+      clientLimits: new ClientRateLimits(config.clients.rateLimits, state.clientBuckets),
+      connectionBuckets: state.connectionBuckets,
+      authLockout: this.#buildAuthLockout(state.lockouts),
       processor: this.#processor,
       recorder: this.#recorder,
       bus: this.bus,
@@ -260,6 +321,7 @@ export class App {
       sinkDir: this.#sink?.dir ?? null,
       spool: this.#spool ? { dir: this.#spool.dir, entries: this.#spool.counts().total } : null,
       http: http?.address ?? null,
+      sharedState: this.#link?.status ?? null,
       warnings: startupWarnings(config, {
         ephemeralCert: tls.ephemeral,
         upstreams,
@@ -325,6 +387,8 @@ export class App {
     await this.#control?.close();
     await this.#spool?.close();
     this.#router?.close();
+    // After the pools: their leases are given back through it.
+    await this.#link?.close();
     await this.#sink?.stop();
     // The final checkpoint, then the file closed; rotated files finish compressing.
     this.#recorder?.close();
@@ -519,7 +583,7 @@ export class App {
    * Probes, readiness, metrics, the recent-transaction cache, error groups and the alert engine with
    * its sinks; all fed by the bus only. The HTTP endpoint serves them when `http` is configured.
    */
-  #buildObservers(upstreams: readonly UpstreamConfig[], recorder: Recorder, ids: IdGenerator): Observers {
+  #buildObservers(upstreams: readonly UpstreamConfig[], recorder: Recorder, ids: IdGenerator, claims: IncidentClaims): Observers {
     const { config, bus } = this;
     const log = this.#log;
     const names = upstreams.map((u) => u.name);
@@ -536,6 +600,7 @@ export class App {
       probed: probes.probed,
       listeners: () => (this.#accepting ? (this.#listeners?.addresses ?? []) : []),
       ...(spools ? { spool: () => this.#spool?.acceptProblem() ?? null } : {}),
+      ...(this.#link ? { sharedState: () => this.#link!.status } : {}),
     });
     const spoolFigures = {
       counts: () => this.#spool?.counts() ?? { queued: 0, delivering: 0, held: 0, oldestWaitingAt: null },
@@ -551,6 +616,7 @@ export class App {
           sessionsActive: () => this.#listeners?.activeSessions ?? 0,
           processMetrics: true,
           spool: spools ? { ...spoolFigures, eventEndpoints: deliveryEndpointLabels(config.spool.events) } : null,
+          sharedState: this.#link !== null,
         })
       : null;
     const recent = served ? new RecentTransactions(bus) : null;
@@ -573,6 +639,7 @@ export class App {
       delivery,
       emailServers: new Map(emailSinks.map((s) => [s.name, s.server])),
       store: new IncidentStore(join(config.dataDir, 'alerts-open.json'), log),
+      claims,
       log,
       hostname: config.hostname,
       ...(config.clients.authLockout ? { authQuietMs: 2 * config.clients.authLockout.maxLockout } : {}),
@@ -698,12 +765,12 @@ export class App {
   }
 
   /**
-   * The AUTH lockout over a store in memory (one per instance; a shared store would make the lockout
-   * span instances). Its events feed metrics and alerts; each lockout is logged.
+   * The AUTH lockout over its store (this process's, or the fleet's on Redis, so a lockout spans the
+   * instances). Its events feed metrics and alerts; each lockout is logged.
    */
-  #buildAuthLockout(): AuthLockout {
+  #buildAuthLockout(lockouts: StateParts['lockouts']): AuthLockout {
     const config = this.config.clients.authLockout;
-    const store = config === null ? null : new MemoryLockoutStore(config.maxTracked);
+    const store = config === null ? null : lockouts(config.maxTracked);
     return new AuthLockout(config, store, (event: AuthEvent) => {
       if (event.kind === 'lockout') {
         const { scope, address, level, durationMs } = event;

@@ -80,6 +80,11 @@ export function startupBanner(info: RunningInfo, config: Config): string {
     lines.push(`  http      ${base}  (/metrics /healthz /readyz /api/transactions /api/errors)`);
     if (config.console.enabled) lines.push(`  console   ${base}/  (${consoleLogin(config)})`);
   }
+  if (config.state.redis !== null && info.sharedState) {
+    const where = `Redis at ${new URL(config.state.redis).host} as instance ${config.instance.id}`;
+    const degraded = info.sharedState.mode === 'degraded' ? ` (unreachable: ${info.sharedState.reason ?? 'unknown'}; relaying on local shares meanwhile)` : '';
+    lines.push(`  state     shared through ${where}${degraded}`);
+  }
   lines.push(`  relaying  without AUTH from ${config.clients.networks.join(', ') || '(no networks)'}; ${config.clients.users.length} AUTH user(s)`);
   for (const w of info.warnings) lines.push(`  warning   ${w.message}`);
   if (info.sinkDir)

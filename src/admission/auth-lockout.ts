@@ -15,7 +15,8 @@ import type { LockoutStore } from './lockout-store.js';
  * application working while someone guesses its password from elsewhere: an address that logged in
  * as a user lately ("proven") is not held by that user's lock, only by its own address's.
  *
- * The state is in a LockoutStore (memory today), keyed by the address block (IPv6 /64) and by a
+ * The state is in a LockoutStore (this process's, or the fleet's on Redis: a guesser spreading its
+ * attempts over the instances is counted once), keyed by the address block (IPv6 /64) and by a
  * digest of the username, so a 10 KB username costs a fixed-size key.
  */
 
@@ -126,12 +127,13 @@ export class AuthLockout {
    * Counts one failure of `key`; at the limit, locks it and returns the lockout. Safe against a burst
    * of concurrent failures (40 connections guessing at once) with a store whose commands are each
    * atomic but not together: a failure that finds the key locked does not count, and only the
-   * failure whose count is exactly the limit starts the lockout, so a burst starts one, not one per
+   * failure that takes the count to the limit starts the lockout, so a burst starts one, not one per
    * failure beyond the limit.
    */
   async #count(store: LockoutStore, config: AuthLockoutConfig, key: string, now: number): Promise<{ level: number; durationMs: number } | null> {
     if (Number((await store.read('lock', key)) ?? 0) > now) return null;
-    if ((await store.increment('failures', key, config.window)) !== config.failures) return null;
+    const count = await store.increment('failures', key, config.window);
+    if (count.before >= config.failures || count.after < config.failures) return null;
     const level = Number((await store.read('level', key)) ?? 0) + 1;
     const durationMs = Math.min(config.maxLockout, config.lockout * 2 ** Math.min(level - 1, MAX_DOUBLINGS));
     await store.write('lock', key, String(now + durationMs), durationMs);

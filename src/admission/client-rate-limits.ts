@@ -1,6 +1,6 @@
-import { LRUCache } from 'lru-cache';
 import { unmapIpv4 } from '../client-address.js';
 import type { ClientRateLimit, ClientRateLimitsConfig } from '../config/types.js';
+import { MemoryTokenBuckets, type BucketSpec, type TokenBuckets } from './token-buckets.js';
 
 export type LimitName = keyof ClientRateLimit;
 
@@ -15,10 +15,6 @@ export interface LimitExceeded {
   readonly retryInMs: number;
 }
 
-export interface LimitClock {
-  now(): number;
-}
-
 const PERIOD_MS: Readonly<Record<LimitName, number>> = {
   messagesPerMinute: 60_000,
   messagesPerHour: 3_600_000,
@@ -28,89 +24,53 @@ const PERIOD_MS: Readonly<Record<LimitName, number>> = {
 const MESSAGE_LIMITS: readonly LimitName[] = ['messagesPerMinute', 'messagesPerHour'];
 const RECIPIENT_LIMITS: readonly LimitName[] = ['recipientsPerHour'];
 
-/** Tokens left per limit and when they were last topped up. */
-interface Bucket {
-  tokens: number;
-  at: number;
-}
-
-type Buckets = Partial<Record<LimitName, Bucket>>;
-
 /**
  * Ingress limits per AUTH user and per client address (messages per minute and per hour, recipients
  * per hour). Each limit is a token bucket holding `max` tokens that refills at `max` per period, so a
  * client may send its whole allowance at once and then at the average rate.
  *
- * The buckets live in a bounded LRU (`maxTracked` users and addresses; PITFALLS §5: always a `max`),
- * so a flood of new addresses costs bounded memory; an address pushed out starts again with a full
- * allowance, which errs toward letting mail through. No TTL: a bucket left alone refills by itself.
+ * The buckets are in this process (MemoryTokenBuckets: a bounded LRU of `maxTracked` buckets, so a
+ * flood of new addresses costs bounded memory) or shared by the fleet in Redis; the composition root
+ * chooses. A message is counted against all its limits at once or against none.
  */
 export class ClientRateLimits {
   #config: ClientRateLimitsConfig;
-  #clock: LimitClock;
-  #buckets: LRUCache<string, Buckets> | null;
+  #buckets: TokenBuckets;
+  #any: boolean;
 
-  constructor(config: ClientRateLimitsConfig, clock: LimitClock = performance) {
+  constructor(config: ClientRateLimitsConfig, buckets: TokenBuckets = new MemoryTokenBuckets(config.maxTracked)) {
     this.#config = config;
-    this.#clock = clock;
-    const any = [config.perUser, config.perIp].some((l) => Object.values(l).some((v) => v !== null));
-    this.#buckets = any ? new LRUCache<string, Buckets>({ max: config.maxTracked }) : null;
-  }
-
-  /** Users and addresses currently tracked. */
-  get tracked(): number {
-    return this.#buckets?.size ?? 0;
+    this.#buckets = buckets;
+    this.#any = [config.perUser, config.perIp].some((l) => Object.values(l).some((v) => v !== null));
   }
 
   /** At MAIL FROM: counts one message, or says which limit is reached (nothing is counted then). */
-  admitMessage(user: string | null, ip: string): LimitExceeded | null {
+  admitMessage(user: string | null, ip: string): Promise<LimitExceeded | null> {
     return this.#admit(user, ip, MESSAGE_LIMITS);
   }
 
   /** At each RCPT TO: counts one recipient, or says which limit is reached. */
-  admitRecipient(user: string | null, ip: string): LimitExceeded | null {
+  admitRecipient(user: string | null, ip: string): Promise<LimitExceeded | null> {
     return this.#admit(user, ip, RECIPIENT_LIMITS);
   }
 
-  #admit(user: string | null, ip: string, names: readonly LimitName[]): LimitExceeded | null {
-    if (this.#buckets === null) return null;
-    const now = this.#clock.now();
+  async #admit(user: string | null, ip: string, names: readonly LimitName[]): Promise<LimitExceeded | null> {
+    if (!this.#any) return null;
     const address = unmapIpv4(ip);
     const subjects: { scope: 'user' | 'ip'; subject: string; limits: ClientRateLimit }[] = [{ scope: 'ip', subject: address, limits: this.#config.perIp }];
     if (user !== null) subjects.unshift({ scope: 'user', subject: user, limits: this.#config.perUser });
-    const toTake: Bucket[] = [];
+    const counted: (BucketSpec & { scope: 'user' | 'ip'; subject: string; limit: LimitName })[] = [];
     for (const { scope, subject, limits } of subjects) {
       for (const name of names) {
         const max = limits[name];
-        if (max === null) continue;
-        const bucket = this.#bucket(`${scope}:${subject}`, name, max, now);
-        if (bucket.tokens < 1) {
-          const retryInMs = Math.ceil(((1 - bucket.tokens) * PERIOD_MS[name]) / max);
-          return { scope, subject, limit: name, max, retryInMs };
-        }
-        toTake.push(bucket);
+        if (max !== null) counted.push({ key: `${scope}:${subject}:${name}`, max, periodMs: PERIOD_MS[name], scope, subject, limit: name });
       }
     }
-    // Only once every limit allows it: a refused message must not use up another limit's allowance.
-    for (const bucket of toTake) bucket.tokens -= 1;
-    return null;
-  }
-
-  /** The bucket, topped up for the time since it was last used. */
-  #bucket(key: string, name: LimitName, max: number, now: number): Bucket {
-    let buckets = this.#buckets!.get(key);
-    if (buckets === undefined) {
-      buckets = {};
-      this.#buckets!.set(key, buckets);
-    }
-    let bucket = buckets[name];
-    if (bucket === undefined) {
-      bucket = { tokens: max, at: now };
-      buckets[name] = bucket;
-    }
-    bucket.tokens = Math.min(max, bucket.tokens + ((now - bucket.at) * max) / PERIOD_MS[name]);
-    bucket.at = now;
-    return bucket;
+    if (counted.length === 0) return null;
+    const verdict = await this.#buckets.take(counted);
+    if (verdict.ok) return null;
+    const { scope, subject, limit, max } = counted[verdict.index]!;
+    return { scope, subject, limit, max, retryInMs: verdict.retryInMs };
   }
 }
 

@@ -1,7 +1,7 @@
-import { LRUCache } from 'lru-cache';
 import type { ClientFacts } from '../audit/records.js';
 import type { IdGenerator } from '../ids.js';
 import { CidrList } from './cidr-list.js';
+import { MemoryTokenBuckets, type BucketSpec, type TokenBuckets } from './token-buckets.js';
 
 /** The rate is per minute, as Postfix's anvil_rate_time_unit defaults to; so is a refusal window. */
 const MINUTE_MS = 60_000;
@@ -16,6 +16,8 @@ export interface ConnectionRateOptions {
   readonly ids: IdGenerator;
   /** A window of refusals ended: one minute after its first refusal, when too many are open, or at flush(). */
   readonly onWindowEnd: (window: RefusedWindow) => void;
+  /** Where the per-address buckets are kept: this process (default, `maxTracked` of them) or the fleet's Redis. */
+  readonly buckets?: TokenBuckets;
   readonly clock?: { now(): number };
 }
 
@@ -48,48 +50,45 @@ interface OpenWindow {
  * A connection that logs in gives its token back (`refund`): an authenticated app is not a flood, and
  * an app outside the listed networks may connect once per message too. A client without a password
  * cannot.
+ *
+ * The buckets are this process's, or the fleet's in Redis (one client reconnecting to each instance
+ * in turn is counted once); the windows of refusals and their records are each instance's own.
  */
 export class ConnectionRate {
   #opts: ConnectionRateOptions;
   #exempt: CidrList;
-  #clock: { now(): number };
-  #buckets: LRUCache<string, { tokens: number; at: number }>;
+  #buckets: TokenBuckets;
   /** Open windows by address, oldest first (Map order), at most `maxTracked`. */
   #windows = new Map<string, OpenWindow>();
 
   constructor(opts: ConnectionRateOptions) {
     this.#opts = opts;
     this.#exempt = new CidrList(opts.exempt);
-    this.#clock = opts.clock ?? performance;
-    this.#buckets = new LRUCache({ max: opts.maxTracked });
+    this.#buckets = opts.buckets ?? new MemoryTokenBuckets(opts.maxTracked, opts.clock);
   }
 
   /**
    * Counts a new connection from `ip`. Null when it may go on; otherwise the id its 421 carries (the
    * refusal is counted in the address's window). `first` is called for the first refusal of a window.
    */
-  admit(ip: string, first: () => RefusedWindow['first']): string | null {
-    const max = this.#opts.perMinute;
-    if (max === null || this.#exempt.has(ip)) return null;
-    const now = this.#clock.now();
-    let bucket = this.#buckets.get(ip);
-    if (bucket === undefined) {
-      bucket = { tokens: max, at: now };
-      this.#buckets.set(ip, bucket);
-    }
-    bucket.tokens = Math.min(max, bucket.tokens + ((now - bucket.at) * max) / MINUTE_MS);
-    bucket.at = now;
-    if (bucket.tokens >= 1) {
-      bucket.tokens -= 1;
-      return null;
-    }
-    return this.#refused(ip, first);
+  async admit(ip: string, first: () => RefusedWindow['first']): Promise<string | null> {
+    const bucket = this.#bucket(ip);
+    if (bucket === null) return null;
+    const verdict = await this.#buckets.take([bucket]);
+    return verdict.ok ? null : this.#refused(ip, first);
   }
 
   /** A connection from `ip` logged in: it no longer counts against the address's rate. */
   refund(ip: string): void {
-    const bucket = this.#buckets.get(ip);
-    if (bucket && this.#opts.perMinute !== null) bucket.tokens = Math.min(this.#opts.perMinute, bucket.tokens + 1);
+    const bucket = this.#bucket(ip);
+    if (bucket !== null) this.#buckets.give(bucket);
+  }
+
+  /** The address's bucket; null when it is not counted. */
+  #bucket(ip: string): BucketSpec | null {
+    const max = this.#opts.perMinute;
+    if (max === null || this.#exempt.has(ip)) return null;
+    return { key: `conn:${ip}`, max, periodMs: MINUTE_MS };
   }
 
   /** Ends every open window now, so their records are written (at shutdown, before the trail closes). */

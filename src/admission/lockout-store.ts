@@ -10,17 +10,19 @@ export type LockoutKind = 'failures' | 'lock' | 'level' | 'proven';
 
 /**
  * Where the lockout keeps its state: counters and marks that expire, keyed by subject. In memory
- * today (MemoryLockoutStore); several instances share one lockout through a store on Redis, where
- * each method is one or two commands (noted), the kind a key prefix. Asynchronous for that reason.
- * Values are strings, as Redis keeps them.
+ * (MemoryLockoutStore), or shared by the fleet on Redis (RedisLockoutStore), where each method is
+ * one or two commands (noted), the kind a key prefix. Asynchronous for that reason. Values are
+ * strings, as Redis keeps them.
  */
 export interface LockoutStore {
   /**
-   * Adds one to the counter and returns it. A counter this call creates expires `ttlMs` later;
-   * later calls do not extend it, so it counts over a fixed window from its first increment.
+   * Adds one failure to the counter and returns it before and after. A counter this call creates
+   * expires `ttlMs` later; later calls do not extend it, so it counts over a fixed window from its
+   * first increment. One failure usually adds 1; a store standing in for the fleet's while Redis is
+   * unreachable counts each as `state.expectedInstances`, so one instance locks at its share.
    * Redis: INCR, then PEXPIRE key ttl NX.
    */
-  increment(kind: LockoutKind, key: string, ttlMs: number): Promise<number>;
+  increment(kind: LockoutKind, key: string, ttlMs: number): Promise<{ readonly before: number; readonly after: number }>;
   /** The value, or null when absent or expired. Redis: GET. */
   read(kind: LockoutKind, key: string): Promise<string | null>;
   /** Sets the value for `ttlMs`. Redis: SET key value PX ttl. */
@@ -44,10 +46,13 @@ const KINDS: readonly LockoutKind[] = ['failures', 'lock', 'level', 'proven'];
 export class MemoryLockoutStore implements LockoutStore {
   readonly #entries: ReadonlyMap<LockoutKind, LRUCache<string, Entry>>;
   readonly #now: () => number;
+  readonly #weight: number;
 
-  constructor(maxTracked: number, now: () => number = Date.now) {
+  /** `weight`: what one increment adds (the fleet's instance count, for a stand-in; see LockoutStore.increment). */
+  constructor(maxTracked: number, now: () => number = Date.now, weight = 1) {
     this.#entries = new Map(KINDS.map((kind) => [kind, new LRUCache<string, Entry>({ max: maxTracked })]));
     this.#now = now;
+    this.#weight = weight;
   }
 
   /** Entries held, expired ones not yet dropped included (for tests of the bound). */
@@ -57,15 +62,15 @@ export class MemoryLockoutStore implements LockoutStore {
     return n;
   }
 
-  async increment(kind: LockoutKind, key: string, ttlMs: number): Promise<number> {
+  async increment(kind: LockoutKind, key: string, ttlMs: number): Promise<{ before: number; after: number }> {
     const entry = this.#live(kind, key);
     if (entry === undefined) {
-      this.#cache(kind).set(key, { value: '1', expiresAt: this.#now() + ttlMs });
-      return 1;
+      this.#cache(kind).set(key, { value: String(this.#weight), expiresAt: this.#now() + ttlMs });
+      return { before: 0, after: this.#weight };
     }
-    const n = Number(entry.value) + 1;
-    entry.value = String(n);
-    return n;
+    const before = Number(entry.value);
+    entry.value = String(before + this.#weight);
+    return { before, after: before + this.#weight };
   }
 
   async read(kind: LockoutKind, key: string): Promise<string | null> {

@@ -26,14 +26,23 @@ export function multipliedLimits(config: Pick<Config, 'clients' | 'limits' | 'up
 
 /**
  * Why `count` processes may not start with this config, or null when they may: more than one with
- * the trail on standard output; or more than one, no `state.redis`, no `workers.allowLocalLimits`,
- * and limits kept per process.
+ * the trail on standard output; with `state.redis`, more than `state.expectedInstances`; or more
+ * than one, no `state.redis`, no `workers.allowLocalLimits`, and limits kept per process.
  */
 export function workersProblem(config: Pick<Config, 'clients' | 'limits' | 'upstreams' | 'state' | 'workers' | 'audit'>, count: number): string | null {
   if (count <= 1) return null;
   // Records of several processes on one stream would interleave (a record can be longer than a pipe's atomic write).
   if (config.audit.file === '-') return `audit.file "-" (standard output) cannot be shared by ${count} processes; give the trail a file`;
-  if (config.state.redis !== null || config.workers.allowLocalLimits) return null;
+  if (config.state.redis !== null) {
+    // While Redis is unreachable each process keeps 1/expectedInstances of every fleet-wide limit; fewer
+    // expected than there are processes here would multiply the limits exactly then (docs/fleet.md).
+    if (config.state.expectedInstances >= count) return null;
+    return (
+      `state.expectedInstances is ${config.state.expectedInstances}, fewer than the ${count} processes: while Redis is unreachable each would keep ` +
+      `1/${config.state.expectedInstances} of every fleet-wide limit; set it to the number of processes in the fleet (every worker of every machine)`
+    );
+  }
+  if (config.workers.allowLocalLimits) return null;
   const keys = multipliedLimits(config);
   if (keys.length === 0) return null;
   return (

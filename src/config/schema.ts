@@ -140,6 +140,7 @@ export function validateQueueSection(
 
 function toConfig(parsed: ParsedConfig, baseDir: string): Config {
   const dataDir = resolve(baseDir, parsed.dataDir);
+  const hostname = parsed.hostname ?? osHostname();
   return {
     listen: parsed.listen,
     tls: toListenerTls(parsed.tls, baseDir),
@@ -157,7 +158,7 @@ function toConfig(parsed: ParsedConfig, baseDir: string): Config {
     instance: toInstance(parsed.instance, parsed.listen[0]!.port),
     workers: parsed.workers,
     state: parsed.state,
-    hostname: parsed.hostname ?? osHostname(),
+    hostname,
     dataDir,
     localSink: null,
     unknownOutcomeReply: { code: parsed.unknownOutcomeReply },

@@ -30,8 +30,8 @@ export const SECRET_KEYS: ReadonlySet<string> = new Set([
 export const SECRET_MAP_KEYS: ReadonlySet<string> = new Set(['headers']);
 
 /**
- * URLs: their user info, path and query may carry credentials (`smtp://user:pass@host`, a chat
- * webhook's token in its path). Only the scheme, host and port are shown.
+ * URLs: their user info, path and query may carry credentials (`smtp://user:pass@host`,
+ * `redis://:pass@host`, a chat webhook's token in its path). Only the scheme, host and port are shown.
  */
 export const URL_KEYS: ReadonlySet<string> = new Set(['url', 'redis']);
 

@@ -43,7 +43,7 @@ export type { ListenerConfig } from './sections/listen.js';
 export type { LogConfig } from './sections/log.js';
 export type { RouteConfig } from './sections/routes.js';
 export type { SpoolConfig, SpoolEventSinkConfig } from './sections/spool.js';
-export type { StateConfig } from './sections/state.js';
+export type { SharedStateConfig, StateConfig } from './sections/state.js';
 export type { ServerTimeoutsConfig } from './sections/timeouts.js';
 export type { ListenerTlsConfig } from './sections/tls.js';
 export type { WorkersConfig } from './sections/workers.js';
@@ -77,7 +77,7 @@ export interface Config {
   readonly instance: InstanceConfig;
   /** Processes serving the listeners on this machine (docs/fleet.md). */
   readonly workers: WorkersConfig;
-  /** Where state shared by a fleet lives; null members = each process keeps its own. */
+  /** Where the state a fleet shares lives (Redis); `state.redis` null = each process keeps its own. */
   readonly state: StateConfig;
   /** Name announced in the greeting and EHLO reply. */
   readonly hostname: string;

@@ -18,6 +18,7 @@ import { CLIENT_REPLIES, REPLY_CLASS, connectionRateReply, rateLimitedReply, smt
 import type { EventPublisher } from '../event-bus.js';
 import type { ListenerEvents } from './listener-events.js';
 import { ConnectionRate } from '../admission/connection-rate.js';
+import type { TokenBuckets } from '../admission/token-buckets.js';
 import { ErrorLimits } from './error-limits.js';
 import { RefusalRecorder, type RefusalFacts } from './refusal-recorder.js';
 import { SessionState } from './session-state.js';
@@ -30,6 +31,8 @@ export interface ListenerDeps {
   readonly admission: Admission;
   /** Per-user and per-address message and recipient rates (clients.rateLimits). */
   readonly clientLimits: ClientRateLimits;
+  /** Where the per-address connection-rate buckets live (limits.connectionRatePerIp); default this process. */
+  readonly connectionBuckets?: TokenBuckets;
   /** Failed AUTH per address and per username (clients.authLockout). */
   readonly authLockout: AuthLockout;
   readonly processor: TransactionProcessor;
@@ -90,6 +93,7 @@ export class SmtpListeners {
       maxTracked: clients.rateLimits.maxTracked,
       ids,
       onWindowEnd: (window) => this.#refusals.window(window),
+      ...(deps.connectionBuckets ? { buckets: deps.connectionBuckets } : {}),
     });
   }
 
@@ -184,15 +188,15 @@ export class SmtpListeners {
       // Refusals smtp-server makes itself are captured per connection (observeProtocol), not through
       // its logger, which would format an entry for every command and reply.
       logger: false,
-      onConnect: (session, cb) => cb(this.#onConnect(session, listener)),
+      onConnect: (session, cb) => this.#answer(cb, this.#onConnect(session, listener)),
       onAuth: (auth, session, cb) => {
         this.#onAuth(auth, session).then(
           (r) => cb(r.err, r.ok),
           (err: Error) => cb(err),
         );
       },
-      onMailFrom: (address, session, cb) => cb(this.#onMailFrom(address.address, session)),
-      onRcptTo: (address, session, cb) => cb(this.#onRcptTo(address.address, session)),
+      onMailFrom: (address, session, cb) => this.#answer(cb, this.#onMailFrom(address.address, session)),
+      onRcptTo: (address, session, cb) => this.#answer(cb, this.#onRcptTo(address.address, session)),
       onData: (stream, session, cb) => this.#onData(stream, session, listener, cb),
       onClose: (session) => this.#onClose(session),
     });
@@ -251,9 +255,24 @@ export class SmtpListeners {
     };
   }
 
-  #onConnect(session: SMTPServerSession, listener: ListenerConfig): Error | null | undefined {
+  /**
+   * Answers a command once its check is done: at once when it needed nothing but this process, after
+   * the shared limits (Redis) answered otherwise. A check that throws (it should not) is answered 451.
+   */
+  #answer(cb: (err?: Error | null) => void, verdict: Error | null | Promise<Error | null>): void {
+    if (!(verdict instanceof Promise)) return cb(verdict);
+    verdict.then(cb, (err: unknown) => {
+      this.#deps.log.error({ err }, 'client command check failed unexpectedly');
+      cb(smtpError(CLIENT_REPLIES.internal, null));
+    });
+  }
+
+  async #onConnect(session: SMTPServerSession, listener: ListenerConfig): Promise<Error | null> {
     const { admission, config } = this.#deps;
-    const overRate = this.#connectionRate.admit(session.remoteAddress, () => ({ sessionId: session.id, client: this.#newState(session, false).client() }));
+    const overRate = await this.#connectionRate.admit(session.remoteAddress, () => ({
+      sessionId: session.id,
+      client: this.#newState(session, false).client(),
+    }));
     if (overRate !== null) {
       // No session state, so no session record: the window's one record counts this connection.
       this.#refusals.overRate();
@@ -297,7 +316,7 @@ export class SmtpListeners {
     return user === undefined ? verifyNoSuchUser(password) : verifyPassword(password, user);
   }
 
-  #onMailFrom(from: string, session: SMTPServerSession): Error | null {
+  #onMailFrom(from: string, session: SMTPServerSession): Error | null | Promise<Error | null> {
     const { admission } = this.#deps;
     const state = this.#sessions.get(session.id);
     const ip = session.remoteAddress;
@@ -313,19 +332,20 @@ export class SmtpListeners {
   }
 
   /** Our own limit (not smtp-server's maxRecipients) so the reply carries 4.5.3 and the record its class. */
-  #onRcptTo(to: string, session: SMTPServerSession): Error | null {
+  #onRcptTo(to: string, session: SMTPServerSession): Error | null | Promise<Error | null> {
     const from = session.envelope.mailFrom ? session.envelope.mailFrom.address : null;
     if (session.envelope.rcptTo.length >= this.#deps.config.limits.maxRecipients) {
       return this.#refuse(session, 'too_many_recipients', 'RCPT', { from, to });
     }
     const user = typeof session.user === 'string' ? session.user : null;
-    const over = this.#deps.clientLimits.admitRecipient(user, session.remoteAddress);
-    return over === null ? null : this.#refuse(session, 'rate_limited', 'RCPT', { from, to }, rateLimitedReply(describeLimit(over)));
+    return this.#deps.clientLimits
+      .admitRecipient(user, session.remoteAddress)
+      .then((over) => (over === null ? null : this.#refuse(session, 'rate_limited', 'RCPT', { from, to }, rateLimitedReply(describeLimit(over)))));
   }
 
   /** Counted only once the client may relay at all, so refused attempts never use up its allowance. */
-  #messageRate(session: SMTPServerSession, user: string | null, from: string): Error | null {
-    const over = this.#deps.clientLimits.admitMessage(user, session.remoteAddress);
+  async #messageRate(session: SMTPServerSession, user: string | null, from: string): Promise<Error | null> {
+    const over = await this.#deps.clientLimits.admitMessage(user, session.remoteAddress);
     return over === null ? null : this.#refuse(session, 'rate_limited', 'MAIL', { from }, rateLimitedReply(describeLimit(over)));
   }
 
@@ -442,7 +462,7 @@ export class SmtpListeners {
    * (a stranger's connections count against the connection rate first, so a flood writes one record
    * per address and window), logged, and answered with the line the gate writes before closing.
    */
-  #refuseBeforeSession(refusal: ProxyRefusal, listener: string): string {
+  async #refuseBeforeSession(refusal: ProxyRefusal, listener: string): Promise<string> {
     const { peer, sessionId } = refusal;
     const untrusted = refusal.kind === 'untrusted';
     const client: ClientFacts = {
@@ -454,7 +474,7 @@ export class SmtpListeners {
       proxy: untrusted ? null : { ip: peer.ip, port: peer.port, version: refusal.version, command: null },
     };
     if (untrusted) {
-      const overRate = this.#connectionRate.admit(peer.ip, () => ({ sessionId, client }));
+      const overRate = await this.#connectionRate.admit(peer.ip, () => ({ sessionId, client }));
       if (overRate !== null) {
         this.#refusals.overRate();
         const reply = connectionRateReply(peer.ip);

@@ -26,9 +26,10 @@ export interface ProxyGateOptions {
   readonly timeoutMs: number;
   /**
    * Records and logs the refusal; returns the reply line to write (the peer may be a client behind a
-   * misconfigured proxy, which then sees why), or null to close without a word.
+   * misconfigured proxy, which then sees why), or null to close without a word. A promise when the
+   * connection rate it counts against is the fleet's (Redis).
    */
-  readonly refuse: (refusal: ProxyRefusal) => string | null;
+  readonly refuse: (refusal: ProxyRefusal) => string | null | Promise<string | null>;
 }
 
 /** What the gate hands to smtp-server's connect() (SMTPConnection reads `id`, `remoteAddress`, `remotePort`). */
@@ -71,12 +72,20 @@ export function installProxyGate(server: SMTPServer, opts: ProxyGateOptions): vo
     }
     const sessionId = connectionId();
     const peer = { ip: unmapIpv4(socket.remoteAddress), port: socket.remotePort ?? 0 };
-    const refuse = (kind: ProxyRefusal['kind'], reason: string, version: ProxyRefusal['version']): void => {
-      const line = opts.refuse({ kind, reason, sessionId, peer, version });
+    const refused = (reason: string, line: string | null): void => {
       if (line !== null && socket.writable) socket.end(`${line}\r\n`);
       setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS).unref();
       if (line === null) socket.destroy();
       callback(Object.assign(new Error(`PROXY protocol: ${reason}`), { code: 'EPROXY' }));
+    };
+    const refuse = (kind: ProxyRefusal['kind'], reason: string, version: ProxyRefusal['version']): void => {
+      const line = opts.refuse({ kind, reason, sessionId, peer, version });
+      if (!(line instanceof Promise)) return refused(reason, line);
+      // Closed without a word if recording the refusal failed (it should not): the peer is refused either way.
+      line.then(
+        (text) => refused(reason, text),
+        () => refused(reason, null),
+      );
     };
     if (!opts.trusted.has(peer.ip)) return refuse('untrusted', 'peer not in trustedProxies', null);
     readHeader(socket, opts.timeoutMs, (result) => {

@@ -20,6 +20,8 @@ export interface MetricsOptions {
   readonly processMetrics: boolean;
   /** The spool, when a listener or user spools (docs/spool.md): its series exist then, and only then. */
   readonly spool?: SpoolGauges | null;
+  /** With `state.redis` (Redis): the shared-state series exist from the start. */
+  readonly sharedState?: boolean;
 }
 
 /** What the spool's gauges read at scrape time. */
@@ -251,6 +253,36 @@ export class Metrics {
       bus.subscribe('alert-delivery', (d) => this.#notifications.inc({ sink: d.sink, result: d.result })),
       bus.subscribe('auth', (e) => this.#onAuth(e)),
       bus.subscribe('upstream-token', (t) => this.#onToken(t)),
+    );
+    if (options.sharedState) this.#sharedStateMetrics(bus);
+  }
+
+  /** With `state.redis` only: whether the fleet's state is shared now, and what was decided locally instead. */
+  #sharedStateMetrics(bus: RelayBus): void {
+    const up = new Gauge({
+      name: 'mailtrail_shared_state_up',
+      help: 'With state.redis: 1 while the fleet-wide limits and state are shared through Redis, 0 while degraded (Redis unreachable, local shares).',
+      registers: [this.registry],
+      // With workers: up only while every worker shares (the sum would count the workers).
+      aggregator: 'min',
+    });
+    const degraded = new Counter({
+      name: 'mailtrail_shared_state_degraded_total',
+      help: 'Times the shared state turned degraded (Redis unreachable or too slow).',
+      registers: [this.registry],
+    });
+    const fallbacks = new Counter({
+      name: 'mailtrail_shared_state_fallbacks_total',
+      help: "Decisions taken on this instance's local share because Redis could not be asked, by shared part.",
+      labelNames: ['part'] as const,
+      registers: [this.registry],
+    });
+    this.#unsubscribe.push(
+      bus.subscribe('shared-state', (s) => {
+        up.set(s.mode === 'shared' ? 1 : 0);
+        if (s.mode === 'degraded') degraded.inc();
+      }),
+      bus.subscribe('shared-state-fallback', (f) => fallbacks.inc({ part: f.part })),
     );
   }
 

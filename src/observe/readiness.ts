@@ -1,6 +1,7 @@
 import { auditRefusalText, type AuditRefusal } from '../audit/audit-refusal.js';
 import type { RelayBus } from './relay-events.js';
 import type { ProbeResult } from '../routing/routing-events.js';
+import type { SharedStateStatus } from '../state/state-events.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
@@ -16,6 +17,8 @@ export interface ReadinessSources {
    * null when it can; absent when nothing spools.
    */
   readonly spool?: () => string | null;
+  /** With `state.redis` (Redis): whether the fleet's state is shared now. */
+  readonly sharedState?: () => SharedStateStatus;
 }
 
 export interface UpstreamReadiness {
@@ -44,6 +47,11 @@ export interface ReadinessReport {
   readonly upstreams: readonly UpstreamReadiness[];
   /** Whether the spool takes new messages, and why not; null when nothing spools. */
   readonly spool: { readonly accepting: boolean; readonly reason: string | null } | null;
+  /**
+   * With `state.redis`: `shared`, or `degraded` while Redis cannot be reached (each limit at this instance's
+   * share). Degraded is still ready: relaying goes on. Null without `state.redis`.
+   */
+  readonly sharedState: { readonly mode: 'shared' | 'degraded'; readonly since: string; readonly reason: string | null } | null;
 }
 
 /** The latest word on a probed upstream's health: its last probe, or its breaker opening or closing since. */
@@ -104,7 +112,9 @@ export class Readiness {
     const spoolProblem = this.#sources.spool?.() ?? null;
     if (spoolProblem !== null) reasons.push(spoolProblem);
     const spool = this.#sources.spool === undefined ? null : { accepting: spoolProblem === null, reason: spoolProblem };
-    return { ready: reasons.length === 0, reasons, listeners, upstreams, spool };
+    const shared = this.#sources.sharedState?.() ?? null;
+    const sharedState = shared === null ? null : { mode: shared.mode, since: new Date(shared.since).toISOString(), reason: shared.reason };
+    return { ready: reasons.length === 0, reasons, listeners, upstreams, spool, sharedState };
   }
 
   /** Why the upstream does not count towards readiness, or null when it does. */

@@ -1,4 +1,5 @@
 import type { UpstreamRateLimitConfig } from '../config/types.js';
+import type { Slowdown } from './pacing.js';
 
 export interface ThrottleClock {
   now(): number;
@@ -14,7 +15,7 @@ export interface ThrottleClock {
  * settles near `initial`; and without traffic the delay halves every `backoff.decay`. Below
  * `initial` it is gone. Each change is reported through `onChange`.
  */
-export class AdaptiveThrottle {
+export class AdaptiveThrottle implements Slowdown {
   readonly upstream: string;
   #backoff: UpstreamRateLimitConfig['backoff'];
   #onChange: (delayMs: number) => void;

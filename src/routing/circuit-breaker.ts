@@ -20,6 +20,22 @@ export interface BreakerTransition {
   readonly reason: string;
 }
 
+/**
+ * One upstream's circuit breaker as the relay engine and the probes see it: this instance's own
+ * (CircuitBreaker), or one whose openings, closings and half-open trial the fleet shares through
+ * Redis (shared-breaker.ts). `admit` may have to ask Redis (for the fleet's one half-open trial).
+ */
+export interface UpstreamBreaker {
+  readonly state: BreakerState;
+  /** Milliseconds until an open breaker turns half-open; 0 when not open. */
+  readonly retryInMs: number;
+  /** Asked before each attempt. A `probe` admission must be followed by `record(..., true)`. */
+  admit(): BreakerAdmission | Promise<BreakerAdmission>;
+  record(evidence: BreakerEvidence, probe: boolean, why?: string): void;
+  recordProbe(ok: boolean, why?: string): void;
+  close(): void;
+}
+
 export interface BreakerClock {
   now(): number;
 }
@@ -42,7 +58,7 @@ interface Bucket {
  *
  * Every state change is reported through `onChange` (metrics, readiness, alert records subscribe).
  */
-export class CircuitBreaker {
+export class CircuitBreaker implements UpstreamBreaker {
   readonly upstream: string;
   #config: UpstreamBreakerConfig | null;
   #onChange: (transition: BreakerTransition) => void;
@@ -101,6 +117,30 @@ export class CircuitBreaker {
     if (this.#state === 'closed') this.record(ok ? 'success' : 'failure', false, why ? `health probe: ${why}` : 'health probe');
   }
 
+  /**
+   * Takes on a state another instance of the fleet decided (shared-breaker.ts): `open` for the
+   * `cooldownMs` left of that instance's cooldown, or `closed` after its successful trial. The
+   * change is reported through `onChange` like this breaker's own.
+   */
+  adopt(state: 'open' | 'closed', reason: string, cooldownMs = 0): void {
+    if (this.#config === null || this.#closed) return;
+    this.#probeInFlight = false;
+    this.#reset();
+    if (state === 'closed') {
+      this.#clearTimer();
+      this.#transition('closed', reason);
+      return;
+    }
+    const left = Math.max(0, Math.min(cooldownMs, this.#config.cooldown));
+    this.#startCooldown(left, this.#config.cooldown - left);
+    this.#transition('open', reason);
+  }
+
+  /** A `probe` admission that will not be used after all (the fleet's trial went to another instance). */
+  withdrawProbe(): void {
+    this.#probeInFlight = false;
+  }
+
   /** Stops the cooldown timer (shutdown). */
   close(): void {
     this.#closed = true;
@@ -125,16 +165,21 @@ export class CircuitBreaker {
   }
 
   #open(reason: string): void {
+    this.#startCooldown(this.#config!.cooldown, 0);
+    this.#transition('open', reason);
+  }
+
+  /** Half-open in `ms`; `elapsed` of the cooldown already passed (on another instance). */
+  #startCooldown(ms: number, elapsed: number): void {
     const cooldown = this.#config!.cooldown;
-    this.#openedAt = this.#clock.now();
+    this.#openedAt = this.#clock.now() - elapsed;
     this.#clearTimer();
     this.#cooldownTimer = setTimeout(() => {
       this.#cooldownTimer = null;
       if (this.#closed) return;
       this.#transition('half-open', `cooldown of ${cooldown} ms elapsed`);
-    }, cooldown);
+    }, ms);
     this.#cooldownTimer.unref();
-    this.#transition('open', reason);
   }
 
   #transition(state: BreakerState, reason: string): void {

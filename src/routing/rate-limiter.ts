@@ -1,17 +1,10 @@
 import type { UpstreamRateLimitConfig } from '../config/types.js';
-import type { AdaptiveThrottle } from './adaptive-throttle.js';
 import type { StopSignal } from '../upstream/deadline.js';
+import { waitForSlot, type RateTicket, type Reservation, type SendingRate, type Slowdown } from './pacing.js';
 
 export interface RateClock {
   now(): number;
 }
-
-/** Why a message may not start now: the wait would pass its limit, or too many are waiting already. */
-export type RateRefusal = 'over-deadline' | 'too-many-waiting' | 'aborted';
-
-export type RateTicket =
-  | { readonly ok: true; readonly waitedMs: number }
-  | { readonly ok: false; readonly waitedMs: number; readonly refusal: RateRefusal; readonly wouldWaitMs: number };
 
 /**
  * Paces messages towards one upstream: at most `messagesPerSecond` (after a `burst` of back-to-back
@@ -23,23 +16,23 @@ export type RateTicket =
  * or `maxWait`) is refused at once without reserving anything, and at most `maxWaiters` messages
  * wait at any time. Both bounds also cap memory: each waiter holds one buffered message.
  */
-export class EgressRateLimiter {
+export class EgressRateLimiter implements SendingRate {
   readonly upstream: string;
   #baseInterval: number;
   #tolerance: number;
   #maxWait: number | null;
   #maxWaiters: number;
-  #throttle: AdaptiveThrottle | null;
+  #throttle: Slowdown | null;
   #clock: RateClock;
   /** When the next message may start, before the burst tolerance. */
   #tat = Number.NEGATIVE_INFINITY;
-  #waiting = 0;
+  #count = { waiting: 0 };
 
   constructor(
     upstream: string,
     config: Pick<UpstreamRateLimitConfig, 'messagesPerSecond' | 'burst' | 'maxWait'>,
     maxWaiters: number,
-    throttle: AdaptiveThrottle | null,
+    throttle: Slowdown | null,
     clock: RateClock = performance,
   ) {
     this.upstream = upstream;
@@ -53,7 +46,24 @@ export class EgressRateLimiter {
 
   /** Messages currently waiting for their slot. */
   get waiting(): number {
-    return this.#waiting;
+    return this.#count.waiting;
+  }
+
+  /**
+   * The start of the last slot given, on this limiter's clock (-Infinity before the first); with a
+   * slow-down in force it may lie a little later than that start.
+   */
+  get lastStart(): number {
+    return this.#tat - this.#baseInterval;
+  }
+
+  /**
+   * A slot starting at `start` was given elsewhere (the fleet's pacing in Redis, for this instance):
+   * the next one here comes a full interval after it, so a handover from the fleet's pacing to this
+   * one adds no burst on top of the slots already given (docs/fleet.md, "When Redis is down or slow").
+   */
+  continueAfter(start: number): void {
+    this.#tat = Math.max(this.#tat, start + this.#baseInterval);
   }
 
   /**
@@ -61,28 +71,11 @@ export class EgressRateLimiter {
    * Never throws; an abort of `signal` while waiting gives `aborted`.
    */
   async take(limitMs: number, signal: StopSignal): Promise<RateTicket> {
-    const reservation = this.reserve(limitMs);
-    if (!reservation.ok) return reservation;
-    if (reservation.waitMs <= 0) return { ok: true, waitedMs: 0 };
-    const started = this.#clock.now();
-    this.#waiting += 1;
-    try {
-      await sleep(reservation.waitMs, signal);
-      return { ok: true, waitedMs: this.#clock.now() - started };
-    } catch {
-      reservation.cancel();
-      return { ok: false, waitedMs: this.#clock.now() - started, refusal: 'aborted', wouldWaitMs: reservation.waitMs };
-    } finally {
-      this.#waiting -= 1;
-    }
+    return waitForSlot(this.reserve(limitMs), signal, this.#count, this.#clock);
   }
 
   /** The bookkeeping of `take` without the waiting; `cancel()` gives an unused slot back. */
-  reserve(
-    limitMs: number,
-  ):
-    | { readonly ok: true; readonly waitMs: number; cancel(): void }
-    | { readonly ok: false; readonly waitedMs: 0; readonly refusal: RateRefusal; readonly wouldWaitMs: number } {
+  reserve(limitMs: number): Reservation {
     const interval = Math.max(this.#baseInterval, this.#throttle?.delayMs ?? 0);
     if (interval === 0) return { ok: true, waitMs: 0, cancel: () => undefined };
     const now = this.#clock.now();
@@ -94,7 +87,7 @@ export class EgressRateLimiter {
     const wait = start - now;
     const limit = Math.min(limitMs, this.#maxWait ?? Number.POSITIVE_INFINITY);
     if (wait > limit) return { ok: false, waitedMs: 0, refusal: 'over-deadline', wouldWaitMs: Math.round(wait) };
-    if (wait > 0 && this.#waiting >= this.#maxWaiters) {
+    if (wait > 0 && this.#count.waiting >= this.#maxWaiters) {
       return { ok: false, waitedMs: 0, refusal: 'too-many-waiting', wouldWaitMs: Math.round(wait) };
     }
     const next = Math.max(before, start) + interval;
@@ -108,18 +101,4 @@ export class EgressRateLimiter {
       },
     };
   }
-}
-
-function sleep(ms: number, signal: StopSignal): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    if (signal.stopped) return reject(signal.reason ?? new Error('stopped'));
-    const timer = setTimeout(() => {
-      detach();
-      resolve();
-    }, ms);
-    const detach = signal.onStop((reason) => {
-      clearTimeout(timer);
-      reject(reason);
-    });
-  });
 }

@@ -83,7 +83,7 @@ export class RelayEngine {
     beforeFinalDot: BeforeFinalDot | null,
   ): Promise<ClassifiedAttempt> {
     const { upstream, breaker, limiter, throttle } = channel;
-    const admission: BreakerAdmission = breaker.admit();
+    const admission: BreakerAdmission = await breaker.admit();
     if (admission === 'skip') return breakerSkip(upstream, breaker.retryInMs);
     const probe = admission === 'probe';
     const startedAt = new Date();

@@ -3,10 +3,10 @@ import { isInfrastructureClass } from '../classify/failure-class.js';
 import type { EventPublisher } from '../event-bus.js';
 import type { Logger } from '../logger.js';
 import { ConnectionPool } from '../upstream/connection-pool.js';
-import type { UpstreamLogin } from '../upstream/upstream-login.js';
-import { AdaptiveThrottle } from './adaptive-throttle.js';
-import { CircuitBreaker, type BreakerState } from './circuit-breaker.js';
-import { EgressRateLimiter } from './rate-limiter.js';
+import { upstreamLogin, type UpstreamLogin } from '../upstream/upstream-login.js';
+import type { BreakerState, UpstreamBreaker } from './circuit-breaker.js';
+import type { SendingRate, Slowdown } from './pacing.js';
+import { localUpstreamState, type UpstreamStateFactory } from './upstream-state.js';
 import { DEFAULT_ROUTE, RouteTable, type RouteKey } from './route-table.js';
 import type { ProbeResult, RoutingEvents } from './routing-events.js';
 
@@ -18,9 +18,9 @@ import type { ProbeResult, RoutingEvents } from './routing-events.js';
 export interface UpstreamChannel {
   readonly upstream: UpstreamConfig;
   readonly pool: ConnectionPool;
-  readonly breaker: CircuitBreaker;
-  readonly limiter: EgressRateLimiter;
-  readonly throttle: AdaptiveThrottle;
+  readonly breaker: UpstreamBreaker;
+  readonly limiter: SendingRate;
+  readonly throttle: Slowdown;
 }
 
 export interface Route {
@@ -46,6 +46,8 @@ export interface RouterOptions {
   /** Where breaker and pacing changes are published (metrics, readiness, the breaker's alert records). */
   readonly events: EventPublisher<RoutingEvents>;
   readonly log: Logger;
+  /** Where each upstream's rate, slow-down, breaker and leases live; default this process. */
+  readonly state?: UpstreamStateFactory;
   /**
    * How each upstream logs in, by name (the composition root builds them: an OAuth2 login's token cache
    * publishes on the bus); an upstream missing here gets the login its `auth` asks for.
@@ -72,28 +74,36 @@ export class Router {
 
   /**
    * Per upstream entry: its pool (credentials are the entry's, so entries never share connections),
-   * circuit breaker, sending rate and adaptive slow-down; then the routes over them.
+   * circuit breaker, sending rate and adaptive slow-down (this process's, or the fleet's: `state.redis`);
+   * then the routes over them.
    */
   static build(options: RouterOptions): Router {
     const { events, log } = options;
+    const build = options.state ?? localUpstreamState;
     const channels = options.upstreams.map((upstream) => {
       const name = upstream.name;
-      const throttle = new AdaptiveThrottle(name, upstream.rateLimit.backoff, (delayMs) => {
-        log.info({ upstream: name, delayMs }, 'upstream pacing changed after throttling replies');
-        events.publish('upstream-throttle', { upstream: name, delayMs });
-      });
-      const breaker = new CircuitBreaker(name, upstream.breaker, (t) => {
-        log[t.state === 'closed' ? 'info' : 'warn']({ upstream: name, state: t.state, reason: t.reason }, 'upstream circuit breaker changed state');
-        events.publish('upstream-state', { upstream: name, from: t.from, state: t.state, reason: t.reason });
+      const state = build(upstream, {
+        maxWaiters: options.maxWaiters,
+        onThrottle: (delayMs) => {
+          log.info({ upstream: name, delayMs }, 'upstream pacing changed after throttling replies');
+          events.publish('upstream-throttle', { upstream: name, delayMs });
+        },
+        onBreaker: (t) => {
+          log[t.state === 'closed' ? 'info' : 'warn']({ upstream: name, state: t.state, reason: t.reason }, 'upstream circuit breaker changed state');
+          events.publish('upstream-state', { upstream: name, from: t.from, state: t.state, reason: t.reason });
+        },
       });
       return {
         upstream,
-        pool: options.logins?.has(name)
-          ? new ConnectionPool(upstream, options.hostname, options.logins.get(name) ?? null)
-          : new ConnectionPool(upstream, options.hostname),
-        breaker,
-        limiter: new EgressRateLimiter(name, upstream.rateLimit, options.maxWaiters, throttle),
-        throttle,
+        pool: new ConnectionPool(
+          upstream,
+          options.hostname,
+          options.logins?.has(name) ? (options.logins.get(name) ?? null) : upstreamLogin(upstream),
+          state.leases,
+        ),
+        breaker: state.breaker,
+        limiter: state.limiter,
+        throttle: state.throttle,
       };
     });
     return new Router(new RouteTable(options.routes, options.upstreams), channels);

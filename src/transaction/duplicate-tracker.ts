@@ -13,7 +13,20 @@ import type { RelayRecord } from '../audit/records.js';
  * A lookup does not extend the window (lru-cache's updateAgeOnGet stays off). Keys are SHA-256
  * digests, so the cache holds no addresses. Costs nothing while nothing is remembered.
  */
-export class DuplicateTracker {
+/**
+ * Where the `duplicateOf` links are remembered: this process (DuplicateTracker), or the fleet's Redis
+ * (redis-duplicates.ts), so a retry that lands on another instance still names the first record.
+ */
+export interface DuplicateLinks {
+  /** The id of an earlier unknown/deferred record of this message and envelope, or null. */
+  earlier(sha256: string, from: string, to: readonly string[]): string | null | Promise<string | null>;
+  /** A record was written: remember it when a later identical message would be a retry of it. */
+  written(record: DuplicateCandidate): void;
+}
+
+export type DuplicateCandidate = Pick<RelayRecord, 'id' | 'outcome' | 'from' | 'rcpt' | 'message'>;
+
+export class DuplicateTracker implements DuplicateLinks {
   #cache: LRUCache<string, string>;
 
   constructor(opts: { window: number; max?: number; now?: () => number }) {
@@ -33,15 +46,10 @@ export class DuplicateTracker {
   }
 
   /** A record was written: remember it when a later identical message would be a retry of it. */
-  written(record: Pick<RelayRecord, 'id' | 'outcome' | 'from' | 'rcpt' | 'message'>): void {
-    if ((record.outcome !== 'unknown' && record.outcome !== 'deferred') || record.message.sha256 === '') return;
-    const key = envelopeKey(
-      record.message.sha256,
-      record.from,
-      record.rcpt.map((r) => r.to),
-    );
+  written(record: DuplicateCandidate): void {
+    const key = retryKey(record);
     // The first record stays the reference; a retry does not move the window forward.
-    if (!this.#cache.has(key)) this.#cache.set(key, record.id);
+    if (key !== null && !this.#cache.has(key)) this.#cache.set(key, record.id);
   }
 
   get size(): number {
@@ -49,7 +57,18 @@ export class DuplicateTracker {
   }
 }
 
-function envelopeKey(sha256: string, from: string, to: readonly string[]): string {
+/** The key a later retry of this record would be found under; null when no retry of it is expected. */
+export function retryKey(record: DuplicateCandidate): string | null {
+  if ((record.outcome !== 'unknown' && record.outcome !== 'deferred') || record.message.sha256 === '') return null;
+  return envelopeKey(
+    record.message.sha256,
+    record.from,
+    record.rcpt.map((r) => r.to),
+  );
+}
+
+/** SHA-256 of the message, sender and recipient set (case-insensitive): holds no address. */
+export function envelopeKey(sha256: string, from: string, to: readonly string[]): string {
   const rcpt = to.map((a) => a.toLowerCase()).sort();
   return createHash('sha256')
     .update(`${sha256}\0${from.toLowerCase()}\0${rcpt.join('\0')}`, 'utf8')

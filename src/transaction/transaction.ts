@@ -3,7 +3,7 @@ import type { SMTPServerSession } from 'smtp-server';
 import type { Config } from '../config/types.js';
 import type { IdGenerator } from '../ids.js';
 import type { Logger } from '../logger.js';
-import type { DuplicateTracker } from './duplicate-tracker.js';
+import type { DuplicateLinks } from './duplicate-tracker.js';
 import { auditRefusalText } from '../audit/audit-refusal.js';
 import type { Recorder } from '../audit/recorder.js';
 import type { Built, MessageFacts, RelayRecord } from '../audit/records.js';
@@ -34,7 +34,7 @@ export interface TransactionDeps {
   readonly engine: RelayEngine;
   readonly recorder: Recorder;
   /** Links a retry of an unknown/deferred message to the earlier record (`duplicateOf`). */
-  readonly duplicates?: DuplicateTracker;
+  readonly duplicates?: DuplicateLinks;
   readonly ids: IdGenerator;
   readonly log: Logger;
   /** Fires at shutdown when in-flight relays must give up (their deadline is the other bound). */
@@ -96,7 +96,7 @@ export class TransactionProcessor {
     const envelope = session.envelope;
     const from = envelope.mailFrom ? envelope.mailFrom.address : '';
     const to = envelope.rcptTo.map((r) => r.address);
-    const input = (message: MessageFacts, clientReply: SmtpReply, receiveMs: number): RelayRecordInput => ({
+    const input = (message: MessageFacts, clientReply: SmtpReply, receiveMs: number, duplicateOf: string | null = null): RelayRecordInput => ({
       id,
       session: { id: state.id, txn: state.transactions },
       client: state.client(),
@@ -107,7 +107,7 @@ export class TransactionProcessor {
       clientReply: withId(clientReply, id),
       receiveMs,
       totalMs: performance.now() - t0,
-      duplicateOf: this.#deps.duplicates?.earlier(message.sha256, from, to) ?? null,
+      duplicateOf,
     });
 
     let message: BufferedMessage;
@@ -125,18 +125,20 @@ export class TransactionProcessor {
     const receiveMs = performance.now() - t0;
     state.bytes += message.size;
     const facts = messageFacts(message, config.audit.subject);
+    // Looked up while the message is relayed: with the fleet's Redis it costs no time of its own.
+    const duplicateOf = this.#deps.duplicates?.earlier(facts.sha256, from, to) ?? null;
     try {
       if (message.oversize) {
         const reply = CLIENT_REPLIES.too_large;
         const failure = localFailure('too_large', false, null, `message exceeds limits.maxMessageSize (${config.limits.maxMessageSize} bytes)`);
-        return this.#finish(unrelayedRecord(input(facts, reply, receiveMs), 'rejected', failure), state);
+        return this.#finish(unrelayedRecord(input(facts, reply, receiveMs, await duplicateOf), 'rejected', failure), state);
       }
       const refusal = this.#deps.recorder.refusal();
       if (refusal !== null) {
         // The trail cannot be written, or is nearly full: refuse before relaying. Relaying first would
         // deliver the message and still answer 451, so every retry of the client would deliver again.
         const failure = localFailure('internal', true, ERR.AUDIT_WRITE, `${auditRefusalText(refusal)}: not relayed`);
-        return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs), 'deferred', failure), state);
+        return this.#finish(unrelayedRecord(input(facts, CLIENT_REPLIES.audit_failed, receiveMs, await duplicateOf), 'deferred', failure), state);
       }
       const mode = this.#modes.of(state);
       if (mode === 'spool') {
@@ -164,7 +166,7 @@ export class TransactionProcessor {
       );
       const { verdict, result } = decision.deciding;
       const reply = relayReply(verdict, result.facts, config);
-      return this.#finish(relayedRecord(input(facts, reply, receiveMs), decision, verdict.outcome, verdict), state);
+      return this.#finish(relayedRecord(input(facts, reply, receiveMs, await duplicateOf), decision, verdict.outcome, verdict), state);
     } finally {
       if (!bodyInUse) await message.dispose();
     }

@@ -1,9 +1,13 @@
 import type SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { UpstreamConfig } from '../config/types.js';
 import { abortError, connectionOptions, UpstreamConnection } from './upstream-connection.js';
+import { UNLEASED, type ConnectionLease, type ConnectionLeases } from './connection-leases.js';
 import type { StopSignal } from './deadline.js';
 import { ERR } from '../error-codes.js';
 import { upstreamLogin, type UpstreamLogin } from './upstream-login.js';
+
+/** Longest a closing connection keeps its fleet lease while its socket is not closed yet. */
+const LEASE_RELEASE_WAIT_MS = 5_000;
 
 /** A connection handed out by the pool, with the facts the audit record needs. */
 export interface Lease {
@@ -31,16 +35,24 @@ export class ConnectionPool {
   #options: SMTPConnection.Options;
   #login: UpstreamLogin | null;
   #idle: UpstreamConnection[] = [];
+  /** The fleet's lease each open connection holds (`pool.shared`). */
+  #leases = new Map<UpstreamConnection, ConnectionLease>();
+  #leasing: ConnectionLeases;
   #busy = 0;
   #waiters: Waiter[] = [];
   #sweeper: NodeJS.Timeout;
   #closed = false;
 
-  /** `login`: how connections log in; by default the one `upstream.auth` asks for (upstream-login.ts). */
-  constructor(upstream: UpstreamConfig, ehloName: string, login: UpstreamLogin | null = upstreamLogin(upstream)) {
+  /**
+   * `login`: how connections log in; by default the one `upstream.auth` asks for (upstream-login.ts).
+   * `leases`: the fleet's connection leases (`pool.shared`); by default none needed.
+   */
+  constructor(upstream: UpstreamConfig, ehloName: string, login: UpstreamLogin | null = upstreamLogin(upstream), leases: ConnectionLeases = UNLEASED) {
     this.upstream = upstream;
     this.#options = connectionOptions(upstream, ehloName);
     this.#login = login;
+    this.#leasing = leases;
+    leases.watch(() => this.#closeOneIdle());
     this.#sweeper = setInterval(() => this.#sweepIdle(), Math.max(1000, upstream.pool.idleTimeout / 2));
     this.#sweeper.unref();
   }
@@ -64,21 +76,42 @@ export class ConnectionPool {
     const waitMs = performance.now() - started;
     const idle = this.#takeIdle();
     if (idle) return { connection: idle, reused: true, waitMs, connectMs: 0 };
+    let lease: ConnectionLease;
+    try {
+      // A new connection needs the fleet's lease too (pool.shared); waiting for it counts as waiting for a slot.
+      lease = await this.#leasing.acquire(signal, maxWaitMs - waitMs);
+    } catch (err) {
+      this.#freeSlot();
+      throw err;
+    }
     const connectStart = performance.now();
     try {
       const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
-      return { connection, reused: false, waitMs, connectMs: performance.now() - connectStart };
+      this.#leases.set(connection, lease);
+      return { connection, reused: false, waitMs: connectStart - started, connectMs: performance.now() - connectStart };
     } catch (err) {
+      lease.release();
       this.#freeSlot();
       throw err;
     }
   }
 
-  /** Opens a fresh connection outside the idle list, used when a reused one turned out dead. */
-  async reopen(signal: StopSignal): Promise<Omit<Lease, 'waitMs'>> {
+  /**
+   * Opens a fresh connection in place of `dead`, a reused one that turned out dead (outside the idle
+   * list; the caller releases it as usual). The fresh one takes over the dead one's lease.
+   */
+  async reopen(dead: UpstreamConnection, signal: StopSignal): Promise<Omit<Lease, 'waitMs'>> {
+    const lease = this.#leases.get(dead);
+    this.#leases.delete(dead);
     const connectStart = performance.now();
-    const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
-    return { connection, reused: false, connectMs: performance.now() - connectStart };
+    try {
+      const connection = await UpstreamConnection.open(this.#options, this.#login, signal);
+      if (lease) this.#leases.set(connection, lease);
+      return { connection, reused: false, connectMs: performance.now() - connectStart };
+    } catch (err) {
+      lease?.release();
+      throw err;
+    }
   }
 
   /**
@@ -95,8 +128,8 @@ export class ConnectionPool {
     if (reusable && connection.alive && !worn && !this.#closed) {
       connection.idleSince = Date.now();
       this.#idle.push(connection);
-    } else if (connection.alive) {
-      connection.quit();
+    } else {
+      this.#discard(connection);
     }
     this.#freeSlot();
   }
@@ -106,7 +139,8 @@ export class ConnectionPool {
     this.#closed = true;
     clearInterval(this.#sweeper);
     if (this.#login?.kind === 'xoauth2') this.#login.tokens.close();
-    for (const c of this.#idle.splice(0)) c.quit();
+    for (const c of this.#idle.splice(0)) this.#discard(c);
+    this.#leasing.close();
     for (const w of this.#waiters.splice(0)) {
       w.reject(Object.assign(new Error('Upstream pool is closed'), { code: ERR.SHUTDOWN }));
     }
@@ -119,9 +153,35 @@ export class ConnectionPool {
     const cutoff = Date.now() - this.upstream.pool.idleTimeout;
     for (let c = this.#idle.pop(); c; c = this.#idle.pop()) {
       if (c.alive && c.idleSince > cutoff) return c;
-      if (c.alive) c.quit();
+      this.#discard(c);
     }
     return null;
+  }
+
+  /**
+   * Closes a connection (if still open) and gives its lease back once the socket is closed: until
+   * then the upstream still counts it (a provider's limit is on connections open at its end).
+   */
+  #discard(connection: UpstreamConnection): void {
+    if (connection.alive) connection.quit();
+    const lease = this.#leases.get(connection);
+    this.#leases.delete(connection);
+    if (lease === undefined) return;
+    // A QUIT the upstream never answers: its socket timeout closes it; the lease does not wait past this.
+    const timer = setTimeout(() => lease.release(), LEASE_RELEASE_WAIT_MS);
+    timer.unref();
+    connection.onClosed(() => {
+      clearTimeout(timer);
+      lease.release();
+    });
+  }
+
+  /** Another instance waits for a lease: the least recently used idle connection goes. */
+  #closeOneIdle(): boolean {
+    const oldest = this.#idle.shift();
+    if (oldest === undefined) return false;
+    this.#discard(oldest);
+    return true;
   }
 
   #freeSlot(): void {
@@ -164,7 +224,7 @@ export class ConnectionPool {
     const cutoff = Date.now() - this.upstream.pool.idleTimeout;
     this.#idle = this.#idle.filter((c) => {
       if (c.alive && c.idleSince > cutoff) return true;
-      if (c.alive) c.quit();
+      this.#discard(c);
       return false;
     });
   }

@@ -53,7 +53,7 @@ export async function runAttempt(
   if (sent.error && reused && sent.tracked.phase === 'envelope' && isStaleConnection(sent.error)) {
     connection.close();
     try {
-      const fresh = await pool.reopen(signal);
+      const fresh = await pool.reopen(connection, signal);
       ({ connection, connectMs } = fresh);
       reused = false;
       sent = await sendOnce(connection, envelope, body, signal, beforeFinalDot);

@@ -35,6 +35,8 @@ type NodemailerError = Error & { code?: string; command?: string; responseCode?:
 export class UpstreamConnection {
   #conn: SMTPConnection;
   #alive = true;
+  #ended = false;
+  #onEnded: (() => void)[] = [];
   #messages = 0;
   readonly openedAt = Date.now();
   idleSince = Date.now();
@@ -44,7 +46,17 @@ export class UpstreamConnection {
     // A closed or broken connection must never be handed out again; the error itself reaches the
     // caller through the pending command's callback, so the event only marks the state.
     conn.on('error', () => this.#markDead());
-    conn.on('end', () => this.#markDead());
+    conn.on('end', () => {
+      this.#markDead();
+      this.#ended = true;
+      for (const callback of this.#onEnded.splice(0)) callback();
+    });
+  }
+
+  /** Calls `callback` once the socket is closed (at once if it is already). */
+  onClosed(callback: () => void): void {
+    if (this.#ended) callback();
+    else this.#onEnded.push(callback);
   }
 
   /**

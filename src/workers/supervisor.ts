@@ -252,7 +252,9 @@ export class Supervisor {
     // Each worker has its own spool (its data folder): the machine takes messages while every one does.
     const spools = reports.flatMap((r) => (r?.spool ? [r.spool] : []));
     const spool = spools.length === 0 ? null : (spools.find((s) => !s.accepting) ?? spools[0]!);
-    return { ready: workers.every((w) => w.ready), reasons, listeners: first?.listeners ?? [], upstreams: first?.upstreams ?? [], spool, workers };
+    // With state.redis each worker has its own link to Redis: a degraded one is what the operator must see.
+    const sharedState = reports.find((r) => r?.sharedState?.mode === 'degraded')?.sharedState ?? first?.sharedState ?? null;
+    return { ready: workers.every((w) => w.ready), reasons, listeners: first?.listeners ?? [], upstreams: first?.upstreams ?? [], spool, sharedState, workers };
   }
 
   async #askAll<T>(query: Query): Promise<T[]> {

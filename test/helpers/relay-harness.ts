@@ -59,6 +59,8 @@ export interface RelaySpec {
   alerts?: Partial<Config['alerts']>;
   /** Use this data folder (kept on stop) instead of a fresh temporary one, e.g. to restart a relay. */
   dataDir?: string;
+  /** Shared state through Redis (`state.redis` and the rest over the defaults); default none. */
+  state?: Partial<Config['state']> & { redis: string };
   /** The listeners' delivery mode; default passthrough. */
   mode?: Config['listen'][number]['mode'];
   /** Spool settings over the defaults (folder `<dataDir>/spool`, no free-space reserve). */
@@ -103,7 +105,7 @@ export function upstreamConfig(spec: UpstreamSpec, index = 0): UpstreamConfig {
     implicitTls: spec.implicitTls ?? false,
     auth: spec.auth ? ('type' in spec.auth ? spec.auth : { type: 'password', ...spec.auth }) : null,
     tls: { mode: 'none', ca: null, verify: true, servername: null, ...spec.tls },
-    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, ...spec.pool },
+    pool: { maxConnections: 5, maxMessages: 100, idleTimeout: 60_000, maxWait: 5_000, shared: false, ...spec.pool },
     timeouts: { connect: 5_000, greeting: 5_000, socket: 10_000, total: 20_000, ...spec.timeouts },
     ehloName: null,
     breaker: spec.breaker === null ? null : { failures: 5, window: null, failureRate: 0.5, cooldown: 30_000, ...spec.breaker },
@@ -217,7 +219,7 @@ export function relayConfig(spec: RelaySpec, dataDir: string): Config {
     log: { level: 'silent' },
     instance: { id: spec.instance ?? 'test-relay' },
     workers: { count: 1, allowLocalLimits: false },
-    state: { redis: null },
+    state: { redis: null, prefix: 'mailtrail:', expectedInstances: 1, timeout: 250, leaseTtl: 30_000, ...spec.state },
     hostname: 'mailtrail.test',
     dataDir,
     localSink: null,

@@ -20,6 +20,13 @@ import { Deadline, stopReason } from '../../src/upstream/deadline.js';
 
 const EHLO_NAME = 'mailtrail.test';
 
+/** An upstream channel whose parts are this process's own, so a test can drive them directly. */
+export interface LocalChannel extends UpstreamChannel {
+  readonly breaker: CircuitBreaker;
+  readonly limiter: EgressRateLimiter;
+  readonly throttle: AdaptiveThrottle;
+}
+
 export class RelayParts {
   #pools: ConnectionPool[] = [];
   #signals: Deadline[] = [];
@@ -40,9 +47,9 @@ export class RelayParts {
   }
 
   /** One upstream entry: its own pool, breaker, pacing and adaptive slow-down. */
-  channel(upstream: UpstreamConfig, opts: { onBreakerChange?: (t: BreakerTransition) => void; maxWaiters?: number } = {}): UpstreamChannel {
+  channel(upstream: UpstreamConfig, opts: { onBreakerChange?: (t: BreakerTransition) => void; maxWaiters?: number } = {}): LocalChannel {
     const throttle = new AdaptiveThrottle(upstream.name, upstream.rateLimit.backoff, () => undefined);
-    const channel: UpstreamChannel = {
+    const channel: LocalChannel = {
       upstream,
       pool: this.pool(upstream),
       breaker: new CircuitBreaker(upstream.name, upstream.breaker, opts.onBreakerChange ?? (() => undefined)),

@@ -242,6 +242,25 @@ export async function envelopeAndData(c: SmtpTalk, opts: { from: string; to?: st
   return c;
 }
 
+/** `AUTH PLAIN <base64>` for `username` and `password`. */
+export function authPlain(username: string, password: string): string {
+  return `AUTH PLAIN ${Buffer.from(`\0${username}\0${password}`).toString('base64')}`;
+}
+
+/** One AUTH PLAIN on a new connection from `from` (a loopback address acting as a client machine); the reply. */
+export async function tryAuth(port: number, from: string, username: string, password: string): Promise<TalkReply> {
+  const c = await smtpTalk(port, '127.0.0.1', { localAddress: from, timeoutMs: 10_000 });
+  try {
+    await c.expect(220);
+    c.send('EHLO client.test');
+    await c.expect(250);
+    c.send(authPlain(username, password));
+    return await c.expect();
+  } finally {
+    c.close();
+  }
+}
+
 /** The whole message on such a connection: `raw` (dot-stuffed already), the 250 (its text returned), QUIT. */
 export async function sendOver(c: SmtpTalk, opts: { from: string; to: string; raw: Buffer }): Promise<string> {
   await envelopeAndData(c, opts);

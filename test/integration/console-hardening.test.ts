@@ -226,7 +226,7 @@ describe('console requests waiting on the search index', () => {
       stats: new LiveStats(bus),
       stream: new LiveStream(bus),
       errors: new ScopedErrors(bus, () => [], []),
-      readiness: () => ({ ready: true, reasons: [], listeners: [], upstreams: [], spool: null }),
+      readiness: () => ({ ready: true, reasons: [], listeners: [], upstreams: [], spool: null, sharedState: null }),
       upstreams: [],
       tokens: new TokenStates(bus, []),
       spool: () => null,

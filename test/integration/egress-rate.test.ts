@@ -37,14 +37,16 @@ describe('egress rate limits per upstream', () => {
     expect(spread).toBeGreaterThan(3_500);
     expect(spread).toBeLessThan(8_000);
     expect(elapsed).toBeLessThan(12_000);
-    // Starts are paced (11 at most in a second); arrivals at the upstream jitter, so allow some slack.
+    // Starts are paced (11 at most in a second); arrivals at the upstream jitter (on a loaded machine 17
+    // were seen in one second), so allow some slack: unpaced, all 50 would arrive within one.
     const worstSecond = Math.max(...received.map((t) => received.filter((u) => u >= t && u < t + 1_000).length));
-    expect(worstSecond).toBeLessThanOrEqual(16);
+    expect(worstSecond).toBeLessThanOrEqual(20);
     // The wait for a sending slot shows in the record's waitMs.
     const records = await r.relayRecords();
     expect(records).toHaveLength(50);
     // Relative to the pacing actually seen: on a loaded machine clients connect late, so the waits are shorter.
-    expect(Math.max(...records.map((x) => x.timing.waitMs))).toBeGreaterThan(spread / 2);
+    // (A quarter of the spread: at a load average of 14, 1.4 s of waiting was seen for a 4.1 s spread.)
+    expect(Math.max(...records.map((x) => x.timing.waitMs))).toBeGreaterThan(spread / 4);
     expect(records.every((x) => x.attempts.length === 1 && x.outcome === 'delivered')).toBe(true);
   });
 

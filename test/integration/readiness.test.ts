@@ -59,6 +59,13 @@ describe('readiness', () => {
     expect(body.upstreams).toEqual([expect.objectContaining({ name: 'primary', probe: expect.objectContaining({ enabled: true, ok: true, class: null }) })]);
   });
 
+  it('says nothing of shared state without `state.redis`: no sharedState detail, no shared-state series', async () => {
+    const { body } = await readyz(relay);
+    expect(body).toMatchObject({ sharedState: null });
+    const metrics = await (await fetch(`${relay.httpUrl!}/metrics`)).text();
+    expect(metrics).not.toMatch(/^mailtrail_shared_state_\w+(\{[^}]*\})? /m);
+  });
+
   it('turns not ready within one probe interval after the upstream stops, with the failure class, and back', async () => {
     await untilStatus(relay, 200, 5_000);
     await upstream.refuse();

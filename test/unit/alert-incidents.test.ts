@@ -10,6 +10,7 @@ function recorder(cooldown: number) {
   const incidents = new Incidents(cooldown, {
     fire: (i) => events.push(`fired ${i.rule}/${i.upstream}/${i.class ?? '*'}`),
     resolve: (i, reason) => events.push(`resolved ${i.rule}/${i.upstream}/${i.class ?? '*'}: ${reason}`),
+    elsewhere: (state, i, _text, by) => events.push(`${state} elsewhere (${by}) ${i.rule}/${i.upstream}/${i.class ?? '*'}`),
     changed: (o) => (open = o),
   });
   return { incidents, events, open: () => open };

@@ -46,6 +46,8 @@ const PUBLIC_TEXT = new Set([
   'upstreams[].tls.servername',
   'upstreams[].ehloName',
   'routes[].name',
+  // The key prefix in Redis.
+  'state.prefix',
   'routes[].match.users',
   'routes[].match.senders',
   'routes[].match.networks',
@@ -220,6 +222,7 @@ describe('the secrets of a configuration', () => {
           { name: 'mail', smtp: { host: 'mail.example.org', auth: { user: 'alerts', pass: '[redacted]' } } },
         ],
       },
+      state: { redis: 'rediss://redis.example.org:6380/[redacted]' },
     });
   });
 

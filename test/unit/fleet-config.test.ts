@@ -100,7 +100,7 @@ upstreams: [{ name: ses, url: "smtp://smtp.example.com", rateLimit: { messagesPe
   });
 
   it('starts several processes with state.redis, with allowLocalLimits, or with no per-process limit on', () => {
-    expect(load('workers: 2\nstate: { redis: "redis://127.0.0.1:6379" }').workers.count).toBe(2);
+    expect(load('workers: 2\nstate: { redis: "redis://127.0.0.1:6379", expectedInstances: 2 }').workers.count).toBe(2);
     expect(load('workers: { count: 2, allowLocalLimits: true }').workers.count).toBe(2);
     expect(load('workers: 2\nlimits: { connectionRatePerIp: null }').workers.count).toBe(2);
   });
@@ -117,6 +117,29 @@ describe('state.redis', () => {
     const config = load('state: { redis: "rediss://default:Hunter2-Redis@cache.example.org:6380" }');
     expect(config.state.redis).toBe('rediss://default:Hunter2-Redis@cache.example.org:6380');
     expect(JSON.stringify(describeConfig(config))).not.toContain('Hunter2');
-    expect(problems('state: { redis: "http://cache.example.org" }')).toEqual(['state.redis: not a redis:// or rediss:// URL']);
+    expect(problems('state: { redis: "http://cache.example.org" }')).toEqual(['state.redis: must start with redis:// or rediss://']);
+    expect(problems('state: { redis: "redis://cache.example.org/zero" }')).toEqual([
+      'state.redis: may name a database number (/0) and nothing else after the host',
+    ]);
+  });
+
+  it('shares nothing by default, and fills in the rest of the section when state.redis is set', () => {
+    expect(load('').state).toEqual({ redis: null, prefix: 'mailtrail:', expectedInstances: 1, timeout: 250, leaseTtl: 30_000 });
+    expect(load('state: { redis: "redis://10.0.0.5/2", expectedInstances: 6, timeout: 100ms }').state).toEqual({
+      redis: 'redis://10.0.0.5/2',
+      prefix: 'mailtrail:',
+      expectedInstances: 6,
+      timeout: 100,
+      leaseTtl: 30_000,
+    });
+  });
+
+  it('refuses more processes than state.expectedInstances, since each would keep too large a share while Redis is unreachable', () => {
+    expect(problems('workers: 3\nstate: { redis: "redis://127.0.0.1:6379", expectedInstances: 2 }')).toEqual([
+      expect.stringMatching(/^workers\.count: state\.expectedInstances is 2, fewer than the 3 processes: .* set it to the number of processes in the fleet/),
+    ]);
+    const config = load('state: { redis: "redis://127.0.0.1:6379", expectedInstances: 4 }');
+    expect(workersProblem(config, 4)).toBeNull();
+    expect(workersProblem(config, 5)).toMatch(/expectedInstances is 4, fewer than the 5 processes/);
   });
 });

@@ -3,6 +3,7 @@ import { AdaptiveThrottle } from '../../src/routing/adaptive-throttle.js';
 import { Deadline, stopReason } from '../../src/upstream/deadline.js';
 import { EgressRateLimiter } from '../../src/routing/rate-limiter.js';
 import { ClientRateLimits, describeLimit } from '../../src/admission/client-rate-limits.js';
+import { MemoryTokenBuckets } from '../../src/admission/token-buckets.js';
 import type { ClientRateLimit } from '../../src/config/types.js';
 
 function fakeClock() {
@@ -197,69 +198,70 @@ describe('client rate limits (per user and per address)', () => {
   const none: ClientRateLimit = { messagesPerMinute: null, messagesPerHour: null, recipientsPerHour: null };
   function limits(perUser: Partial<ClientRateLimit>, perIp: Partial<ClientRateLimit> = {}, maxTracked = 100) {
     const clock = fakeClock();
-    const l = new ClientRateLimits({ perUser: { ...none, ...perUser }, perIp: { ...none, ...perIp }, maxTracked }, clock);
-    return { l, clock };
+    const buckets = new MemoryTokenBuckets(maxTracked, clock);
+    const l = new ClientRateLimits({ perUser: { ...none, ...perUser }, perIp: { ...none, ...perIp }, maxTracked }, buckets);
+    return { l, clock, buckets };
   }
 
-  it('admits everything and tracks nothing when no limit is configured', () => {
-    const { l } = limits({});
-    for (let i = 0; i < 100; i++) expect(l.admitMessage('billing', '10.0.0.1')).toBeNull();
-    expect(l.tracked).toBe(0);
+  it('admits everything and tracks nothing when no limit is configured', async () => {
+    const { l, buckets } = limits({});
+    for (let i = 0; i < 100; i++) expect(await l.admitMessage('billing', '10.0.0.1')).toBeNull();
+    expect(buckets.tracked).toBe(0);
   });
 
-  it('refuses the message past the per-user limit per minute, naming the limit', () => {
+  it('refuses the message past the per-user limit per minute, naming the limit', async () => {
     const { l } = limits({ messagesPerMinute: 3 });
-    for (let i = 0; i < 3; i++) expect(l.admitMessage('billing', '10.0.0.1')).toBeNull();
-    const over = l.admitMessage('billing', '10.0.0.1');
+    for (let i = 0; i < 3; i++) expect(await l.admitMessage('billing', '10.0.0.1')).toBeNull();
+    const over = await l.admitMessage('billing', '10.0.0.1');
     expect(over).toMatchObject({ scope: 'user', subject: 'billing', limit: 'messagesPerMinute', max: 3 });
     expect(over!.retryInMs).toBe(20_000);
     expect(describeLimit(over!)).toBe('at most 3 messages per minute for user billing; try again in 20 s');
   });
 
-  it('keeps users apart', () => {
+  it('keeps users apart', async () => {
     const { l } = limits({ messagesPerMinute: 1 });
-    expect(l.admitMessage('billing', '10.0.0.1')).toBeNull();
-    expect(l.admitMessage('reports', '10.0.0.1')).toBeNull();
-    expect(l.admitMessage('billing', '10.0.0.1')).not.toBeNull();
+    expect(await l.admitMessage('billing', '10.0.0.1')).toBeNull();
+    expect(await l.admitMessage('reports', '10.0.0.1')).toBeNull();
+    expect(await l.admitMessage('billing', '10.0.0.1')).not.toBeNull();
   });
 
-  it('gives the allowance back as time passes', () => {
+  it('gives the allowance back as time passes', async () => {
     const { l, clock } = limits({ messagesPerMinute: 2 });
-    l.admitMessage('billing', '10.0.0.1');
-    l.admitMessage('billing', '10.0.0.1');
-    expect(l.admitMessage('billing', '10.0.0.1')).not.toBeNull();
+    await l.admitMessage('billing', '10.0.0.1');
+    await l.admitMessage('billing', '10.0.0.1');
+    expect(await l.admitMessage('billing', '10.0.0.1')).not.toBeNull();
     clock.t += 30_000;
-    expect(l.admitMessage('billing', '10.0.0.1')).toBeNull();
-    expect(l.admitMessage('billing', '10.0.0.1')).not.toBeNull();
+    expect(await l.admitMessage('billing', '10.0.0.1')).toBeNull();
+    expect(await l.admitMessage('billing', '10.0.0.1')).not.toBeNull();
   });
 
-  it('applies the per-address limit to clients without a user, and treats ::ffff:a.b.c.d as a.b.c.d', () => {
+  it('applies the per-address limit to clients without a user, and treats ::ffff:a.b.c.d as a.b.c.d', async () => {
     const { l } = limits({}, { messagesPerHour: 2 });
-    expect(l.admitMessage(null, '10.0.0.1')).toBeNull();
-    expect(l.admitMessage(null, '::ffff:10.0.0.1')).toBeNull();
-    expect(l.admitMessage(null, '10.0.0.1')).toMatchObject({ scope: 'ip', subject: '10.0.0.1', limit: 'messagesPerHour' });
+    expect(await l.admitMessage(null, '10.0.0.1')).toBeNull();
+    expect(await l.admitMessage(null, '::ffff:10.0.0.1')).toBeNull();
+    expect(await l.admitMessage(null, '10.0.0.1')).toMatchObject({ scope: 'ip', subject: '10.0.0.1', limit: 'messagesPerHour' });
   });
 
-  it('does not use up one limit when another refuses', () => {
+  it('does not use up one limit when another refuses', async () => {
     const { l } = limits({ messagesPerMinute: 5 }, { messagesPerMinute: 1 });
-    expect(l.admitMessage('billing', '10.0.0.1')).toBeNull();
-    expect(l.admitMessage('billing', '10.0.0.1')).toMatchObject({ scope: 'ip' });
+    expect(await l.admitMessage('billing', '10.0.0.1')).toBeNull();
+    expect(await l.admitMessage('billing', '10.0.0.1')).toMatchObject({ scope: 'ip' });
     // The user still has 4 left: from another address they all go through.
-    for (let i = 0; i < 4; i++) expect(l.admitMessage('billing', `10.0.0.${i + 2}`)).toBeNull();
-    expect(l.admitMessage('billing', '10.0.0.9')).toMatchObject({ scope: 'user' });
+    for (let i = 0; i < 4; i++) expect(await l.admitMessage('billing', `10.0.0.${i + 2}`)).toBeNull();
+    expect(await l.admitMessage('billing', '10.0.0.9')).toMatchObject({ scope: 'user' });
   });
 
-  it('counts recipients separately from messages', () => {
+  it('counts recipients separately from messages', async () => {
     const { l } = limits({ messagesPerMinute: 1, recipientsPerHour: 2 });
-    expect(l.admitMessage('billing', '10.0.0.1')).toBeNull();
-    expect(l.admitRecipient('billing', '10.0.0.1')).toBeNull();
-    expect(l.admitRecipient('billing', '10.0.0.1')).toBeNull();
-    expect(l.admitRecipient('billing', '10.0.0.1')).toMatchObject({ limit: 'recipientsPerHour', max: 2 });
+    expect(await l.admitMessage('billing', '10.0.0.1')).toBeNull();
+    expect(await l.admitRecipient('billing', '10.0.0.1')).toBeNull();
+    expect(await l.admitRecipient('billing', '10.0.0.1')).toBeNull();
+    expect(await l.admitRecipient('billing', '10.0.0.1')).toMatchObject({ limit: 'recipientsPerHour', max: 2 });
   });
 
-  it('tracks at most maxTracked users and addresses', () => {
-    const { l } = limits({}, { messagesPerMinute: 1 }, 50);
-    for (let i = 0; i < 500; i++) l.admitMessage(null, `10.0.${Math.floor(i / 250)}.${i % 250}`);
-    expect(l.tracked).toBe(50);
+  it('tracks at most maxTracked users and addresses', async () => {
+    const { l, buckets } = limits({}, { messagesPerMinute: 1 }, 50);
+    for (let i = 0; i < 500; i++) await l.admitMessage(null, `10.0.${Math.floor(i / 250)}.${i % 250}`);
+    expect(buckets.tracked).toBe(50);
   });
 });

@@ -20,6 +20,7 @@ function info(over: Partial<RunningInfo> = {}): RunningInfo {
     spool: null,
     http: null,
     warnings: WARNINGS,
+    sharedState: null,
     ...over,
   };
 }
@@ -54,6 +55,21 @@ describe('start-up output', () => {
   it('lists each start-up warning in the banner as a warning line', () => {
     const banner = startupBanner(info(), embeddedDefault({}, '/srv/mailtrail'));
     for (const w of WARNINGS) expect(banner).toContain(`\n  warning   ${w.message}\n`);
+  });
+
+  it("names the fleet's Redis (without its password) and says when it could not be reached at start-up", () => {
+    const base = embeddedDefault({}, '/srv/mailtrail');
+    const config = {
+      ...base,
+      state: { redis: 'redis://:secret@redis.internal:6379/0', prefix: 'mailtrail:', expectedInstances: 3, timeout: 250, leaseTtl: 30_000 },
+      instance: { id: 'relay-1' },
+    };
+    const shared = startupBanner(info({ sharedState: { mode: 'shared', since: 0, reason: null } }), config);
+    expect(shared).toContain('  state     shared through Redis at redis.internal:6379 as instance relay-1\n');
+    expect(shared).not.toContain('secret');
+    const degraded = startupBanner(info({ sharedState: { mode: 'degraded', since: 0, reason: 'connect ECONNREFUSED' } }), config);
+    expect(degraded).toContain('as instance relay-1 (unreachable: connect ECONNREFUSED; relaying on local shares meanwhile)');
+    expect(startupBanner(info(), base)).not.toContain('  state ');
   });
 
   it('on a terminal, shows each warning once, in the banner, and logs none of them as JSON', () => {

@@ -20,6 +20,11 @@ const pool = z
      * relay deadline.
      */
     maxWait: duration(5_000),
+    /**
+     * With `state.redis` (Redis): `maxConnections` bounds the connections the whole fleet opens to this
+     * upstream, through leases in Redis (docs/fleet.md), instead of each instance's own.
+     */
+    shared: flag(false),
   })
   .prefault({});
 

@@ -8,7 +8,9 @@ import { isInfrastructureClass, type FailureClass } from '../../classify/failure
 import type { RelayBus } from '../relay-events.js';
 import type { Logger } from '../../logger.js';
 import type { ProbeResult } from '../../routing/routing-events.js';
+import type { SharedStateStatus } from '../../state/state-events.js';
 import type { DeliveryQueue } from './delivery-queue.js';
+import type { IncidentClaims } from './incident-claims.js';
 import type { IncidentStore } from './incident-store.js';
 import { Incidents, type Incident, type IncidentKey } from './incidents.js';
 import { formatDuration, type AlertNotification } from './notification.js';
@@ -26,6 +28,8 @@ export interface AlertEngineDeps {
   readonly emailServers: ReadonlyMap<string, { readonly host: string; readonly port: number }>;
   /** Keeps open incidents across restarts; null = memory only. */
   readonly store: IncidentStore | null;
+  /** Who in the fleet announces an incident; default this instance, always. */
+  readonly claims?: IncidentClaims;
   readonly log: Logger;
   readonly hostname: string;
   /** How often windowed rules and held-back incidents are checked (ms). Default 5 s. */
@@ -58,6 +62,9 @@ const SPOOL_PARKED_RULE = 'spool-parked';
 /** The built-in rule that pages when repeated failed AUTH locks an address or a username. */
 const AUTH_LOCKOUT_RULE = 'auth-lockout';
 const AUTH_LOCKOUT_KEY: IncidentKey = { rule: AUTH_LOCKOUT_RULE, upstream: RELAY_ITSELF, class: 'auth_locked' };
+/** The built-in rule that pages while the fleet's Redis cannot be reached (`state.redis`): limits are local shares. */
+const SHARED_STATE_RULE = 'shared-state';
+const SHARED_STATE_KEY: IncidentKey = { rule: SHARED_STATE_RULE, upstream: RELAY_ITSELF, class: 'internal' };
 /** Twice the default clients.authLockout.maxLockout: one incident while a guesser keeps coming back. */
 const DEFAULT_AUTH_QUIET_MS = 2 * 3_600_000;
 
@@ -95,11 +102,16 @@ export class AlertEngine {
     this.#deps = deps;
     this.#classRules = new Set(deps.config.rules.filter((r) => r.condition.kind === 'class').map((r) => r.name));
     this.#probeOrder = [...deps.config.rules].sort((x, y) => Number(y.condition.kind === 'class') - Number(x.condition.kind === 'class'));
-    this.#incidents = new Incidents(deps.config.cooldown, {
-      fire: (incident, now) => this.#announce('fired', incident, incident.summary, now),
-      resolve: (incident, reason, now) => this.#announce('resolved', incident, reason, now),
-      changed: (open) => deps.store?.save(open),
-    });
+    this.#incidents = new Incidents(
+      deps.config.cooldown,
+      {
+        fire: (incident, now) => this.#announce('fired', incident, incident.summary, now),
+        resolve: (incident, reason, now) => this.#announce('resolved', incident, reason, now),
+        elsewhere: (state, incident, text, by, now) => this.#announce(state, incident, text, now, by),
+        changed: (open) => deps.store?.save(open),
+      },
+      deps.claims,
+    );
     this.#longestWindow = Math.max(0, ...deps.config.rules.map((r) => windowOf(r.condition)));
     this.#spool = deps.spool ? new SpoolWatch(deps.spool, deps.config.spool) : null;
   }
@@ -126,6 +138,8 @@ export class AlertEngine {
       bus.subscribe('spool-unparked', (p) =>
         this.#incidents.clear({ rule: SPOOL_PARKED_RULE, upstream: p.upstream, class: null }, `deliveries from the spool resumed: ${p.reason}`, Date.now()),
       ),
+      // And the fleet's Redis out of reach: every limit is a local share until it is back.
+      bus.subscribe('shared-state', (s) => this.#onSharedState(s, Date.now())),
     );
     this.#timer = setInterval(() => this.#tick(Date.now()), this.#deps.tickMs ?? 5_000);
     this.#timer.unref();
@@ -181,6 +195,15 @@ export class AlertEngine {
     const action = ACTION[cls] ? `; ${ACTION[cls]}` : '';
     const summary = `deliveries from the spool through this upstream are parked after ${cls} (${reason})${action}; messages stay queued until its health probe passes or a trial at ${new Date(until).toISOString()}`;
     this.#incidents.raise(key, { summary, shownClass: cls, sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
+  }
+
+  #onSharedState(status: SharedStateStatus, now: number): void {
+    if (status.mode === 'shared') {
+      this.#incidents.clear(SHARED_STATE_KEY, 'the shared state in Redis is reachable again', now);
+      return;
+    }
+    const summary = `Redis (state.redis) cannot be reached (${status.reason ?? 'unknown'}): this instance relays on with local shares of every fleet-wide limit, and its breakers, duplicate links and alerts are its own until Redis is back`;
+    this.#incidents.raise(SHARED_STATE_KEY, { summary, shownClass: 'internal', sinks: this.#deps.config.sinks.map((s) => s.name) }, now);
   }
 
   #onAuth(event: AuthEvent, now: number): void {
@@ -341,7 +364,12 @@ export class AlertEngine {
     const upstreams = new Set(this.#deps.upstreams.map((u) => u.name));
     for (const incident of saved) {
       // Judged again at the next check: resolved then if the condition no longer holds.
-      if (incident.rule === AUDIT_TRAIL_RULE || (this.#spool !== null && (SPOOL_ALERT_RULES as readonly string[]).includes(incident.rule))) continue;
+      if (
+        incident.rule === AUDIT_TRAIL_RULE ||
+        incident.rule === SHARED_STATE_RULE ||
+        (this.#spool !== null && (SPOOL_ALERT_RULES as readonly string[]).includes(incident.rule))
+      )
+        continue;
       // Parking is not kept across a restart: the queue starts unparked, so the incident is over.
       if (incident.rule === SPOOL_PARKED_RULE) {
         this.#incidents.clear(incident, 'mailtrail restarted: the spool starts with every upstream unparked', now);
@@ -359,11 +387,16 @@ export class AlertEngine {
     if (saved.length > 0) this.#deps.log.info({ open: this.#incidents.open.length }, 'open alerts restored');
   }
 
-  #announce(state: 'fired' | 'resolved', incident: Incident, text: string, now: number): void {
+  /**
+   * Writes the `alert` record, logs it and queues the notices; `by`: another instance of the fleet
+   * announced it, so this one notifies no sink and its record says who did.
+   */
+  #announce(state: 'fired' | 'resolved', incident: Incident, text: string, now: number, by: string | null = null): void {
     const { recorder, ids, delivery, log, hostname } = this.#deps;
-    const sinks = incident.sinks.filter((name) => this.#maySend(name, incident.upstream));
+    const sinks = by !== null ? [] : incident.sinks.filter((name) => this.#maySend(name, incident.upstream));
     const about = incident.upstream === RELAY_ITSELF ? incident.rule : `${incident.rule} on upstream ${incident.upstream}`;
-    const message = state === 'fired' ? `${about}: ${text}` : `${about}: ${text}; open for ${formatDuration(now - incident.openedAt)}`;
+    const said = state === 'fired' ? `${about}: ${text}` : `${about}: ${text}; open for ${formatDuration(now - incident.openedAt)}`;
+    const message = by === null ? said : `${said} (announced by instance ${by})`;
     const upstream = incident.upstream === RELAY_ITSELF ? null : incident.upstream;
     const time = new Date(now).toISOString();
     const record: Built<AlertRecord> = {
@@ -379,6 +412,13 @@ export class AlertEngine {
       sinks,
     };
     recorder.alert(record);
+    if (by !== null) {
+      log.info(
+        { alert: record, announcedBy: by },
+        state === 'fired' ? 'alert fired, announced by another instance' : 'alert resolved, announced by another instance',
+      );
+      return;
+    }
     if (state === 'fired') log.warn({ alert: record }, 'alert fired');
     else log.info({ alert: record }, 'alert resolved');
     const notification: AlertNotification = {

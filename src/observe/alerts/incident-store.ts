@@ -31,7 +31,7 @@ export class IncidentStore {
     try {
       const parsed = JSON.parse(text) as { v?: number; open?: unknown[] };
       if (parsed.v !== VERSION || !Array.isArray(parsed.open)) return [];
-      return parsed.open.filter(isStored).map((s) => ({ ...s, key: incidentKey(s) }));
+      return parsed.open.filter(isStored).map((s) => ({ ...s, announcedBy: s.announcedBy ?? null, fleetClaim: s.fleetClaim ?? false, key: incidentKey(s) }));
     } catch (err) {
       this.#log.warn({ err, file: this.file }, 'open alerts file is not valid JSON; ignored');
       return [];
@@ -50,7 +50,10 @@ export class IncidentStore {
   }
 }
 
-function isStored(value: unknown): value is Omit<Incident, 'key'> {
+/** Files written before `announcedBy` and `fleetClaim` existed lack them: announced here, alone. */
+type Stored = Omit<Incident, 'key' | 'announcedBy' | 'fleetClaim'> & { announcedBy?: string | null; fleetClaim?: boolean };
+
+function isStored(value: unknown): value is Stored {
   if (typeof value !== 'object' || value === null) return false;
   const v = value as Record<string, unknown>;
   return (
@@ -63,6 +66,8 @@ function isStored(value: unknown): value is Omit<Incident, 'key'> {
     typeof v.notified === 'boolean' &&
     (v.firedAt === null || typeof v.firedAt === 'number') &&
     typeof v.summary === 'string' &&
-    (v.shownClass === null || typeof v.shownClass === 'string')
+    (v.shownClass === null || typeof v.shownClass === 'string') &&
+    (v.announcedBy === undefined || v.announcedBy === null || typeof v.announcedBy === 'string') &&
+    (v.fleetClaim === undefined || typeof v.fleetClaim === 'boolean')
   );
 }
