@@ -1,0 +1,113 @@
+/** Upstreams (docs/api.md, "GET /api/v1/upstreams"): probe, breaker and why, rate, latency, token, parked. */
+import type { JSX } from 'preact';
+import type { Api, Reply } from '../api.js';
+import { ErrorNote } from '../components.js';
+import { ms, plain, reply, time } from '../format.js';
+import { usePoll } from '../poll.js';
+
+interface Upstream {
+  readonly name: string;
+  readonly probe: {
+    readonly enabled: boolean;
+    readonly ok: boolean | null;
+    readonly class: string | null;
+    readonly time: string | null;
+    readonly ms: number | null;
+    readonly reply: Reply | null;
+    readonly error: string | null;
+  } | null;
+  readonly usable: boolean;
+  readonly breaker: { readonly state: string; readonly reason: string | null; readonly since: string | null };
+  readonly sendRate: { readonly perMinute: number; readonly window: string };
+  readonly latency: { readonly p50: number | null; readonly p95: number | null; readonly window: string };
+  readonly token: unknown;
+  readonly parked: number | null;
+}
+
+export function Upstreams(props: { api: Api }): JSX.Element {
+  const { data, error } = usePoll(() => props.api.get<{ upstreams: Upstream[] }>('/api/v1/upstreams'), 5_000, [props.api]);
+  return (
+    <section aria-labelledby="upstreams-title">
+      <h1 id="upstreams-title">Upstreams</h1>
+      <ErrorNote error={error} />
+      {data === null ? (
+        <p class="loading">Loading…</p>
+      ) : (
+        <div class="table-wrap">
+          <table class="upstreams">
+            <caption class="visually-hidden">Upstreams, refreshed every 5 seconds</caption>
+            <thead>
+              <tr>
+                <th scope="col">Upstream</th>
+                <th scope="col">State</th>
+                <th scope="col">Health probe</th>
+                <th scope="col">Breaker</th>
+                <th scope="col" class="num">
+                  Rate
+                </th>
+                <th scope="col" class="num">
+                  Latency p50 / p95
+                </th>
+                <th scope="col">Token</th>
+                <th scope="col" class="num">
+                  Parked
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {data.upstreams.map((u) => (
+                <tr key={u.name} class={u.usable ? 'o-delivered' : 'o-rejected'}>
+                  <th scope="row" class="mono">
+                    {u.name}
+                  </th>
+                  <td>
+                    <span class={`badge ${u.usable ? 'o-delivered' : 'o-rejected'}`}>{u.usable ? 'usable' : 'not usable'}</span>
+                  </td>
+                  <td>
+                    <Probe probe={u.probe} />
+                  </td>
+                  <td>
+                    <span class={`badge b-${u.breaker.state.replace(/[^a-z-]/g, '')}`}>{u.breaker.state}</span>
+                    {u.breaker.reason ? <span class="mono reply"> {u.breaker.reason}</span> : null}
+                    {u.breaker.since ? <span class="muted"> since {time(u.breaker.since)}</span> : null}
+                  </td>
+                  <td class="num nowrap">
+                    {u.sendRate.perMinute.toFixed(1)}/min <span class="muted">({u.sendRate.window})</span>
+                  </td>
+                  <td class="num nowrap mono">
+                    {ms(u.latency.p50)} / {ms(u.latency.p95)}
+                  </td>
+                  <td>{u.token === null || u.token === undefined ? <span class="muted">password</span> : <span class="mono">{tokenText(u.token)}</span>}</td>
+                  <td class="num">{u.parked ?? '–'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+    </section>
+  );
+}
+
+function Probe(props: { probe: Upstream['probe'] }): JSX.Element {
+  const p = props.probe;
+  if (p === null || !p.enabled) return <span class="muted">off</span>;
+  if (p.ok === null) return <span class="muted">not run yet</span>;
+  return (
+    <span>
+      <span class={`badge ${p.ok ? 'o-delivered' : 'o-rejected'}`}>{p.ok ? 'ok' : (p.class ?? 'failed')}</span>{' '}
+      {p.ms !== null ? <span class="mono">{ms(p.ms)}</span> : null}
+      {p.reply ? <span class="mono reply"> {reply(p.reply)}</span> : null}
+      {p.error ? <span class="mono reply"> {p.error}</span> : null}
+      {p.time ? <span class="muted"> at {time(p.time)}</span> : null}
+    </span>
+  );
+}
+
+/** The OAuth2 token's state as the server describes it (never the token itself). */
+function tokenText(token: unknown): string {
+  if (typeof token !== 'object' || token === null) return plain(token);
+  return Object.entries(token as Record<string, unknown>)
+    .map(([k, v]) => `${k}: ${plain(v)}`)
+    .join(', ');
+}
