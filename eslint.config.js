@@ -16,8 +16,9 @@ export default tseslint.config(
   {
     languageOptions: {
       // tsconfig.check.json: the code, the tests and the soak, type-checked together (`npm run lint`);
-      // web/tsconfig.json: the console's pages (browser code: the DOM's types, Preact's JSX).
-      parserOptions: { project: ['./tsconfig.check.json', './web/tsconfig.json'], tsconfigRootDir: import.meta.dirname },
+      // web/tsconfig.json: the console's pages (browser code: the DOM's types, Preact's JSX);
+      // test/browser/tsconfig.json: the tests that drive a browser (the DOM's types too).
+      parserOptions: { project: ['./tsconfig.check.json', './web/tsconfig.json', './test/browser/tsconfig.json'], tsconfigRootDir: import.meta.dirname },
     },
   },
   {

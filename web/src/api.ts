@@ -107,7 +107,8 @@ export class Api {
       false,
     );
     this.csrf = session.csrf;
-    return session;
+    // The login's answer has no `via`: it is a session by definition.
+    return { ...session, via: 'session' };
   }
 
   async logout(): Promise<void> {

@@ -121,10 +121,18 @@ function Chart(props: { title: string; points: readonly Point[]; series: readonl
       title: undefined,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       scales: { x: { time: true }, y: props.unit === '%' ? { range: [0, 100] } : { range: (_u, min, max) => [0, Math.max(1, max ?? min)] } },
-      axes: [{}, { values: (_u, ticks) => ticks.map((t) => `${t}${props.unit === '%' ? ' %' : ''}`) }],
+      axes: [{}, { size: 56, values: (_u, ticks) => ticks.map((t) => `${t}${props.unit === '%' ? ' %' : ''}`) }],
+      // Rates and latencies exist only in steps with mail: their points are drawn, so a lone one shows.
       series: [
         { label: 'time (UTC)' },
-        ...props.series.map((s) => ({ label: s.label, stroke: s.colour, width: 2, dash: s.dash, spanGaps: false, points: { show: false } })),
+        ...props.series.map((s) => ({
+          label: s.label,
+          stroke: s.colour,
+          width: 2,
+          dash: s.dash,
+          spanGaps: false,
+          points: { show: props.unit !== '', size: 5 },
+        })),
       ],
       legend: { live: true },
     };
