@@ -10,6 +10,8 @@ import { ErrorNote, TransactionTable } from '../components.js';
 
 /** Rows kept on the page; older ones are a search away. */
 const KEEP = 500;
+/** How often new transactions are drawn, at most. */
+const DRAW_MS = 200;
 
 type Link = 'connecting' | 'live' | 'reconnecting' | 'ended';
 
@@ -39,10 +41,22 @@ export function Live(props: { api: Api }): JSX.Element {
     const source = new EventSource('/api/v1/stream');
     source.onopen = () => setLink('live');
     source.onerror = () => setLink(source.readyState === EventSource.CLOSED ? 'ended' : 'reconnecting');
+    // Transactions are drawn in batches, at most every DRAW_MS: a busy relay sends hundreds a second,
+    // and redrawing the list for each would cost the browser (and a shared machine) far more than the
+    // relaying itself.
+    let batch: Summary[] = [];
+    let timer: number | null = null;
+    const flush = (): void => {
+      timer = null;
+      const ts = batch.reverse();
+      batch = [];
+      if (pausedRef.current) setWaiting((w) => [...ts, ...w].slice(0, KEEP));
+      else show(ts);
+    };
     source.addEventListener('transaction', (e) => {
-      const t = JSON.parse((e as MessageEvent<string>).data) as Summary;
-      if (pausedRef.current) setWaiting((w) => [t, ...w].slice(0, KEEP));
-      else show([t]);
+      batch.push(JSON.parse((e as MessageEvent<string>).data) as Summary);
+      if (batch.length > KEEP) batch.shift();
+      timer ??= window.setTimeout(flush, DRAW_MS);
     });
     source.addEventListener('dropped', load);
     source.addEventListener('ended', () => {
@@ -57,6 +71,7 @@ export function Live(props: { api: Api }): JSX.Element {
     };
     return () => {
       closed = true;
+      if (timer !== null) window.clearTimeout(timer);
       source.close();
     };
   }, [props.api]);
