@@ -236,6 +236,20 @@ describe.skipIf(!browserAvailable())('the console in a real browser', () => {
     expect(status).toBe(401);
   });
 
+  it('shows the login form again, saying why, once the session has ended elsewhere', async () => {
+    const page = await newPage();
+    await login(page, 'admin', 'admin-pass-1');
+    // The session ends outside this page (as at idle expiry): the next request finds it gone.
+    const ended = await page.evaluate(async () => {
+      const { csrf } = (await (await fetch('/api/v1/session')).json()) as { csrf: string };
+      return (await fetch('/api/v1/logout', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': csrf }, body: '{}' })).status;
+    });
+    expect(ended).toBe(200);
+    await page.getByRole('link', { name: 'Upstreams' }).click();
+    await page.locator('input[type=password]').waitFor();
+    await expect(page.getByText('Your session ended: log in again.').isVisible()).resolves.toBe(true);
+  });
+
   it("refuses a POST without the CSRF token from the page's own context, and accepts it with the token", async () => {
     const page = await loggedIn('admin');
     const post = (csrf: string | null) =>

@@ -40,7 +40,14 @@ export function Live(props: { api: Api }): JSX.Element {
     load();
     const source = new EventSource('/api/v1/stream');
     source.onopen = () => setLink('live');
-    source.onerror = () => setLink(source.readyState === EventSource.CLOSED ? 'ended' : 'reconnecting');
+    // Asking the API whether the session still holds tells the app when it ended (the login form).
+    const checkSession = (): void => void props.api.get('/api/v1/session').catch(() => undefined);
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return setLink('reconnecting');
+      // The browser gives up on a stream answered with an error (a 401 once the session ended).
+      setLink('ended');
+      checkSession();
+    };
     // Transactions are drawn in batches, at most every DRAW_MS: a busy relay sends hundreds a second,
     // and redrawing the list for each would cost the browser (and a shared machine) far more than the
     // relaying itself.
@@ -62,8 +69,7 @@ export function Live(props: { api: Api }): JSX.Element {
     source.addEventListener('ended', () => {
       source.close();
       setLink('ended');
-      // Asking the API tells the app the session ended, which shows the login form.
-      void props.api.session();
+      checkSession();
     });
     const show = (ts: Summary[]): void => {
       setItems((now) => merge(ts, now));

@@ -52,11 +52,27 @@ export function Message(props: { api: Api; id: string }): JSX.Element {
   const [error, setError] = useState<string | null>(null);
 
   useEffect(() => {
-    props.api
-      .get<Story>(`/api/v1/messages/${encodeURIComponent(props.id)}`)
-      .then(setStory, (e: unknown) =>
-        setError(e instanceof ApiError && e.code === 'not_found' ? `No message ${props.id} in the trail (or none you may see).` : describe(e)),
+    let gone = false;
+    let timer: number | undefined;
+    // The live list shows a transaction as it is written; the search index has it about a quarter of
+    // a second later (docs/console.md, "Following the trail"): a message opened at once is asked for
+    // again for a few seconds before the page says there is none.
+    const load = (tries: number): void => {
+      props.api.get<Story>(`/api/v1/messages/${encodeURIComponent(props.id)}`).then(
+        (s) => !gone && setStory(s),
+        (e: unknown) => {
+          if (gone) return;
+          const missing = e instanceof ApiError && e.code === 'not_found';
+          if (missing && tries > 0) timer = window.setTimeout(() => load(tries - 1), 500);
+          else setError(missing ? `No message ${props.id} in the trail (or none you may see).` : describe(e));
+        },
       );
+    };
+    load(6);
+    return () => {
+      gone = true;
+      window.clearTimeout(timer);
+    };
   }, [props.api, props.id]);
 
   if (error !== null)
