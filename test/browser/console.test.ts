@@ -10,6 +10,7 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
+import { createServer, type AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashPassword } from '../../src/auth/password.js';
@@ -162,8 +163,16 @@ describe.skipIf(!browserAvailable())('the console in a real browser', () => {
   beforeAll(async () => {
     await mkdir(SCREENSHOTS, { recursive: true });
     upstream = await startFakeUpstream();
+    // A spare upstream nobody listens for: its health probe fails (a connection error, no reply).
+    const dead = createServer();
+    await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
+    const deadPort = (dead.address() as AddressInfo).port;
+    await new Promise((resolve) => dead.close(resolve));
     relay = await startRelay({
-      upstreams: [{ name: 'primary', port: upstream.port }],
+      upstreams: [
+        { name: 'primary', port: upstream.port },
+        { name: 'spare', port: deadPort, probe: { enabled: true, interval: 500, timeout: 2_000 } },
+      ],
       http: { port: 0, token: TOKEN },
       clients: { users: SMTP_USERS, allowInsecureAuth: true },
       console: {
@@ -368,10 +377,13 @@ describe.skipIf(!browserAvailable())('the console in a real browser', () => {
     expect(spool.records.filter((r) => r.action === 'delete')).toEqual([]);
   });
 
-  it('shows the upstreams, the error groups and the charts', async () => {
+  it("shows the upstreams (a failed health probe's error too), the error groups and the charts", async () => {
     const page = await loggedIn('admin');
     await page.getByRole('link', { name: 'Upstreams' }).click();
     await page.locator('table.upstreams th', { hasText: 'primary' }).waitFor();
+    const spare = page.locator('table.upstreams tr', { has: page.locator('th', { hasText: 'spare' }) });
+    await spare.filter({ hasText: 'ECONNREFUSED' }).waitFor();
+    await expect(spare.textContent()).resolves.toContain('not usable');
     await shot(page, 'upstreams');
     await page.getByRole('link', { name: 'Error groups' }).click();
     await page.locator('table.errors td', { hasText: 'recipient_rejected' }).first().waitFor();

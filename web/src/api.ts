@@ -3,31 +3,12 @@
  * (same origin), every POST carries the session's CSRF token, and an answer that says the session
  * ended sends the page back to the login form.
  */
+import type { TransactionSummary } from '../../src/console/summary.js';
+import type { SmtpReply } from '../../src/smtp/smtp-reply.js';
 
-export interface Reply {
-  readonly code: number;
-  readonly enhanced: string | null;
-  readonly text: string;
-}
-
-export interface Summary {
-  readonly id: string;
-  readonly time: string;
-  readonly type: string;
-  readonly outcome: string;
-  readonly class: string | null;
-  readonly from: string | null;
-  readonly to: readonly string[];
-  readonly messageId: string | null;
-  readonly subject: string | null;
-  readonly user: string | null;
-  readonly client: string | null;
-  readonly upstream: string | null;
-  readonly upstreamReply: Reply | null;
-  readonly clientReply: Reply | null;
-  readonly totalMs: number | null;
-  readonly instance: string | null;
-}
+/** The API's own types (type-only imports: nothing of the server is bundled). */
+export type Reply = SmtpReply;
+export type Summary = TransactionSummary;
 
 export interface Page<T> {
   readonly items: T[];

@@ -1,24 +1,12 @@
 /** Error groups (docs/api.md, "GET /api/v1/errors"): the same failure counted once, with a sample. */
 import type { JSX } from 'preact';
-import type { Api, Reply } from '../api.js';
+import type { ErrorGroup } from '../../../src/observe/error-groups.js';
+import type { Api } from '../api.js';
 import { ErrorNote, Link } from '../components.js';
 import { messageHref, reply, time } from '../format.js';
 import { usePoll } from '../poll.js';
 
-interface Group {
-  readonly fingerprint: string;
-  readonly class: string;
-  readonly upstream: string | null;
-  readonly normalized: string;
-  readonly count: number;
-  readonly firstSeen: string;
-  readonly lastSeen: string;
-  readonly sample: {
-    readonly id: string;
-    readonly reply: Reply | null;
-    readonly error: { readonly code: string | null; readonly cause: string | null } | null;
-  };
-}
+type Group = ErrorGroup;
 
 export function Errors(props: { api: Api }): JSX.Element {
   const { data, error } = usePoll(() => props.api.get<{ groups: Group[] }>('/api/v1/errors'), 10_000, [props.api]);

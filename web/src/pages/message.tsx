@@ -6,44 +6,15 @@
  */
 import type { JSX } from 'preact';
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, describe, type Api, type Reply, type Summary } from '../api.js';
+import type { StoryTransaction, StoryView } from '../../../src/console/story-view.js';
+import { ApiError, describe, type Api } from '../api.js';
 import { ErrorNote, Link, Outcome } from '../components.js';
 import { messageHref, ms, reply, time } from '../format.js';
 
-interface Attempt {
-  readonly upstream: string;
-  readonly startedAt: string;
-  readonly ms: number;
-  readonly phase: string;
-  readonly reply: Reply | null;
-  readonly error: { readonly code: string | null; readonly cause: string | null; readonly message?: string | null } | null;
-  readonly class: string | null;
-}
+type Attempt = NonNullable<StoryTransaction['attempts']>[number];
 
-interface StoryTransaction extends Summary {
-  readonly route: string | null;
-  readonly attempts: readonly Attempt[] | null;
-  readonly failover: readonly string[] | null;
-  readonly failure: { readonly class: string; readonly retryable: boolean | null; readonly actor: string; readonly scope: string } | null;
-  readonly waterfall: readonly { readonly phase: string; readonly startMs: number; readonly ms: number }[];
-  readonly duplicateOf: string | null;
-  readonly duplicateRisk: boolean;
-  readonly retryOf: string | null;
-}
-
-interface Story {
-  readonly key: string;
-  readonly kind: string;
-  readonly outcome: string | null;
-  readonly class: string | null;
-  readonly transactions: readonly StoryTransaction[];
-  readonly records: readonly {
-    readonly file: string;
-    readonly line: number;
-    readonly record: { readonly type?: string; readonly id?: string; readonly time?: string };
-  }[];
-  readonly dropped: number;
-  readonly privacyNote: string | null;
+/** The story as the API gives it: the story view and whether its records verify against the chain. */
+interface Story extends StoryView {
   readonly verified: { readonly ok: boolean; readonly detail: string; readonly checked?: number };
 }
 

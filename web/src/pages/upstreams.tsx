@@ -1,22 +1,16 @@
 /** Upstreams (docs/api.md, "GET /api/v1/upstreams"): probe, breaker and why, rate, latency, token, parked. */
 import type { JSX } from 'preact';
-import type { Api, Reply } from '../api.js';
+import type { UpstreamReadiness } from '../../../src/observe/readiness.js';
+import type { Api } from '../api.js';
 import { ErrorNote } from '../components.js';
 import { ms, plain, reply, time } from '../format.js';
 import { usePoll } from '../poll.js';
 
+/** One upstream as `GET /api/v1/upstreams` gives it (the probe and usable are /readyz's). */
 interface Upstream {
   readonly name: string;
-  readonly probe: {
-    readonly enabled: boolean;
-    readonly ok: boolean | null;
-    readonly class: string | null;
-    readonly time: string | null;
-    readonly ms: number | null;
-    readonly reply: Reply | null;
-    readonly error: string | null;
-  } | null;
-  readonly usable: boolean;
+  readonly probe: UpstreamReadiness['probe'] | null;
+  readonly usable: boolean | null;
   readonly breaker: { readonly state: string; readonly reason: string | null; readonly since: string | null };
   readonly sendRate: { readonly perMinute: number; readonly window: string };
   readonly latency: { readonly p50: number | null; readonly p95: number | null; readonly window: string };
@@ -98,7 +92,7 @@ function Probe(props: { probe: Upstream['probe'] }): JSX.Element {
       <span class={`badge ${p.ok ? 'o-delivered' : 'o-rejected'}`}>{p.ok ? 'ok' : (p.class ?? 'failed')}</span>{' '}
       {p.ms !== null ? <span class="mono">{ms(p.ms)}</span> : null}
       {p.reply ? <span class="mono reply"> {reply(p.reply)}</span> : null}
-      {p.error ? <span class="mono reply"> {p.error}</span> : null}
+      {p.error ? <span class="mono reply"> {[p.error.code, p.error.cause].filter(Boolean).join(': ')}</span> : null}
       {p.time ? <span class="muted"> at {time(p.time)}</span> : null}
     </span>
   );
