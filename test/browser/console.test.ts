@@ -13,19 +13,13 @@ import { mkdir } from 'node:fs/promises';
 import { createServer, type AddressInfo } from 'node:net';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../src/auth/password.js';
 import type { QueueAction, QueueActionResult, QueueActor, SpoolControl, SpoolEntry, SpoolFilter } from '../../src/console/queue.js';
-import { ConsoleClient, eventually } from '../helpers/console-client.js';
+import { ConsoleClient, eventually, startConsoleRelay } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
-import { simpleMessage, startRelay, type RunningRelay } from '../helpers/relay-harness.js';
+import { simpleMessage, type RunningRelay } from '../helpers/relay-harness.js';
 
 const CHROMIUM = process.env.MAILTRAIL_CHROMIUM ?? '/usr/bin/chromium';
 const SCREENSHOTS = 'test-results/screenshots';
-const TOKEN = 'console-browser-token-0123456789';
-const SMTP_USERS = [
-  { username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [] },
-  { username: 'news', password: 'news-pass-1', passwordHash: null, allowedSenders: [] },
-];
 /** The flags the console's tests run chromium with: no sandbox (containers), nothing phoned home. */
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync'];
 
@@ -168,21 +162,10 @@ describe.skipIf(!browserAvailable())('the console in a real browser', () => {
     await new Promise<void>((resolve) => dead.listen(0, '127.0.0.1', resolve));
     const deadPort = (dead.address() as AddressInfo).port;
     await new Promise((resolve) => dead.close(resolve));
-    relay = await startRelay({
-      upstreams: [
-        { name: 'primary', port: upstream.port },
-        { name: 'spare', port: deadPort, probe: { enabled: true, interval: 500, timeout: 2_000 } },
-      ],
-      http: { port: 0, token: TOKEN },
-      clients: { users: SMTP_USERS, allowInsecureAuth: true },
-      console: {
-        enabled: true,
-        users: [
-          { username: 'admin', password: null, passwordHash: await hashPassword('admin-pass-1'), scope: null },
-          { username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: { users: ['billing'] } },
-        ],
-      },
-    });
+    relay = await startConsoleRelay([
+      { name: 'primary', port: upstream.port },
+      { name: 'spare', port: deadPort, probe: { enabled: true, interval: 500, timeout: 2_000 } },
+    ]);
     spool = new TestSpool();
     relay.app.attachSpool(spool);
     base = relay.httpUrl!;
