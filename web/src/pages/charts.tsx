@@ -121,7 +121,11 @@ function Chart(props: { title: string; points: readonly Point[]; series: readonl
       title: undefined,
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Etc/UTC'),
       scales: { x: { time: true }, y: props.unit === '%' ? { range: [0, 100] } : { range: (_u, min, max) => [0, Math.max(1, max ?? min)] } },
-      axes: [{}, { size: 56, values: (_u, ticks) => ticks.map((t) => `${t}${props.unit === '%' ? ' %' : ''}`) }],
+      // Times of day in UTC, 24-hour, as the trail writes them.
+      axes: [
+        { values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toISOString().slice(11, 16)) },
+        { size: 56, values: (_u, ticks) => ticks.map((t) => `${t}${props.unit === '%' ? ' %' : ''}`) },
+      ],
       // Rates and latencies exist only in steps with mail: their points are drawn, so a lone one shows.
       series: [
         { label: 'time (UTC)' },
