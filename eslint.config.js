@@ -12,15 +12,17 @@ export default tseslint.config(
   js.configs.recommended,
   // The bench and soak scripts are plain Node.js modules.
   { files: ['**/*.mjs', '**/*.js'], languageOptions: { globals: globals.node } },
-  ...tseslint.configs.recommendedTypeChecked.map((c) => ({ ...c, files: ['**/*.ts'] })),
+  ...tseslint.configs.recommendedTypeChecked.map((c) => ({ ...c, files: ['**/*.ts', '**/*.tsx'] })),
   {
     languageOptions: {
-      // tsconfig.check.json: the code, the tests and the soak, type-checked together (`npm run lint`).
-      parserOptions: { project: ['./tsconfig.check.json'], tsconfigRootDir: import.meta.dirname },
+      // tsconfig.check.json: the code, the tests and the soak, type-checked together (`npm run lint`);
+      // web/tsconfig.json: the console's pages (browser code: the DOM's types, Preact's JSX);
+      // test/browser/tsconfig.json: the tests that drive a browser (the DOM's types too).
+      parserOptions: { project: ['./tsconfig.check.json', './web/tsconfig.json', './test/browser/tsconfig.json'], tsconfigRootDir: import.meta.dirname },
     },
   },
   {
-    files: ['**/*.ts'],
+    files: ['**/*.ts', '**/*.tsx'],
     rules: {
       // `_name` marks what is unused on purpose: a destructured field left out, a compile-time check
       // (config/loaded.ts `Expect<...>`), an argument an interface requires.

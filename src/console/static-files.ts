@@ -48,8 +48,12 @@ const ASSET = /^\/assets\/((?:[A-Za-z0-9_-][A-Za-z0-9._-]*\/)*[A-Za-z0-9_-][A-Za
 export class StaticFiles {
   readonly #dir: string;
 
-  /** `dir`: the built app; by default the folder this file is compiled into (dist/console/). */
-  constructor(dir: string = fileURLToPath(new URL('.', import.meta.url))) {
+  /**
+   * `dir`: the built app; by default the package's dist/console/, found from this file whether it
+   * runs compiled (dist/console/static-files.js) or from its source (src/console/static-files.ts,
+   * as the tests run it): both are two folders below the package's root.
+   */
+  constructor(dir: string = fileURLToPath(new URL('../../dist/console/', import.meta.url))) {
     this.#dir = dir;
   }
 

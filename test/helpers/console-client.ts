@@ -3,6 +3,35 @@
  * session cookie and the CSRF token, sends the Origin a page of the server would send.
  */
 import { request } from 'node:http';
+import { hashPassword } from '../../src/auth/password.js';
+import { startRelay, type RelaySpec, type RunningRelay, type UpstreamSpec } from './relay-harness.js';
+
+/** The HTTP token of the console's test relays (scripts' bearer token). */
+export const CONSOLE_TOKEN = 'console-test-token-0123456789';
+
+/**
+ * A relay with the console on, as the console's tests use it: SMTP users `billing` and `news`
+ * (passwords `<name>-pass-1`), console users `admin` (a scrypt hash of `admin-pass-1`, every user's
+ * mail) and `ana` (`ana-pass-1`, limited to the mail of `billing`).
+ */
+export async function startConsoleRelay(upstreams: UpstreamSpec[], over: Partial<RelaySpec> = {}): Promise<RunningRelay> {
+  return startRelay({
+    upstreams,
+    http: { port: 0, token: CONSOLE_TOKEN },
+    clients: {
+      users: ['billing', 'news'].map((username) => ({ username, password: `${username}-pass-1`, passwordHash: null, allowedSenders: [], mode: null })),
+      allowInsecureAuth: true,
+    },
+    console: {
+      enabled: true,
+      users: [
+        { username: 'admin', password: null, passwordHash: await hashPassword('admin-pass-1'), scope: null },
+        { username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: { users: ['billing'] } },
+      ],
+    },
+    ...over,
+  });
+}
 
 export interface ApiAnswer<T = unknown> {
   readonly status: number;

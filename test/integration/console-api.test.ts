@@ -4,39 +4,22 @@
  * endpoint, the live stream and the story of a message.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashPassword } from '../../src/auth/password.js';
 import type { QueueAction, QueueActor, SpoolControl, SpoolEntry, SpoolFilter } from '../../src/console/queue.js';
 import type { TransactionSummary } from '../../src/console/summary.js';
-import { ConsoleClient, eventually, getWithHost } from '../helpers/console-client.js';
+import { CONSOLE_TOKEN, ConsoleClient, eventually, getWithHost, startConsoleRelay } from '../helpers/console-client.js';
 import { startFakeUpstream, type FakeUpstream } from '../helpers/fake-upstream.js';
 import { simpleMessage, startRelay, type RelaySpec, type RunningRelay } from '../helpers/relay-harness.js';
 import type { SendResult } from '../helpers/smtp-client.js';
 
-const TOKEN = 'console-test-token-0123456789';
-const SMTP_USERS = [
-  { username: 'billing', password: 'billing-pass-1', passwordHash: null, allowedSenders: [], mode: null },
-  { username: 'news', password: 'news-pass-1', passwordHash: null, allowedSenders: [], mode: null },
-];
+const TOKEN = CONSOLE_TOKEN;
 
 /** The mailtrail id in the reply the client got. */
 function idOf(result: SendResult): string {
   return /\(id ([0-9A-Z]{26})\)/.exec(result.response ?? '')?.[1] ?? '';
 }
 
-async function consoleRelay(upstream: FakeUpstream, over: Partial<RelaySpec> = {}): Promise<RunningRelay> {
-  return startRelay({
-    upstreams: [{ name: 'primary', port: upstream.port }],
-    http: { port: 0, token: TOKEN },
-    clients: { users: SMTP_USERS, allowInsecureAuth: true },
-    console: {
-      enabled: true,
-      users: [
-        { username: 'admin', password: null, passwordHash: await hashPassword('admin-pass-1'), scope: null },
-        { username: 'ana', password: 'ana-pass-1', passwordHash: null, scope: { users: ['billing'] } },
-      ],
-    },
-    ...over,
-  });
+function consoleRelay(upstream: FakeUpstream, over: Partial<RelaySpec> = {}): Promise<RunningRelay> {
+  return startConsoleRelay([{ name: 'primary', port: upstream.port }], over);
 }
 
 describe('console login and safety', () => {

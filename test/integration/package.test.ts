@@ -49,6 +49,15 @@ describe('the npm package', () => {
     expect(licence).toMatch(/^MIT License\n\nCopyright \(c\) \d{4} mailtrail contributors\n/);
   });
 
+  it("ships the console's built pages: index.html and every script and stylesheet it loads", () => {
+    expect(files.has('dist/console/index.html')).toBe(true);
+    const page = readFileSync(join(ROOT, 'dist/console/index.html'), 'utf8');
+    const loaded = [...page.matchAll(/(?:src|href)="\/(assets\/[^"]+)"/g)].map((m) => `dist/console/${m[1]!}`);
+    expect(loaded.some((f) => f.endsWith('.js'))).toBe(true);
+    expect(loaded.some((f) => f.endsWith('.css'))).toBe(true);
+    for (const file of loaded) expect(files.has(file), `${file} is not in the package`).toBe(true);
+  });
+
   it('ships every example', () => {
     for (const name of readdirSync(join(ROOT, 'examples'))) expect(files.has(`examples/${name}`), `examples/${name}`).toBe(true);
   });
@@ -65,9 +74,9 @@ describe('the npm package', () => {
     }
   });
 
-  it('ships no tests, sources, benchmarks, soak, CI files, source maps, keys or tarballs', () => {
+  it("ships no tests, sources (the server's or the pages'), benchmarks, soak, CI files, source maps, keys or tarballs", () => {
     const unwanted = [...files].filter(
-      (f) => /^(test|src|bench|soak|\.ci|node_modules|data)\//.test(f) || /\.(map|ts|tgz|key|pem|crt)$/.test(f) || f === 'deploy/compose.yaml',
+      (f) => /^(test|src|web|bench|soak|\.ci|node_modules|data)\//.test(f) || /\.(map|ts|tgz|key|pem|crt)$/.test(f) || f === 'deploy/compose.yaml',
     );
     expect(unwanted).toEqual([]);
   });

@@ -1,0 +1,2 @@
+// Vite bundles the stylesheets the modules import.
+declare module '*.css';
