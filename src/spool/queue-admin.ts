@@ -42,10 +42,10 @@ export interface QueueActionResult {
 }
 
 /**
- * What acting on an entry needs: the queue manager provides it (its actions wait for an attempt in
- * flight to end instead of racing it: a hold or a delete that comes during an attempt applies once the
- * attempt's outcome is recorded). Until then StoreQueueActions acts on the store directly, for entries
- * no attempt is delivering. Either way, each action that changes something writes its `spool` record
+ * What acting on an entry needs: the queue manager provides it (manager-queue-actions.ts: its actions
+ * wait for an attempt in flight to end instead of racing it: a hold or a delete that comes during an
+ * attempt applies once the attempt's outcome is recorded). A relay that does not deliver from its spool
+ * uses StoreQueueActions, on the store directly, for entries no attempt is delivering. Either way, each action that changes something writes its `spool` record
  * (`retry-now`, `held`, `released`, `deleted`, `bounced`) with `by`, the end records before the files
  * go, and rejects with QueueActionError: ESPOOLENTRY (no such message), EQUEUESTATE (the action does
  * not apply), EQUEUEBUSY (an attempt holds it), EAUDITWRITE (the record could not be written: nothing
