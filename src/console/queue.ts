@@ -4,8 +4,10 @@
  * without a spool the queue endpoints answer 404 `no_spool` (docs/api.md, "Queue").
  */
 
-export const QUEUE_ACTIONS = ['retry', 'hold', 'release', 'delete', 'bounce'] as const;
-export type QueueAction = (typeof QUEUE_ACTIONS)[number];
+import type { QueueAction } from '../spool/queue-admin.js';
+
+// The spool's own list of actions (spool/queue-admin.ts): the console offers exactly those.
+export { QUEUE_ACTIONS, type QueueAction } from '../spool/queue-admin.js';
 
 /** One spooled message, as the spool describes it; `user` is what a console user's scope is about. */
 export interface SpoolEntry {

@@ -4,18 +4,9 @@
  * changes the entry (docs/spool.md, "Operating the queue").
  */
 import { ERR } from '../error-codes.js';
-import { QueueActionError, type QueueActionRequest, type QueueActionResult, type QueueActions } from './queue-admin.js';
+import { ACTION_EVENTS, noSuchMessage, QueueActionError, type QueueActionRequest, type QueueActionResult, type QueueActions } from './queue-admin.js';
 import type { QueueManager } from './queue-manager.js';
 import type { SpoolEntry } from './spool-entry.js';
-
-/** The `spool` record's event of each action, as `mailtrail queue` reports it. */
-const EVENT_NAMES: Readonly<Record<QueueActionRequest['action'], string>> = {
-  retry: 'retry-now',
-  hold: 'held',
-  release: 'released',
-  delete: 'deleted',
-  bounce: 'bounced',
-};
 
 export class ManagerQueueActions implements QueueActions {
   readonly #queue: QueueManager;
@@ -29,7 +20,7 @@ export class ManagerQueueActions implements QueueActions {
   async act(request: QueueActionRequest): Promise<QueueActionResult> {
     const { id, action, by } = request;
     const before = await this.#store.get(id);
-    if (before === null) throw new QueueActionError(ERR.SPOOL_ENTRY, `no message ${id} in the spool`);
+    if (before === null) throw noSuchMessage(id);
     // A held message stays held until released: retry does not release it behind the holder's back.
     if (action === 'retry' && before.state === 'held') throw new QueueActionError(ERR.QUEUE_STATE, `${id} is held: release it to deliver it`);
     const reason = request.reason ?? undefined;
@@ -46,14 +37,14 @@ export class ManagerQueueActions implements QueueActions {
                 ? await this.#queue.delete(id, by, reason)
                 : await this.#queue.bounce(id, by, reason);
     } catch (err) {
-      if ((err as { code?: string }).code === ERR.SPOOL_ENTRY) throw new QueueActionError(ERR.SPOOL_ENTRY, `no message ${id} in the spool`);
+      if ((err as { code?: string }).code === ERR.SPOOL_ENTRY) throw noSuchMessage(id);
       throw err;
     }
-    if (!done.changed && done.why === 'the audit trail could not record it') {
+    if (done.code === ERR.AUDIT_WRITE) {
       throw new QueueActionError(ERR.AUDIT_WRITE, 'the audit trail could not record it, so nothing was done');
     }
     const ended = done.state === 'deleted' || done.state === 'bounced';
-    const event = EVENT_NAMES[action];
+    const event = ACTION_EVENTS[action];
     const note = !done.changed
       ? (done.why ?? 'unchanged')
       : done.dsn !== null

@@ -5,7 +5,7 @@
  * QueueActions, which writes a `spool` record naming the action, the message, when, and who did it
  * from where (`by`), and never races a delivery in flight.
  */
-import type { SpoolActor } from '../audit/records.js';
+import type { SpoolActor, SpoolEvent } from '../audit/records.js';
 import { ERR } from '../error-codes.js';
 import { SPOOL_STATES, type SpoolEntry, type SpoolState } from './spool-entry.js';
 
@@ -17,6 +17,15 @@ export const QUEUE_ACTIONS = ['retry', 'hold', 'release', 'delete', 'bounce'] as
  * sender (spool.dsn), as if it had expired.
  */
 export type QueueAction = (typeof QUEUE_ACTIONS)[number];
+
+/** The `spool` record's event each action writes when it changes something. */
+export const ACTION_EVENTS: Readonly<Record<QueueAction, SpoolEvent>> = {
+  retry: 'retry-now',
+  hold: 'held',
+  release: 'released',
+  delete: 'deleted',
+  bounce: 'bounced',
+};
 
 export interface QueueActionRequest {
   readonly id: string;

@@ -100,6 +100,8 @@ export interface QueueActionResult {
   readonly record: string | null;
   /** The DSN queued for the sender (a bounce); null when none. */
   readonly dsn: string | null;
+  /** EAUDITWRITE when nothing was done because the trail could not take the record; else null. */
+  readonly code: typeof ERR.AUDIT_WRITE | null;
 }
 
 type EndKind = 'delivered' | 'bounced' | 'expired' | 'deleted';
@@ -691,18 +693,20 @@ export class QueueManager {
       if (e === null) throw new SpoolError(ERR.SPOOL_ENTRY, `no entry ${id} in the spool`);
       const d = await decide(e);
       if ('ended' in d) {
-        if (d.done === null) return { id, changed: false, state: 'held', why: 'the audit trail could not record it', record: null, dsn: null };
-        return { id, changed: true, state: d.ended, why: null, record: d.done.record, dsn: d.done.dsn };
+        if (d.done === null)
+          return { id, changed: false, state: 'held', why: 'the audit trail could not record it', record: null, dsn: null, code: ERR.AUDIT_WRITE };
+        return { id, changed: true, state: d.ended, why: null, record: d.done.record, dsn: d.done.dsn, code: null };
       }
-      if ('why' in d) return { id, changed: false, state: e.state, why: d.why, record: null, dsn: null };
+      if ('why' in d) return { id, changed: false, state: e.state, why: d.why, record: null, dsn: null, code: null };
       const record = this.#spoolRecordId(id, d.event, d.reason, by, null, null);
-      if (record === null) return { id, changed: false, state: e.state, why: 'the audit trail could not record it', record: null, dsn: null };
+      if (record === null)
+        return { id, changed: false, state: e.state, why: 'the audit trail could not record it', record: null, dsn: null, code: ERR.AUDIT_WRITE };
       const next = await store.update(id, () => d.change);
       this.#waiting.delete(id);
       this.#publish(id, e.state, next.state, next, { reason: d.reason, by });
       if (d.event === 'held') this.#emit('held', next, null, d.reason);
       this.kick();
-      return { id, changed: true, state: next.state, why: null, record, dsn: null };
+      return { id, changed: true, state: next.state, why: null, record, dsn: null, code: null };
     });
   }
 

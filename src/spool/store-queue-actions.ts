@@ -10,11 +10,19 @@
  */
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
-import type { Built, SpoolActor, SpoolEvent, SpoolRecord } from '../audit/records.js';
+import type { Built, SpoolActor, SpoolRecord } from '../audit/records.js';
 import { ERR } from '../error-codes.js';
 import type { Logger } from '../logger.js';
 import { buildDsn, type DsnRecipient } from './dsn.js';
-import { noSuchMessage, QueueActionError, type QueueAction, type QueueActionRequest, type QueueActionResult, type QueueActions } from './queue-admin.js';
+import {
+  ACTION_EVENTS,
+  noSuchMessage,
+  QueueActionError,
+  type QueueAction,
+  type QueueActionRequest,
+  type QueueActionResult,
+  type QueueActions,
+} from './queue-admin.js';
 import type { SpoolEntry } from './spool-entry.js';
 import { spoolRecord } from './spool-records.js';
 import { SpoolError, type SpoolStore } from './spool-store.js';
@@ -38,12 +46,13 @@ export interface StoreQueueActionsOptions {
 const HEADER_READ = 256 * 1024;
 
 /** The record each action writes, and its usual reason. */
-const EVENTS: Readonly<Record<QueueAction, { readonly event: SpoolEvent; readonly reason: string }>> = {
-  retry: { event: 'retry-now', reason: 'made due at once by an operator' },
-  hold: { event: 'held', reason: 'held by an operator' },
-  release: { event: 'released', reason: 'released by an operator: due at once' },
-  delete: { event: 'deleted', reason: 'deleted by an operator, without a bounce' },
-  bounce: { event: 'bounced', reason: 'bounced by an operator: given up as undeliverable' },
+/** The record's reason for each action, when the operator gave none. */
+const REASONS: Readonly<Record<QueueAction, string>> = {
+  retry: 'made due at once by an operator',
+  hold: 'held by an operator',
+  release: 'released by an operator: due at once',
+  delete: 'deleted by an operator, without a bounce',
+  bounce: 'bounced by an operator: given up as undeliverable',
 };
 
 export class StoreQueueActions implements QueueActions {
@@ -98,7 +107,7 @@ export class StoreQueueActions implements QueueActions {
       done.record = this.#record(request, null);
       return next;
     });
-    const { event } = EVENTS[request.action];
+    const event = ACTION_EVENTS[request.action];
     return { id: request.id, action: request.action, changed: done.record !== null, note: done.note ?? event, record: done.record, entry, dsn: null };
   }
 
@@ -130,7 +139,7 @@ export class StoreQueueActions implements QueueActions {
     }
     if (dsnId !== null) await this.#o.store.markRecorded(dsnId).catch((err: unknown) => this.#o.log.warn({ err, id: dsnId }, 'DSN not marked recorded'));
     await this.#o.store.remove(id);
-    const { event } = EVENTS[action];
+    const event = ACTION_EVENTS[action];
     const note = dsnId !== null ? `${event}; DSN ${dsnId} queued for ${before.from}` : dsn.note !== null ? `${event}; ${dsn.note}` : event;
     return { id, action, changed: true, note, record, entry: null, dsn: dsnId };
   }
@@ -140,13 +149,14 @@ export class StoreQueueActions implements QueueActions {
       ...e,
       state: 'held',
       nextAttemptAt: null,
-      held: { since: new Date(this.#now()).toISOString(), reason: why ?? request.reason ?? EVENTS.hold.reason, by: who(request.by) },
+      held: { since: new Date(this.#now()).toISOString(), reason: why ?? request.reason ?? REASONS.hold, by: who(request.by) },
     };
   }
 
   /** Writes the action's `spool` record; throws EAUDITWRITE when it is not in the trail. */
   #record(request: QueueActionRequest, dsn: string | null, dsnNote: string | null = null): string {
-    const { event, reason } = EVENTS[request.action];
+    const event = ACTION_EVENTS[request.action];
+    const reason = REASONS[request.action];
     const id = this.#o.ids.next(this.#now());
     const why = [request.reason ?? reason, dsnNote].filter((s) => s !== null).join('; ');
     let written: boolean;
